@@ -1,0 +1,125 @@
+# cellgate - a Jupyter kernel written in C.
+#
+#   make          install missing Debian packages, build build/cellgate
+#   make run      build, install the kernelspecs for this user, run examples/hello.ipynb
+#   make test     every test: C units, fuzz corpus replay, style checks, Jupyter clients
+#   make bench    kernelbench: cellgate-python against ipykernel (python3)
+#   make fuzz     run the libFuzzer targets for FUZZ_SECONDS each
+#   make valgrind the C unit tests and the wire fuzz replay under valgrind
+#   make SANITIZE=address,undefined test   everything built with sanitizers
+#
+# Every Jupyter tool, test and in-box Python runtime uses Debian's
+# /usr/bin/python3: the `python3` first on PATH may be a pyenv build without
+# jupyter_client and friends.
+PYTHON := /usr/bin/python3
+
+CC ?= cc
+PKGS := libzmq libsodium jansson
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+        -Wvla -Wwrite-strings -Wno-unused-result
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c17 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+ifeq ($(WERROR),1)
+CFLAGS += -Werror
+endif
+ifneq ($(SANITIZE),)
+CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+B := build
+COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c
+KERNEL := kernel/main.c kernel/kernel.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
+          kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c
+DRIVERS := kernel/drivers/python.py kernel/drivers/bash.sh
+LOGOS := kernelspecs/logo-32x32.png kernelspecs/logo-64x64.png kernelspecs/logo-svg.svg
+COMMON_OBJ := $(COMMON:%.c=$(B)/%.o)
+KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
+UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.c \
+         tests/unit/test_history.c
+UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
+FUZZERS := wire connfile
+REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps run test unit fuzz-replay check-style pytest bench fuzz valgrind clean install-kernelspecs
+
+all: deps $(B)/cellgate
+
+deps:
+	@bash scripts/deps.sh
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# The drivers and logos are embedded with .incbin: rebuild when they change.
+$(B)/kernel/drivers.o: $(DRIVERS)
+$(B)/kernel/kernelspec.o: $(LOGOS)
+
+$(B)/cellgate: $(KERNEL_OBJ) $(COMMON_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# ---- run --------------------------------------------------------------------
+
+install-kernelspecs: all
+	$(B)/cellgate install --user
+
+run: install-kernelspecs
+	@mkdir -p $(B)/examples
+	$(PYTHON) -m nbconvert --to notebook --execute examples/hello.ipynb \
+	    --ExecutePreprocessor.kernel_name=cellgate --output-dir $(B)/examples --output hello.ipynb
+	$(PYTHON) -m nbconvert --to html $(B)/examples/hello.ipynb --output-dir $(B)/examples
+	@echo
+	@echo "ran examples/hello.ipynb through the cellgate kernel:"
+	@echo "  notebook with outputs: $(B)/examples/hello.ipynb"
+	@echo "  HTML:                  $(B)/examples/hello.html"
+
+# ---- tests ------------------------------------------------------------------
+
+$(B)/tests/%: tests/unit/%.c $(COMMON_OBJ) $(B)/kernel/utf8.o $(B)/kernel/history.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icommon -Ikernel $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
+
+# Each fuzz target also builds as a plain program that replays its corpus.
+$(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icommon $^ $(LDFLAGS) $(LDLIBS) -o $@
+
+unit: all $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do $$t; done
+
+fuzz-replay: $(REPLAYS)
+	@set -e; for f in $(FUZZERS); do $(B)/tests/replay_$$f tests/fuzz/corpus/$$f; done
+
+check-style:
+	@bash scripts/checksrc.sh
+
+pytest: all
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+test: all check-style unit fuzz-replay pytest
+
+VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+valgrind: all $(UNIT_BINS) $(REPLAYS)
+	@set -e; for t in $(UNIT_BINS); do $(VALGRIND) $$t; done
+	@set -e; for f in $(FUZZERS); do $(VALGRIND) $(B)/tests/replay_$$f tests/fuzz/corpus/$$f; done
+
+# libFuzzer needs clang; the same sources are the replay programs above.
+# New inputs land in build/fuzz/NAME; copy interesting ones to tests/fuzz/corpus.
+fuzz: deps
+	@set -e; for f in $(FUZZERS); do \
+	    mkdir -p $(B)/fuzz/$$f; \
+	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icommon \
+	        tests/fuzz/fuzz_$$f.c $(COMMON) $(LDLIBS) -o $(B)/fuzz/fuzz_$$f; \
+	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
+	done
+
+bench: install-kernelspecs
+	$(PYTHON) ../shared/bench/kernelbench.py cellgate-python --vs python3
+
+clean:
+	rm -rf $(B)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

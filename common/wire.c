@@ -1,0 +1,519 @@
+/*
+ * wire.c - Jupyter wire protocol codec (see wire.h).
+ */
+#include "wire.h"
+
+#include "cgerr.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <zmq.h>
+
+#define DIGEST_LEN 32
+#define SET_SLOTS (2 * WIRE_REPLAY_WINDOW) /* load factor <= 0.5 */
+
+/* One generation of remembered digests: open addressing, no deletion. */
+struct digest_set {
+    unsigned char (*slots)[DIGEST_LEN]; /* all-zero = empty */
+    size_t count;
+};
+
+struct wire {
+    unsigned char *key;        /* signing key, may be empty */
+    size_t keylen;
+    size_t max_bytes;          /* bound on a whole message */
+    char session[33];          /* this process's session id */
+    struct digest_set gen[2];  /* current and previous generation */
+    int cur;                   /* index of the current generation */
+};
+
+/* ---- replay memory ------------------------------------------------------ */
+
+static size_t
+digest_slot(const unsigned char *d)
+{
+    uint64_t h;
+
+    memcpy(&h, d, sizeof h); /* digests are uniformly random */
+    return (size_t)(h % SET_SLOTS);
+}
+
+static bool
+set_has(const struct digest_set *s, const unsigned char *d)
+{
+    static const unsigned char zero[DIGEST_LEN];
+
+    if (!s->slots)
+        return false;
+    for (size_t i = digest_slot(d);; i = (i + 1) % SET_SLOTS) {
+        if (memcmp(s->slots[i], zero, DIGEST_LEN) == 0)
+            return false;
+        if (memcmp(s->slots[i], d, DIGEST_LEN) == 0)
+            return true;
+    }
+}
+
+static int
+set_add(struct digest_set *s, const unsigned char *d)
+{
+    static const unsigned char zero[DIGEST_LEN];
+
+    if (!s->slots) {
+        s->slots = calloc(SET_SLOTS, DIGEST_LEN);
+        if (!s->slots)
+            return CG_ENOMEM;
+    }
+    size_t i = digest_slot(d);
+    while (memcmp(s->slots[i], zero, DIGEST_LEN) != 0)
+        i = (i + 1) % SET_SLOTS;
+    memcpy(s->slots[i], d, DIGEST_LEN);
+    s->count++;
+    return CG_OK;
+}
+
+/* Remembers d; when the current generation is full the older one is
+ * forgotten, so memory stays bounded at two windows. */
+static int
+replay_remember(wire_t *w, const unsigned char *d)
+{
+    struct digest_set *cur = &w->gen[w->cur];
+
+    if (cur->count >= WIRE_REPLAY_WINDOW) {
+        w->cur ^= 1;
+        cur = &w->gen[w->cur];
+        if (cur->slots)
+            memset(cur->slots, 0, (size_t)SET_SLOTS * DIGEST_LEN);
+        cur->count = 0;
+    }
+    return set_add(cur, d);
+}
+
+static bool
+replay_seen(const wire_t *w, const unsigned char *d)
+{
+    return set_has(&w->gen[0], d) || set_has(&w->gen[1], d);
+}
+
+/* ---- codec lifetime ----------------------------------------------------- */
+
+wire_t *
+wire_new(const char *scheme, const char *key, size_t max_bytes, char *err, size_t errlen)
+{
+    wire_t *w;
+
+    if (sodium_init() < 0) {
+        cg_fail(err, errlen, CG_ESYS, "libsodium failed to initialise");
+        return NULL;
+    }
+    if (!key)
+        key = "";
+    if (key[0] && (!scheme || strcmp(scheme, "hmac-sha256") != 0)) {
+        cg_fail(err, errlen, CG_EUNSUPP, "signature scheme '%s' is not supported "
+                "(only hmac-sha256)", scheme ? scheme : "");
+        return NULL;
+    }
+    w = calloc(1, sizeof *w);
+    if (!w)
+        goto nomem;
+    w->keylen = strlen(key);
+    w->key = malloc(w->keylen + 1);
+    if (!w->key)
+        goto nomem;
+    memcpy(w->key, key, w->keylen + 1);
+    w->max_bytes = max_bytes ? max_bytes : WIRE_DEFAULT_MAX_BYTES;
+    wire_new_id(w->session);
+    return w;
+nomem:
+    free(w);
+    cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+    return NULL;
+}
+
+void
+wire_destroy(wire_t **wp)
+{
+    if (!wp || !*wp)
+        return;
+    wire_t *w = *wp;
+    if (w->key) {
+        sodium_memzero(w->key, w->keylen);
+        free(w->key);
+    }
+    free(w->gen[0].slots);
+    free(w->gen[1].slots);
+    free(w);
+    *wp = NULL;
+}
+
+const char *
+wire_session(const wire_t *w)
+{
+    return w->session;
+}
+
+/* ---- signing ------------------------------------------------------------ */
+
+void
+wire_sign(const wire_t *w, const wire_frame_t parts[4], char hex[65])
+{
+    crypto_auth_hmacsha256_state st;
+    unsigned char mac[DIGEST_LEN];
+
+    if (w->keylen == 0) {
+        hex[0] = '\0';
+        return;
+    }
+    crypto_auth_hmacsha256_init(&st, w->key, w->keylen);
+    for (int i = 0; i < 4; i++)
+        crypto_auth_hmacsha256_update(&st, parts[i].data, parts[i].len);
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_bin2hex(hex, 65, mac, sizeof mac);
+}
+
+/* ---- decoding ----------------------------------------------------------- */
+
+static int
+copy_buf(wire_buf_t *dst, const wire_frame_t *src)
+{
+    dst->len = src->len;
+    dst->data = malloc(src->len ? src->len : 1);
+    if (!dst->data)
+        return CG_ENOMEM;
+    if (src->len)
+        memcpy(dst->data, src->data, src->len);
+    return CG_OK;
+}
+
+static json_t *
+parse_object(const wire_frame_t *f, const char *what, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(f->data, f->len, 0, &jerr);
+
+    if (!j) {
+        cg_fail(err, errlen, CG_EINVAL, "%s is not JSON: %s", what, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        cg_fail(err, errlen, CG_EINVAL, "%s is not a JSON object", what);
+        return NULL;
+    }
+    return j;
+}
+
+int
+wire_decode(wire_t *w, const wire_frame_t *frames, size_t n, wire_msg_t **out,
+            char *err, size_t errlen)
+{
+    static const char *names[4] = { "header", "parent_header", "metadata", "content" };
+    size_t delim = n, total = 0;
+    wire_msg_t *m = NULL;
+    int rc;
+
+    *out = NULL;
+    if (n > WIRE_MAX_FRAMES)
+        return cg_fail(err, errlen, CG_ETOOBIG, "%zu frames (at most %d)", n, WIRE_MAX_FRAMES);
+    for (size_t i = 0; i < n; i++) {
+        total += frames[i].len;
+        if (delim == n && frames[i].len == sizeof WIRE_DELIM - 1
+            && memcmp(frames[i].data, WIRE_DELIM, sizeof WIRE_DELIM - 1) == 0)
+            delim = i;
+    }
+    if (delim == n)
+        return cg_fail(err, errlen, CG_EINVAL, "no <IDS|MSG> delimiter");
+    if (delim > WIRE_MAX_IDENTS)
+        return cg_fail(err, errlen, CG_ETOOBIG, "%zu identities (at most %d)", delim, WIRE_MAX_IDENTS);
+    if (n - delim < 6)
+        return cg_fail(err, errlen, CG_EINVAL, "%zu frames after the delimiter (need 5)", n - delim - 1);
+    if (n - delim - 6 > WIRE_MAX_BUFFERS)
+        return cg_fail(err, errlen, CG_ETOOBIG, "too many buffers");
+    if (total > w->max_bytes)
+        return cg_fail(err, errlen, CG_ETOOBIG, "message of %zu bytes (at most %zu)", total, w->max_bytes);
+
+    const wire_frame_t *sig = &frames[delim + 1];
+    const wire_frame_t *parts = &frames[delim + 2];
+    for (int i = 0; i < 3; i++)
+        if (parts[i].len > WIRE_MAX_DICT)
+            return cg_fail(err, errlen, CG_ETOOBIG, "%s of %zu bytes", names[i], parts[i].len);
+
+    if (w->keylen) {
+        char want[65];
+        unsigned char digest[DIGEST_LEN];
+
+        if (sig->len != 64)
+            return cg_fail(err, errlen, CG_ESIG, "signature of %zu bytes (want 64)", sig->len);
+        wire_sign(w, parts, want);
+        if (sodium_memcmp(want, sig->data, 64) != 0)
+            return cg_fail(err, errlen, CG_ESIG, "signature does not match");
+        if (sodium_hex2bin(digest, sizeof digest, sig->data, 64, NULL, NULL, NULL) != 0)
+            return cg_fail(err, errlen, CG_ESIG, "signature is not hex");
+        if (replay_seen(w, digest))
+            return cg_fail(err, errlen, CG_EREPLAY, "signature seen before (replay)");
+        if (replay_remember(w, digest) != CG_OK)
+            return cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+    }
+
+    m = calloc(1, sizeof *m);
+    if (!m)
+        return cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+    json_t **slots[4] = { &m->header, &m->parent, &m->metadata, &m->content };
+    for (int i = 0; i < 4; i++) {
+        *slots[i] = parse_object(&parts[i], names[i], err, errlen);
+        if (!*slots[i]) {
+            rc = CG_EINVAL;
+            goto fail;
+        }
+    }
+    if (!json_is_string(json_object_get(m->header, "msg_type"))
+        || !json_is_string(json_object_get(m->header, "msg_id"))) {
+        rc = cg_fail(err, errlen, CG_EINVAL, "header lacks msg_type or msg_id");
+        goto fail;
+    }
+    m->n_idents = delim;
+    m->idents = calloc(delim ? delim : 1, sizeof *m->idents);
+    m->n_buffers = n - delim - 6;
+    m->buffers = calloc(m->n_buffers ? m->n_buffers : 1, sizeof *m->buffers);
+    if (!m->idents || !m->buffers) {
+        rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < delim; i++)
+        if (copy_buf(&m->idents[i], &frames[i]) != CG_OK) {
+            rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+            goto fail;
+        }
+    for (size_t i = 0; i < m->n_buffers; i++)
+        if (copy_buf(&m->buffers[i], &frames[delim + 6 + i]) != CG_OK) {
+            rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+            goto fail;
+        }
+    *out = m;
+    return CG_OK;
+fail:
+    wire_msg_destroy(&m);
+    return rc;
+}
+
+/* ---- encoding ----------------------------------------------------------- */
+
+static char *
+dump(const json_t *j)
+{
+    /* Compact output; ensure_ascii is off, so UTF-8 passes through. */
+    return json_dumps(j ? j : json_object(), JSON_COMPACT);
+}
+
+int
+wire_encode(wire_t *w, const wire_msg_t *msg, wire_buf_t **framesp, size_t *np)
+{
+    size_t n = msg->n_idents + 6 + msg->n_buffers, k = 0;
+    wire_buf_t *f = calloc(n, sizeof *f);
+    const json_t *js[4] = { msg->header, msg->parent, msg->metadata, msg->content };
+    wire_frame_t parts[4];
+    char hex[65];
+
+    if (!f)
+        return CG_ENOMEM;
+    for (size_t i = 0; i < msg->n_idents; i++, k++)
+        if (copy_buf(&f[k], &(wire_frame_t){ msg->idents[i].data, msg->idents[i].len }) != CG_OK)
+            goto nomem;
+    if (copy_buf(&f[k++], &(wire_frame_t){ WIRE_DELIM, sizeof WIRE_DELIM - 1 }) != CG_OK)
+        goto nomem;
+    size_t sig_at = k++;
+    for (int i = 0; i < 4; i++, k++) {
+        char *s = dump(js[i]);
+        if (!s)
+            goto nomem;
+        f[k].data = (unsigned char *)s;
+        f[k].len = strlen(s);
+        parts[i] = (wire_frame_t){ f[k].data, f[k].len };
+    }
+    wire_sign(w, parts, hex);
+    if (copy_buf(&f[sig_at], &(wire_frame_t){ hex, strlen(hex) }) != CG_OK)
+        goto nomem;
+    for (size_t i = 0; i < msg->n_buffers; i++, k++)
+        if (copy_buf(&f[k], &(wire_frame_t){ msg->buffers[i].data, msg->buffers[i].len }) != CG_OK)
+            goto nomem;
+    *framesp = f;
+    *np = n;
+    return CG_OK;
+nomem:
+    wire_frames_free(f, n);
+    return CG_ENOMEM;
+}
+
+void
+wire_frames_free(wire_buf_t *frames, size_t n)
+{
+    if (!frames)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(frames[i].data);
+    free(frames);
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+void
+wire_now_iso(char buf[40])
+{
+    struct timeval tv;
+    struct tm tm;
+    char base[24];
+
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, 40, "%s.%06ldZ", base, (long)tv.tv_usec);
+}
+
+void
+wire_new_id(char buf[33])
+{
+    unsigned char raw[16];
+
+    randombytes_buf(raw, sizeof raw);
+    raw[6] = (unsigned char)((raw[6] & 0x0f) | 0x40); /* version 4 */
+    raw[8] = (unsigned char)((raw[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    sodium_bin2hex(buf, 33, raw, sizeof raw);
+}
+
+wire_msg_t *
+wire_msg_new(const wire_t *w, const char *msg_type, const wire_msg_t *parent)
+{
+    wire_msg_t *m = calloc(1, sizeof *m);
+    char id[33], date[40];
+
+    if (!m)
+        return NULL;
+    wire_new_id(id);
+    wire_now_iso(date);
+    m->header = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}",
+                          "msg_id", id, "session", w->session, "username", "cellgate",
+                          "date", date, "msg_type", msg_type,
+                          "version", WIRE_PROTOCOL_VERSION);
+    m->parent = parent ? json_incref(parent->header) : json_object();
+    m->metadata = json_object();
+    m->content = json_object();
+    if (!m->header || !m->parent || !m->metadata || !m->content)
+        goto nomem;
+    if (parent && parent->n_idents) {
+        m->idents = calloc(parent->n_idents, sizeof *m->idents);
+        if (!m->idents)
+            goto nomem;
+        m->n_idents = parent->n_idents;
+        for (size_t i = 0; i < parent->n_idents; i++)
+            if (copy_buf(&m->idents[i], &(wire_frame_t){ parent->idents[i].data,
+                                                          parent->idents[i].len }) != CG_OK)
+                goto nomem;
+    }
+    return m;
+nomem:
+    wire_msg_destroy(&m);
+    return NULL;
+}
+
+void
+wire_msg_destroy(wire_msg_t **mp)
+{
+    if (!mp || !*mp)
+        return;
+    wire_msg_t *m = *mp;
+    for (size_t i = 0; i < m->n_idents; i++)
+        free(m->idents ? m->idents[i].data : NULL);
+    for (size_t i = 0; i < m->n_buffers; i++)
+        free(m->buffers ? m->buffers[i].data : NULL);
+    free(m->idents);
+    free(m->buffers);
+    json_decref(m->header);
+    json_decref(m->parent);
+    json_decref(m->metadata);
+    json_decref(m->content);
+    free(m);
+    *mp = NULL;
+}
+
+const char *
+wire_msg_type(const wire_msg_t *m)
+{
+    const char *t = json_string_value(json_object_get(m->header, "msg_type"));
+    return t ? t : "";
+}
+
+/* ---- ZeroMQ ------------------------------------------------------------- */
+
+int
+wire_recv(wire_t *w, void *sock, int flags, wire_msg_t **out, char *err, size_t errlen)
+{
+    zmq_msg_t parts[WIRE_MAX_FRAMES];
+    wire_frame_t frames[WIRE_MAX_FRAMES];
+    size_t n = 0, dropped = 0;
+    int more = 1, rc;
+
+    *out = NULL;
+    while (more) {
+        zmq_msg_t *p = n < WIRE_MAX_FRAMES ? &parts[n] : &(zmq_msg_t){ 0 };
+        zmq_msg_init(p);
+        if (zmq_msg_recv(p, sock, n || dropped ? 0 : flags) < 0) {
+            int e = errno;
+            zmq_msg_close(p);
+            for (size_t i = 0; i < n; i++)
+                zmq_msg_close(&parts[i]);
+            errno = e;
+            return CG_ESYS;
+        }
+        more = zmq_msg_more(p);
+        if (n < WIRE_MAX_FRAMES) {
+            frames[n].data = zmq_msg_data(p);
+            frames[n].len = zmq_msg_size(p);
+            n++;
+        } else {
+            zmq_msg_close(p); /* drain the rest of an oversized message */
+            dropped++;
+        }
+    }
+    if (dropped)
+        rc = cg_fail(err, errlen, CG_ETOOBIG, "more than %d frames", WIRE_MAX_FRAMES);
+    else
+        rc = wire_decode(w, frames, n, out, err, errlen);
+    for (size_t i = 0; i < n; i++)
+        zmq_msg_close(&parts[i]);
+    return rc;
+}
+
+static void
+free_frame_data(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+int
+wire_send(wire_t *w, void *sock, const wire_msg_t *msg)
+{
+    wire_buf_t *f;
+    size_t n;
+    int rc = wire_encode(w, msg, &f, &n);
+
+    if (rc != CG_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        zmq_msg_t z;
+        /* Hand the buffer to ZeroMQ: no copy for large content. */
+        zmq_msg_init_data(&z, f[i].data, f[i].len, free_frame_data, NULL);
+        f[i].data = NULL;
+        if (zmq_msg_send(&z, sock, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) {
+            zmq_msg_close(&z);
+            rc = CG_ESYS;
+            break;
+        }
+    }
+    wire_frames_free(f, n);
+    return rc;
+}

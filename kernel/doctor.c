@@ -1,0 +1,94 @@
+/*
+ * doctor.c - report toolchains, sandbox features and libraries (see doctor.h).
+ */
+#include "doctor.h"
+
+#include "langs.h"
+#include "version.h"
+
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+/* First line that `program flag` prints, or "?" . */
+static void
+program_version(const struct lang *l, char *out, size_t len)
+{
+    char cmd[512];
+    FILE *p;
+
+    snprintf(out, len, "?");
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1 </dev/null", l->program, l->version_flag);
+    p = popen(cmd, "r");
+    if (!p)
+        return;
+    if (!fgets(out, (int)len, p))
+        snprintf(out, len, "?");
+    pclose(p);
+    out[strcspn(out, "\r\n")] = '\0';
+}
+
+/* Reads the first line of a small /proc or /sys file, or "" . */
+static void
+read_line(const char *path, char *out, size_t len)
+{
+    FILE *f = fopen(path, "r");
+
+    out[0] = '\0';
+    if (!f)
+        return;
+    if (!fgets(out, (int)len, f))
+        out[0] = '\0';
+    fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+static void
+print_sandbox(void)
+{
+    char v[128];
+    struct stat st;
+
+    printf("\nsandbox features of this machine:\n");
+    read_line("/proc/sys/user/max_user_namespaces", v, sizeof v);
+    printf("  user namespaces      %s\n", v[0] && strcmp(v, "0") != 0 ? "available" : "not available");
+    read_line("/proc/sys/kernel/unprivileged_userns_clone", v, sizeof v);
+    if (v[0])
+        printf("  unprivileged userns  %s\n", strcmp(v, "1") == 0 ? "allowed" : "disabled");
+    printf("  cgroup v2            %s\n",
+           stat("/sys/fs/cgroup/cgroup.controllers", &st) == 0 ? "mounted" : "not mounted");
+    read_line("/proc/sys/kernel/seccomp/actions_avail", v, sizeof v);
+    printf("  seccomp filters      %s\n", v[0] ? "available" : "not available");
+    printf("  running as           %s\n", geteuid() == 0 ? "root" : "an ordinary user");
+    printf("  box in use           no: runtimes run as ordinary child processes in their own\n"
+           "                       process group (the sandbox is not built yet)\n");
+}
+
+int
+doctor_run(void)
+{
+    int major, minor, patch, available = 0;
+    char v[256];
+
+    printf("cellgate %s\n\nlanguages:\n", CELLGATE_VERSION);
+    for (size_t i = 0; i < langs_count(); i++) {
+        const struct lang *l = langs_at(i);
+        if (lang_available(l)) {
+            program_version(l, v, sizeof v);
+            printf("  %-10s yes  %-20s %s\n", l->name, l->program, v);
+            available++;
+        } else {
+            printf("  %-10s no   %-20s (not installed; no kernelspec is written for it)\n",
+                   l->name, l->program);
+        }
+    }
+    print_sandbox();
+    zmq_version(&major, &minor, &patch);
+    printf("\nlibraries:\n  libzmq     %d.%d.%d\n  libsodium  %s\n  jansson    %s\n", major,
+           minor, patch, sodium_version_string(), jansson_version_str());
+    return available ? 0 : 1;
+}

@@ -1,0 +1,30 @@
+/*
+ * drivers.c - the in-box drivers (kernel/drivers/), embedded in the binary so a
+ * kernel needs no file of ours where its runtimes run.
+ */
+#include "embed.h"
+#include "langs.h"
+
+#include <string.h>
+
+EMBED_FILE(cg_driver_python, "kernel/drivers/python.py");
+EMBED_FILE(cg_driver_bash, "kernel/drivers/bash.sh");
+
+const char *
+drivers_source(const char *driver, size_t *len)
+{
+    static const struct {
+        const char *name, *start, *end;
+    } drivers[] = {
+        { "python", cg_driver_python_start, cg_driver_python_end },
+        { "bash", cg_driver_bash_start, cg_driver_bash_end },
+    };
+
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
+        if (strcmp(drivers[i].name, driver) == 0) {
+            *len = (size_t)(drivers[i].end - drivers[i].start);
+            return drivers[i].start;
+        }
+    *len = 0;
+    return NULL;
+}

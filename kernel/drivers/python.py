@@ -1,0 +1,1496 @@
+"""cellgate's Python driver: the process that runs a notebook's Python code.
+
+The cellgate kernel (written in C) speaks Jupyter; for Python it starts this
+source as
+
+    /usr/bin/python3 -I -c "<this whole file>"
+
+in its own process group, with CELLGATE_DRIVER=1 and CELLGATE_CONTROL_FD=3.
+fd 3 is an AF_UNIX stream socket carrying JSON lines both ways, fd 1/2 are
+raw pipes the kernel turns into stream output, fd 0 is /dev/null.  The
+records are specified in PROTOCOL.md next to this file.
+
+The goal is to feel like ipykernel to a notebook user or to an agent driving
+jupyter_client: state persists in a real `__main__` module, the value of a
+cell's last expression is shown with the IPython display protocol
+(`_repr_html_` and friends), tracebacks show only the user's frames,
+`input()`, `display()`, `obj?`, completion, inspection and is_complete work.
+
+Layout of this file:
+  * start-up constants; only modules the interpreter has already loaded are
+    imported before `ready` is sent, the rest right after it or on first use;
+  * the control channel: one lock, whole lines, SIGINT deferred mid-write;
+  * sys.stdout/sys.stderr replacements that buffer and send `stream` records;
+  * mime bundles and display();
+  * execute: compiling, running, results, errors, input(), `obj?` paging;
+  * complete / inspect / is_complete;
+  * installation into the interpreter and the request loop.
+
+No file of the driver exists where it runs (`__file__` is unset and its
+frames have the filename "<string>"); only the standard library is used.
+"""
+
+import builtins
+import io
+import os
+import sys
+import time
+import _signal  # the C half of `signal`: `signal` itself imports enum (~2 ms)
+import _thread  # `threading` would cost ~1 ms; we need one lock and one thread
+
+CONTROL_FD = int(os.environ.get("CELLGATE_CONTROL_FD", "3"))
+DRIVER_GLOBALS = globals()  # frames running with these globals are the driver's
+
+FLUSH_AT = 64 * 1024  # buffered stream chars that trigger a `stream` record
+FLUSH_DELAY = 0.05  # seconds from a write to the background flush
+STREAM_CHUNK = 1 << 20  # chars per `stream` record: lines stay far below 64 MiB
+MAX_LINE = 60 << 20  # bytes; the kernel kills a runtime whose line exceeds 64 MiB
+
+# compile() flags, from CPython's compile.h (not all are exported by ast)
+PyCF_DONT_IMPLY_DEDENT = 0x200
+PyCF_ONLY_AST = 0x400
+PyCF_ALLOW_TOP_LEVEL_AWAIT = 0x2000
+PyCF_ALLOW_INCOMPLETE_INPUT = 0x4000
+CO_COROUTINE = 0x80
+
+# Modules imported after `ready` (see _import_late); bound as globals there.
+json = ast = linecache = None
+
+
+def _python_version():
+    """What platform.python_version() says, without importing platform."""
+    v = sys.version_info
+    text = "%d.%d.%d" % (v.major, v.minor, v.micro)
+    if v.releaselevel != "final":
+        text += {"alpha": "a", "beta": "b", "candidate": "rc"}[v.releaselevel]
+        text += str(v.serial)
+    return text
+
+
+def _log(message):
+    """A debugging line for whoever reads the kernel's copy of fd 2."""
+    try:
+        os.write(2, ("cellgate python driver: %s\n" % message).encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# The control channel (fd 3)
+#
+# Every write to fd 3 happens with _LOCK held, so records from the main
+# thread, the background flusher and user threads never interleave.  SIGINT
+# must not cut a line in half: when it arrives while the main thread holds
+# the lock, the handler only notes it and the KeyboardInterrupt is raised once
+# the lock is released (_raise_pending_interrupt).
+
+_LOCK = _thread.RLock()
+_interruptible = False  # True while user code runs: only then SIGINT raises
+_pending_interrupt = False
+_in_forked_child = False  # set after os.fork() in the child: fd 3 is not ours
+_ENCODER = None  # a json.JSONEncoder, made in _import_late
+
+
+def _on_sigint(signum, frame):
+    global _pending_interrupt
+    if not _interruptible:
+        return  # between requests or inside the driver: ignore, like ipykernel
+    if _LOCK._is_owned():  # runs in the main thread: is it mid-write?
+        _pending_interrupt = True
+        return
+    raise KeyboardInterrupt
+
+
+def _raise_pending_interrupt():
+    """Raise the KeyboardInterrupt a SIGINT deferred while we were writing."""
+    global _pending_interrupt
+    if _pending_interrupt and not _LOCK._is_owned():
+        _pending_interrupt = False
+        if _interruptible:
+            raise KeyboardInterrupt
+
+
+def _unencodable(obj):
+    # json's `default`: never call user code from inside the lock
+    return "<unserializable %s>" % type(obj).__name__
+
+
+def _encode(record):
+    """One protocol line: JSON, UTF-8, lone surrogates replaced."""
+    try:
+        text = _ENCODER.encode(record)
+    except (TypeError, ValueError, RecursionError) as exc:
+        note = "cellgate: could not send a %s record: %s\n" % (record.get("t"), exc)
+        text = _ENCODER.encode({"t": "stream", "name": "stderr", "text": note})
+    line = (text + "\n").encode("utf-8", "replace")
+    if len(line) > MAX_LINE:
+        note = "cellgate: dropped a %s record of %d bytes (limit 64 MiB)\n" % (
+            record.get("t"), len(line))
+        line = (_ENCODER.encode({"t": "stream", "name": "stderr", "text": note})
+                + "\n").encode("utf-8")
+    return line
+
+
+def _write_line(line):
+    """Write one whole line to fd 3.  The caller holds _LOCK."""
+    view = memoryview(line)
+    try:
+        while view:
+            view = view[os.write(CONTROL_FD, view):]
+    except OSError:  # the kernel is gone (EPIPE): nobody is left to talk to
+        os._exit(0)
+
+
+def send(record):
+    """Send one record, after any buffered stream text so order is kept."""
+    if _in_forked_child:
+        return
+    line = _encode(record)  # outside the lock: big bundles take a while
+    with _LOCK:
+        _flush_locked()
+        _write_line(line)
+    _raise_pending_interrupt()
+
+
+class _Requests:
+    """Reads JSON lines from fd 3.  Messages that arrive while input() waits
+    for its reply are kept for the request loop."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buffer = bytearray()
+        self.scanned = 0  # bytes of buffer known to hold no newline
+        self.held = []
+
+    def next(self):
+        """The next message (a dict), or None at end of file."""
+        if self.held:
+            return self.held.pop(0)
+        while True:
+            newline = self.buffer.find(b"\n", self.scanned)
+            if newline < 0:
+                self.scanned = len(self.buffer)
+                # A SIGINT that interrupts a completed read may lose the
+                # chunk; that only happens inside input(), where the kernel
+                # sends nothing but the (now unwanted) input_reply.
+                chunk = os.read(self.fd, 1 << 16)
+                if not chunk:
+                    return None
+                self.buffer += chunk
+                continue
+            line = bytes(self.buffer[:newline])
+            del self.buffer[:newline + 1]
+            self.scanned = 0
+            try:
+                message = json.loads(line)
+            except ValueError as exc:
+                _log("bad request line (%s): %r" % (exc, line[:200]))
+                continue
+            if isinstance(message, dict):
+                return message
+            _log("request is not an object: %r" % line[:200])
+
+
+_REQUESTS = _Requests(CONTROL_FD)
+
+
+# ---------------------------------------------------------------------------
+# sys.stdout / sys.stderr
+#
+# Writes go to one buffer shared by both streams (so a write to the other
+# stream flushes first and the order across them is exact).  The buffer is
+# sent as `stream` records when it reaches FLUSH_AT chars, before any other
+# record, on flush(), and FLUSH_DELAY after a write by a background thread.
+
+class _Pending:
+    """Stream text written but not yet sent, and which stream it belongs to."""
+
+    def __init__(self):
+        self.name = "stdout"
+        self.parts = []
+        self.size = 0
+
+
+_PENDING = _Pending()
+
+
+def _flush_locked():
+    """Send the buffered stream text.  The caller holds _LOCK."""
+    pending = _PENDING
+    if not pending.parts:
+        return
+    text = "".join(pending.parts)
+    pending.parts = []
+    pending.size = 0
+    if _in_forked_child:  # fd 3 belongs to the parent: use the raw pipes
+        fd = 1 if pending.name == "stdout" else 2
+        try:
+            os.write(fd, text.encode("utf-8", "replace"))
+        except OSError:
+            pass
+        return
+    name = pending.name
+    for start in range(0, len(text), STREAM_CHUNK):
+        chunk = text[start:start + STREAM_CHUNK]
+        _write_line(_encode({"t": "stream", "name": name, "text": chunk}))
+
+
+def flush_streams():
+    """Send whatever sys.stdout/sys.stderr have buffered, now."""
+    with _LOCK:
+        _flush_locked()
+    _raise_pending_interrupt()
+
+
+class _Flusher:
+    """One daemon thread that flushes FLUSH_DELAY after a write, so that
+    `print(1); time.sleep(5)` shows the 1 promptly."""
+
+    def __init__(self):
+        self.scheduled = False
+        self.started = False
+        self.wake = _thread.allocate_lock()
+        self.wake.acquire()  # held = nothing to do
+
+    def schedule(self):
+        self.scheduled = True
+        if not self.started:
+            self.started = True
+            _thread.start_new_thread(self._run, ())
+        try:
+            self.wake.release()
+        except RuntimeError:  # already released by a racing writer
+            pass
+
+    def _run(self):
+        while True:
+            self.wake.acquire()
+            time.sleep(FLUSH_DELAY)
+            self.scheduled = False  # before flushing: later writes reschedule
+            try:
+                with _LOCK:
+                    _flush_locked()
+            except Exception as exc:  # keep flushing whatever happens
+                _log("background flush failed: %r" % exc)
+
+
+_FLUSHER = _Flusher()
+
+
+class DriverStream(io.TextIOBase):
+    """sys.stdout / sys.stderr: a text stream that becomes `stream` records."""
+
+    encoding = "utf-8"
+    errors = "replace"
+    mode = "w"
+    line_buffering = False
+
+    def __init__(self, name):
+        super().__init__()
+        self._stream = name  # "stdout" or "stderr"
+        self.name = "<%s>" % name
+
+    def write(self, text):
+        if text.__class__ is not str and not isinstance(text, str):
+            raise TypeError("write() argument must be str, not %s" % type(text).__name__)
+        with _LOCK:
+            pending = _PENDING
+            if pending.name != self._stream:
+                _flush_locked()
+                pending.name = self._stream
+            pending.parts.append(text)
+            pending.size += len(text)
+            if pending.size >= FLUSH_AT or _in_forked_child:
+                _flush_locked()
+        if _pending_interrupt:
+            _raise_pending_interrupt()
+        if not _FLUSHER.scheduled:
+            _FLUSHER.schedule()
+        return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        flush_streams()
+
+    def close(self):
+        # A closed sys.stdout would silence the notebook for good; ipykernel
+        # users get away with it, so closing only flushes.
+        self.flush()
+
+    def isatty(self):
+        return False
+
+    def readable(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+    def fileno(self):
+        raise io.UnsupportedOperation("fileno")
+
+    def reconfigure(self, **options):
+        pass  # the encoding is always UTF-8; accept what scripts ask for
+
+
+def _flush_process_streams():
+    """Flush output that bypasses our streams but sits in this process:
+    sys.__stdout__/__stderr__ buffers, and C stdio if ctypes is loaded."""
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    if "ctypes" in sys.modules:  # C code printing via printf: fflush(NULL)
+        try:
+            sys.modules["ctypes"].CDLL(None).fflush(None)
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------
+# Mime bundles and display()
+
+_REPR_METHODS = (
+    ("text/html", "_repr_html_"),
+    ("text/markdown", "_repr_markdown_"),
+    ("image/svg+xml", "_repr_svg_"),
+    ("image/png", "_repr_png_"),
+    ("image/jpeg", "_repr_jpeg_"),
+    ("text/latex", "_repr_latex_"),
+    ("application/json", "_repr_json_"),
+    ("application/javascript", "_repr_javascript_"),
+    ("application/pdf", "_repr_pdf_"),
+)
+_BASE64_MIMES = frozenset(("image/png", "image/jpeg", "image/gif", "application/pdf"))
+
+
+def _warn(message):
+    """A note for the user on the cell's stderr."""
+    _STDERR.write("cellgate: %s\n" % message)
+
+
+def _safe_str(obj):
+    try:
+        return str(obj)
+    except Exception:
+        return "<unprintable %s object>" % type(obj).__name__
+
+
+def _json_safe(value):
+    try:
+        json.dumps(value, allow_nan=False)
+        return True
+    except Exception:
+        return False
+
+
+def _normalize(mime, value):
+    """value as a JSON-ready bundle entry for mime, or None to leave it out."""
+    if mime in _BASE64_MIMES:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            import binascii
+            return binascii.b2a_base64(bytes(value), newline=False).decode("ascii")
+        return value if isinstance(value, str) else None  # str: already base64
+    if mime == "application/json" or mime.endswith("+json"):
+        if isinstance(value, str):  # like IPython: a JSON text is parsed
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return None
+        return value if _json_safe(value) else None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+def _repr_method(obj, name):
+    try:
+        method = getattr(obj, name, None)
+    except Exception:
+        return None
+    return method if callable(method) else None
+
+
+def _call_repr(obj, name, *args, **kwargs):
+    """Call one repr method; its failure costs only its own mime type."""
+    method = _repr_method(obj, name)
+    if method is None:
+        return None
+    try:
+        return method(*args, **kwargs)
+    except Exception as exc:
+        _warn("%s() of a %s object raised %s: %s" % (
+            name, type(obj).__name__, type(exc).__name__, _safe_str(exc)))
+        return None
+
+
+def _split_metadata(value):
+    """Repr methods may return (data, metadata)."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict):
+        return value[0], value[1]
+    return value, None
+
+
+def _plain_repr(obj):
+    try:
+        return repr(obj)
+    except Exception as exc:
+        _warn("repr() of a %s object raised %s: %s" % (
+            type(obj).__name__, type(exc).__name__, _safe_str(exc)))
+        return object.__repr__(obj)
+
+
+def _fakes_attributes(obj):
+    """Objects answering every getattr (proxies, mocks) get text/plain only;
+    IPython uses the same canary name."""
+    try:
+        return hasattr(obj, "_ipython_canary_method_should_not_exist_")
+    except Exception:
+        return True
+
+
+def mime_bundle(obj, include=None, exclude=None):
+    """(data, metadata) for obj: `_repr_mimebundle_` first, then the
+    `_repr_*_` methods for missing types, then repr() as text/plain."""
+    data, metadata = {}, {}
+    # On a class, _repr_html_ and friends are unbound functions: skip them.
+    if not isinstance(obj, type) and not _fakes_attributes(obj):
+        bundle, bundle_md = _split_metadata(
+            _call_repr(obj, "_repr_mimebundle_", include=include, exclude=exclude))
+        if isinstance(bundle, dict):
+            for mime, value in bundle.items():
+                value = _normalize(str(mime), value)
+                if value is not None:
+                    data[str(mime)] = value
+        if bundle_md and _json_safe(bundle_md):
+            metadata.update(bundle_md)
+        for mime, name in _REPR_METHODS:
+            if mime in data:
+                continue
+            value, md = _split_metadata(_call_repr(obj, name))
+            value = _normalize(mime, value)
+            if value is not None:
+                data[mime] = value
+                if md and _json_safe(md):
+                    metadata[mime] = md
+    if "text/plain" not in data:
+        data["text/plain"] = _plain_repr(obj)
+    if include:
+        data = {k: v for k, v in data.items() if k in include}
+    if exclude:
+        data = {k: v for k, v in data.items() if k not in exclude}
+    return data, metadata
+
+
+def _new_display_id():
+    return os.urandom(16).hex()
+
+
+def display(*objs, include=None, exclude=None, metadata=None, transient=None,
+            display_id=None, raw=False, clear=False, update=False, **kwargs):
+    """Show objects in the notebook, like IPython.display.display.
+
+    raw=True: each obj is already a mime bundle.  display_id=True makes a new
+    id; with any display_id a DisplayHandle is returned for later updates."""
+    if clear:
+        clear_output(wait=True)
+    transient = dict(transient or {})
+    if display_id is True:
+        display_id = _new_display_id()
+    if display_id:
+        transient["display_id"] = display_id
+    for obj in objs:
+        if raw:
+            data = {str(k): v for k, v in obj.items()} if isinstance(obj, dict) else {}
+            md = {}
+        else:
+            data, md = mime_bundle(obj, include, exclude)
+        if metadata:
+            md = dict(md, **metadata)
+        record = {"t": "display", "data": data, "metadata": md}
+        if transient:
+            record["transient"] = transient
+        if update:
+            record["update"] = True
+        send(record)
+    if display_id:
+        return DisplayHandle(display_id)
+    return None
+
+
+def update_display(obj, *, display_id, **kwargs):
+    """Replace the output shown earlier with this display_id."""
+    kwargs["update"] = True
+    display(obj, display_id=display_id, **kwargs)
+
+
+def clear_output(wait=False):
+    """Clear the cell's output (wait=True: when the next output arrives)."""
+    flush_streams()
+    send({"t": "clear", "wait": bool(wait)})
+
+
+class DisplayHandle:
+    """What display(..., display_id=...) returns: update that output later."""
+
+    def __init__(self, display_id=None):
+        self.display_id = display_id or _new_display_id()
+
+    def __repr__(self):
+        return "<%s display_id=%s>" % (type(self).__name__, self.display_id)
+
+    def display(self, obj, **kwargs):
+        display(obj, display_id=self.display_id, **kwargs)
+
+    def update(self, obj, **kwargs):
+        update_display(obj, display_id=self.display_id, **kwargs)
+
+
+class StdinNotImplementedError(NotImplementedError):
+    """input() was called but the client cannot answer input requests."""
+
+
+for _public in (display, update_display, clear_output, DisplayHandle,
+                StdinNotImplementedError):
+    _public.__module__ = "cellgate"  # so pickle and help() find them there
+del _public
+
+
+# ---------------------------------------------------------------------------
+# input() and getpass()
+
+_allow_stdin = False  # the running execute's allow_stdin
+_INPUT_LOCK = _thread.allocate_lock()  # one reader of fd 3 at a time
+
+
+def _request_input(prompt, password, what):
+    if _in_forked_child or not _allow_stdin:
+        raise StdinNotImplementedError(
+            "%s was called, but this client does not support input requests "
+            "(allow_stdin is false)" % what)
+    with _INPUT_LOCK:
+        send({"t": "input", "prompt": prompt, "password": bool(password)})
+        while True:
+            message = _REQUESTS.next()
+            if message is None:
+                raise EOFError("the kernel closed the control channel")
+            if message.get("t") == "input_reply":
+                value = message.get("value")
+                return value if isinstance(value, str) else ""
+            _REQUESTS.held.append(message)  # not ours: the request loop's
+
+
+def cell_input(prompt=""):
+    """input() for cells: asks the notebook user through an input request."""
+    return _request_input(_safe_str(prompt), False, "input()")
+
+
+def cell_getpass(prompt="Password: ", stream=None):
+    """getpass.getpass() for cells: an input request with password=true."""
+    return _request_input(_safe_str(prompt), True, "getpass()")
+
+
+cell_input.__name__ = cell_input.__qualname__ = "input"
+cell_getpass.__name__ = cell_getpass.__qualname__ = "getpass"
+
+
+# ---------------------------------------------------------------------------
+# Tracebacks: only the user's frames
+
+_COLOR_RED, _COLOR_GREEN, _COLOR_CYAN, _COLOR_RESET = (
+    "\x1b[0;31m", "\x1b[0;32m", "\x1b[0;36m", "\x1b[0m")
+
+
+def _without_driver_frames(tb):
+    """The traceback chain with every frame of this file left out."""
+    kept = []
+    while tb is not None:
+        if tb.tb_frame.f_globals is not DRIVER_GLOBALS:
+            kept.append(tb)
+        tb = tb.tb_next
+    for first, second in zip(kept, kept[1:]):
+        first.tb_next = second
+    if kept:
+        kept[-1].tb_next = None
+        return kept[0]
+    return None
+
+
+def _strip_driver_frames(exc):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = _without_driver_frames(exc.__traceback__)
+        # the chain printed is __cause__, else __context__; strip both
+        if exc.__cause__ is not None and id(exc.__cause__) not in seen:
+            _strip_driver_frames(exc.__cause__)
+        exc = exc.__context__
+
+
+def _colorize(line):
+    import re
+    if line.startswith("Traceback (most recent call last)"):
+        return _COLOR_RED + line + _COLOR_RESET
+    match = re.match(r'(  File )"(.*)", line (\d+)(, in )?(.*)', line)
+    if match:
+        head = '%s"%s%s%s", line %s%s%s' % (
+            match.group(1), _COLOR_GREEN, match.group(2), _COLOR_RESET,
+            _COLOR_GREEN, match.group(3), _COLOR_RESET)
+        if match.group(4):
+            head += match.group(4) + _COLOR_CYAN + match.group(5) + _COLOR_RESET
+        return head + line[match.end():]
+    match = re.match(r"([A-Za-z_][\w.]*)(:|$)", line)
+    if match:  # the exception line: "ValueError: bad"
+        return _COLOR_RED + match.group(1) + _COLOR_RESET + line[match.end(1):]
+    return line
+
+
+def format_traceback(exc, color=False):
+    """Traceback lines for exc without driver frames, ready for Jupyter
+    (entries without trailing newlines; frontends join them with "\\n")."""
+    import traceback
+    _strip_driver_frames(exc)
+    try:
+        chunks = list(traceback.TracebackException(
+            type(exc), exc, exc.__traceback__, compact=True).format())
+    except Exception:
+        chunks = ["%s: %s" % (type(exc).__name__, _safe_str(exc))]
+    lines = [chunk[:-1] if chunk.endswith("\n") else chunk for chunk in chunks]
+    return [_colorize(line) for line in lines] if color else lines
+
+
+def _error_fields(exc, color):
+    return {
+        "ename": type(exc).__name__,
+        "evalue": _safe_str(exc),
+        "traceback": format_traceback(exc, color),
+    }
+
+
+def _report_error(exc, color):
+    """The cell's one `error` record; also sys.last_* for pdb.pm()."""
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
+    record = {"t": "error"}
+    record.update(_error_fields(exc, color))
+    send(record)
+
+
+# ---------------------------------------------------------------------------
+# execute
+
+_USER_MODULE = None  # the user's __main__, made in _install
+_USER_NS = None
+_OUT_HISTORY = {}  # Out[N], like IPython
+_LAST_UNDERS = {}  # what we last stored in _, __, ___
+_future_flags = 0  # `from __future__` imports stay on for later cells
+_FUTURE_MASK = 0
+_event_loop = None
+
+
+def _interruptibly(function, *args):
+    """Call function with SIGINT raising KeyboardInterrupt: it runs user code."""
+    global _interruptible
+    previous = _interruptible
+    _interruptible = True
+    try:
+        return function(*args)
+    finally:
+        _interruptible = previous
+
+
+def _cell_filename(count, code):
+    """"<cell N>", registered in linecache so tracebacks show the source.
+    A count seen before with other code (silent executes) gets a suffix."""
+    lines = code.splitlines(True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    base = "<cell %s>" % count if count is not None else "<cell>"
+    name, copy = base, 1
+    while name in linecache.cache and linecache.cache[name][2] != lines:
+        copy += 1
+        name = "%s (%d)>" % (base[:-1], copy)
+    linecache.cache[name] = (len(code), None, lines, name)
+    return name
+
+
+def strip_leading_indent(code):
+    """IPython runs a cell whose first line is indented (pasted code) after
+    removing that indentation from every line; so do we."""
+    lines = code.splitlines(True)
+    first = next((line for line in lines if line.strip()), "")
+    indent = first[:len(first) - len(first.lstrip(" \t"))]
+    if not indent or first.lstrip().startswith("#"):
+        return code
+    return "".join(line[len(indent):] if line.startswith(indent) else line
+                   for line in lines)
+
+
+def _ends_with_semicolon(code, node):
+    """IPython hides the value of a last expression followed by ';'."""
+    lines = code.split("\n")
+    index = node.end_lineno - 1
+    rest = lines[index].encode("utf-8")[node.end_col_offset:].decode("utf-8", "replace")
+    rest += "\n".join(lines[index + 1:])
+    return rest.lstrip().startswith(";")
+
+
+def _compile_cell(code, filename):
+    """(body, last, quiet): the cell without its last expression, that
+    expression compiled in 'eval' mode (or None), and whether ';' hides it."""
+    global _future_flags
+    flags = _future_flags | PyCF_ALLOW_TOP_LEVEL_AWAIT
+    tree = compile(code, filename, "exec", flags | PyCF_ONLY_AST, dont_inherit=True)
+    last, quiet = None, False
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        node = tree.body.pop()
+        quiet = _ends_with_semicolon(code, node)
+        last = compile(ast.Expression(node.value), filename, "eval", flags, dont_inherit=True)
+    body = compile(tree, filename, "exec", flags, dont_inherit=True)
+    _future_flags |= body.co_flags & _FUTURE_MASK
+    return body, last, quiet
+
+
+def _run_code(code):
+    result = eval(code, _USER_NS)
+    if code.co_flags & CO_COROUTINE:  # top-level await
+        global _event_loop
+        if _event_loop is None:
+            import asyncio
+            _event_loop = asyncio.new_event_loop()
+        result = _event_loop.run_until_complete(result)
+    return result
+
+
+def _run_body_and_last(body, last):
+    _run_code(body)
+    return None if last is None else _run_code(last)
+
+
+def _remember_result(value, count, store):
+    """_, __, ___ (unless the user took them over), _N and Out[N]."""
+    ns = _USER_NS
+    unders = ("_", "__", "___")
+    if all(ns.get(u, "") is _LAST_UNDERS.get(u, "") for u in unders):
+        ns["___"], ns["__"], ns["_"] = ns.get("__", ""), ns.get("_", ""), value
+        _LAST_UNDERS.update((u, ns[u]) for u in unders)
+    if store and isinstance(count, int):
+        ns["_%d" % count] = value
+        _OUT_HISTORY[count] = value
+
+
+def _run_cell(code, count, silent, store, color):
+    """Run one cell and send its result or its one error.
+    Returns the exception that ended it, or None."""
+    help_request = _help_request(code)
+    try:
+        if help_request:
+            _interruptibly(_page_help, *help_request)
+            return None
+        code = strip_leading_indent(code)
+        filename = _cell_filename(count, code)
+        body, last, quiet = _compile_cell(code, filename)
+        value = _interruptibly(_run_body_and_last, body, last)
+        if value is not None and not silent and not quiet:
+            _remember_result(value, count, store)
+            data, metadata = _interruptibly(mime_bundle, value)
+            send({"t": "result", "data": data, "metadata": metadata})
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too
+        if _in_forked_child:
+            return exc
+        _report_error(exc, color)
+        return exc
+    return None
+
+
+def _user_expressions(expressions):
+    """Evaluate the execute's user_expressions in the user namespace."""
+    replies = {}
+    for name, source in expressions.items():
+        try:
+            value = _interruptibly(eval, source, _USER_NS)
+            data, metadata = _interruptibly(mime_bundle, value)
+            replies[name] = {"status": "ok", "data": data, "metadata": metadata}
+        except BaseException as exc:
+            reply = {"status": "error"}
+            reply.update(_error_fields(exc, False))
+            replies[name] = reply
+    return replies
+
+
+def _exit_forked_child(exc):
+    """A child made by os.fork() in a cell must never reach the request loop."""
+    code = 0
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    elif exc is not None:
+        code = 1
+    flush_streams()
+    _flush_process_streams()
+    os._exit(code)
+
+
+def handle_execute(request):
+    global _allow_stdin, _pending_interrupt
+    code = request.get("code")
+    code = code if isinstance(code, str) else ""
+    silent = bool(request.get("silent"))
+    store = bool(request.get("store_history", True)) and not silent
+    count = request.get("execution_count")
+    color = bool(request.get("color"))
+    expressions = request.get("user_expressions")
+    _allow_stdin = bool(request.get("allow_stdin"))
+    _pending_interrupt = False
+    replies = {}
+    try:
+        failure = _run_cell(code, count, silent, store, color)
+        if _in_forked_child:
+            _exit_forked_child(failure)
+        if failure is None and isinstance(expressions, dict) and expressions:
+            replies = _user_expressions(expressions)
+    finally:
+        _allow_stdin = False
+        _flush_process_streams()
+        send({"t": "done", "user_expressions": replies})
+
+
+# ---------------------------------------------------------------------------
+# Names and objects, for completion, inspection and `obj?`
+
+def _is_dotted_name(text):
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
+
+
+def lookup(dotted):
+    """The object a dotted name refers to in the user namespace (or builtins).
+    Only attribute lookups run: nothing is called.  Raises on failure."""
+    if not _is_dotted_name(dotted):
+        raise LookupError(dotted)
+    head, *rest = dotted.split(".")
+    if head in _USER_NS:
+        obj = _USER_NS[head]
+    elif hasattr(builtins, head):
+        obj = getattr(builtins, head)
+    else:
+        raise LookupError(dotted)
+    for part in rest:
+        obj = getattr(obj, part)
+    return obj
+
+
+def _help_request(code):
+    """(name, detail_level) when the cell is `name?`, `name??`, `?name`."""
+    text = code.strip()
+    if "\n" in text:
+        return None
+    if text.endswith("?"):
+        name = text.rstrip("?")
+        marks = len(text) - len(name)
+    elif text.startswith("?"):
+        name = text.lstrip("?")
+        marks = len(text) - len(name)
+    else:
+        return None
+    name = name.strip()
+    if marks > 2 or not _is_dotted_name(name):
+        return None
+    return name, marks - 1
+
+
+def _page_help(name, detail):
+    """`obj?`: the inspection text as a pager payload, like IPython."""
+    try:
+        obj = lookup(name)
+    except Exception:
+        _STDOUT.write("Object `%s` not found.\n" % name)
+        return
+    send({"t": "page", "data": {"text/plain": describe(obj, name, detail)}})
+
+
+def _signature(obj, name):
+    import inspect
+    try:
+        return name + str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        return None
+    except Exception:
+        return None
+
+
+def _source(obj):
+    import inspect
+    try:
+        return inspect.getsource(obj)
+    except Exception:  # builtins, classes defined in cells, frozen modules...
+        pass
+    # Frozen stdlib modules (os, posixpath, ...) report "<frozen x>" as the
+    # file of their functions; the real file is still there to read.
+    code = getattr(inspect.unwrap(obj) if inspect.isroutine(obj) else obj, "__code__", None)
+    path = _file(obj)
+    if code is None or not path or not os.path.isfile(path):
+        return None
+    try:
+        lines = linecache.getlines(path)
+        return "".join(inspect.getblock(lines[code.co_firstlineno - 1:])) or None
+    except Exception:
+        return None
+
+
+def _file(obj):
+    import inspect
+    if not (inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isroutine(obj)):
+        return None
+    try:
+        path = inspect.getsourcefile(obj) or inspect.getfile(obj)
+    except Exception:
+        return None
+    if path.startswith("<frozen "):  # the module knows where it came from
+        module = obj if inspect.ismodule(obj) else inspect.getmodule(obj)
+        path = getattr(module, "__file__", None) or path
+    return path
+
+
+_PLAIN_TYPES = (int, float, complex, bool, str, bytes, type(None))
+
+
+def describe(obj, name, detail=0):
+    """The IPython-like inspection text: signature, docstring (or the source
+    at detail 1), file and type.  Never calls obj."""
+    import inspect
+    fields = []
+    if isinstance(obj, type):
+        signature = _signature(obj, name)
+        if signature:
+            fields.append(("Init signature", signature))
+    elif callable(obj):
+        signature = _signature(obj, name)
+        if signature:
+            fields.append(("Signature", signature))
+    source = _source(obj) if detail else None
+    if source:
+        fields.append(("Source", source.rstrip("\n")))
+    else:
+        try:
+            doc = inspect.getdoc(obj)
+        except Exception:
+            doc = None
+        fields.append(("Docstring", doc or "<no docstring>"))
+    if type(obj) in _PLAIN_TYPES:  # repr of these runs no user code
+        text = repr(obj)
+        fields.append(("String form", text if len(text) <= 200 else text[:200] + "..."))
+    if type(obj) in (list, tuple, dict, set, frozenset, str, bytes):
+        fields.append(("Length", str(len(obj))))
+    path = _file(obj)
+    if path:
+        fields.append(("File", path))
+    fields.append(("Type", type(obj).__name__))
+    lines = []
+    for title, value in fields:
+        if "\n" in value:
+            lines.append(title + ":\n" + value)
+        else:
+            lines.append((title + ":").ljust(11) + value)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# complete
+
+_TOP_LEVEL_MODULES = {}  # (sys.path, cwd) -> names
+
+
+def _visible(name, prefix):
+    """Hide _private names unless the user typed the underscore."""
+    return not name.startswith("_") or prefix.startswith("_")
+
+
+def _top_level_modules():
+    import pkgutil
+    key = (tuple(sys.path), os.getcwd())
+    names = _TOP_LEVEL_MODULES.get(key)
+    if names is None:
+        names = set(sys.builtin_module_names)
+        names.update(name for name in sys.modules if "." not in name)
+        try:
+            names.update(info.name for info in pkgutil.iter_modules())
+        except Exception:
+            pass
+        _TOP_LEVEL_MODULES.clear()
+        _TOP_LEVEL_MODULES[key] = names
+    return names
+
+
+def _package_path(dotted):
+    """The package's __path__ (submodule locations), found without running
+    any module that is not imported yet; None if it is not a package."""
+    import importlib.machinery
+    import importlib.util
+    parts = dotted.split(".")
+    locations = None
+    for depth, part in enumerate(parts):
+        module = sys.modules.get(".".join(parts[:depth + 1]))
+        if module is not None:
+            locations = getattr(module, "__path__", None)
+        else:
+            try:
+                if depth == 0:
+                    spec = importlib.util.find_spec(part)
+                else:
+                    spec = importlib.machinery.PathFinder.find_spec(part, list(locations))
+            except Exception:
+                return None
+            locations = spec and spec.submodule_search_locations
+        if not locations:
+            return None
+    return locations
+
+
+def _submodules(dotted):
+    import pkgutil
+    locations = _package_path(dotted)
+    if not locations:
+        return set()
+    try:
+        return {info.name for info in pkgutil.iter_modules(list(locations))}
+    except Exception:
+        return set()
+
+
+def _module_matches(token):
+    """Completions of a (dotted) module name after `import ` or `from `."""
+    parent, dot, prefix = token.rpartition(".")
+    if not dot:
+        names = _top_level_modules()
+        return sorted(n for n in names if n.startswith(prefix) and _visible(n, prefix))
+    return sorted(parent + "." + n for n in _submodules(parent)
+                  if n.startswith(prefix) and _visible(n, prefix))
+
+
+def _stdlib_module(dotted):
+    """Import dotted only if it is part of the standard library (no user
+    code runs); return it, or None."""
+    import importlib
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec(dotted.split(".")[0])
+    except Exception:
+        return None
+    origin = getattr(spec, "origin", None) or ""
+    stdlib = os.path.dirname(os.__file__) + os.sep
+    if origin not in ("built-in", "frozen") and (
+            not origin.startswith(stdlib) or "-packages" in origin):
+        return None
+    try:
+        return importlib.import_module(dotted)
+    except Exception:
+        return None
+
+
+def _names_in_module(dotted, prefix):
+    """Completions after `from dotted import `: submodules, and the
+    module's names when it is imported already (or from the stdlib)."""
+    names = _submodules(dotted)
+    module = sys.modules.get(dotted) or _stdlib_module(dotted)
+    if module is not None:
+        try:
+            names.update(dir(module))
+        except Exception:
+            pass
+    return sorted(n for n in names if n.startswith(prefix) and _visible(n, prefix))
+
+
+def _complete_import(line):
+    import re
+    match = (re.match(r"\s*import\s+(?:[\w.]+\s*,\s*)*([\w.]*)$", line)
+             or re.match(r"\s*from\s+([\w.]*)$", line))
+    if match:
+        return match.start(1), _module_matches(match.group(1))
+    match = re.match(r"\s*from\s+[\w.]+\s+(\w*)$", line)
+    if match:
+        return match.start(1), ["import"] if "import".startswith(match.group(1)) else []
+    match = re.match(r"\s*from\s+([\w.]+)\s+import\s+\(?\s*"
+                     r"(?:\w+(?:\s+as\s+\w+)?\s*,\s*)*(\w*)$", line)
+    if match:
+        return match.start(2), _names_in_module(match.group(1), match.group(2))
+    return None
+
+
+def _open_quote(line):
+    """Index of the quote opening a string the line ends inside, else -1."""
+    quote, start, i = None, -1, 0
+    while i < len(line):
+        char = line[i]
+        if quote:
+            if char == "\\":
+                i += 1
+            elif line.startswith(quote, i):
+                i += len(quote) - 1
+                quote = None
+        elif char == "#":
+            return -1
+        elif char in "'\"":
+            quote = line[i:i + 3] if line[i:i + 3] in ("'''", '"""') else char
+            start = i + len(quote) - 1
+            i += len(quote) - 1
+        i += 1
+    return start if quote else -1
+
+
+def _path_matches(text):
+    expanded = os.path.expanduser(text)
+    head, tail = os.path.split(expanded)
+    directory = head or "."
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    typed_head = text[:len(text) - len(tail)]
+    matches = []
+    for name in entries:
+        if not name.startswith(tail) or (name.startswith(".") and not tail.startswith(".")):
+            continue
+        full = typed_head + name
+        if os.path.isdir(os.path.join(directory, name)):
+            full += "/"
+        matches.append(full)
+    return matches[:1000]
+
+
+def _complete_path(line):
+    start = _open_quote(line)
+    if start < 0:
+        return None
+    return start + 1, _path_matches(line[start + 1:])
+
+
+def _complete_name(line):
+    import keyword
+    import re
+    match = re.search(r"[\w.]*$", line)
+    token, start = match.group(), match.start()
+    if token[:1].isdigit() or token.startswith("."):
+        return start, []
+    if "." in token:
+        base, _, prefix = token.rpartition(".")
+        try:
+            names = dir(lookup(base))
+        except Exception:
+            return start, []
+        return start, sorted({base + "." + n for n in names
+                              if isinstance(n, str) and n.startswith(prefix)
+                              and _visible(n, prefix)})
+    names = set(_USER_NS) | set(dir(builtins)) | set(keyword.kwlist) | set(keyword.softkwlist)
+    return start, sorted(n for n in names if isinstance(n, str) and n.isidentifier()
+                         and n.startswith(token) and _visible(n, token))
+
+
+def complete(code, cursor_pos):
+    """matches, cursor_start: module names in imports, paths in strings,
+    else names and attributes.  Positions are code-point offsets."""
+    line_start = code.rfind("\n", 0, cursor_pos) + 1
+    line = code[line_start:cursor_pos]
+    found = _complete_import(line) or _complete_path(line) or _complete_name(line)
+    start, matches = found
+    return matches, line_start + start
+
+
+# ---------------------------------------------------------------------------
+# inspect
+
+def _is_name_char(char):
+    return char.isalnum() or char == "_"
+
+
+def _names_at_cursor(code, cursor_pos):
+    """Candidate dotted names to inspect: the one at (or just before) the
+    cursor, then the function whose call parentheses hold the cursor."""
+    candidates = []
+    end = cursor_pos
+    while end < len(code) and _is_name_char(code[end]):
+        end += 1
+    start = cursor_pos
+    while start > 0 and (_is_name_char(code[start - 1]) or code[start - 1] == "."):
+        start -= 1
+    token = code[start:end].rstrip(".")
+    if _is_dotted_name(token):
+        candidates.append(token)
+    depth = 0
+    for i in range(cursor_pos - 1, -1, -1):
+        char = code[i]
+        if char in ")]}":
+            depth += 1
+        elif char in "([{":
+            if depth:
+                depth -= 1
+            elif char == "(":
+                name_end = i
+                while name_end > 0 and code[name_end - 1] in " \t":
+                    name_end -= 1
+                name_start = name_end
+                while name_start > 0 and (_is_name_char(code[name_start - 1])
+                                          or code[name_start - 1] == "."):
+                    name_start -= 1
+                name = code[name_start:name_end]
+                if _is_dotted_name(name) and name not in candidates:
+                    candidates.append(name)
+                break
+    return candidates
+
+
+def inspect_at(code, cursor_pos, detail):
+    """The reply members for an inspect request."""
+    for name in _names_at_cursor(code, cursor_pos):
+        try:
+            obj = lookup(name)
+        except Exception:
+            continue
+        return {"found": True, "data": {"text/plain": describe(obj, name, detail)},
+                "metadata": {}}
+    return {"found": False, "data": {}, "metadata": {}}
+
+
+# ---------------------------------------------------------------------------
+# is_complete
+
+def _indent_of(line):
+    return line[:len(line) - len(line.lstrip(" \t"))]
+
+
+def _opens_block(line):
+    """Does the line end with ':' (ignoring a trailing comment)?"""
+    text = line.rstrip()
+    if text.endswith(":"):
+        return True
+    if "#" in text:
+        return text[:text.rindex("#")].rstrip().endswith(":")
+    return False
+
+
+def _last_statement(body):
+    """The innermost last statement of a block (for the indent to offer)."""
+    node = body[-1]
+    while True:
+        children = []
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            value = getattr(node, field, None)
+            if isinstance(value, list):
+                children.extend(child for child in value if hasattr(child, "lineno"))
+        if not children:
+            return node
+        node = max(children, key=lambda child: (child.lineno, child.col_offset))
+
+
+def is_complete(code):
+    """(status, indent): codeop-like, with IPython's rule that an indented
+    block is complete only once a newline follows it."""
+    import warnings
+    if not code.strip() or _help_request(code):
+        return "complete", None
+    code = strip_leading_indent(code)
+    lines = code.rstrip("\n").split("\n")
+    stripped = code.rstrip(" \t\f\r")
+    ends_with_newline = stripped.endswith("\n")
+    last_line = next((line for line in reversed(lines) if line.strip()), "")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = compile(code, "<input>", "exec",
+                           PyCF_ONLY_AST | PyCF_DONT_IMPLY_DEDENT
+                           | PyCF_ALLOW_INCOMPLETE_INPUT | PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                           dont_inherit=True)
+            compile(tree, "<input>", "exec", PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    except SyntaxError as exc:
+        if exc.msg != "incomplete input":
+            return "invalid", None
+        indent = _indent_of(last_line)
+        if _opens_block(last_line):
+            indent += "    "
+        return "incomplete", indent
+    except (ValueError, TypeError, OverflowError, MemoryError, RecursionError):
+        return "invalid", None
+    if tree.body and not ends_with_newline and hasattr(tree.body[-1], "body"):
+        # still inside a compound statement: offer its indentation
+        inner = _last_statement(tree.body)
+        return "incomplete", _indent_of(code.split("\n")[inner.lineno - 1])
+    return "complete", None
+
+
+# ---------------------------------------------------------------------------
+# The request loop
+
+def _reply(members):
+    record = {"t": "reply"}
+    record.update(members)
+    send(record)
+
+
+def handle_complete(request):
+    code, cursor_pos = _code_and_cursor(request)
+    try:
+        matches, start = _interruptibly(complete, code, cursor_pos)
+    except BaseException as exc:  # a user __getattr__ failing or interrupted
+        _log("complete failed: %r" % exc)
+        matches, start = [], cursor_pos
+    _reply({"matches": matches, "cursor_start": start, "cursor_end": cursor_pos,
+            "metadata": {}})
+
+
+def handle_inspect(request):
+    code, cursor_pos = _code_and_cursor(request)
+    detail = 1 if request.get("detail_level") else 0
+    try:
+        members = _interruptibly(inspect_at, code, cursor_pos, detail)
+    except BaseException as exc:
+        _log("inspect failed: %r" % exc)
+        members = {"found": False, "data": {}, "metadata": {}}
+    _reply(members)
+
+
+def handle_is_complete(request):
+    code = request.get("code")
+    try:
+        status, indent = is_complete(code if isinstance(code, str) else "")
+    except Exception as exc:
+        _log("is_complete failed: %r" % exc)
+        status, indent = "unknown", None
+    members = {"status": status}
+    if status == "incomplete":
+        members["indent"] = indent or ""
+    _reply(members)
+
+
+def _code_and_cursor(request):
+    code = request.get("code")
+    code = code if isinstance(code, str) else ""
+    cursor_pos = request.get("cursor_pos")
+    if not isinstance(cursor_pos, int) or not 0 <= cursor_pos <= len(code):
+        cursor_pos = len(code)
+    return code, cursor_pos
+
+
+_HANDLERS = {
+    "execute": handle_execute,
+    "complete": handle_complete,
+    "inspect": handle_inspect,
+    "is_complete": handle_is_complete,
+}
+
+
+def serve():
+    """Answer requests from fd 3 until the kernel closes it."""
+    while True:
+        request = _REQUESTS.next()
+        if request is None:
+            return
+        kind = request.get("t")
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            if kind != "input_reply":  # stray replies to an interrupted input()
+                _log("ignoring request of unknown type %r" % (kind,))
+            continue
+        try:
+            handler(request)
+        except Exception as exc:  # a driver bug: say so, keep serving
+            _log("%s request failed: %r" % (kind, exc))
+
+
+# ---------------------------------------------------------------------------
+# Installation
+
+_STDOUT = DriverStream("stdout")
+_STDERR = DriverStream("stderr")
+
+
+def _import_late():
+    """Modules the requests need, imported once `ready` is out."""
+    global json, ast, linecache, _ENCODER, _FUTURE_MASK
+    import json
+    import ast
+    import linecache
+    import __future__
+    _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False,
+                                separators=(",", ":"), default=_unencodable)
+    for feature in __future__.all_feature_names:
+        _FUTURE_MASK |= getattr(__future__, feature).compiler_flag
+
+
+def _make_user_module():
+    """A fresh __main__ for user code: pickling finds classes defined in cells."""
+    global _USER_MODULE, _USER_NS
+    module = type(sys)("__main__")
+    module.__dict__.update(__builtins__=builtins, Out=_OUT_HISTORY)
+    sys.modules["__main__"] = module
+    _USER_MODULE, _USER_NS = module, module.__dict__
+
+
+def _make_cellgate_module():
+    module = type(sys)("cellgate")
+    module.__doc__ = "Display helpers of the cellgate kernel."
+    for obj in (display, update_display, clear_output, DisplayHandle,
+                StdinNotImplementedError):
+        setattr(module, obj.__name__, obj)
+    sys.modules["cellgate"] = module
+
+
+def _after_fork_in_child():
+    """In a child forked by user code fd 3 is the parent's: output goes to
+    the raw pipes from now on and no record is ever sent."""
+    global _in_forked_child, _LOCK
+    _in_forked_child = True
+    _LOCK = _thread.RLock()  # another thread may have held the old one
+    _PENDING.parts, _PENDING.size = [], 0  # the parent sends those
+    _FLUSHER.scheduled = True  # never start a flusher thread here
+
+
+def _wrap_os_system():
+    """Flush our streams before os.system so output keeps its order."""
+    original = os.system
+
+    def system(command):
+        flush_streams()
+        return original(command)
+
+    system.__doc__ = original.__doc__
+    os.system = system
+
+
+def _install():
+    global _DRIVER_MODULE
+    _DRIVER_MODULE = sys.modules["__main__"]  # keep our globals alive
+    if "" not in sys.path[:1]:
+        sys.path.insert(0, "")  # the cwd first, as in ipykernel
+    _make_user_module()
+    _make_cellgate_module()
+    sys.stdout, sys.stderr = _STDOUT, _STDERR
+    builtins.input = cell_input
+    builtins.display = display
+    import getpass
+    getpass.getpass = cell_getpass
+    os.register_at_fork(before=flush_streams, after_in_child=_after_fork_in_child)
+    _wrap_os_system()
+
+
+def main():
+    os.set_blocking(CONTROL_FD, True)
+    os.set_inheritable(CONTROL_FD, False)  # os.system children must not get it
+    _signal.signal(_signal.SIGINT, _on_sigint)
+    os.write(CONTROL_FD, b'{"t":"ready","language_version":"%s"}\n'
+             % _python_version().encode())
+    _import_late()
+    _install()
+    serve()
+    # The kernel closed fd 3: exit 0; atexit output goes to the raw pipes.
+    flush_streams()
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    sys.exit(0)
+
+
+main()

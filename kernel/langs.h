@@ -1,0 +1,54 @@
+/*
+ * langs.h - the language table: everything cellgate knows about each
+ * language is one entry here. Kernelspecs, language_info, `%%name` cell
+ * magics and `cellgate doctor` are all generated from it.
+ */
+#ifndef CG_LANGS_H
+#define CG_LANGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* How the kernel delivers requests to a language's driver. */
+enum rt_kind {
+    RT_JSONL,   /* JSON lines on the control socket (python, ...) */
+    RT_SHELL,   /* bash source lines on the driver's stdin */
+};
+
+struct lang {
+    const char *name;             /* --language value, %%name, kernelspec suffix */
+    const char *aliases;          /* other %% names, space separated, or "" */
+    const char *display_name;     /* kernelspec display_name */
+    const char *language;         /* kernelspec language, language_info.name */
+    const char *file_extension;   /* language_info.file_extension */
+    const char *mimetype;         /* language_info.mimetype */
+    const char *pygments_lexer;   /* language_info.pygments_lexer */
+    const char *codemirror_mode;  /* language_info.codemirror_mode */
+    const char *nbconvert_exporter; /* language_info.nbconvert_exporter */
+    const char *program;          /* the toolchain binary; absent => unavailable */
+    const char *version_flag;     /* `program FLAG` prints its version (doctor) */
+    const char *driver;           /* name of the embedded driver source */
+    enum rt_kind kind;
+    const char *const *argv;      /* driver command line; "@DRIVER@" => source */
+    const char *banner;           /* kernel_info banner */
+};
+
+/* Number of entries in the table. */
+size_t langs_count(void);
+
+/* The i-th entry (0 <= i < langs_count()). */
+const struct lang *langs_at(size_t i);
+
+/* The entry whose name or alias is name, or NULL. */
+const struct lang *langs_find(const char *name);
+
+/* Index of an entry in the table. */
+size_t langs_index(const struct lang *l);
+
+/* True if the language's program exists and is executable here. */
+bool lang_available(const struct lang *l);
+
+/* The embedded driver source for a driver name, or NULL; *len set. */
+const char *drivers_source(const char *driver, size_t *len);
+
+#endif

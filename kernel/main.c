@@ -1,0 +1,252 @@
+/*
+ * main.c - the `cellgate` command: kernel, install, doctor.
+ */
+#include "../common/log.h"
+#include "doctor.h"
+#include "kernel.h"
+#include "kernelspec.h"
+#include "langs.h"
+#include "version.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void
+usage(FILE *f)
+{
+    fputs("usage: cellgate COMMAND [OPTIONS]\n"
+          "\n"
+          "A Jupyter kernel written in C that runs Python, Bash and more.\n"
+          "\n"
+          "commands:\n"
+          "  kernel -f FILE [--language L]   run a kernel for a connection file\n"
+          "  install [--user | --sys-prefix | --prefix DIR]\n"
+          "                                  write the kernelspecs\n"
+          "  doctor                          show languages and features of this machine\n"
+          "\n"
+          "Run `cellgate COMMAND --help` for a command's options.\n",
+          f);
+}
+
+static int
+print_version(void)
+{
+    printf("cellgate %s\n", CELLGATE_VERSION);
+    return 0;
+}
+
+static void
+kernel_usage(FILE *f)
+{
+    fputs("usage: cellgate kernel -f CONNECTION_FILE [OPTIONS]\n"
+          "\n"
+          "Runs a Jupyter kernel (started by a Jupyter client through a kernelspec).\n"
+          "\n"
+          "options:\n"
+          "  -f, --connection-file FILE  the connection file written by the client\n"
+          "  -l, --language L            main language (default python; see `cellgate doctor`)\n"
+          "      --output-limit BYTES    per-cell output limit, with optional K, M or G suffix\n"
+          "                              (default 32M, 0 for none; env CELLGATE_OUTPUT_LIMIT)\n"
+          "      --color                 ANSI colour in tracebacks (env CELLGATE_COLOR=1)\n"
+          "  -h, --help                  this help\n"
+          "\n"
+          "A cell whose first line is %%LANG (%%bash, %%python, ...) runs in that language,\n"
+          "in the same session. Logging: CELLGATE_LOG=error|warn|info|debug (stderr).\n",
+          f);
+}
+
+/* Parses "123", "4K", "32M", "1G". Returns 0 on success. */
+static int
+parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    unsigned long long mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1ULL << 10; end++; break;
+    case 'm': case 'M': mul = 1ULL << 20; end++; break;
+    case 'g': case 'G': mul = 1ULL << 30; end++; break;
+    }
+    if (*end || (mul > 1 && v > ULLONG_MAX / mul))
+        return -1;
+    *out = (size_t)(v * mul);
+    return 0;
+}
+
+static int
+cmd_kernel(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "connection-file", required_argument, NULL, 'f' },
+        { "language", required_argument, NULL, 'l' },
+        { "output-limit", required_argument, NULL, 'o' },
+        { "color", no_argument, NULL, 'c' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { 0 },
+    };
+    struct kernel_opts ko = { .output_limit = KERNEL_DEFAULT_OUTPUT_LIMIT };
+    const char *lang = "python", *env;
+    int c;
+
+    if ((env = getenv("CELLGATE_OUTPUT_LIMIT")) && parse_size(env, &ko.output_limit) != 0) {
+        fprintf(stderr, "cellgate: CELLGATE_OUTPUT_LIMIT=%s is not a size\n", env);
+        return 2;
+    }
+    ko.color = (env = getenv("CELLGATE_COLOR")) && strcmp(env, "1") == 0;
+    while ((c = getopt_long(argc, argv, "f:l:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f': ko.connection_file = optarg; break;
+        case 'l': lang = optarg; break;
+        case 'c': ko.color = true; break;
+        case 'o':
+            if (parse_size(optarg, &ko.output_limit) != 0) {
+                fprintf(stderr, "cellgate: --output-limit %s is not a size\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h': kernel_usage(stdout); return 0;
+        case 'V': return print_version();
+        default: kernel_usage(stderr); return 2;
+        }
+    }
+    if (!ko.connection_file) {
+        fprintf(stderr, "cellgate kernel: -f CONNECTION_FILE is required\n");
+        kernel_usage(stderr);
+        return 2;
+    }
+    ko.primary = langs_find(lang);
+    if (!ko.primary) {
+        fprintf(stderr, "cellgate kernel: unknown language \"%s\" (known:", lang);
+        for (size_t i = 0; i < langs_count(); i++)
+            fprintf(stderr, " %s", langs_at(i)->name);
+        fprintf(stderr, ")\n");
+        return 2;
+    }
+    return kernel_run(&ko);
+}
+
+/* Jupyter's user data directory: JUPYTER_DATA_DIR, XDG_DATA_HOME/jupyter,
+ * or ~/.local/share/jupyter. */
+static int
+user_kernels_dir(char *out, size_t len)
+{
+    const char *v;
+
+    if ((v = getenv("JUPYTER_DATA_DIR")) && *v)
+        return snprintf(out, len, "%s/kernels", v) >= (int)len ? -1 : 0;
+    if ((v = getenv("XDG_DATA_HOME")) && *v)
+        return snprintf(out, len, "%s/jupyter/kernels", v) >= (int)len ? -1 : 0;
+    if ((v = getenv("HOME")) && *v)
+        return snprintf(out, len, "%s/.local/share/jupyter/kernels", v) >= (int)len ? -1 : 0;
+    return -1;
+}
+
+static int
+cmd_install(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "user", no_argument, NULL, 'u' },
+        { "sys-prefix", no_argument, NULL, 's' },
+        { "prefix", required_argument, NULL, 'p' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { 0 },
+    };
+    char dir[PATH_MAX], exe[PATH_MAX], err[512];
+    const char *prefix = NULL;
+    int c, where = 'u';
+
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'u': case 's': where = c; break;
+        case 'p': where = 'p'; prefix = optarg; break;
+        case 'V': return print_version();
+        case 'h':
+            printf("usage: cellgate install [--user | --sys-prefix | --prefix DIR]\n\n"
+                   "Writes the kernelspecs cellgate-<language> for each language this machine\n"
+                   "has, and cellgate (Python with %%%%bash and other cell magics), into:\n"
+                   "  --user        Jupyter's user data dir (default): $JUPYTER_DATA_DIR,\n"
+                   "                $XDG_DATA_HOME/jupyter or ~/.local/share/jupyter\n"
+                   "  --sys-prefix  $VIRTUAL_ENV, $CONDA_PREFIX or /usr, + /share/jupyter\n"
+                   "  --prefix DIR  DIR/share/jupyter (point JUPYTER_PATH at DIR/share/jupyter)\n");
+            return 0;
+        default:
+            fprintf(stderr, "usage: cellgate install [--user | --sys-prefix | --prefix DIR]\n");
+            return 2;
+        }
+    }
+    if (where == 's') {
+        prefix = getenv("VIRTUAL_ENV");
+        if (!prefix || !*prefix)
+            prefix = getenv("CONDA_PREFIX");
+        if (!prefix || !*prefix)
+            prefix = "/usr";
+    }
+    if (where == 'u') {
+        if (user_kernels_dir(dir, sizeof dir) != 0) {
+            fprintf(stderr, "cellgate install: cannot find the user data directory (HOME unset)\n");
+            return 1;
+        }
+    } else if (snprintf(dir, sizeof dir, "%s/share/jupyter/kernels", prefix) >= (int)sizeof dir) {
+        fprintf(stderr, "cellgate install: prefix too long\n");
+        return 1;
+    }
+    if (!realpath("/proc/self/exe", exe)) {
+        fprintf(stderr, "cellgate install: cannot find my own path: %s\n", strerror(errno));
+        return 1;
+    }
+    if (kernelspec_install(dir, exe, err, sizeof err) != 0) {
+        fprintf(stderr, "cellgate install: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0)
+        return print_version();
+    argv[1] = argv[0]; /* getopt sees the command's own options */
+    if (strcmp(cmd, "kernel") == 0)
+        return cmd_kernel(argc - 1, argv + 1);
+    if (strcmp(cmd, "install") == 0)
+        return cmd_install(argc - 1, argv + 1);
+    if (strcmp(cmd, "doctor") == 0) {
+        if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+            printf("usage: cellgate doctor\n\nShows which languages this machine has (with "
+                   "versions), its sandbox features and library versions.\n");
+            return 0;
+        }
+        if (argc > 2 && strcmp(argv[2], "--version") == 0)
+            return print_version();
+        if (argc > 2) {
+            fprintf(stderr, "cellgate doctor: unexpected argument \"%s\"\n", argv[2]);
+            return 2;
+        }
+        return doctor_run();
+    }
+    fprintf(stderr, "cellgate: unknown command \"%s\"\n", cmd);
+    usage(stderr);
+    return 2;
+}

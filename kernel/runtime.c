@@ -1,0 +1,637 @@
+/*
+ * runtime.c - a driver process and its fds (see runtime.h).
+ */
+#include "runtime.h"
+
+#include "../common/cgerr.h"
+#include "../common/log.h"
+#include "spawn.h"
+#include "utf8.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define READ_CHUNK (64 * 1024)
+
+extern char **environ;
+
+/* A growable byte buffer. */
+struct buf {
+    char *data;
+    size_t len, cap;
+};
+
+/* One raw output pipe and the cut UTF-8 sequence left from its last read. */
+struct pipe_in {
+    int fd;
+    const char *name; /* "stdout" / "stderr" */
+    char carry[4];
+    size_t carry_len;
+};
+
+struct runtime {
+    const struct lang *lang;
+    pid_t pid;              /* 0 when not running */
+    bool reaped;            /* the driver process was waited for */
+    int ctl;                /* control socket, -1 when closed */
+    int code_in;            /* RT_SHELL: write end of the driver's stdin */
+    struct pipe_in out[2];  /* stdout, stderr */
+    struct buf in;          /* partial control line */
+    struct buf pending;     /* requests not yet written */
+    char *version;          /* from the ready record */
+    char death[128];        /* why it ended */
+};
+
+/* ---- buffers ------------------------------------------------------------ */
+
+static int
+buf_add(struct buf *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d)
+            return CG_ENOMEM;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return CG_OK;
+}
+
+static void
+buf_consume(struct buf *b, size_t n)
+{
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+static void
+buf_free(struct buf *b)
+{
+    free(b->data);
+    *b = (struct buf){ 0 };
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+struct runtime *
+runtime_new(const struct lang *lang)
+{
+    struct runtime *rt = calloc(1, sizeof *rt);
+
+    if (!rt)
+        return NULL;
+    rt->lang = lang;
+    rt->ctl = rt->code_in = rt->out[0].fd = rt->out[1].fd = -1;
+    rt->out[0].name = "stdout";
+    rt->out[1].name = "stderr";
+    rt->reaped = true;
+    return rt;
+}
+
+static void
+close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static void
+close_all(struct runtime *rt)
+{
+    close_fd(&rt->ctl);
+    close_fd(&rt->code_in);
+    close_fd(&rt->out[0].fd);
+    close_fd(&rt->out[1].fd);
+}
+
+void
+runtime_kill(struct runtime *rt)
+{
+    if (rt->pid > 0 && !rt->reaped)
+        spawn_signal(rt->pid, SIGKILL);
+}
+
+void
+runtime_destroy(struct runtime **rtp)
+{
+    if (!rtp || !*rtp)
+        return;
+    struct runtime *rt = *rtp;
+    runtime_kill(rt);
+    if (rt->pid > 0 && !rt->reaped)
+        waitpid(rt->pid, NULL, 0);
+    close_all(rt);
+    buf_free(&rt->in);
+    buf_free(&rt->pending);
+    free(rt->version);
+    free(rt);
+    *rtp = NULL;
+}
+
+/* The driver's environment: ours, less the Jupyter launcher's variables,
+ * plus what drivers need. The box will build one from scratch. */
+static char **
+driver_env(const struct lang *lang)
+{
+    static const char *extra[] = {
+        "CELLGATE_DRIVER=1", "CELLGATE_CONTROL_FD=3", "PAGER=cat", "GIT_PAGER=cat",
+        "TERM=dumb",
+    };
+    size_t n = 0, k = 0;
+    bool has_lang = false;
+
+    (void)lang;
+    while (environ[n])
+        n++;
+    char **env = calloc(n + sizeof extra / sizeof extra[0] + 2, sizeof *env);
+    if (!env)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *e = environ[i];
+        if (strncmp(e, "JPY_", 4) == 0 || strncmp(e, "CELLGATE_", 9) == 0
+            || strncmp(e, "TERM=", 5) == 0 || strncmp(e, "PAGER=", 6) == 0
+            || strncmp(e, "GIT_PAGER=", 10) == 0)
+            continue;
+        if (strncmp(e, "LANG=", 5) == 0)
+            has_lang = true;
+        env[k++] = (char *)e;
+    }
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
+        env[k++] = (char *)extra[i];
+    if (!has_lang)
+        env[k++] = (char *)"LANG=C.UTF-8";
+    env[k] = NULL;
+    return env;
+}
+
+static int
+set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+int
+runtime_start(struct runtime *rt, const char *cwd, char *err, size_t errlen)
+{
+    const struct lang *l = rt->lang;
+    int sv[2] = { -1, -1 }, po[2] = { -1, -1 }, pe[2] = { -1, -1 }, pi[2] = { -1, -1 };
+    int devnull = -1, rc;
+    size_t srclen, argc = 0;
+    const char *src = drivers_source(l->driver, &srclen);
+    const char *argv[16];
+    char **env = NULL;
+
+    if (!src)
+        return cg_fail(err, errlen, CG_ENOTFOUND, "no driver for %s", l->name);
+    while (l->argv[argc] && argc < 15) {
+        argv[argc] = strcmp(l->argv[argc], "@DRIVER@") == 0 ? src : l->argv[argc];
+        argc++;
+    }
+    argv[argc] = NULL;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(po, O_CLOEXEC) < 0
+        || pipe2(pe, O_CLOEXEC) < 0 || pipe2(pi, O_CLOEXEC) < 0
+        || (devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) {
+        rc = cg_fail(err, errlen, CG_ESYS, "creating the driver's pipes: %s", strerror(errno));
+        goto out;
+    }
+    env = driver_env(l);
+    if (!env) {
+        rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+        goto out;
+    }
+    struct spawn_fd fds_jsonl[] = { { 0, devnull }, { 1, po[1] }, { 2, pe[1] }, { 3, sv[1] } };
+    struct spawn_fd fds_shell[] = {
+        { 0, pi[0] }, { 1, po[1] }, { 2, devnull }, { 3, sv[1] }, { 4, pe[1] },
+    };
+    struct spawn_spec spec = {
+        .argv = argv, .envp = (const char *const *)env, .cwd = cwd,
+        .fds = l->kind == RT_SHELL ? fds_shell : fds_jsonl,
+        .n_fds = l->kind == RT_SHELL ? 5 : 4,
+    };
+    rc = spawn_start(&spec, &rt->pid, err, errlen);
+    if (rc != CG_OK)
+        goto out;
+    rt->reaped = false;
+    rt->death[0] = '\0';
+    rt->ctl = sv[0];
+    rt->out[0].fd = po[0];
+    rt->out[1].fd = pe[0];
+    rt->out[0].carry_len = rt->out[1].carry_len = 0;
+    rt->in.len = rt->pending.len = 0;
+    sv[0] = po[0] = pe[0] = -1;
+    if (l->kind == RT_SHELL) {
+        rt->code_in = pi[1];
+        pi[1] = -1;
+        /* A shell driver reads its own source first. */
+        rc = buf_add(&rt->pending, src, srclen);
+        if (rc == CG_OK)
+            rc = buf_add(&rt->pending, "\n", 1);
+    }
+    set_nonblock(rt->ctl);
+    set_nonblock(rt->out[0].fd);
+    set_nonblock(rt->out[1].fd);
+    if (rt->code_in >= 0)
+        set_nonblock(rt->code_in);
+out:
+    free(env);
+    close_fd(&sv[0]);
+    close_fd(&sv[1]);
+    close_fd(&po[0]);
+    close_fd(&po[1]);
+    close_fd(&pe[0]);
+    close_fd(&pe[1]);
+    close_fd(&pi[0]);
+    close_fd(&pi[1]);
+    close_fd(&devnull);
+    return rc;
+}
+
+const struct lang *
+runtime_lang(const struct runtime *rt)
+{
+    return rt->lang;
+}
+
+bool
+runtime_alive(const struct runtime *rt)
+{
+    return rt->pid > 0 && !rt->reaped;
+}
+
+pid_t
+runtime_pid(const struct runtime *rt)
+{
+    return runtime_alive(rt) ? rt->pid : 0;
+}
+
+const char *
+runtime_version(const struct runtime *rt)
+{
+    return rt->version;
+}
+
+const char *
+runtime_death(const struct runtime *rt)
+{
+    return rt->death[0] ? rt->death : "is not running";
+}
+
+void
+runtime_interrupt(struct runtime *rt)
+{
+    if (runtime_alive(rt))
+        spawn_signal(rt->pid, SIGINT);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+/* Reads what one raw pipe holds (up to a bound) and hands it on as UTF-8. */
+static void
+pipe_read(struct pipe_in *p, struct runtime *rt, const struct rt_sink *sink, int rounds)
+{
+    static char raw[READ_CHUNK + 4];
+    static char clean[3 * (READ_CHUNK + 4) + 1];
+
+    for (int r = 0; r < rounds && p->fd >= 0; r++) {
+        memcpy(raw, p->carry, p->carry_len);
+        ssize_t n = read(p->fd, raw + p->carry_len, READ_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0 || errno != EAGAIN) {
+                /* EOF: flush a dangling cut sequence as replacement chars. */
+                if (p->carry_len) {
+                    size_t m = utf8_sanitize(p->carry, p->carry_len, clean);
+                    p->carry_len = 0;
+                    sink->stream(sink->ctx, rt, p->name, clean, m);
+                }
+                close_fd(&p->fd);
+            }
+            return;
+        }
+        size_t total = p->carry_len + (size_t)n;
+        size_t keep = total - utf8_complete_prefix(raw, total);
+        size_t m = utf8_sanitize(raw, total - keep, clean);
+        memcpy(p->carry, raw + total - keep, keep);
+        p->carry_len = keep;
+        if (m)
+            sink->stream(sink->ctx, rt, p->name, clean, m);
+        if ((size_t)n < READ_CHUNK)
+            return;
+    }
+}
+
+void
+runtime_drain(struct runtime *rt, const struct rt_sink *sink)
+{
+    /* Bounded, so a process flooding its pipe cannot starve the kernel. */
+    for (int i = 0; i < 2; i++)
+        pipe_read(&rt->out[i], rt, sink, 64);
+}
+
+/* Handles one complete control line. */
+static int
+handle_line(struct runtime *rt, const char *line, size_t len, const struct rt_sink *sink,
+            char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *rec = json_loadb(line, len, 0, &jerr);
+    const char *t;
+
+    if (!rec)
+        return cg_fail(err, errlen, CG_EINVAL, "%s driver sent bad JSON: %s", rt->lang->name,
+                       jerr.text);
+    t = json_string_value(json_object_get(rec, "t"));
+    if (!json_is_object(rec) || !t) {
+        json_decref(rec);
+        return cg_fail(err, errlen, CG_EINVAL, "%s driver sent a record without \"t\"",
+                       rt->lang->name);
+    }
+    runtime_drain(rt, sink);
+    if (strcmp(t, "ready") == 0) {
+        const char *v = json_string_value(json_object_get(rec, "language_version"));
+        free(rt->version);
+        rt->version = v ? strdup(v) : NULL;
+    } else if (strcmp(t, "stream") == 0) {
+        const char *name = json_string_value(json_object_get(rec, "name"));
+        json_t *text = json_object_get(rec, "text");
+        if (!name || (strcmp(name, "stdout") != 0 && strcmp(name, "stderr") != 0)
+            || !json_is_string(text)) {
+            json_decref(rec);
+            return cg_fail(err, errlen, CG_EINVAL, "%s driver sent a bad stream record",
+                           rt->lang->name);
+        }
+        sink->stream(sink->ctx, rt, name, json_string_value(text), json_string_length(text));
+    } else {
+        sink->record(sink->ctx, rt, rec);
+    }
+    json_decref(rec);
+    return CG_OK;
+}
+
+/* Reads the control socket and delivers every complete line. */
+static int
+ctl_read(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errlen)
+{
+    char chunk[READ_CHUNK];
+
+    for (int rounds = 0; rounds < 64 && rt->ctl >= 0; rounds++) {
+        ssize_t n = read(rt->ctl, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            break;
+        if (n <= 0) {
+            close_fd(&rt->ctl);
+            break;
+        }
+        size_t scan_from = rt->in.len;
+        if (buf_add(&rt->in, chunk, (size_t)n) != CG_OK)
+            return cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+        size_t start = 0;
+        for (char *nl; (nl = memchr(rt->in.data + scan_from, '\n', rt->in.len - scan_from));) {
+            size_t end = (size_t)(nl - rt->in.data);
+            int rc = handle_line(rt, rt->in.data + start, end - start, sink, err, errlen);
+            if (rc != CG_OK)
+                return rc;
+            start = scan_from = end + 1;
+        }
+        buf_consume(&rt->in, start);
+        if (rt->in.len > RT_MAX_LINE)
+            return cg_fail(err, errlen, CG_ETOOBIG, "%s driver sent a line over %u bytes",
+                           rt->lang->name, RT_MAX_LINE);
+        if ((size_t)n < sizeof chunk)
+            break;
+    }
+    return CG_OK;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static int
+out_fd(const struct runtime *rt)
+{
+    return rt->lang->kind == RT_SHELL ? rt->code_in : rt->ctl;
+}
+
+static void
+flush_pending(struct runtime *rt)
+{
+    int fd = out_fd(rt);
+
+    while (rt->pending.len && fd >= 0) {
+        ssize_t n = write(fd, rt->pending.data, rt->pending.len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            if (errno != EAGAIN) {
+                log_warn("writing to the %s driver: %s", rt->lang->name, strerror(errno));
+                rt->pending.len = 0;
+            }
+            return;
+        }
+        buf_consume(&rt->pending, (size_t)n);
+    }
+}
+
+size_t
+runtime_poll_items(const struct runtime *rt, zmq_pollitem_t *items)
+{
+    size_t n = 0;
+    int ofd = out_fd(rt);
+
+    if (rt->ctl >= 0)
+        items[n++] = (zmq_pollitem_t){ .fd = rt->ctl, .events = ZMQ_POLLIN };
+    for (int i = 0; i < 2; i++)
+        if (rt->out[i].fd >= 0)
+            items[n++] = (zmq_pollitem_t){ .fd = rt->out[i].fd, .events = ZMQ_POLLIN };
+    if (rt->pending.len && ofd >= 0) {
+        if (ofd == rt->ctl)
+            items[0].events |= ZMQ_POLLOUT;
+        else
+            items[n++] = (zmq_pollitem_t){ .fd = ofd, .events = ZMQ_POLLOUT };
+    }
+    return n;
+}
+
+int
+runtime_service(struct runtime *rt, const zmq_pollitem_t *items, size_t n,
+                const struct rt_sink *sink, char *err, size_t errlen)
+{
+    bool ctl_ready = false;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].revents)
+            continue;
+        if (items[i].revents & ZMQ_POLLOUT)
+            flush_pending(rt);
+        if (items[i].fd == rt->ctl && (items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
+            ctl_ready = true;
+        for (int k = 0; k < 2; k++)
+            if (items[i].fd == rt->out[k].fd && (items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
+                pipe_read(&rt->out[k], rt, sink, 4);
+    }
+    return ctl_ready ? ctl_read(rt, sink, err, errlen) : CG_OK;
+}
+
+void
+runtime_exited(struct runtime *rt, int status, const struct rt_sink *sink)
+{
+    char err[256];
+
+    rt->reaped = true;
+    if (WIFSIGNALED(status))
+        snprintf(rt->death, sizeof rt->death, "was killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(rt->death, sizeof rt->death, "exited with status %d", WEXITSTATUS(status));
+    /* Whatever it said before dying is still worth showing. */
+    if (ctl_read(rt, sink, err, sizeof err) != CG_OK)
+        log_warn("%s", err);
+    runtime_drain(rt, sink);
+    close_all(rt);
+    rt->pending.len = 0;
+    rt->in.len = 0;
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static int
+send_json(struct runtime *rt, json_t *obj)
+{
+    char *s;
+    int rc;
+
+    if (!obj)
+        return CG_ENOMEM;
+    s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (!s)
+        return CG_ENOMEM;
+    rc = buf_add(&rt->pending, s, strlen(s));
+    free(s);
+    if (rc == CG_OK)
+        rc = buf_add(&rt->pending, "\n", 1);
+    flush_pending(rt);
+    return rc;
+}
+
+/* Appends s as a bash $'...' word: every byte but [A-Za-z0-9] as \xHH. */
+static int
+add_bash_word(struct buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    char esc[4] = { '\\', 'x', 0, 0 };
+    int rc = buf_add(b, " $'", 3);
+
+    for (const unsigned char *p = (const unsigned char *)s; rc == CG_OK && *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')) {
+            rc = buf_add(b, p, 1);
+        } else {
+            esc[2] = hex[*p >> 4];
+            esc[3] = hex[*p & 15];
+            rc = buf_add(b, esc, 4);
+        }
+    }
+    return rc == CG_OK ? buf_add(b, "'", 1) : rc;
+}
+
+static int
+add_str(struct buf *b, const char *s)
+{
+    return buf_add(b, s, strlen(s));
+}
+
+int
+runtime_execute(struct runtime *rt, const struct rt_exec *x)
+{
+    if (rt->lang->kind == RT_JSONL)
+        return send_json(rt, json_pack("{s:s, s:s, s:b, s:b, s:b, s:O, s:i, s:b}", "t", "execute",
+                                       "code", x->code, "silent", x->silent, "store_history",
+                                       x->store_history, "allow_stdin", x->allow_stdin,
+                                       "user_expressions", x->user_expressions,
+                                       "execution_count", x->execution_count, "color", x->color));
+
+    /* Two lines: SIGINT drops the first, never the second (PROTOCOL.md). */
+    struct buf *b = &rt->pending;
+    const char *name;
+    json_t *expr;
+    int rc = add_str(b, x->allow_stdin ? "__cg_pre 1; eval" : "__cg_pre 0; eval");
+    if (rc == CG_OK)
+        rc = add_bash_word(b, x->code);
+    if (rc == CG_OK)
+        rc = add_str(b, " </dev/null\n__cg_done $?");
+    json_object_foreach(x->user_expressions, name, expr) {
+        if (rc == CG_OK && json_is_string(expr))
+            rc = add_bash_word(b, name);
+        if (rc == CG_OK && json_is_string(expr))
+            rc = add_bash_word(b, json_string_value(expr));
+    }
+    if (rc == CG_OK)
+        rc = add_str(b, "\n");
+    flush_pending(rt);
+    return rc;
+}
+
+int
+runtime_request(struct runtime *rt, const char *type, const char *code, size_t cursor, int detail)
+{
+    char num[48];
+    int rc;
+
+    if (rt->lang->kind == RT_JSONL) {
+        json_t *o = json_pack("{s:s, s:s}", "t", type, "code", code);
+        if (o && strcmp(type, "is_complete") != 0)
+            json_object_set_new(o, "cursor_pos", json_integer((json_int_t)cursor));
+        if (o && strcmp(type, "inspect") == 0)
+            json_object_set_new(o, "detail_level", json_integer(detail));
+        return send_json(rt, o);
+    }
+    rc = add_str(&rt->pending, "__cg_");
+    if (rc == CG_OK)
+        rc = add_str(&rt->pending, type);
+    if (rc == CG_OK)
+        rc = add_bash_word(&rt->pending, code);
+    if (strcmp(type, "is_complete") == 0)
+        snprintf(num, sizeof num, "\n");
+    else if (strcmp(type, "inspect") == 0)
+        snprintf(num, sizeof num, " %zu %d\n", cursor, detail);
+    else
+        snprintf(num, sizeof num, " %zu\n", cursor);
+    if (rc == CG_OK)
+        rc = add_str(&rt->pending, num);
+    flush_pending(rt);
+    return rc;
+}
+
+int
+runtime_input_reply(struct runtime *rt, const char *value)
+{
+    if (rt->lang->kind == RT_JSONL)
+        return send_json(rt, json_pack("{s:s, s:s}", "t", "input_reply", "value", value));
+
+    /* "#VALUE\n": one line, harmless as code if an interrupt raced it. */
+    int rc = buf_add(&rt->pending, "#", 1);
+    for (const char *p = value; rc == CG_OK && *p; p++)
+        rc = buf_add(&rt->pending, *p == '\n' || *p == '\r' ? " " : p, 1);
+    if (rc == CG_OK)
+        rc = buf_add(&rt->pending, "\n", 1);
+    flush_pending(rt);
+    return rc;
+}

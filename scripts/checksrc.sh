@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The project's own source checks, in the spirit of curl's checksrc:
+# banned calls, and a contract comment opening every C file.
+set -u
+status=0
+files=$(git ls-files '*.c' '*.h' 2>/dev/null || find common kernel tests -name '*.[ch]')
+banned='\b(sprintf|vsprintf|strcpy|strcat|atoi|atol|gets|strtok|tmpnam)[[:space:]]*\('
+for f in $files; do
+  if grep -nE "$banned" "$f" | grep -v 'checksrc: allow'; then
+    echo "checksrc: $f uses a banned call (use snprintf, memcpy with a length, strtol...)" >&2
+    status=1
+  fi
+  if ! head -3 "$f" | grep -q '^/\*'; then
+    echo "checksrc: $f does not open with a comment saying what it is for" >&2
+    status=1
+  fi
+done
+[ $status -eq 0 ] && echo "checksrc: $(echo $files | wc -w) files clean"
+exit $status

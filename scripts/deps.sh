@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install the Debian packages cellgate needs to build, run and test.
+# Called by `make` (through the deps stamp) and by .ci/run. Idempotent: it
+# asks apt only for what is missing, so a second run costs a dpkg query.
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential pkg-config clang libclang-rt-14-dev
+  libzmq3-dev libsodium-dev libjansson-dev libcmocka-dev
+  # runtimes and the Jupyter side (Debian's /usr/bin/python3, never pyenv's)
+  python3 bash
+  python3-jupyter-client python3-nbclient python3-jupyter-kernel-test
+  python3-nbformat python3-nbconvert python3-ipykernel python3-zmq
+  python3-pytest python3-jsonschema
+  # tools the test suite uses
+  valgrind procps
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' \
+    || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,163 @@
+"""Shared fixtures: the kernelspecs are installed into a temporary prefix
+(`cellgate install --prefix`) and JUPYTER_PATH points there, so the tests
+use the binary just built, never whatever a user installed."""
+import os
+import queue
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CELLGATE = os.path.join(ROOT, "build", "cellgate")
+PREFIX = tempfile.mkdtemp(prefix="cellgate-specs-")
+
+subprocess.run([CELLGATE, "install", "--prefix", PREFIX], check=True, stdout=subprocess.DEVNULL)
+os.environ["JUPYTER_PATH"] = os.path.join(PREFIX, "share", "jupyter")
+# Keep jupyter_client's runtime files (connection files) out of $HOME.
+os.environ.setdefault("JUPYTER_RUNTIME_DIR", tempfile.mkdtemp(prefix="cellgate-rt-"))
+
+from jupyter_client.manager import KernelManager, start_new_kernel  # noqa: E402
+
+TIMEOUT = 20
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(PREFIX, ignore_errors=True)
+
+
+def run(kc, code, timeout=TIMEOUT, stdin=None, **kw):
+    """Executes code; returns (reply, outputs) where outputs are the IOPub
+    messages between busy and idle (execute_input excluded). stdin, if
+    given, is a list of answers for input_requests."""
+    msg_id = kc.execute(code, allow_stdin=stdin is not None, **kw)
+    outputs, answers = [], list(stdin or [])
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no idle for {code!r}; got {outputs}")
+        if stdin is not None:
+            try:
+                req = kc.get_stdin_msg(timeout=0.01)
+                assert req["msg_type"] == "input_request"
+                outputs.append(req)
+                kc.input(answers.pop(0))
+            except queue.Empty:
+                pass
+        try:
+            msg = kc.get_iopub_msg(timeout=min(left, 0.05 if stdin is not None else left))
+        except queue.Empty:
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status":
+            if msg["content"]["execution_state"] == "idle":
+                break
+            continue
+        if msg["msg_type"] != "execute_input":
+            outputs.append(msg)
+    reply = kc.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=timeout)
+    return reply, outputs
+
+
+def stream_text(outputs, name=None):
+    return "".join(m["content"]["text"] for m in outputs
+                   if m["msg_type"] == "stream" and (name is None or m["content"]["name"] == name))
+
+
+def errors(outputs):
+    return [m for m in outputs if m["msg_type"] == "error"]
+
+
+@pytest.fixture
+def kernel_factory():
+    """Starts kernels by kernelspec name (with optional env); shuts them all
+    down afterwards."""
+    started = []
+
+    def start(name, env=None):
+        km = KernelManager(kernel_name=name)
+        kw = {}
+        if env:
+            kw["env"] = {**os.environ, **env}
+        km.start_kernel(**kw)
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=TIMEOUT)
+        started.append((km, kc))
+        return km, kc
+
+    yield start
+    for km, kc in started:
+        kc.stop_channels()
+        if km.is_alive():
+            km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def python_kernel():
+    km, kc = start_new_kernel(kernel_name="cellgate-python")
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def bash_kernel():
+    km, kc = start_new_kernel(kernel_name="cellgate-bash")
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def multi_kernel():
+    km, kc = start_new_kernel(kernel_name="cellgate")
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def kernel_pid(km):
+    return km.provisioner.process.pid
+
+
+def descendants(pid):
+    """All processes below pid (from /proc), as a set of pids."""
+    kids = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(p))
+    out, todo = set(), [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout=10.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()

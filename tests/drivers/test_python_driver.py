@@ -1,0 +1,835 @@
+"""Tests of cellgate's Python driver (kernel/drivers/python.py), standalone.
+
+The driver is started exactly as the kernel starts it: `/usr/bin/python3 -I
+-c <source>` in a new session, fd 3 one end of an AF_UNIX socketpair, fd 1/2
+pipes, fd 0 /dev/null.  The tests speak the protocol of
+kernel/drivers/PROTOCOL.md directly.
+
+Run: /usr/bin/python3 -m pytest -q tests/drivers/test_python_driver.py
+"""
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+PYTHON = "/usr/bin/python3"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOURCE_PATH = os.path.join(ROOT, "kernel", "drivers", "python.py")
+with open(SOURCE_PATH, encoding="utf-8") as _f:
+    SOURCE = _f.read()
+
+TIMEOUT = 10.0  # seconds: the bound on any single wait unless a test says less
+
+
+class Cell:
+    """What one execute produced."""
+
+    def __init__(self, records, raw_out, raw_err):
+        self.records = records  # every record up to and including `done`
+        self.raw_out = raw_out  # bytes on fd 1 before `done`
+        self.raw_err = raw_err
+
+    def of(self, kind):
+        return [r for r in self.records if r["t"] == kind]
+
+    def text(self, name):
+        return "".join(r["text"] for r in self.of("stream") if r["name"] == name)
+
+    @property
+    def stdout(self):
+        return self.text("stdout")
+
+    @property
+    def stderr(self):
+        return self.text("stderr")
+
+    @property
+    def error(self):
+        errors = self.of("error")
+        assert len(errors) <= 1, errors
+        return errors[0] if errors else None
+
+    @property
+    def result(self):
+        results = self.of("result")
+        assert len(results) <= 1, results
+        return results[0] if results else None
+
+    @property
+    def done(self):
+        return self.records[-1]
+
+
+class Driver:
+    """One driver process and our ends of its fd 1, 2 and 3."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        env = dict(os.environ, CELLGATE_DRIVER="1", CELLGATE_CONTROL_FD="3")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [PYTHON, "-I", "-c", SOURCE],
+            stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
+            start_new_session=True, close_fds=False,
+            # the socket becomes fd 3 in the child, like the kernel's spawn
+            preexec_fn=lambda: os.dup2(theirs.fileno(), 3))
+        theirs.close()
+        os.close(out_w)
+        os.close(err_w)
+        self.sock = ours
+        self.out_fd, self.err_fd = out_r, err_r
+        self.inbox = bytearray()
+        self.eof = False
+        self.raw = {out_r: bytearray(), err_r: bytearray()}
+        ready = self.recv(TIMEOUT)
+        self.ready_after = time.perf_counter() - self.started
+        assert ready["t"] == "ready", ready
+        self.ready = ready
+
+    # -- low level ---------------------------------------------------------
+
+    def send(self, **message):
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def _pump(self, timeout):
+        """Wait up to timeout for any fd to be readable; read what is there."""
+        fds = [self.out_fd, self.err_fd] + ([] if self.eof else [self.sock])
+        readable, _, _ = select.select(fds, [], [], max(timeout, 0))
+        for fd in readable:
+            if fd is self.sock:
+                chunk = self.sock.recv(1 << 20)
+                self.eof = not chunk
+                self.inbox += chunk
+            else:
+                self.raw[fd] += os.read(fd, 1 << 20)
+        return bool(readable)
+
+    def recv(self, timeout=TIMEOUT):
+        """The next record from fd 3 (raises on timeout)."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.inbox:
+            if self.eof:
+                raise EOFError("the driver closed fd 3")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no record within %.1f s" % timeout)
+            self._pump(left)
+        line, _, rest = bytes(self.inbox).partition(b"\n")
+        self.inbox = bytearray(rest)
+        line.decode("utf-8")  # strict: the driver must send valid UTF-8
+        return json.loads(line)
+
+    def recv_eof(self, timeout=TIMEOUT):
+        """True once fd 3 reached end of file with no record left over."""
+        deadline = time.monotonic() + timeout
+        while not self.eof and time.monotonic() < deadline:
+            self._pump(deadline - time.monotonic())
+        return self.eof and not self.inbox
+
+    def drain_raw(self):
+        """Bytes already in the fd 1/2 pipes (nothing waits)."""
+        while self._pump(0) and not self.inbox and not self.eof:
+            pass
+        out, err = bytes(self.raw[self.out_fd]), bytes(self.raw[self.err_fd])
+        self.raw[self.out_fd].clear()
+        self.raw[self.err_fd].clear()
+        return out, err
+
+    # -- requests ----------------------------------------------------------
+
+    def start(self, code, silent=False, allow_stdin=False, user_expressions=None,
+              color=False, store_history=True, count=None):
+        Driver.count = getattr(Driver, "count", 0) + 1
+        self.send(t="execute", code=code, silent=silent, store_history=store_history,
+                  allow_stdin=allow_stdin, user_expressions=user_expressions or {},
+                  execution_count=count or Driver.count, color=color)
+
+    def finish(self, timeout=TIMEOUT):
+        """Records up to `done`; raw pipe bytes read by the time it arrived."""
+        deadline = time.monotonic() + timeout
+        records = []
+        while not records or records[-1]["t"] != "done":
+            records.append(self.recv(deadline - time.monotonic()))
+        # Kernel rule: fd 1/2 are drained before a record is handled.  A
+        # 0 s select after `done` arrived sees all bytes written before it.
+        out, err = self.drain_raw()
+        return Cell(records, out, err)
+
+    def run(self, code, timeout=TIMEOUT, **options):
+        self.start(code, **options)
+        return self.finish(timeout)
+
+    def request(self, kind, timeout=TIMEOUT, **members):
+        self.send(t=kind, **members)
+        reply = self.recv(timeout)
+        assert reply["t"] == "reply", reply
+        return reply
+
+    def interrupt(self):
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def close(self):
+        self.sock.close()
+        try:
+            self.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(TIMEOUT)
+        os.close(self.out_fd)
+        os.close(self.err_fd)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def driver():
+    d = Driver()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def fresh():
+    d = Driver()
+    yield d
+    if d.proc.poll() is None:
+        d.close()
+
+
+def ok(cell):
+    """The cell ran without an error record."""
+    assert cell.error is None, "\n".join(cell.error["traceback"])
+    return cell
+
+
+# ---------------------------------------------------------------------------
+# start-up, namespace, results
+
+def test_ready_and_version(driver):
+    import platform
+    assert driver.ready == {"t": "ready", "language_version": platform.python_version()}
+    assert driver.ready_after < 2.0  # generous: the target (~25 ms) is measured apart
+
+
+def test_state_persists_across_cells(driver):
+    ok(driver.run("state_a = 20"))
+    ok(driver.run("def state_f(x):\n    return x + state_a"))
+    cell = ok(driver.run("state_f(22)"))
+    assert cell.result["data"]["text/plain"] == "42"
+
+
+def test_last_expression_result(driver):
+    cell = ok(driver.run("le_x = 40\nle_x + 2"))
+    assert cell.result == {"t": "result", "data": {"text/plain": "42"}, "metadata": {}}
+    assert ok(driver.run("le_x = 1")).result is None  # assignment: no value
+    assert ok(driver.run("None")).result is None
+    assert ok(driver.run("le_x + 1;  # the ; hides it")).result is None
+    assert ok(driver.run("le_x + 1", silent=True)).result is None
+    cell = ok(driver.run("[le_x] * 2\n"))
+    assert cell.result["data"]["text/plain"] == "[1, 1]"
+
+
+def test_underscore_history(driver):
+    ok(driver.run("'first'"))
+    ok(driver.run("'second'"))
+    ok(driver.run("'third'"))
+    cell = ok(driver.run("(_, __, ___)"))
+    assert cell.result["data"]["text/plain"] == "('third', 'second', 'first')"
+    cell = ok(driver.run("'kept'", count=900))
+    assert ok(driver.run("_900, Out[900]")).result["data"]["text/plain"] == "('kept', 'kept')"
+
+
+def test_user_code_runs_in_a_real_main_module(driver):
+    code = ("import sys, pickle\n"
+            "class Point:\n"
+            "    def __init__(self, x): self.x = x\n"
+            "p = pickle.loads(pickle.dumps(Point(3)))\n"
+            "(__name__, sys.modules['__main__'].Point is Point, p.x, sys.path[0],\n"
+            " type(__builtins__).__name__, 'state_a' in dir(sys.modules['__main__']))")
+    cell = ok(driver.run(code))
+    assert cell.result["data"]["text/plain"] == "('__main__', True, 3, '', 'module', True)"
+    # the driver's own names are not in the user's namespace
+    assert ok(driver.run("'handle_execute' in globals()")).result["data"]["text/plain"] == "False"
+
+
+def test_top_level_await(driver):
+    cell = ok(driver.run("import asyncio\nawait asyncio.sleep(0)\nawait asyncio.sleep(0, 'awaited')"))
+    assert cell.result["data"]["text/plain"] == "'awaited'"
+
+
+def test_future_imports_persist(driver):
+    ok(driver.run("from __future__ import annotations"))
+    cell = ok(driver.run("def fa(x: undefined_name) -> int: pass\nfa.__annotations__['x']"))
+    assert cell.result["data"]["text/plain"] == "'undefined_name'"
+
+
+# ---------------------------------------------------------------------------
+# the display protocol
+
+RICH = '''
+import base64
+class Rich:
+    def __repr__(self): return "Rich()"
+    def _repr_html_(self): return "<b>rich</b>"
+    def _repr_markdown_(self): return "**rich**"
+    def _repr_svg_(self): return "<svg></svg>"
+    def _repr_png_(self): return b"\\x89PNG"
+    def _repr_jpeg_(self): return (b"\\xff\\xd8", {"width": 2})
+    def _repr_latex_(self): return "$x$"
+    def _repr_json_(self): return {"a": [1, 2]}
+class Broken:
+    def __repr__(self): return "Broken()"
+    def _repr_html_(self): raise ValueError("no html today")
+    def _repr_markdown_(self): return 42  # not a str: ignored
+class Bundle:
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"text/plain": "bundled", "text/html": "<i>b</i>"}, {"text/html": {"isolated": True}}
+    def _repr_html_(self): return "<i>not used</i>"
+    def _repr_latex_(self): return "$b$"
+class BadRepr:
+    def __repr__(self): raise RuntimeError("repr fails")
+'''
+
+
+def test_rich_result(driver):
+    ok(driver.run(RICH))
+    cell = ok(driver.run("Rich()"))
+    data = cell.result["data"]
+    assert data == {
+        "text/plain": "Rich()", "text/html": "<b>rich</b>", "text/markdown": "**rich**",
+        "image/svg+xml": "<svg></svg>", "image/png": "iVBORw==", "image/jpeg": "/9g=",
+        "text/latex": "$x$", "application/json": {"a": [1, 2]}}
+    assert cell.result["metadata"] == {"image/jpeg": {"width": 2}}
+
+
+def test_repr_methods_that_fail_fall_back_to_text(driver):
+    ok(driver.run(RICH))
+    cell = ok(driver.run("Broken()"))
+    assert cell.result["data"] == {"text/plain": "Broken()"}
+    assert "no html today" in cell.stderr
+    cell = ok(driver.run("BadRepr()"))
+    assert cell.result["data"]["text/plain"].startswith("<__main__.BadRepr object at")
+    assert "repr fails" in cell.stderr
+
+
+def test_mimebundle_first_then_repr_methods(driver):
+    ok(driver.run(RICH))
+    cell = ok(driver.run("Bundle()"))
+    assert cell.result["data"] == {"text/plain": "bundled", "text/html": "<i>b</i>",
+                                   "text/latex": "$b$"}
+    assert cell.result["metadata"] == {"text/html": {"isolated": True}}
+    # a class is shown by repr only: its _repr_html_ is an unbound function
+    cell = ok(driver.run("Rich"))
+    assert cell.result["data"] == {"text/plain": "<class '__main__.Rich'>"}
+
+
+def test_display(driver):
+    ok(driver.run(RICH))
+    cell = ok(driver.run("display(1, Rich()); print('after')"))
+    first, second = cell.of("display")
+    assert first == {"t": "display", "data": {"text/plain": "1"}, "metadata": {}}
+    assert second["data"]["text/html"] == "<b>rich</b>"
+    assert cell.records[2] == {"t": "stream", "name": "stdout", "text": "after\n"}
+    cell = ok(driver.run("print('before'); h = display('a', display_id=True)\n"
+                         "h.update('b')\nh"))
+    assert cell.records[0] == {"t": "stream", "name": "stdout", "text": "before\n"}
+    shown, updated = cell.of("display")
+    display_id = shown["transient"]["display_id"]
+    assert len(display_id) >= 16 and "update" not in shown
+    assert shown["data"] == {"text/plain": "'a'"}
+    assert updated["data"] == {"text/plain": "'b'"}
+    assert updated["transient"] == {"display_id": display_id} and updated["update"] is True
+    assert cell.result["data"]["text/plain"] == "<DisplayHandle display_id=%s>" % display_id
+
+
+def test_cellgate_module(driver):
+    code = ("import cellgate\n"
+            "cellgate.display({'text/plain': 'raw', 'text/html': '<p>raw</p>'}, raw=True,\n"
+            "                 display_id='mine', metadata={'k': 1})\n"
+            "cellgate.update_display('new', display_id='mine')\n"
+            "cellgate.clear_output(wait=True)\n"
+            "cellgate.clear_output()\n"
+            "print(cellgate.display is display)")
+    cell = ok(driver.run(code))
+    kinds = [r["t"] for r in cell.records]
+    assert kinds == ["display", "display", "clear", "clear", "stream", "done"]
+    raw, update, clear_wait, clear = cell.records[:4]
+    assert raw == {"t": "display", "data": {"text/plain": "raw", "text/html": "<p>raw</p>"},
+                   "metadata": {"k": 1}, "transient": {"display_id": "mine"}}
+    assert update == {"t": "display", "data": {"text/plain": "'new'"}, "metadata": {},
+                      "transient": {"display_id": "mine"}, "update": True}
+    assert clear_wait == {"t": "clear", "wait": True} and clear == {"t": "clear", "wait": False}
+    assert cell.stdout == "True\n"
+
+
+# ---------------------------------------------------------------------------
+# errors
+
+def test_error_traceback_shows_only_user_frames(driver):
+    ok(driver.run("def inner():\n    return 1 / 0\n\ndef outer():\n    return inner()"))
+    cell = driver.run("x = 1\nouter()")
+    error = cell.error
+    assert error["ename"] == "ZeroDivisionError" and error["evalue"] == "division by zero"
+    text = "\n".join(error["traceback"])
+    assert text.startswith("Traceback (most recent call last):")
+    assert "line 2, in <module>\n    outer()" in text
+    assert "in outer\n    return inner()" in text and "return 1 / 0" in text
+    assert text.rstrip().endswith("ZeroDivisionError: division by zero")
+    assert "<string>" not in text and "\x1b" not in text
+    assert cell.done == {"t": "done", "user_expressions": {}}
+    assert [r["t"] for r in cell.records] == ["error", "done"]
+
+
+def test_error_in_color(driver):
+    cell = driver.run("raise KeyError('k')", color=True)
+    assert cell.error["ename"] == "KeyError"
+    text = "\n".join(cell.error["traceback"])
+    assert "\x1b[0;31m" in text and "\x1b[0m" in text and "<cell" in text
+
+
+def test_chained_error_and_driver_frames_from_calls_into_driver(driver):
+    cell = driver.run("try:\n    {}['a']\nexcept KeyError as e:\n    raise ValueError('v') from e")
+    text = "\n".join(cell.error["traceback"])
+    assert "KeyError: 'a'" in text and "direct cause" in text and "ValueError: v" in text
+    # input() is driver code: its frames are dropped too
+    cell = driver.run("input('?')")
+    text = "\n".join(cell.error["traceback"])
+    assert "<string>" not in text and "input('?')" in text
+
+
+def test_syntax_error(driver):
+    cell = driver.run("x = (1 +\n")
+    assert cell.error["ename"] == "SyntaxError"
+    cell = driver.run("a = 1\nb = 1 + * 2")
+    error = cell.error
+    assert error["ename"] == "SyntaxError"
+    text = "\n".join(error["traceback"])
+    assert "line 2" in text and "b = 1 + * 2" in text and "^" in text
+    assert "Traceback" not in text and "<string>" not in text
+    assert [r["t"] for r in cell.records] == ["error", "done"]
+
+
+def test_indentation_error(driver):
+    cell = driver.run("if True:\nprint(1)")
+    assert cell.error["ename"] == "IndentationError"
+    assert "expected an indented block" in cell.error["evalue"]
+
+
+def test_system_exit_is_an_error_not_an_exit(driver):
+    ok(driver.run("se_kept = 'still here'"))
+    cell = driver.run("import sys; sys.exit(3)")
+    assert cell.error["ename"] == "SystemExit" and cell.error["evalue"] == "3"
+    cell = driver.run("exit()")
+    assert cell.error["ename"] == "SystemExit"
+    assert ok(driver.run("se_kept")).result["data"]["text/plain"] == "'still here'"
+    assert driver.proc.poll() is None
+
+
+# ---------------------------------------------------------------------------
+# interrupts
+
+def wait_for_stdout(driver, text, timeout=TIMEOUT):
+    """Read records until a stdout stream containing text; return them."""
+    records = []
+    deadline = time.monotonic() + timeout
+    while True:
+        record = driver.recv(deadline - time.monotonic())
+        records.append(record)
+        if record["t"] == "stream" and text in record["text"]:
+            return records
+        assert record["t"] != "done", records
+
+
+def test_keyboard_interrupt_during_sleep(fresh):
+    ok(fresh.run("ki_before = 'kept'"))
+    fresh.start("import time\nprint('started', flush=True)\ntime.sleep(30)\nki_after = 1")
+    wait_for_stdout(fresh, "started")
+    time.sleep(0.1)  # let the cell get from print() into sleep()
+    sent = time.monotonic()
+    fresh.interrupt()
+    cell = fresh.finish(timeout=1.0)
+    assert time.monotonic() - sent < 1.0
+    assert cell.error["ename"] == "KeyboardInterrupt"
+    text = "\n".join(cell.error["traceback"])
+    assert "time.sleep(30)" in text and "<string>" not in text
+    cell = ok(fresh.run("ki_before, 'ki_after' in globals()"))
+    assert cell.result["data"]["text/plain"] == "('kept', False)"
+
+
+def test_sigint_between_requests_is_ignored(fresh):
+    ok(fresh.run("ig = 5"))
+    for _ in range(3):
+        fresh.interrupt()
+    time.sleep(0.1)
+    assert fresh.proc.poll() is None
+    assert ok(fresh.run("ig")).result["data"]["text/plain"] == "5"
+
+
+def test_interrupt_during_a_flood_of_output_keeps_lines_whole(fresh):
+    # Every record is parsed as strict UTF-8 JSON by recv(): a SIGINT in the
+    # middle of a socket write must not cut a line.
+    for round_ in range(5):
+        fresh.start("import sys\nprint('go', flush=True)\n"
+                    "while True:\n    sys.stdout.write('%d' * 5000)" % round_)
+        wait_for_stdout(fresh, "go")
+        time.sleep(0.05)
+        fresh.interrupt()
+        cell = fresh.finish(timeout=5.0)
+        assert cell.error["ename"] == "KeyboardInterrupt"
+        assert set(cell.stdout) <= {str(round_)}
+    assert ok(fresh.run("1")).result["data"]["text/plain"] == "1"
+
+
+# ---------------------------------------------------------------------------
+# input
+
+def test_input_with_allow_stdin(driver):
+    driver.start("print('asking')\nname = input('Name? ')\nprint('hello', name)",
+                 allow_stdin=True)
+    records = []
+    while True:
+        record = driver.recv()
+        records.append(record)
+        if record["t"] == "input":
+            break
+    # streams are flushed before the input request
+    assert records == [{"t": "stream", "name": "stdout", "text": "asking\n"},
+                       {"t": "input", "prompt": "Name? ", "password": False}]
+    driver.send(t="input_reply", value="Ada")
+    cell = ok(driver.finish())
+    assert cell.stdout == "hello Ada\n"
+
+
+def test_getpass_asks_with_password_true(driver):
+    driver.start("import getpass\nsecret = getpass.getpass()\nlen(secret)", allow_stdin=True)
+    assert driver.recv() == {"t": "input", "prompt": "Password: ", "password": True}
+    driver.send(t="input_reply", value="hunter2")
+    assert ok(driver.finish()).result["data"]["text/plain"] == "7"
+
+
+def test_input_without_allow_stdin(driver):
+    cell = driver.run("input('x')", allow_stdin=False)
+    assert cell.error["ename"] == "StdinNotImplementedError"
+    assert cell.error["evalue"] == ("input() was called, but this client does not support "
+                                    "input requests (allow_stdin is false)")
+    assert not cell.of("input")
+
+
+def test_stray_input_reply_is_ignored(driver):
+    driver.send(t="input_reply", value="nobody asked")
+    assert ok(driver.run("'fine'")).result["data"]["text/plain"] == "'fine'"
+
+
+def test_interrupt_during_input(fresh):
+    fresh.start("answer = input('wait: ')", allow_stdin=True)
+    assert fresh.recv()["t"] == "input"
+    fresh.interrupt()
+    cell = fresh.finish(timeout=1.0)
+    assert cell.error["ename"] == "KeyboardInterrupt"
+    fresh.send(t="input_reply", value="too late")  # a reply racing the interrupt
+    cell = ok(fresh.run("'answer' in globals()"))
+    assert cell.result["data"]["text/plain"] == "False"
+
+
+# ---------------------------------------------------------------------------
+# streams
+
+def test_stdout_stderr_order_is_exact(driver):
+    cell = ok(driver.run("import sys\nfor i in range(5):\n"
+                         "    print('out', i)\n    print('err', i, file=sys.stderr)"))
+    streams = [(r["name"], r["text"]) for r in cell.of("stream")]
+    expected = []
+    for i in range(5):
+        expected += [("stdout", "out %d\n" % i), ("stderr", "err %d\n" % i)]
+    assert streams == expected
+
+
+def test_subprocess_output_arrives_on_the_raw_pipe_before_done(driver):
+    cell = ok(driver.run("import os\nprint('py')\nos.system('echo hi; echo oops >&2')\n"
+                         "os.write(1, b'direct\\n');"))
+    assert cell.raw_out == b"hi\ndirect\n"
+    assert cell.raw_err == b"oops\n"
+    assert cell.stdout == "py\n"
+
+
+def test_output_is_flushed_promptly_while_the_cell_runs(driver):
+    driver.start("import time\nprint(1)\ntime.sleep(1.5)")
+    sent = time.monotonic()
+    record = driver.recv(timeout=1.0)
+    assert record == {"t": "stream", "name": "stdout", "text": "1\n"}
+    assert time.monotonic() - sent < 0.5
+    ok(driver.finish())
+
+
+def test_large_output_arrives_complete(driver):
+    code = "import sys\nw = sys.stdout.write\nfor _ in range(100_000):\n    w('x' * 99 + '\\n')"
+    started = time.perf_counter()
+    cell = ok(driver.run(code, timeout=60))
+    elapsed = time.perf_counter() - started
+    text = cell.stdout
+    assert len(text) == 10_000_000 and text == ("x" * 99 + "\n") * 100_000
+    records = cell.of("stream")
+    assert max(len(r["text"]) for r in records) <= 1 << 20
+    print("\n10 MB through the driver: %.3f s, %.1f MB/s, %d records"
+          % (elapsed, 10 / elapsed, len(records)))
+
+
+def test_stream_objects_behave_like_text_files(driver):
+    code = ("import sys, io\n"
+            "s = sys.stdout\n"
+            "try:\n    s.fileno()\nexcept io.UnsupportedOperation:\n    fileno = 'unsupported'\n"
+            "try:\n    s.write(b'x')\nexcept TypeError:\n    typeerror = True\n"
+            "n = s.write('abc')\n"
+            "s.writelines(['d', 'e\\n'])\n"
+            "(s.isatty(), s.encoding, s.name, sys.stderr.name, s.readable(), s.writable(),\n"
+            " s.seekable(), fileno, typeerror, n, isinstance(s, io.TextIOBase))")
+    cell = ok(driver.run(code))
+    assert cell.result["data"]["text/plain"] == (
+        "(False, 'utf-8', '<stdout>', '<stderr>', False, True, False, 'unsupported', "
+        "True, 3, True)")
+    assert cell.stdout == "abcde\n"
+
+
+def test_lone_surrogates_become_valid_unicode(driver):
+    cell = ok(driver.run("print('a\\ud800b')\n'\\udcff'"))  # recv() decodes strictly
+    assert cell.stdout in ("a?b\n", "a\ufffdb\n")
+    assert cell.result["data"]["text/plain"] in ("'?'", "'\\udcff'")
+
+
+def test_forked_child_output_goes_to_the_raw_pipe(driver):
+    code = ("import os\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    print('from the child')\n"
+            "    os._exit(0)\n"
+            "os.waitpid(pid, 0)\n"
+            "print('from the parent')")
+    cell = ok(driver.run(code))
+    assert cell.raw_out == b"from the child\n"
+    assert cell.stdout == "from the parent\n"
+    assert ok(driver.run("'alive'")).result["data"]["text/plain"] == "'alive'"
+
+
+def test_forked_child_falling_off_the_cell_exits(driver):
+    cell = ok(driver.run("import os\nfc_pid = os.fork()\nif fc_pid:\n    os.waitpid(fc_pid, 0)"))
+    assert [r["t"] for r in cell.records] == ["done"]  # only the parent's done
+    assert ok(driver.run("fc_pid > 0")).result["data"]["text/plain"] == "True"
+
+
+# ---------------------------------------------------------------------------
+# user_expressions
+
+def test_user_expressions(driver):
+    ok(driver.run("ue = 21"))
+    cell = ok(driver.run("ue2 = ue * 2",
+                         user_expressions={"double": "ue2", "bad": "1/0", "html": "Rich()"}))
+    exprs = cell.done["user_expressions"]
+    assert exprs["double"] == {"status": "ok", "data": {"text/plain": "42"}, "metadata": {}}
+    assert exprs["bad"]["status"] == "error" and exprs["bad"]["ename"] == "ZeroDivisionError"
+    assert exprs["bad"]["evalue"] == "division by zero"
+    assert isinstance(exprs["bad"]["traceback"], list)
+    assert "text/html" in exprs["html"]["data"]
+    # after a failed cell, like ipykernel, no expressions are evaluated
+    cell = driver.run("1/0", user_expressions={"double": "ue2"})
+    assert cell.done == {"t": "done", "user_expressions": {}}
+
+
+# ---------------------------------------------------------------------------
+# complete
+
+def complete(driver, code, cursor_pos=None):
+    reply = driver.request("complete", code=code,
+                           cursor_pos=len(code) if cursor_pos is None else cursor_pos)
+    assert reply["cursor_end"] == (len(code) if cursor_pos is None else cursor_pos)
+    assert reply["metadata"] == {}
+    return reply
+
+
+def test_complete_attributes(driver):
+    ok(driver.run("import os"))
+    reply = complete(driver, "x = os.pa")
+    assert {"os.path", "os.pathsep"} <= set(reply["matches"])
+    assert all(m.startswith("os.pa") for m in reply["matches"])
+    assert reply["cursor_start"] == 4
+    reply = complete(driver, "os.path.jo")
+    assert reply["matches"] == ["os.path.join"] and reply["cursor_start"] == 0
+
+
+def test_complete_names_builtins_keywords(driver):
+    ok(driver.run("completion_target_1 = completion_target_2 = 0"))
+    assert complete(driver, "completion_tar")["matches"] == [
+        "completion_target_1", "completion_target_2"]
+    assert "print" in complete(driver, "pri")["matches"]
+    assert "while" in complete(driver, "whi")["matches"]
+    assert "_private" not in complete(driver, "")["matches"]
+
+
+def test_complete_positions_are_code_points(driver):
+    ok(driver.run("ñandú_count = 1"))
+    code = "s = 'é😀'; ñandú_c"
+    reply = complete(driver, code)
+    assert reply["matches"] == ["ñandú_count"]
+    assert reply["cursor_start"] == code.index("ñ")
+    # cursor in the middle of a line: only text before it counts
+    reply = complete(driver, "ñandú_c + 1", cursor_pos=7)
+    assert reply["matches"] == ["ñandú_count"] and reply["cursor_start"] == 0
+
+
+def test_complete_modules(driver):
+    reply = complete(driver, "import jso")
+    assert "json" in reply["matches"] and reply["cursor_start"] == 7
+    assert all(m.startswith("jso") for m in reply["matches"])
+    assert "os.path" in complete(driver, "import os.pa")["matches"]
+    assert "json.decoder" in complete(driver, "import sys, json.de")["matches"]
+    reply = complete(driver, "from os import pa")
+    assert {"path", "pathsep"} <= set(reply["matches"]) and reply["cursor_start"] == 15
+    assert "decoder" in complete(driver, "from json import de")["matches"]
+    assert "collections.abc" in complete(driver, "from collections.a")["matches"]
+    assert complete(driver, "from json im")["matches"] == ["import"]
+
+
+def test_complete_paths_in_strings(driver, tmp_path):
+    (tmp_path / "alpha.txt").write_text("")
+    (tmp_path / "alps").mkdir()
+    code = "open('%s/al" % tmp_path
+    reply = complete(driver, code)
+    assert reply["matches"] == ["%s/alpha.txt" % tmp_path, "%s/alps/" % tmp_path]
+    assert reply["cursor_start"] == code.index("'") + 1
+
+
+def test_complete_runs_no_user_code(driver):
+    ok(driver.run("calls = []\ndef side_effect():\n    calls.append(1)\n    return 1"))
+    assert complete(driver, "side_effect().")["matches"] == []
+    assert complete(driver, "side_effect().real")["matches"] == []
+    assert ok(driver.run("calls")).result["data"]["text/plain"] == "[]"
+
+
+# ---------------------------------------------------------------------------
+# inspect
+
+def inspect_(driver, code, cursor_pos=None, detail_level=0):
+    return driver.request("inspect", code=code, detail_level=detail_level,
+                          cursor_pos=len(code) if cursor_pos is None else cursor_pos)
+
+
+def test_inspect(driver):
+    reply = inspect_(driver, "print")
+    assert reply["found"] is True and reply["metadata"] == {}
+    assert "Prints the values to a stream" in reply["data"]["text/plain"]
+    ok(driver.run("import os"))
+    text = inspect_(driver, "os.path.join")["data"]["text/plain"]
+    assert "os.path.join(a, *p)" in text and "posixpath.py" in text
+    text = inspect_(driver, "x = len(")["data"]["text/plain"]
+    assert "Signature: len(obj, /)" in text
+    text = inspect_(driver, "len(undefined_thing, ")["data"]["text/plain"]
+    assert "len(obj, /)" in text
+    text = inspect_(driver, "os.getcwd()", cursor_pos=5)["data"]["text/plain"]
+    assert "getcwd" in text
+    assert inspect_(driver, "no_such_name_here") == {
+        "t": "reply", "found": False, "data": {}, "metadata": {}}
+    assert inspect_(driver, "")["found"] is False
+
+
+def test_inspect_detail_shows_source(driver):
+    ok(driver.run("def documented(a, b=2):\n    '''Adds things.'''\n    return a + b"))
+    text = inspect_(driver, "documented")["data"]["text/plain"]
+    assert "Signature: documented(a, b=2)" in text and "Adds things." in text
+    assert "return a + b" not in text
+    text = inspect_(driver, "documented", detail_level=1)["data"]["text/plain"]
+    assert "return a + b" in text
+
+
+def test_inspect_never_calls_user_objects(driver):
+    ok(driver.run("touched = []\nclass Touchy:\n"
+                  "    def __call__(self): touched.append('call')\n"
+                  "    def __repr__(self): touched.append('repr'); return 'T'\n"
+                  "touchy = Touchy()"))
+    reply = inspect_(driver, "touchy")
+    assert reply["found"] and "Type:      Touchy" in reply["data"]["text/plain"]
+    ok(driver.run("touchy?"))
+    assert ok(driver.run("touched")).result["data"]["text/plain"] == "[]"
+
+
+# ---------------------------------------------------------------------------
+# is_complete
+
+@pytest.mark.parametrize("code, status, indent", [
+    ("x = 1", "complete", None),
+    ("print('hi')\n", "complete", None),
+    ("", "complete", None),
+    ("if True:", "incomplete", "    "),
+    ("def f(x):", "incomplete", "    "),
+    ("for i in range(3):  # loop", "incomplete", "    "),
+    ("if True:\n    x = 1", "incomplete", "    "),
+    ("if True:\n    x = 1\n", "complete", None),
+    ("if True:\n    x = 1\n\n", "complete", None),
+    ("class A:\n    def f(self):", "incomplete", "        "),
+    ("print(1,", "incomplete", ""),
+    ("    x = [1,", "incomplete", "    "),
+    ("s = '''abc", "incomplete", ""),
+    ("x = 1 + \\", "incomplete", ""),
+    ("1 + * 2", "invalid", None),
+    (")", "invalid", None),
+    ("len?", "complete", None),
+])
+def test_is_complete(driver, code, status, indent):
+    reply = driver.request("is_complete", code=code)
+    assert reply["status"] == status
+    if status == "incomplete":
+        assert reply["indent"] == indent
+    else:
+        assert "indent" not in reply
+
+
+# ---------------------------------------------------------------------------
+# the pager: obj? and obj??
+
+def test_pager(driver):
+    cell = ok(driver.run("len?"))
+    assert [r["t"] for r in cell.records] == ["page", "done"]
+    text = cell.of("page")[0]["data"]["text/plain"]
+    assert "Return the number of items in a container." in text
+    ok(driver.run("def paged(x):\n    'Doc of paged.'\n    return x * 3"))
+    text = ok(driver.run("paged??")).of("page")[0]["data"]["text/plain"]
+    assert "return x * 3" in text
+    text = ok(driver.run("?paged")).of("page")[0]["data"]["text/plain"]
+    assert "Doc of paged." in text and "return x * 3" not in text
+    cell = ok(driver.run("nothing_by_this_name?"))
+    assert cell.stdout == "Object `nothing_by_this_name` not found.\n" and not cell.of("page")
+
+
+# ---------------------------------------------------------------------------
+# the request loop
+
+def test_unknown_requests_are_ignored(driver):
+    driver.drain_raw()
+    driver.send(t="frobnicate", x=1)
+    deadline = time.monotonic() + TIMEOUT
+    err = b""
+    while b"frobnicate" not in err and time.monotonic() < deadline:
+        driver._pump(0.1)
+        err += driver.drain_raw()[1]
+    assert b"frobnicate" in err
+    assert not driver.inbox  # nothing was sent for it
+    assert ok(driver.run("'next'")).result["data"]["text/plain"] == "'next'"
+
+
+def test_end_of_file_exits_0(fresh):
+    ok(fresh.run("import atexit\natexit.register(print, 'bye')"))
+    fresh.sock.shutdown(socket.SHUT_WR)
+    assert fresh.proc.wait(TIMEOUT) == 0
+    out, _ = fresh.drain_raw()
+    assert out == b"bye\n"  # atexit output goes to the raw pipe
+    assert fresh.recv_eof()
+
+
+def test_indented_cell_runs_like_ipython(driver):
+    cell = ok(driver.run("    ind = 1\n    if ind:\n        ind += 1\n    ind"))
+    assert cell.result["data"]["text/plain"] == "2"
