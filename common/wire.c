@@ -327,7 +327,7 @@ wire_encode(wire_t *w, const wire_msg_t *msg, wire_buf_t **framesp, size_t *np)
         goto nomem;
     size_t sig_at = k++;
     for (int i = 0; i < 4; i++, k++) {
-        char *s = dump(js[i]);
+        char *s = i == 3 && msg->content_json ? strdup(msg->content_json) : dump(js[i]);
         if (!s)
             goto nomem;
         f[k].data = (unsigned char *)s;
@@ -359,6 +359,41 @@ wire_frames_free(wire_buf_t *frames, size_t n)
 }
 
 /* ---- messages ----------------------------------------------------------- */
+
+size_t
+wire_json_escape(const char *s, size_t len, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0, run = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        memcpy(out + o, s + run, i - run);
+        o += i - run;
+        run = i + 1;
+        out[o++] = '\\';
+        switch (c) {
+        case '"': out[o++] = '"'; break;
+        case '\\': out[o++] = '\\'; break;
+        case '\n': out[o++] = 'n'; break;
+        case '\r': out[o++] = 'r'; break;
+        case '\t': out[o++] = 't'; break;
+        case '\b': out[o++] = 'b'; break;
+        case '\f': out[o++] = 'f'; break;
+        default:
+            memcpy(out + o, "u00", 3);
+            out[o + 3] = hex[c >> 4];
+            out[o + 4] = hex[c & 15];
+            o += 5;
+        }
+    }
+    memcpy(out + o, s + run, len - run);
+    o += len - run;
+    out[o] = '\0';
+    return o;
+}
 
 void
 wire_now_iso(char buf[40])
@@ -435,6 +470,7 @@ wire_msg_destroy(wire_msg_t **mp)
     json_decref(m->parent);
     json_decref(m->metadata);
     json_decref(m->content);
+    free(m->content_json);
     free(m);
     *mp = NULL;
 }

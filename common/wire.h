@@ -50,6 +50,8 @@ typedef struct {
     json_t *parent;          /* parent_header: an object, maybe empty */
     json_t *metadata;        /* an object */
     json_t *content;         /* an object */
+    char *content_json;      /* if set: the content already serialised
+                                (valid JSON object text), sent instead */
     wire_buf_t *buffers;     /* binary buffers, rarely used */
     size_t n_buffers;
 } wire_msg_t;
@@ -120,6 +122,14 @@ int wire_recv(wire_t *w, void *sock, int flags, wire_msg_t **out, char *err, siz
 
 /* Encodes and sends msg on a ZeroMQ socket. Returns CG_OK or CG_ESYS/CG_ENOMEM. */
 int wire_send(wire_t *w, void *sock, const wire_msg_t *msg);
+
+/*
+ * Writes s[0..len) (valid UTF-8) as the body of a JSON string, without the
+ * quotes, to out, which must hold 6 * len + 1 bytes. Returns the length
+ * written; out is NUL-terminated. Faster than building a json_t for large
+ * stream text: runs of plain characters are copied whole.
+ */
+size_t wire_json_escape(const char *s, size_t len, char *out);
 
 /* Writes the current UTC time as ISO 8601 with microseconds and "Z". */
 void wire_now_iso(char buf[40]);

@@ -82,6 +82,23 @@ struct kernel {
 
 /* ---- sending ------------------------------------------------------------ */
 
+/* Sends a built message on sock and frees it. */
+static void
+send_built(struct kernel *k, void *sock, wire_msg_t *m)
+{
+    if (sock == k->sock[CH_IOPUB]) {
+        /* IOPub carries no routing identities. */
+        for (size_t i = 0; i < m->n_idents; i++)
+            free(m->idents[i].data);
+        free(m->idents);
+        m->idents = NULL;
+        m->n_idents = 0;
+    }
+    if (wire_send(k->wire, sock, m) != CG_OK)
+        log_warn("sending %s: %s", wire_msg_type(m), zmq_strerror(errno));
+    wire_msg_destroy(&m);
+}
+
 /* Sends a message of type with content (stolen) to sock, parented by req. */
 static void
 send_msg(struct kernel *k, void *sock, const wire_msg_t *req, const char *type, json_t *content)
@@ -96,17 +113,29 @@ send_msg(struct kernel *k, void *sock, const wire_msg_t *req, const char *type, 
     }
     json_decref(m->content);
     m->content = content;
-    if (sock == k->sock[CH_IOPUB]) {
-        /* IOPub has no routing identities, only a topic for subscribers. */
-        for (size_t i = 0; i < m->n_idents; i++)
-            free(m->idents[i].data);
-        free(m->idents);
-        m->idents = NULL;
-        m->n_idents = 0;
+    send_built(k, sock, m);
+}
+
+/* Publishes stream output: len bytes of valid UTF-8. The content is
+ * serialised directly, the hot path for large output. */
+static void
+publish_stream(struct kernel *k, const wire_msg_t *parent, const char *name, const char *text,
+               size_t len)
+{
+    wire_msg_t *m = wire_msg_new(k->wire, "stream", parent);
+    size_t cap = 6 * len + 64;
+    char *j = m ? malloc(cap) : NULL;
+
+    if (!j) {
+        log_error("out of memory publishing output");
+        wire_msg_destroy(&m);
+        return;
     }
-    if (wire_send(k->wire, sock, m) != CG_OK)
-        log_warn("sending %s: %s", type, zmq_strerror(errno));
-    wire_msg_destroy(&m);
+    int n = snprintf(j, cap, "{\"name\":\"%s\",\"text\":\"", name);
+    size_t used = (size_t)n + wire_json_escape(text, len, j + n);
+    memcpy(j + used, "\"}", 3);
+    m->content_json = j;
+    send_built(k, k->sock[CH_IOPUB], m);
 }
 
 static void
@@ -338,10 +367,13 @@ finish_request(struct kernel *k, json_t *rec)
         if (!json_is_object(json_object_get(c, "metadata")))
             json_object_set_new(c, "metadata", json_object());
     } else {
-        const char *st = json_string_value(json_object_get(c, "status"));
-        if (!json_is_string(json_object_get(rec, "status")))
-            st = "unknown";
-        json_object_set_new(c, "status", json_string(st ? st : "unknown"));
+        static const char *const states[] = { "complete", "incomplete", "invalid", "unknown" };
+        const char *st = json_string_value(json_object_get(rec, "status"));
+        const char *ok = "unknown";
+        for (size_t i = 0; st && i < sizeof states / sizeof states[0]; i++)
+            if (strcmp(st, states[i]) == 0)
+                ok = states[i];
+        json_object_set_new(c, "status", json_string(ok));
         if (!json_is_string(json_object_get(c, "indent")))
             json_object_set_new(c, "indent", json_string(""));
     }
@@ -420,11 +452,11 @@ output_allowance(struct kernel *k, struct runtime *rt, const char *text, size_t 
     p->out_bytes = k->output_limit;
     p->limit_hit = true;
     if (room)
-        publish(k, p->req, "stream", json_pack("{s:s, s:s%}", "name", "stdout", "text", text, room));
+        publish_stream(k, p->req, "stdout", text, room);
     snprintf(note, sizeof note, "\n[cellgate: this cell's output passed the limit of %zu bytes; "
              "the rest of its output is discarded. The limit is set with --output-limit or "
              "CELLGATE_OUTPUT_LIMIT.]\n", k->output_limit);
-    publish(k, p->req, "stream", json_pack("{s:s, s:s}", "name", "stderr", "text", note));
+    publish_stream(k, p->req, "stderr", note, strlen(note));
     return 0;
 }
 
@@ -435,8 +467,7 @@ on_stream(void *ctx, struct runtime *rt, const char *name, const char *text, siz
 
     if (output_allowance(k, rt, text, len) == 0 && len)
         return;
-    publish(k, output_parent(k, rt), "stream",
-            json_pack("{s:s, s:s%}", "name", name, "text", text, len));
+    publish_stream(k, output_parent(k, rt), name, text, len);
 }
 
 /* Copies the members of a display-like record that Jupyter defines. */
@@ -591,7 +622,7 @@ begin_pending(struct kernel *k, void *sock, wire_msg_t *req, enum pending_kind k
         char note[256];
         snprintf(note, sizeof note, "[cellgate: the %s runtime had ended; this cell runs in a "
                  "fresh one, so earlier variables and imports are gone]\n", l->name);
-        publish(k, req, "stream", json_pack("{s:s, s:s}", "name", "stderr", "text", note));
+        publish_stream(k, req, "stderr", note, strlen(note));
         k->state_lost[langs_index(l)] = false;
     }
     k->p.kind = kind;
@@ -860,6 +891,28 @@ serve_backlog(struct kernel *k)
     }
 }
 
+/*
+ * A client subscribed to IOPub. Messages published before its subscription
+ * arrived are lost to it (ZeroMQ's slow joiner), and jupyter_client waits
+ * for some IOPub message before calling a kernel ready; so greet each new
+ * subscriber with the current execution state.
+ */
+static void
+serve_subscriptions(struct kernel *k)
+{
+    zmq_msg_t m;
+    bool subscribed = false;
+
+    zmq_msg_init(&m);
+    while (zmq_msg_recv(&m, k->sock[CH_IOPUB], ZMQ_DONTWAIT) >= 0)
+        if (zmq_msg_size(&m) >= 1 && ((const unsigned char *)zmq_msg_data(&m))[0] == 1)
+            subscribed = true;
+    zmq_msg_close(&m);
+    if (subscribed)
+        publish_status(k, k->p.kind != PR_NONE ? k->p.req : NULL,
+                       k->p.kind != PR_NONE ? "busy" : "idle");
+}
+
 /* An input_reply on stdin goes to the runtime waiting for it. */
 static void
 serve_stdin(struct kernel *k)
@@ -966,7 +1019,7 @@ static int
 open_sockets(struct kernel *k, char *err, size_t errlen)
 {
     static const int types[CH_COUNT] = {
-        [CH_SHELL] = ZMQ_ROUTER, [CH_IOPUB] = ZMQ_PUB, [CH_STDIN] = ZMQ_ROUTER,
+        [CH_SHELL] = ZMQ_ROUTER, [CH_IOPUB] = ZMQ_XPUB, [CH_STDIN] = ZMQ_ROUTER,
         [CH_CONTROL] = ZMQ_ROUTER, [CH_HB] = ZMQ_ROUTER,
     };
     char ep[320];
@@ -984,6 +1037,11 @@ open_sockets(struct kernel *k, char *err, size_t errlen)
         /* A frame larger than a whole message may be is refused by ZeroMQ
          * itself, before it costs us memory. */
         zmq_setsockopt(k->sock[ch], ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
+        if (ch == CH_IOPUB) {
+            /* See every subscription, so each new subscriber is greeted. */
+            int verbose = 1;
+            zmq_setsockopt(k->sock[ch], ZMQ_XPUB_VERBOSE, &verbose, sizeof verbose);
+        }
         if (connfile_endpoint(&k->conn, (enum channel)ch, ep, sizeof ep) != CG_OK)
             return cg_fail(err, errlen, CG_ETOOBIG, "endpoint too long");
         if (zmq_bind(k->sock[ch], ep) != 0)
@@ -1062,7 +1120,7 @@ static void
 loop(struct kernel *k)
 {
     struct rt_sink sink = sink_of(k);
-    zmq_pollitem_t items[4 + MAX_LANGS * RT_POLL_ITEMS];
+    zmq_pollitem_t items[5 + MAX_LANGS * RT_POLL_ITEMS];
     size_t rt_at[MAX_LANGS], rt_n[MAX_LANGS];
     char err[256];
 
@@ -1075,6 +1133,7 @@ loop(struct kernel *k)
         items[n++] = (zmq_pollitem_t){ .socket = k->sock[CH_SHELL],
                                        .events = k->p.kind == PR_NONE && !k->backlog_len
                                                      ? ZMQ_POLLIN : 0 };
+        items[n++] = (zmq_pollitem_t){ .socket = k->sock[CH_IOPUB], .events = ZMQ_POLLIN };
         for (size_t i = 0; i < langs_count(); i++) {
             rt_at[i] = n;
             rt_n[i] = k->rts[i] ? runtime_poll_items(k->rts[i], &items[n]) : 0;
@@ -1099,6 +1158,8 @@ loop(struct kernel *k)
                 dispatch(k, CH_CONTROL);
         if (items[1].revents & ZMQ_POLLIN)
             serve_signals(k);
+        if (items[4].revents & ZMQ_POLLIN)
+            serve_subscriptions(k);
         for (size_t i = 0; i < langs_count() && !k->quit; i++) {
             struct runtime *rt = k->rts[i];
             if (!rt || !rt_n[i])

@@ -43,7 +43,8 @@ struct runtime {
     int ctl;                /* control socket, -1 when closed */
     int code_in;            /* RT_SHELL: write end of the driver's stdin */
     struct pipe_in out[2];  /* stdout, stderr */
-    struct buf in;          /* partial control line */
+    struct buf in;          /* control bytes not yet handled */
+    size_t scan_from;       /* where the newline search in `in` resumes */
     struct buf pending;     /* requests not yet written */
     char *version;          /* from the ready record */
     char death[128];        /* why it ended */
@@ -233,7 +234,7 @@ runtime_start(struct runtime *rt, const char *cwd, char *err, size_t errlen)
     rt->out[0].fd = po[0];
     rt->out[1].fd = pe[0];
     rt->out[0].carry_len = rt->out[1].carry_len = 0;
-    rt->in.len = rt->pending.len = 0;
+    rt->in.len = rt->pending.len = rt->scan_from = 0;
     sv[0] = po[0] = pe[0] = -1;
     if (l->kind == RT_SHELL) {
         rt->code_in = pi[1];
@@ -345,47 +346,93 @@ runtime_drain(struct runtime *rt, const struct rt_sink *sink)
         pipe_read(&rt->out[i], rt, sink, 64);
 }
 
-/* Handles one complete control line. */
+/* Hands len bytes of stream output to sink, cleaned to valid UTF-8. */
 static int
-handle_line(struct runtime *rt, const char *line, size_t len, const struct rt_sink *sink,
-            char *err, size_t errlen)
+deliver_text(struct runtime *rt, const struct rt_sink *sink, const char *name, const char *text,
+             size_t len)
 {
-    json_error_t jerr;
-    json_t *rec = json_loadb(line, len, 0, &jerr);
-    const char *t;
-
-    if (!rec)
-        return cg_fail(err, errlen, CG_EINVAL, "%s driver sent bad JSON: %s", rt->lang->name,
-                       jerr.text);
-    t = json_string_value(json_object_get(rec, "t"));
-    if (!json_is_object(rec) || !t) {
-        json_decref(rec);
-        return cg_fail(err, errlen, CG_EINVAL, "%s driver sent a record without \"t\"",
-                       rt->lang->name);
+    if (utf8_valid(text, len)) {
+        sink->stream(sink->ctx, rt, name, text, len);
+        return CG_OK;
     }
-    runtime_drain(rt, sink);
-    if (strcmp(t, "ready") == 0) {
-        const char *v = json_string_value(json_object_get(rec, "language_version"));
-        free(rt->version);
-        rt->version = v ? strdup(v) : NULL;
-    } else if (strcmp(t, "stream") == 0) {
-        const char *name = json_string_value(json_object_get(rec, "name"));
-        json_t *text = json_object_get(rec, "text");
-        if (!name || (strcmp(name, "stdout") != 0 && strcmp(name, "stderr") != 0)
-            || !json_is_string(text)) {
-            json_decref(rec);
-            return cg_fail(err, errlen, CG_EINVAL, "%s driver sent a bad stream record",
-                           rt->lang->name);
-        }
-        sink->stream(sink->ctx, rt, name, json_string_value(text), json_string_length(text));
-    } else {
-        sink->record(sink->ctx, rt, rec);
-    }
-    json_decref(rec);
+    char *clean = malloc(3 * len + 1);
+    if (!clean)
+        return CG_ENOMEM;
+    size_t n = utf8_sanitize(text, len, clean);
+    sink->stream(sink->ctx, rt, name, clean, n);
+    free(clean);
     return CG_OK;
 }
 
-/* Reads the control socket and delivers every complete line. */
+/*
+ * Handles the record at the front of p[0..avail) if it is complete: a JSON
+ * header line, and for {"t":"stream","bytes":N} the N raw bytes after it.
+ * Returns the bytes consumed, 0 when more input is needed, or -1 with err
+ * filled when the driver broke the protocol.
+ */
+static long
+take_record(struct runtime *rt, const char *p, size_t avail, const char *nl,
+            const struct rt_sink *sink, char *err, size_t errlen)
+{
+    size_t hlen = (size_t)(nl - p), used = hlen + 1;
+    json_error_t jerr;
+    json_t *rec = json_loadb(p, hlen, 0, &jerr);
+    const char *t = json_string_value(json_object_get(rec, "t"));
+    long rc = -1;
+
+    if (!rec || !json_is_object(rec) || !t) {
+        cg_fail(err, errlen, CG_EINVAL, "%s driver sent a bad record: %s", rt->lang->name,
+                rec ? "no \"t\"" : jerr.text);
+        goto out;
+    }
+    if (strcmp(t, "stream") == 0) {
+        const char *name = json_string_value(json_object_get(rec, "name"));
+        json_t *text = json_object_get(rec, "text"), *bytes = json_object_get(rec, "bytes");
+        if (!name || (strcmp(name, "stdout") != 0 && strcmp(name, "stderr") != 0)
+            || (!json_is_string(text) && !json_is_integer(bytes))) {
+            cg_fail(err, errlen, CG_EINVAL, "%s driver sent a bad stream record", rt->lang->name);
+            goto out;
+        }
+        if (json_is_integer(bytes)) {
+            json_int_t n = json_integer_value(bytes);
+            if (n < 0 || n > (json_int_t)RT_MAX_LINE) {
+                cg_fail(err, errlen, CG_ETOOBIG, "%s driver sent a stream of %lld bytes",
+                        rt->lang->name, (long long)n);
+                goto out;
+            }
+            if (avail - used < (size_t)n) {
+                rc = 0; /* the payload is still on its way */
+                goto out;
+            }
+            if (deliver_text(rt, sink, name, nl + 1, (size_t)n) != CG_OK) {
+                cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+                goto out;
+            }
+            used += (size_t)n;
+        } else if (deliver_text(rt, sink, name, json_string_value(text),
+                                json_string_length(text)) != CG_OK) {
+            cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+            goto out;
+        }
+    } else if (strcmp(t, "ready") == 0) {
+        const char *v = json_string_value(json_object_get(rec, "language_version"));
+        free(rt->version);
+        rt->version = v ? strdup(v) : NULL;
+    } else if (strcmp(t, "sync") == 0) {
+        /* The driver saw raw output waiting in the pipes: it came first. */
+        runtime_drain(rt, sink);
+    } else {
+        if (strcmp(t, "done") == 0)
+            runtime_drain(rt, sink); /* a cell's output is complete at its end */
+        sink->record(sink->ctx, rt, rec);
+    }
+    rc = (long)used;
+out:
+    json_decref(rec);
+    return rc;
+}
+
+/* Reads the control socket and handles every complete record. */
 static int
 ctl_read(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errlen)
 {
@@ -401,20 +448,32 @@ ctl_read(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errle
             close_fd(&rt->ctl);
             break;
         }
-        size_t scan_from = rt->in.len;
         if (buf_add(&rt->in, chunk, (size_t)n) != CG_OK)
             return cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         size_t start = 0;
-        for (char *nl; (nl = memchr(rt->in.data + scan_from, '\n', rt->in.len - scan_from));) {
-            size_t end = (size_t)(nl - rt->in.data);
-            int rc = handle_line(rt, rt->in.data + start, end - start, sink, err, errlen);
-            if (rc != CG_OK)
-                return rc;
-            start = scan_from = end + 1;
+        for (;;) {
+            /* Resume the newline search where it stopped: a long line
+             * arriving in pieces is scanned once, not once per piece. */
+            const char *from = rt->in.data + start + rt->scan_from;
+            const char *nl = memchr(from, '\n', rt->in.len - start - rt->scan_from);
+            if (!nl) {
+                rt->scan_from = rt->in.len - start;
+                break;
+            }
+            long used = take_record(rt, rt->in.data + start, rt->in.len - start, nl, sink, err,
+                                    errlen);
+            if (used < 0)
+                return CG_EINVAL;
+            if (used == 0) { /* header seen, payload pending */
+                rt->scan_from = (size_t)(nl - (rt->in.data + start));
+                break;
+            }
+            start += (size_t)used;
+            rt->scan_from = 0;
         }
         buf_consume(&rt->in, start);
-        if (rt->in.len > RT_MAX_LINE)
-            return cg_fail(err, errlen, CG_ETOOBIG, "%s driver sent a line over %u bytes",
+        if (rt->in.len > RT_MAX_LINE + 4096)
+            return cg_fail(err, errlen, CG_ETOOBIG, "%s driver sent a record over %u bytes",
                            rt->lang->name, RT_MAX_LINE);
         if ((size_t)n < sizeof chunk)
             break;
@@ -474,20 +533,22 @@ int
 runtime_service(struct runtime *rt, const zmq_pollitem_t *items, size_t n,
                 const struct rt_sink *sink, char *err, size_t errlen)
 {
-    bool ctl_ready = false;
+    int rc = CG_OK;
 
+    /* Records first, in the order the driver wrote them; raw pipe output
+     * after (PROTOCOL.md, "Ordering"). */
     for (size_t i = 0; i < n; i++) {
-        if (!items[i].revents)
-            continue;
         if (items[i].revents & ZMQ_POLLOUT)
             flush_pending(rt);
         if (items[i].fd == rt->ctl && (items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
-            ctl_ready = true;
-        for (int k = 0; k < 2; k++)
-            if (items[i].fd == rt->out[k].fd && (items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
-                pipe_read(&rt->out[k], rt, sink, 4);
+            rc = ctl_read(rt, sink, err, errlen);
     }
-    return ctl_ready ? ctl_read(rt, sink, err, errlen) : CG_OK;
+    for (size_t i = 0; i < n && rc == CG_OK; i++)
+        for (int k = 0; k < 2; k++)
+            if (items[i].fd >= 0 && items[i].fd == rt->out[k].fd
+                && (items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
+                pipe_read(&rt->out[k], rt, sink, 4);
+    return rc;
 }
 
 void
@@ -507,7 +568,7 @@ runtime_exited(struct runtime *rt, int status, const struct rt_sink *sink)
     runtime_drain(rt, sink);
     close_all(rt);
     rt->pending.len = 0;
-    rt->in.len = 0;
+    rt->in.len = rt->scan_from = 0;
 }
 
 /* ---- requests ----------------------------------------------------------- */

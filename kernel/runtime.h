@@ -27,7 +27,7 @@ struct runtime;
 /* Where a runtime delivers what its driver produced. */
 struct rt_sink {
     void *ctx;
-    /* Output for stream name ("stdout"/"stderr"): valid UTF-8, NUL-terminated. */
+    /* Output for stream name ("stdout"/"stderr"): len bytes of valid UTF-8. */
     void (*stream)(void *ctx, struct runtime *rt, const char *name, const char *text, size_t len);
     /* Any other record (borrowed; "t" is a string). "ready" is not delivered. */
     void (*record)(void *ctx, struct runtime *rt, json_t *rec);
@@ -68,8 +68,8 @@ size_t runtime_poll_items(const struct runtime *rt, zmq_pollitem_t *items);
 /*
  * Services the runtime's fds after zmq_poll (items as filled above, with
  * revents set): writes pending requests, reads output and records and
- * hands them to sink. Before a control record is delivered, the raw pipes
- * are drained, so output written before it comes first. Returns CG_OK, or
+ * hands them to sink: records in the order written, then raw pipe output;
+ * the pipes are drained first at "sync" and "done" records. Returns CG_OK, or
  * CG_EINVAL with err filled when the driver broke the protocol (the caller
  * should kill it).
  */

@@ -79,6 +79,24 @@ utf8_sanitize(const char *s, size_t len, char *out)
     return o;
 }
 
+bool
+utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    for (size_t i = 0; i < len;) {
+        if (p[i] >= 0x20 && p[i] < 0x80) { /* the common case, fast */
+            i++;
+            continue;
+        }
+        int n = p[i] == 0 ? 0 : seq_len(p + i, len - i);
+        if (n <= 0)
+            return false;
+        i += (size_t)n;
+    }
+    return true;
+}
+
 size_t
 utf8_count(const char *s, size_t len)
 {

@@ -5,6 +5,7 @@
 #ifndef CG_UTF8_H
 #define CG_UTF8_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -20,6 +21,10 @@ size_t utf8_complete_prefix(const char *s, size_t len);
  * 3 * len + 1 bytes. Returns the output length; out is NUL-terminated.
  */
 size_t utf8_sanitize(const char *s, size_t len, char *out);
+
+/* True if s[0..len) is valid UTF-8 without NUL bytes (utf8_sanitize
+ * would copy it unchanged). */
+bool utf8_valid(const char *s, size_t len);
 
 /* Number of code points in the valid UTF-8 string s[0..len). */
 size_t utf8_count(const char *s, size_t len);

@@ -10,6 +10,7 @@ import json
 import re
 
 import pytest
+from jupyter_client.utils import run_sync
 
 from conftest import (CELLGATE, TIMEOUT, descendants, errors, kernel_pid, pid_alive, run,
                       stream_text, wait_until)
@@ -31,7 +32,7 @@ def test_kernel_info_on_shell_and_control(python_kernel):
     assert reply["header"]["date"].tzinfo is not None
     msg = kc.session.msg("kernel_info_request")
     kc.control_channel.send(msg)
-    reply = kc.control_channel.get_msg(timeout=TIMEOUT)
+    reply = run_sync(kc.control_channel.get_msg)(timeout=TIMEOUT)
     assert reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]
     assert reply["content"]["language_info"]["name"] == "python"
 
@@ -202,7 +203,7 @@ def test_control_and_heartbeat_while_busy(python_kernel):
     t0 = time.monotonic()
     msg = kc.session.msg("kernel_info_request")
     kc.control_channel.send(msg)
-    reply = kc.control_channel.get_msg(timeout=TIMEOUT)
+    reply = run_sync(kc.control_channel.get_msg)(timeout=TIMEOUT)
     assert time.monotonic() - t0 < 1.0
     assert reply["content"]["status"] == "ok"
     assert kc.hb_channel.is_beating()
@@ -359,9 +360,9 @@ def test_shutdown_leaves_no_processes(kernel_factory):
     km, kc = kernel_factory("cellgate")
     reply, out = run(kc, "import subprocess\np = subprocess.Popen(['sleep', '300'], "
                          "start_new_session=True)\nprint(p.pid)")
-    pids = {int(stream_text(out))}
+    pids = {int(stream_text(out, "stdout"))}
     reply, out = run(kc, "%%bash\n(setsid sleep 301 &) ; sleep 302 & echo $!")
-    pids.add(int(stream_text(out)))
+    pids.add(int(stream_text(out, "stdout")))
     tree = descendants(kernel_pid(km))
     assert pids <= tree | pids
     kc.stop_channels()

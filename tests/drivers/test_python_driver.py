@@ -473,14 +473,18 @@ def test_sigint_between_requests_is_ignored(fresh):
 
 
 def test_interrupt_during_a_flood_of_output_keeps_lines_whole(fresh):
-    # Every record is parsed as strict UTF-8 JSON by recv(): a SIGINT in the
-    # middle of a socket write must not cut a line.
-    for round_ in range(5):
+    # recv() parses every record as strict UTF-8 JSON.  We read slowly, in
+    # small pieces, so the driver is often blocked half-way through writing
+    # a line when SIGINT comes; the line must still be finished.
+    for round_ in range(10):
         fresh.start("import sys\nprint('go', flush=True)\n"
                     "while True:\n    sys.stdout.write('%d' * 5000)" % round_)
-        wait_for_stdout(fresh, "go")
-        time.sleep(0.05)
+        records = wait_for_stdout(fresh, "go")
+        for _ in range(round_ * 5):
+            fresh.inbox += fresh.sock.recv(4096)
         fresh.interrupt()
+        for _ in range(200):  # keep trickling while the interrupt lands
+            fresh.inbox += fresh.sock.recv(4096)
         cell = fresh.finish(timeout=5.0)
         assert cell.error["ename"] == "KeyboardInterrupt"
         assert set(cell.stdout) <= {str(round_)}
@@ -559,6 +563,29 @@ def test_subprocess_output_arrives_on_the_raw_pipe_before_done(driver):
     assert cell.stdout == "py\n"
 
 
+def test_buffered_text_goes_out_before_a_subprocess_starts(fresh):
+    # The kernel drains the raw pipes before it handles a record, so text
+    # printed before a subprocess starts must be on fd 3 before the child
+    # runs.  With the background flush made slow (through the driver's
+    # globals), only the flush before the spawn can deliver 'first' in time.
+    ok(fresh.run("display.__globals__['FLUSH_DELAY'] = 30"))
+    fresh.start("import subprocess\nprint('first')\n"
+                "subprocess.run(['sh', '-c', 'sleep 0.5; echo second'])\n"
+                "print('third')\nimport os\nos.system('echo fourth')")
+    assert fresh.recv(timeout=0.4) == {"t": "stream", "name": "stdout", "text": "first\n"}
+    assert fresh.drain_raw() == (b"", b"")
+    assert fresh.recv() == {"t": "stream", "name": "stdout", "text": "third\n"}
+    cell = ok(fresh.finish())
+    assert cell.raw_out == b"second\nfourth\n"
+
+
+def test_underscore_is_left_alone_once_the_user_takes_it(driver):
+    ok(driver.run("'a value'"))
+    ok(driver.run("for _ in range(3): pass"))
+    ok(driver.run("'another value'"))
+    assert ok(driver.run("_")).result["data"]["text/plain"] == "2"
+
+
 def test_output_is_flushed_promptly_while_the_cell_runs(driver):
     driver.start("import time\nprint(1)\ntime.sleep(1.5)")
     sent = time.monotonic()
@@ -601,6 +628,37 @@ def test_lone_surrogates_become_valid_unicode(driver):
     cell = ok(driver.run("print('a\\ud800b')\n'\\udcff'"))  # recv() decodes strictly
     assert cell.stdout in ("a?b\n", "a\ufffdb\n")
     assert cell.result["data"]["text/plain"] in ("'?'", "'\\udcff'")
+
+
+def test_stream_text_is_escaped_exactly(driver):
+    # plain text takes the driver's fast escaping path, text with other
+    # control characters the json path: both must round-trip exactly
+    samples = ['quote " backslash \\ tab \t cr \r nl \n', 'ñ 😀 \x7f',
+               '\x1b[31mred\x1b[0m \x00 \x08 \x0c', '\\"\\n']
+    ok(driver.run("samples = %r" % (samples,)))
+    for index, sample in enumerate(samples):
+        cell = ok(driver.run("import sys\nsys.stdout.write(samples[%d]); sys.stdout.flush()"
+                             % index))
+        assert cell.stdout == sample
+
+
+def test_writes_from_threads_are_all_delivered(driver):
+    code = ("import sys, threading\n"
+            "def spam(n):\n"
+            "    for i in range(5000):\n"
+            "        print('t%d %d' % (n, i))\n"
+            "        print('e%d %d' % (n, i), file=sys.stderr)\n"
+            "threads = [threading.Thread(target=spam, args=(n,)) for n in range(4)]\n"
+            "for t in threads: t.start()\n"
+            "for t in threads: t.join()")
+    cell = ok(driver.run(code, timeout=60))
+    for name, letter in (("stdout", "t"), ("stderr", "e")):
+        lines = cell.text(name).splitlines()
+        assert sorted(lines) == sorted("%s%d %d" % (letter, n, i)
+                                       for n in range(4) for i in range(5000))
+        for n in range(4):  # each thread's lines keep their order
+            mine = [line for line in lines if line.startswith("%s%d " % (letter, n))]
+            assert mine == ["%s%d %d" % (letter, n, i) for i in range(5000)]
 
 
 def test_forked_child_output_goes_to_the_raw_pipe(driver):
