@@ -134,8 +134,19 @@ __cg_utf8_fix() {
 # __cg_pre ALLOW: first thing on an execute line.  Keeps the previous cell's
 # status as `$?` for the user's code.
 __cg_pre() {
+    { local - __cg_flags=$- __cg_rematch=("${BASH_REMATCH[@]}"); set +x; } 2>/dev/null
     __cg_allow=$1
-    return "$__cg_status"
+    __cg_keep_status
+}
+
+# __cg_keep_status: the last statement of every entry point, so that `$?`
+# stays the last cell's status across requests (not under the user's
+# `set -e`, where a failing status would make the shell exit), and the
+# user's BASH_REMATCH survives our regexes.  Reads the caller's __cg_flags
+# (`$-` from before it changed any option) and __cg_rematch.
+__cg_keep_status() {
+    BASH_REMATCH=("${__cg_rematch[@]}")
+    [[ $__cg_flags == *e* ]] || return "$__cg_status"
 }
 
 # __cg_set_status N: make `$?` N.
@@ -146,7 +157,7 @@ __cg_set_status() {
 # __cg_done STATUS [NAME EXPR]...: the second execute line.  Reports a
 # failing status, evaluates the user expressions and sends `done`.
 __cg_done() {
-    { local -; set +euvx +o pipefail; } 2>/dev/null
+    { local - __cg_flags=$- __cg_rematch=("${BASH_REMATCH[@]}"); set +euvx +o pipefail; } 2>/dev/null
     local IFS=$' \t\n' __cg_st=$1 __cg_ev __cg_body=
     shift
     __cg_status=$__cg_st __cg_allow=0
@@ -159,7 +170,7 @@ __cg_done() {
     fi
     (($# >= 2)) && __cg_user_expressions "$@"
     __cg_send '{"t":"done","user_expressions":{%s}}' "$__cg_body"
-    return "$__cg_st"
+    __cg_keep_status
 }
 
 # __cg_user_expressions NAME EXPR...: set __cg_body (in __cg_done) to the
@@ -221,7 +232,7 @@ read() {
             *) builtin read "$@"; return ;;  # -u, or a bad option the builtin will report
         esac
     done
-    shift $((OPTIND - 1))
+    shift "$((OPTIND - 1))"
     if [[ $__cg_allow != 1 ]]; then
         builtin printf '%s\n' 'bash: read: stdin is not available: this client does not allow input (allow_stdin is false)' >&2
         return 1
@@ -239,8 +250,9 @@ read() {
 # __cg_request_input PROMPT PASSWORD: send `input` and set __cg_reply to the
 # kernel's answer.  Fails at end of input.
 __cg_request_input() {
-    local __cg_j
+    local __cg_j __cg_rematch=("${BASH_REMATCH[@]}")
     __cg_jstr "$1"
+    BASH_REMATCH=("${__cg_rematch[@]}")   # the UTF-8 check may use a regex
     __cg_send '{"t":"sync"}'   # show what the cell printed before the prompt
     __cg_send '{"t":"input","prompt":%s,"password":%s}' "$__cg_j" "$2"
     __cg_await_reply
@@ -255,7 +267,7 @@ __cg_request_input() {
 __cg_await_reply() {
     local __cg_line __cg_stolen=() __cg_rc __cg_trap
     __cg_trap=$(trap -p INT)
-    trap '__cg_give_back; eval "${__cg_trap:-trap - INT}"; kill -INT "$BASHPID"' INT
+    trap __cg_abort_read INT
     while IFS= builtin read -r -u 5 __cg_line; __cg_rc=$?; ((__cg_rc == 0)); do
         if [[ $__cg_line == '#'* ]]; then
             __cg_reply=${__cg_line#'#'}
@@ -268,11 +280,22 @@ __cg_await_reply() {
     return "$__cg_rc"
 }
 
+# __cg_abort_read: the SIGINT trap while __cg_await_reply waits.  Gives back
+# what was taken, restores the user's SIGINT disposition and interrupts bash
+# again, so that it drops the line as if no trap had been set.  Bash acts on
+# the signal when it starts its next command, hence the `:` after `kill`.
+__cg_abort_read() {
+    __cg_give_back
+    eval "${__cg_trap:-trap - INT}"
+    kill -INT "$BASHPID"
+    :
+}
+
 # __cg_give_back: put the lines in __cg_stolen (of __cg_await_reply) back
 # into the code pipe.  /proc lets us open the pipe's write end.
 __cg_give_back() {
     ((${#__cg_stolen[@]})) || return 0
-    :
+    builtin printf '%s\n' "${__cg_stolen[@]}" >>"/proc/$BASHPID/fd/5"
     __cg_stolen=()
 }
 
@@ -282,7 +305,7 @@ __cg_give_back() {
 # code-point offset): a variable after `$`, a command name where a command
 # starts, a file name elsewhere.
 __cg_complete() {
-    { local -; set +euvx +o pipefail; } 2>/dev/null
+    { local - __cg_flags=$- __cg_rematch=("${BASH_REMATCH[@]}"); set +euvx +o pipefail; } 2>/dev/null
     local IFS=$' \t\n' LC_ALL=$__cg_u8 pre word before start __cg_m=() __cg_j
     pre=${1:0:$2}
     [[ $pre =~ $__cg_re_chars$ ]]
@@ -302,7 +325,7 @@ __cg_complete() {
     printf -v __cg_j '%s,' "${__cg_m[@]}"
     __cg_send '{"t":"reply","matches":[%s],"cursor_start":%d,"cursor_end":%d,"metadata":{}}' \
         "${__cg_j%,}" "$start" "${#pre}"
-    return "$__cg_status"
+    __cg_keep_status
 }
 
 # __cg_at_command_start TEXT: is the end of TEXT a place where a command name
@@ -378,7 +401,7 @@ __cg_sort_unique() {
 # is run: builtins and keywords get `help`, functions their definition,
 # programs and aliases `type -a`, `$NAME` the variable's `declare -p`.
 __cg_inspect() {
-    { local -; set +euvx +o pipefail; } 2>/dev/null
+    { local - __cg_flags=$- __cg_rematch=("${BASH_REMATCH[@]}"); set +euvx +o pipefail; } 2>/dev/null
     local IFS=$' \t\n' LC_ALL=$__cg_u8 word name text= __cg_j
     [[ ${1:0:$2} =~ $__cg_re_chars$ ]] && word=${BASH_REMATCH[0]}
     [[ ${1:$2} =~ ^$__cg_re_chars ]] && word+=${BASH_REMATCH[0]}
@@ -403,7 +426,7 @@ __cg_inspect() {
         __cg_jstr "$text"
         __cg_send '{"t":"reply","found":true,"data":{"text/plain":%s},"metadata":{}}' "$__cg_j"
     fi
-    return "$__cg_status"
+    __cg_keep_status
 }
 
 # --- is_complete --------------------------------------------------------------
@@ -412,7 +435,7 @@ __cg_inspect() {
 # here) and tell complete, incomplete (the parser hit the end of the input,
 # or a here-document, or a line continuation, is left open) or invalid.
 __cg_is_complete() {
-    { local -; set +euvx +o pipefail; } 2>/dev/null
+    { local - __cg_flags=$- __cg_rematch=("${BASH_REMATCH[@]}"); set +euvx +o pipefail; } 2>/dev/null
     local err rc status=complete opts=()
     shopt -q extglob && opts+=(-O extglob)
     err=$(LC_ALL=C "${BASH:-bash}" --norc --noprofile "${opts[@]}" -n 2>&1 >/dev/null <<<"$1")
@@ -428,7 +451,7 @@ __cg_is_complete() {
         status=incomplete
     fi
     __cg_send '{"t":"reply","status":"%s","indent":""}' "$status"
-    return "$__cg_status"
+    __cg_keep_status
 }
 
 # --- start-up -----------------------------------------------------------------

@@ -69,7 +69,7 @@ class Result:
 class Driver:
     """A bash driver process, spoken to like the kernel does."""
 
-    def __init__(self, cwd=None):
+    def __init__(self, cwd=None, first=b""):
         code_r, self.code_w = os.pipe()
         self.out_r, out_w = os.pipe()
         self.err_r, err_w = os.pipe()
@@ -101,7 +101,9 @@ class Driver:
         self.ctl_buf = bytearray()
         self.records = []
         self.eof = False
-        self.write(DRIVER.read_bytes())
+        # The kernel appends a newline to the source and may not wait for
+        # `ready` before its first request: `first` is written along.
+        self.write(DRIVER.read_bytes() + b"\n" + first)
         self.ready = self.record()
         self.startup = time.monotonic() - self.started
 
@@ -247,6 +249,8 @@ def drv(tmp_path):
 def interrupted(res):
     assert [e["evalue"] for e in res.errors] == ["exit status 130 (interrupted)"], res.records
     assert res.done
+    # Interactive bash writes a newline to stderr when SIGINT drops a line.
+    assert res.stderr in ("", "\n"), res.stderr
 
 
 # -- start-up --------------------------------------------------------------------
@@ -262,6 +266,22 @@ def test_ready_first_quiet_and_fast(drv, tmp_path):
     assert res.records == [{"t": "done", "user_expressions": {}}]
     assert res.stdout == "%s\n" % tmp_path  # the driver did not cd
     assert res.stderr == ""
+
+
+def test_first_request_sent_with_the_source(tmp_path):
+    # The request lands in bash's input buffer together with the source's
+    # end, and its read happens before the kernel has seen `ready`.
+    code, _ = padded_cell("read v; echo \"got $v\"", {"k": "echo 1"}, 10)
+    line = "__cg_pre 1; eval %s </dev/null\n__cg_done $? %s %s\n" % (q(code), q("k"), q("echo 1"))
+    d = Driver(cwd=tmp_path, first=line.encode())
+    try:
+        assert d.ready["t"] == "ready"
+        res = d.finish(inputs=["it"])
+        assert res.stdout == "got it\n" and res.errors == []
+        assert res.done["user_expressions"]["k"]["data"]["text/plain"] == "1"
+        assert d.ok("echo next") == "next\n"
+    finally:
+        d.close()
 
 
 def test_driver_defines_only_its_own_names(drv):
@@ -291,11 +311,14 @@ def test_failing_last_command_is_one_error(drv):
     assert drv.execute("false; true").errors == []
 
 
-def test_status_is_dollar_question_in_next_cell(drv):
-    drv.execute("(exit 4)")
-    drv.complete("ech")  # requests in between leave it alone
-    drv.is_complete("if")
-    assert drv.ok("echo $?") == "4\n"
+def test_requests_leave_dollar_question_and_bash_rematch_alone(drv):
+    drv.execute("[[ abc =~ b(c) ]]; (exit 4)")
+    drv.complete("ech $HO")
+    drv.inspect("$HOME")
+    drv.is_complete("echo \\")
+    res = drv.execute("echo $?; echo ${BASH_REMATCH[*]}", user_expressions={"u": "echo é"})
+    assert res.stdout == "4\nbc c\n"
+    assert drv.ok("read -p é x; echo ${BASH_REMATCH[*]}", allow_stdin=True, inputs=["y"]) == "bc c\n"
 
 
 def test_stdout_and_stderr(drv):
@@ -331,6 +354,10 @@ def test_user_options_do_not_break_the_driver(drv):
     res = drv.execute("set -x; echo traced")
     assert res.stdout == "traced\n"
     assert "__cg_send" not in res.stderr and "local" not in res.stderr, res.stderr
+    res = drv.execute("echo again", user_expressions={"v": "echo 1"})
+    # the request lines are traced, the driver's insides are not
+    assert res.stderr == ("+ __cg_pre 0\n+ eval 'echo again'\n++ echo again\n"
+                          "+ __cg_done 0 v 'echo 1'\n"), res.stderr
 
 
 # -- interrupt and exit ------------------------------------------------------------
@@ -359,9 +386,25 @@ def test_interrupt_skips_rest_of_cell(drv):
 
 
 def test_exit_ends_the_driver(drv):
-    drv.send_execute("exit 3")
+    drv.send_execute("echo bye; exit 3")
     drv.wait_eof()
     assert drv.proc.wait(timeout=5) == 3
+    assert drv.take_output() == ("bye\n", "exit\n")  # interactive bash says "exit"
+
+
+def test_errexit_does_not_kill_the_driver_between_cells(drv):
+    # Under `set -e` a failing status returned by the driver's own
+    # functions would make bash exit; only the user's commands may.
+    drv.ok("set -e")
+    drv.send_execute("sleep 10")
+    time.sleep(0.3)
+    drv.interrupt()
+    interrupted(drv.finish(timeout=5))  # `__cg_done 130` did not end the shell
+    drv.complete("ech")
+    assert drv.ok("echo alive") == "alive\n"
+    # bash's rule (through `eval`, even `false && true`): this ends the shell
+    drv.send_execute("false")
+    drv.wait_eof()
 
 
 # -- input ------------------------------------------------------------------------------

@@ -101,7 +101,8 @@ class Driver:
 
     def _pump(self, timeout):
         """Wait up to timeout for any fd to be readable; read what is there."""
-        fds = [self.out_fd, self.err_fd] + ([] if self.eof else [self.sock])
+        fds = ([self.out_fd, self.err_fd] if getattr(self, "pump_raw", True) else []) + \
+            ([] if self.eof else [self.sock])
         readable, _, _ = select.select(fds, [], [], max(timeout, 0))
         for fd in readable:
             if fd is self.sock:
@@ -112,20 +113,36 @@ class Driver:
                 self.raw[fd] += os.read(fd, 1 << 20)
         return bool(readable)
 
-    def recv(self, timeout=TIMEOUT):
-        """The next record from fd 3 (raises on timeout)."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.inbox:
+    def _line(self, deadline, need=0):
+        """Wait until the inbox holds a whole line (plus need bytes after it)."""
+        while b"\n" not in self.inbox or \
+                len(self.inbox) - self.inbox.index(b"\n") - 1 < need:
             if self.eof:
                 raise EOFError("the driver closed fd 3")
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("no record within %.1f s" % timeout)
+                raise TimeoutError("no record within %.1f s" % (left + TIMEOUT))
             self._pump(left)
-        line, _, rest = bytes(self.inbox).partition(b"\n")
-        self.inbox = bytearray(rest)
-        line.decode("utf-8")  # strict: the driver must send valid UTF-8
-        return json.loads(line)
+
+    def recv(self, timeout=TIMEOUT, keep_sync=False):
+        """The next record from fd 3 (raises on timeout). A raw stream
+        record (header + bytes) is returned in its text form; `sync`
+        records are skipped unless keep_sync."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._line(deadline)
+            line, _, rest = bytes(self.inbox).partition(b"\n")
+            line.decode("utf-8")  # strict: the driver must send valid UTF-8
+            record = json.loads(line)
+            if record.get("t") == "stream" and "bytes" in record:
+                n = record.pop("bytes")
+                self._line(deadline, n)
+                line, _, rest = bytes(self.inbox).partition(b"\n")
+                record["text"] = rest[:n].decode("utf-8")  # strict here too
+                rest = rest[n:]
+            self.inbox = bytearray(rest)
+            if record.get("t") != "sync" or keep_sync:
+                return record
 
     def recv_eof(self, timeout=TIMEOUT):
         """True once fd 3 reached end of file with no record left over."""
@@ -387,6 +404,13 @@ def test_error_traceback_shows_only_user_frames(driver):
     assert [r["t"] for r in cell.records] == ["error", "done"]
 
 
+def test_users_own_string_frames_are_kept(driver):
+    # driver frames are recognised by their globals, not by "<string>"
+    cell = driver.run("exec('def g():\\n    return 1/0')\ng()")
+    text = "\n".join(cell.error["traceback"])
+    assert 'File "<string>", line 2, in g' in text and "g()" in text
+
+
 def test_error_in_color(driver):
     cell = driver.run("raise KeyError('k')", color=True)
     assert cell.error["ename"] == "KeyError"
@@ -472,22 +496,30 @@ def test_sigint_between_requests_is_ignored(fresh):
     assert ok(fresh.run("ig")).result["data"]["text/plain"] == "5"
 
 
+def trickle(driver, pieces):
+    """Read fd 3 slowly: up to pieces times 4 KiB, until `done` shows up."""
+    for _ in range(pieces):
+        if b'"t":"done"' in driver.inbox:
+            return
+        if not select.select([driver.sock], [], [], TIMEOUT)[0]:
+            raise TimeoutError("the driver went quiet")
+        driver.inbox += driver.sock.recv(4096)
+
+
 def test_interrupt_during_a_flood_of_output_keeps_lines_whole(fresh):
     # recv() parses every record as strict UTF-8 JSON.  We read slowly, in
     # small pieces, so the driver is often blocked half-way through writing
     # a line when SIGINT comes; the line must still be finished.
-    for round_ in range(10):
+    for round_ in range(20):
         fresh.start("import sys\nprint('go', flush=True)\n"
-                    "while True:\n    sys.stdout.write('%d' * 5000)" % round_)
-        records = wait_for_stdout(fresh, "go")
-        for _ in range(round_ * 5):
-            fresh.inbox += fresh.sock.recv(4096)
+                    "while True:\n    sys.stdout.write('%d' * 5000)" % (round_ % 10))
+        wait_for_stdout(fresh, "go")
+        trickle(fresh, round_ % 10 * 5)
         fresh.interrupt()
-        for _ in range(200):  # keep trickling while the interrupt lands
-            fresh.inbox += fresh.sock.recv(4096)
+        trickle(fresh, 1000)  # keep reading slowly while the interrupt lands
         cell = fresh.finish(timeout=5.0)
         assert cell.error["ename"] == "KeyboardInterrupt"
-        assert set(cell.stdout) <= {str(round_)}
+        assert set(cell.stdout) <= {str(round_ % 10)}
     assert ok(fresh.run("1")).result["data"]["text/plain"] == "1"
 
 
@@ -579,6 +611,23 @@ def test_buffered_text_goes_out_before_a_subprocess_starts(fresh):
     assert cell.raw_out == b"second\nfourth\n"
 
 
+def test_sync_marks_raw_output_written_before_a_record(fresh):
+    # Raw output still unread in the pipe when a record goes out was written
+    # first: the driver says so with a `sync` just before that record.
+    fresh.pump_raw = False  # leave the raw bytes in the pipe, unread
+    fresh.start("import os\nos.system('echo raw')\nprint('after')")
+    records = []
+    while not records or records[-1]["t"] != "done":
+        records.append(fresh.recv(keep_sync=True))
+    kinds = [r["t"] for r in records]
+    assert kinds[:2] == ["sync", "stream"] and records[1]["text"] == "after\n"
+    fresh.pump_raw = True
+    assert fresh.drain_raw() == (b"raw\n", b"")
+    # Nothing waiting in the pipes: no sync.
+    fresh.start("print('plain')")
+    assert fresh.recv(keep_sync=True)["t"] == "stream"
+
+
 def test_underscore_is_left_alone_once_the_user_takes_it(driver):
     ok(driver.run("'a value'"))
     ok(driver.run("for _ in range(3): pass"))
@@ -644,10 +693,10 @@ def test_stream_text_is_escaped_exactly(driver):
 
 def test_writes_from_threads_are_all_delivered(driver):
     code = ("import sys, threading\n"
-            "def spam(n):\n"
+            "def spam(n):\n"  # one write() per line: print() makes two
             "    for i in range(5000):\n"
-            "        print('t%d %d' % (n, i))\n"
-            "        print('e%d %d' % (n, i), file=sys.stderr)\n"
+            "        sys.stdout.write('t%d %d\\n' % (n, i))\n"
+            "        sys.stderr.write('e%d %d\\n' % (n, i))\n"
             "threads = [threading.Thread(target=spam, args=(n,)) for n in range(4)]\n"
             "for t in threads: t.start()\n"
             "for t in threads: t.join()")
