@@ -32,7 +32,8 @@ B := build
 COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c
 KERNEL := kernel/main.c kernel/kernel.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
           kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c
-DRIVERS := kernel/drivers/python.py kernel/drivers/bash.sh
+DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
+           $(B)/kernel/drivers/python.bin
 LOGOS := kernelspecs/logo-32x32.png kernelspecs/logo-64x64.png kernelspecs/logo-svg.svg
 COMMON_OBJ := $(COMMON:%.c=$(B)/%.o)
 KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
@@ -53,6 +54,12 @@ deps:
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# The Python driver is also embedded compiled (python_boot.py says why),
+# by the same /usr/bin/python3 that will run it.
+$(B)/kernel/drivers/python.bin: kernel/drivers/python.py scripts/pycompile.py
+	@mkdir -p $(dir $@)
+	$(PYTHON) scripts/pycompile.py $< $@
 
 # The drivers and logos are embedded with .incbin: rebuild when they change.
 $(B)/kernel/drivers.o: $(DRIVERS)

@@ -15,12 +15,18 @@
 #include <zmq.h>
 
 #define DIGEST_LEN 32
-#define SET_SLOTS (2 * WIRE_REPLAY_WINDOW) /* load factor <= 0.5 */
+#define KEY_LEN 16 /* replay keys: the first 128 bits of a digest (below) */
 
-/* One generation of remembered digests: open addressing, no deletion. */
+/*
+ * One generation of remembered signatures: an open-addressing set that
+ * starts small and doubles, so a short session costs kilobytes, never more
+ * than 2 * WIRE_REPLAY_WINDOW * KEY_LEN bytes. Keys are digest prefixes:
+ * 128 bits of an HMAC make an accidental match between two honest messages
+ * negligible, and a forged one needs the key anyway.
+ */
 struct digest_set {
-    unsigned char (*slots)[DIGEST_LEN]; /* all-zero = empty */
-    size_t count;
+    unsigned char (*slots)[KEY_LEN]; /* all-zero = empty */
+    size_t count, cap;               /* cap: a power of two, or 0 */
 };
 
 struct wire {
@@ -32,46 +38,58 @@ struct wire {
     int cur;                   /* index of the current generation */
 };
 
-/* ---- replay memory ------------------------------------------------------ */
-
 static size_t
-digest_slot(const unsigned char *d)
+key_slot(const unsigned char *d, size_t cap)
 {
     uint64_t h;
 
     memcpy(&h, d, sizeof h); /* digests are uniformly random */
-    return (size_t)(h % SET_SLOTS);
+    return (size_t)(h & (cap - 1));
 }
 
 static bool
 set_has(const struct digest_set *s, const unsigned char *d)
 {
-    static const unsigned char zero[DIGEST_LEN];
+    static const unsigned char zero[KEY_LEN];
 
-    if (!s->slots)
-        return false;
-    for (size_t i = digest_slot(d);; i = (i + 1) % SET_SLOTS) {
-        if (memcmp(s->slots[i], zero, DIGEST_LEN) == 0)
+    for (size_t i = s->cap ? key_slot(d, s->cap) : 0; s->cap; i = (i + 1) & (s->cap - 1)) {
+        if (memcmp(s->slots[i], zero, KEY_LEN) == 0)
             return false;
-        if (memcmp(s->slots[i], d, DIGEST_LEN) == 0)
+        if (memcmp(s->slots[i], d, KEY_LEN) == 0)
             return true;
     }
+    return false;
+}
+
+static void
+set_put(unsigned char (*slots)[KEY_LEN], size_t cap, const unsigned char *d)
+{
+    static const unsigned char zero[KEY_LEN];
+    size_t i = key_slot(d, cap);
+
+    while (memcmp(slots[i], zero, KEY_LEN) != 0)
+        i = (i + 1) & (cap - 1);
+    memcpy(slots[i], d, KEY_LEN);
 }
 
 static int
 set_add(struct digest_set *s, const unsigned char *d)
 {
-    static const unsigned char zero[DIGEST_LEN];
+    static const unsigned char zero[KEY_LEN];
 
-    if (!s->slots) {
-        s->slots = calloc(SET_SLOTS, DIGEST_LEN);
-        if (!s->slots)
+    if (2 * (s->count + 1) > s->cap) { /* keep the load at most one half */
+        size_t cap = s->cap ? 2 * s->cap : 256;
+        unsigned char (*slots)[KEY_LEN] = calloc(cap, KEY_LEN);
+        if (!slots)
             return CG_ENOMEM;
+        for (size_t i = 0; i < s->cap; i++)
+            if (memcmp(s->slots[i], zero, KEY_LEN) != 0)
+                set_put(slots, cap, s->slots[i]);
+        free(s->slots);
+        s->slots = slots;
+        s->cap = cap;
     }
-    size_t i = digest_slot(d);
-    while (memcmp(s->slots[i], zero, DIGEST_LEN) != 0)
-        i = (i + 1) % SET_SLOTS;
-    memcpy(s->slots[i], d, DIGEST_LEN);
+    set_put(s->slots, s->cap, d);
     s->count++;
     return CG_OK;
 }
@@ -86,9 +104,8 @@ replay_remember(wire_t *w, const unsigned char *d)
     if (cur->count >= WIRE_REPLAY_WINDOW) {
         w->cur ^= 1;
         cur = &w->gen[w->cur];
-        if (cur->slots)
-            memset(cur->slots, 0, (size_t)SET_SLOTS * DIGEST_LEN);
-        cur->count = 0;
+        free(cur->slots);
+        *cur = (struct digest_set){ 0 };
     }
     return set_add(cur, d);
 }
@@ -360,19 +377,42 @@ wire_frames_free(wire_buf_t *frames, size_t n)
 
 /* ---- messages ----------------------------------------------------------- */
 
+/* Word-at-a-time tests (Bit Twiddling Hacks): a byte of v that is zero,
+ * or below n (n <= 128). */
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+#define HAS_ZERO(v) (((v) - ONES) & ~(v) & HIGHS)
+#define HAS_LESS(v, n) (((v) - ONES * (n)) & ~(v) & HIGHS)
+
+/* True if none of the 8 bytes at s needs escaping in a JSON string. */
+static bool
+plain8(const char *s)
+{
+    uint64_t v;
+
+    memcpy(&v, s, sizeof v);
+    return !(HAS_LESS(v, 0x20) | HAS_ZERO(v ^ (ONES * '"')) | HAS_ZERO(v ^ (ONES * '\\')));
+}
+
 size_t
 wire_json_escape(const char *s, size_t len, char *out)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t o = 0, run = 0;
+    size_t o = 0, run = 0, i = 0;
 
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+    while (i < len) {
+        if (i + 8 <= len && plain8(s + i)) {
+            i += 8; /* the common case: a word of ordinary text */
             continue;
+        }
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
         memcpy(out + o, s + run, i - run);
         o += i - run;
-        run = i + 1;
+        run = ++i;
         out[o++] = '\\';
         switch (c) {
         case '"': out[o++] = '"'; break;

@@ -8,6 +8,8 @@
 #include <string.h>
 
 EMBED_FILE(cg_driver_python, "kernel/drivers/python.py");
+EMBED_FILE(cg_driver_python_boot, "kernel/drivers/python_boot.py");
+EMBED_FILE(cg_driver_python_compiled, "build/kernel/drivers/python.bin");
 EMBED_FILE(cg_driver_bash, "kernel/drivers/bash.sh");
 
 const char *
@@ -17,6 +19,8 @@ drivers_source(const char *driver, size_t *len)
         const char *name, *start, *end;
     } drivers[] = {
         { "python", cg_driver_python_start, cg_driver_python_end },
+        { "python-boot", cg_driver_python_boot_start, cg_driver_python_boot_end },
+        { "python-compiled", cg_driver_python_compiled_start, cg_driver_python_compiled_end },
         { "bash", cg_driver_bash_start, cg_driver_bash_end },
     };
 

@@ -22,6 +22,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -266,6 +267,10 @@ pending_clear(struct kernel *k)
     struct pending *p = &k->p;
 
     if (p->kind == PR_EXECUTE) {
+        /* After a cell with a lot of output, give the freed buffers back:
+         * an idle kernel should be small again. */
+        if (p->out_bytes > (1u << 20))
+            malloc_trim(0);
         wire_msg_destroy(&k->last_exec);
         k->last_exec = p->req; /* keep as parent for late output */
         p->req = NULL;
@@ -698,7 +703,7 @@ forward_request(struct kernel *k, void *sock, wire_msg_t *req, enum pending_kind
         reply(k, sock, req, error_content("BadRequest", "request without \"code\""));
         return H_DONE;
     }
-    *&k->p = (struct pending){ .kind = PR_NONE };
+    k->p = (struct pending){ .kind = PR_NONE };
     struct runtime *rt = begin_pending(k, sock, req, kind, code, &body);
     if (!rt)
         return H_DONE;

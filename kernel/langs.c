@@ -9,7 +9,8 @@
 
 static const char *const python_argv[] = {
     /* -I: ignore PYTHON* variables and the user site; the driver puts the
-     * working directory on sys.path itself, as ipykernel does. */
+     * working directory on sys.path itself, as ipykernel does. The
+     * program is the small bootstrap; the driver follows on fd 3. */
     "/usr/bin/python3", "-I", "-c", "@DRIVER@", NULL,
 };
 
@@ -26,7 +27,8 @@ static const struct lang table[] = {
         .pygments_lexer = "ipython3", .codemirror_mode = "python",
         .nbconvert_exporter = "python",
         .program = "/usr/bin/python3", .version_flag = "--version",
-        .driver = "python", .kind = RT_JSONL, .argv = python_argv,
+        .driver = "python-boot", .preload = "python", .kind = RT_JSONL,
+        .argv = python_argv,
         .banner = "cellgate: Python in a Jupyter kernel written in C",
     },
     {

@@ -28,6 +28,8 @@ struct lang {
     const char *program;          /* the toolchain binary; absent => unavailable */
     const char *version_flag;     /* `program FLAG` prints its version (doctor) */
     const char *driver;           /* name of the embedded driver source */
+    const char *preload;          /* RT_JSONL: driver sent on fd 3 at start
+                                     (PROTOCOL.md, "Start-up"), or NULL */
     enum rt_kind kind;
     const char *const *argv;      /* driver command line; "@DRIVER@" => source */
     const char *banner;           /* kernel_info banner */

@@ -179,6 +179,26 @@ driver_env(const struct lang *lang)
     return env;
 }
 
+/* Queues the start-up payload of a bootstrapped driver: two 16-digit hex
+ * lengths, the compiled driver, its source (PROTOCOL.md, "Start-up"). */
+static int
+queue_preload(struct runtime *rt, const char *driver, char *err, size_t errlen)
+{
+    char name[64], head[33];
+    size_t clen, slen;
+    const char *src = drivers_source(driver, &slen);
+
+    snprintf(name, sizeof name, "%s-compiled", driver);
+    const char *compiled = drivers_source(name, &clen);
+    if (!src || !compiled)
+        return cg_fail(err, errlen, CG_ENOTFOUND, "no embedded driver %s", driver);
+    snprintf(head, sizeof head, "%016zx%016zx", clen, slen);
+    if (buf_add(&rt->pending, head, 32) != CG_OK || buf_add(&rt->pending, compiled, clen) != CG_OK
+        || buf_add(&rt->pending, src, slen) != CG_OK)
+        return cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+    return CG_OK;
+}
+
 static int
 set_nonblock(int fd)
 {
@@ -243,6 +263,8 @@ runtime_start(struct runtime *rt, const char *cwd, char *err, size_t errlen)
         rc = buf_add(&rt->pending, src, srclen);
         if (rc == CG_OK)
             rc = buf_add(&rt->pending, "\n", 1);
+    } else if (l->preload) {
+        rc = queue_preload(rt, l->preload, err, errlen);
     }
     set_nonblock(rt->ctl);
     set_nonblock(rt->out[0].fd);

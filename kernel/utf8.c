@@ -3,6 +3,7 @@
  */
 #include "utf8.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* Length of the valid sequence starting at s (bounded by len), 0 if the
@@ -85,7 +86,16 @@ utf8_valid(const char *s, size_t len)
     const unsigned char *p = (const unsigned char *)s;
 
     for (size_t i = 0; i < len;) {
-        if (p[i] >= 0x20 && p[i] < 0x80) { /* the common case, fast */
+        uint64_t v;
+        if (i + 8 <= len) { /* the common case: eight ASCII bytes, no NUL */
+            memcpy(&v, p + i, sizeof v);
+            if (!(v & UINT64_C(0x8080808080808080))
+                && !((v - UINT64_C(0x0101010101010101)) & ~v & UINT64_C(0x8080808080808080))) {
+                i += 8;
+                continue;
+            }
+        }
+        if (p[i] > 0 && p[i] < 0x80) {
             i++;
             continue;
         }

@@ -43,6 +43,28 @@ test_complete_prefix(void **state)
 }
 
 static void
+test_valid(void **state)
+{
+    (void)state;
+    char buf[64];
+
+    memset(buf, 'x', sizeof buf);
+    assert_true(utf8_valid(buf, sizeof buf));
+    for (size_t pos = 0; pos < 20; pos++) { /* before, inside and after a word */
+        memset(buf, 'x', sizeof buf);
+        buf[pos] = '\0';
+        assert_false(utf8_valid(buf, 24));
+        buf[pos] = (char)0xff;
+        assert_false(utf8_valid(buf, 24));
+        buf[pos] = '\n';
+        assert_true(utf8_valid(buf, 24));
+    }
+    const char *mixed = "h\xc3\xa9llo w\xc3\xb6rld, \xf0\x9f\x98\x80!";
+    assert_true(utf8_valid(mixed, strlen(mixed)));
+    assert_false(utf8_valid("abcdefg\xc3", 8)); /* cut at the end */
+}
+
+static void
 test_offsets(void **state)
 {
     (void)state;
@@ -61,6 +83,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sanitize),
         cmocka_unit_test(test_complete_prefix),
+        cmocka_unit_test(test_valid),
         cmocka_unit_test(test_offsets),
     };
     return cmocka_run_group_tests_name("utf8", tests, NULL, NULL);

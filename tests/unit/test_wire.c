@@ -265,6 +265,35 @@ test_msg_new_reply(void **state)
     wire_destroy(&w);
 }
 
+/* What the escaper writes must parse back (jansson) to exactly the input,
+ * for every ASCII character at every position around a word. */
+static void
+test_json_escape(void **state)
+{
+    (void)state;
+    char in[40], out[6 * sizeof in + 3];
+
+    for (int c = 1; c < 128; c++) {
+        for (size_t pos = 0; pos < 20; pos++) {
+            memset(in, 'a', sizeof in);
+            in[pos] = (char)c;
+            in[sizeof in - 1] = '\0';
+            out[0] = '"';
+            size_t n = wire_json_escape(in, strlen(in), out + 1);
+            memcpy(out + 1 + n, "\"", 2);
+            json_t *back = json_loads(out, JSON_DECODE_ANY, NULL);
+            assert_non_null(back);
+            assert_string_equal(json_string_value(back), in);
+            json_decref(back);
+            for (size_t k = 1; k <= n; k++)
+                assert_true((unsigned char)out[k] >= 0x20);
+        }
+    }
+    const char *utf = "caf\xc3\xa9 \xf0\x9f\x98\x80 \"q\" \\ end";
+    wire_json_escape(utf, strlen(utf), out);
+    assert_string_equal(out, "caf\xc3\xa9 \xf0\x9f\x98\x80 \\\"q\\\" \\\\ end");
+}
+
 int
 main(void)
 {
@@ -278,6 +307,7 @@ main(void)
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_unsupported_scheme),
         cmocka_unit_test(test_msg_new_reply),
+        cmocka_unit_test(test_json_escape),
     };
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }
