@@ -125,6 +125,7 @@ fuzz: deps
 
 bench: install-kernelspecs
 	$(PYTHON) ../shared/bench/kernelbench.py cellgate-python --vs python3
+	$(PYTHON) bench/ready.py cellgate-python python3
 
 clean:
 	rm -rf $(B)

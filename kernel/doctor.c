@@ -14,24 +14,6 @@
 #include <unistd.h>
 #include <zmq.h>
 
-/* First line that `program flag` prints, or "?" . */
-static void
-program_version(const struct lang *l, char *out, size_t len)
-{
-    char cmd[512];
-    FILE *p;
-
-    snprintf(out, len, "?");
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1 </dev/null", l->program, l->version_flag);
-    p = popen(cmd, "r");
-    if (!p)
-        return;
-    if (!fgets(out, (int)len, p))
-        snprintf(out, len, "?");
-    pclose(p);
-    out[strcspn(out, "\r\n")] = '\0';
-}
-
 /* Reads the first line of a small /proc or /sys file, or "" . */
 static void
 read_line(const char *path, char *out, size_t len)
@@ -78,7 +60,8 @@ doctor_run(void)
     for (size_t i = 0; i < langs_count(); i++) {
         const struct lang *l = langs_at(i);
         if (lang_available(l)) {
-            program_version(l, v, sizeof v);
+            if (lang_first_line(l, l->version_flag, v, sizeof v) != 0)
+                snprintf(v, sizeof v, "?");
             printf("  %-10s yes  %-20s %s\n", l->name, l->program, v);
             available++;
         } else {

@@ -59,32 +59,6 @@ write_file(const char *dir, const char *name, const void *data, size_t len, char
     return CG_OK;
 }
 
-/* The first line `program --version` prints (language version for
- * kernel_info before the driver is up), or "" . */
-static void
-probe_version(const struct lang *l, char *out, size_t len)
-{
-    char cmd[512];
-    FILE *p;
-
-    out[0] = '\0';
-    if (strcmp(l->name, "python") == 0)
-        snprintf(cmd, sizeof cmd, "%s -c 'import sys; print(\"%%d.%%d.%%d\" %% sys.version_info[:3])' "
-                 "2>/dev/null", l->program);
-    else if (strcmp(l->name, "bash") == 0)
-        snprintf(cmd, sizeof cmd, "%s -c 'echo ${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}."
-                 "${BASH_VERSINFO[2]}' 2>/dev/null", l->program);
-    else
-        return;
-    p = popen(cmd, "r");
-    if (!p)
-        return;
-    if (!fgets(out, (int)len, p))
-        out[0] = '\0';
-    pclose(p);
-    out[strcspn(out, "\r\n")] = '\0';
-}
-
 static int
 write_spec(const char *kernels_dir, const char *spec_name, const struct lang *l,
            const char *display_name, const char *exe, char *err, size_t errlen)
@@ -95,7 +69,8 @@ write_spec(const char *kernels_dir, const char *spec_name, const struct lang *l,
     snprintf(dir, sizeof dir, "%s/%s", kernels_dir, spec_name);
     if ((rc = make_dirs(dir, err, errlen)) != CG_OK)
         return rc;
-    probe_version(l, version, sizeof version);
+    /* kernel_info can name the version before the driver is up. */
+    lang_first_line(l, l->version_bare, version, sizeof version);
     json_t *spec = json_pack("{s:[s, s, s, s, s, s], s:s, s:s, s:s, s:{s:s}, s:{s:b, s:s}}",
                              "argv", exe, "kernel", "-f", "{connection_file}", "--language",
                              l->name, "display_name", display_name, "language", l->language,

@@ -4,6 +4,7 @@
  */
 #include "langs.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@ static const struct lang table[] = {
         .pygments_lexer = "ipython3", .codemirror_mode = "python",
         .nbconvert_exporter = "python",
         .program = "/usr/bin/python3", .version_flag = "--version",
+        .version_bare = "-c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'",
         .driver = "python-boot", .preload = "python", .kind = RT_JSONL,
         .argv = python_argv,
         .banner = "cellgate: Python in a Jupyter kernel written in C",
@@ -38,6 +40,7 @@ static const struct lang table[] = {
         .pygments_lexer = "bash", .codemirror_mode = "shell",
         .nbconvert_exporter = "script",
         .program = "/bin/bash", .version_flag = "--version",
+        .version_bare = "-c 'echo ${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}.${BASH_VERSINFO[2]}'",
         .driver = "bash", .kind = RT_SHELL, .argv = bash_argv,
         .banner = "cellgate: Bash in a Jupyter kernel written in C",
     },
@@ -90,4 +93,22 @@ bool
 lang_available(const struct lang *l)
 {
     return access(l->program, X_OK) == 0;
+}
+
+int
+lang_first_line(const struct lang *l, const char *args, char *out, size_t len)
+{
+    char cmd[1024];
+    FILE *p;
+
+    out[0] = '\0';
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1 </dev/null", l->program, args);
+    p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    if (!fgets(out, (int)len, p))
+        out[0] = '\0';
+    pclose(p);
+    out[strcspn(out, "\r\n")] = '\0';
+    return out[0] ? 0 : -1;
 }

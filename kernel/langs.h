@@ -27,6 +27,7 @@ struct lang {
     const char *nbconvert_exporter; /* language_info.nbconvert_exporter */
     const char *program;          /* the toolchain binary; absent => unavailable */
     const char *version_flag;     /* `program FLAG` prints its version (doctor) */
+    const char *version_bare;     /* `program ARGS` prints just "X.Y.Z" */
     const char *driver;           /* name of the embedded driver source */
     const char *preload;          /* RT_JSONL: driver sent on fd 3 at start
                                      (PROTOCOL.md, "Start-up"), or NULL */
@@ -49,6 +50,13 @@ size_t langs_index(const struct lang *l);
 
 /* True if the language's program exists and is executable here. */
 bool lang_available(const struct lang *l);
+
+/*
+ * Runs `program args` (args is shell text), with stdin from /dev/null, and
+ * copies the first line it prints (stderr included) to out, without the
+ * newline. Returns 0, or -1 with out empty if nothing could be read.
+ */
+int lang_first_line(const struct lang *l, const char *args, char *out, size_t len);
 
 /* The embedded driver source for a driver name, or NULL; *len set. */
 const char *drivers_source(const char *driver, size_t *len);

@@ -52,19 +52,13 @@ struct runtime {
 
 /* ---- buffers ------------------------------------------------------------ */
 
+static int buf_reserve(struct buf *b, size_t n);
+
 static int
 buf_add(struct buf *b, const void *p, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return CG_ENOMEM;
-        b->data = d;
-        b->cap = cap;
-    }
+    if (buf_reserve(b, n) != CG_OK)
+        return CG_ENOMEM;
     memcpy(b->data + b->len, p, n);
     b->len += n;
     b->data[b->len] = '\0';
@@ -454,14 +448,32 @@ out:
     return rc;
 }
 
+/* Makes room for at least n more bytes in b. */
+static int
+buf_reserve(struct buf *b, size_t n)
+{
+    if (b->len + n + 1 <= b->cap)
+        return CG_OK;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d)
+        return CG_ENOMEM;
+    b->data = d;
+    b->cap = cap;
+    return CG_OK;
+}
+
 /* Reads the control socket and handles every complete record. */
 static int
 ctl_read(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errlen)
 {
-    char chunk[READ_CHUNK];
-
     for (int rounds = 0; rounds < 64 && rt->ctl >= 0; rounds++) {
-        ssize_t n = read(rt->ctl, chunk, sizeof chunk);
+        if (buf_reserve(&rt->in, READ_CHUNK) != CG_OK)
+            return cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+        /* Straight into the buffer: large output is copied once less. */
+        ssize_t n = read(rt->ctl, rt->in.data + rt->in.len, READ_CHUNK);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
@@ -470,8 +482,8 @@ ctl_read(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errle
             close_fd(&rt->ctl);
             break;
         }
-        if (buf_add(&rt->in, chunk, (size_t)n) != CG_OK)
-            return cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+        rt->in.len += (size_t)n;
+        rt->in.data[rt->in.len] = '\0';
         size_t start = 0;
         for (;;) {
             /* Resume the newline search where it stopped: a long line
@@ -497,7 +509,7 @@ ctl_read(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errle
         if (rt->in.len > RT_MAX_LINE + 4096)
             return cg_fail(err, errlen, CG_ETOOBIG, "%s driver sent a record over %u bytes",
                            rt->lang->name, RT_MAX_LINE);
-        if ((size_t)n < sizeof chunk)
+        if ((size_t)n < READ_CHUNK)
             break;
     }
     return CG_OK;

@@ -99,28 +99,20 @@ def kernel_factory():
             km.shutdown_kernel(now=True)
 
 
-@pytest.fixture(scope="module")
-def python_kernel():
-    km, kc = start_new_kernel(kernel_name="cellgate-python")
-    yield km, kc
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
+def _module_kernel(name):
+    """A fixture: one kernel of kernelspec name shared by a test module."""
+    @pytest.fixture(scope="module")
+    def fixture():
+        km, kc = start_new_kernel(kernel_name=name)
+        yield km, kc
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def bash_kernel():
-    km, kc = start_new_kernel(kernel_name="cellgate-bash")
-    yield km, kc
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
-
-
-@pytest.fixture(scope="module")
-def multi_kernel():
-    km, kc = start_new_kernel(kernel_name="cellgate")
-    yield km, kc
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
+python_kernel = _module_kernel("cellgate-python")
+bash_kernel = _module_kernel("cellgate-bash")
+multi_kernel = _module_kernel("cellgate")
 
 
 def kernel_pid(km):

@@ -121,18 +121,24 @@ def test_ordering_python(python_kernel):
 
 # ---- stop_on_error -----------------------------------------------------------
 
+def replies(kc, n):
+    """The next n shell replies, by the msg_id they answer."""
+    out = {}
+    while len(out) < n:
+        r = kc.get_shell_msg(timeout=TIMEOUT)
+        out[r["parent_header"]["msg_id"]] = r
+    return out
+
+
 def test_stop_on_error_aborts_queued_executes(python_kernel):
     km, kc = python_kernel
     first = kc.execute("import time; time.sleep(0.5); raise RuntimeError('stop')")
     second = kc.execute("aborted_var = 1")
     info = kc.kernel_info()
-    replies = {}
-    while len(replies) < 3:
-        r = kc.get_shell_msg(timeout=TIMEOUT)
-        replies[r["parent_header"]["msg_id"]] = r
-    assert replies[first]["content"]["status"] == "error"
-    assert replies[second]["content"]["status"] == "aborted"
-    assert replies[info]["content"]["status"] == "ok"  # other requests still served
+    got = replies(kc, 3)
+    assert got[first]["content"]["status"] == "error"
+    assert got[second]["content"]["status"] == "aborted"
+    assert got[info]["content"]["status"] == "ok"  # other requests still served
     reply, out = run(kc, "'aborted_var' in dir()")
     assert [m["content"]["data"]["text/plain"] for m in out
             if m["msg_type"] == "execute_result"] == ["False"]
@@ -142,12 +148,9 @@ def test_stop_on_error_false_keeps_going(python_kernel):
     km, kc = python_kernel
     first = kc.execute("import time; time.sleep(0.3); raise RuntimeError('x')", stop_on_error=False)
     second = kc.execute("went_on = 1")
-    replies = {}
-    while len(replies) < 2:
-        r = kc.get_shell_msg(timeout=TIMEOUT)
-        replies[r["parent_header"]["msg_id"]] = r
-    assert replies[first]["content"]["status"] == "error"
-    assert replies[second]["content"]["status"] == "ok"
+    got = replies(kc, 2)
+    assert got[first]["content"]["status"] == "error"
+    assert got[second]["content"]["status"] == "ok"
 
 
 # ---- interrupts ----------------------------------------------------------------

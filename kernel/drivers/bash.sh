@@ -470,4 +470,5 @@ __cg_pick_utf8_locale() {
 }
 __cg_pick_utf8_locale
 
-__cg_send '{"t":"ready","language_version":"%s"}' "$BASH_VERSION"
+__cg_send '{"t":"ready","language_version":"%s"}' \
+    "${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}.${BASH_VERSINFO[2]}"

@@ -1,0 +1,74 @@
+#!/usr/bin/python3
+"""Time to ready without jupyter_client's fixed IOPub flush.
+
+kernelbench's ready_s is KernelManager.start_kernel() + wait_for_ready(),
+and wait_for_ready() in jupyter_client 7 always ends by waiting until IOPub
+has been quiet for 0.2 s, whatever the kernel does. This measures, through
+the same jupyter_client, launch until the kernel_info_reply and an IOPub
+message have both arrived (the readiness wait_for_ready checks for), and
+until a first cell ("1") is done, for each kernelspec in turn:
+
+    /usr/bin/python3 bench/ready.py cellgate-python python3 [--rounds 7]
+"""
+import argparse
+import statistics
+import time
+from queue import Empty
+
+from jupyter_client.manager import KernelManager
+
+
+def one(name):
+    km = KernelManager(kernel_name=name)
+    t0 = time.perf_counter()
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        while True:  # what wait_for_ready does, less the final flush
+            kc.kernel_info()
+            try:
+                reply = kc.get_shell_msg(timeout=1)
+            except Empty:
+                continue
+            if reply["msg_type"] != "kernel_info_reply":
+                continue
+            try:
+                kc.get_iopub_msg(timeout=0.2)
+                break
+            except Empty:
+                pass
+        ready = time.perf_counter() - t0
+        msg_id = kc.execute("1")
+        while True:
+            m = kc.get_iopub_msg(timeout=30)
+            if (m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
+                    and m["content"]["execution_state"] == "idle"):
+                break
+        return ready, time.perf_counter() - t0
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("kernels", nargs="+")
+    ap.add_argument("--rounds", type=int, default=7)
+    a = ap.parse_args()
+    one(a.kernels[0])  # jupyter_client's own first-use costs, not a kernel's
+    res = {k: [] for k in a.kernels}
+    for _ in range(a.rounds):
+        for k in a.kernels:
+            res[k].append(one(k))
+    print(f"{'metric (no 0.2 s flush)':26}" + "".join(f"{k:>20}" for k in a.kernels)
+          + (f"{'ratio':>10}" if len(a.kernels) == 2 else ""))
+    for i, metric in enumerate(["ready_ms", "first_cell_ms"]):
+        med = [1000 * statistics.median(r[i] for r in res[k]) for k in a.kernels]
+        print(f"{metric:26}" + "".join(f"{m:>20.1f}" for m in med)
+              + (f"{med[0] / med[1]:>10.3f}" if len(med) == 2 else ""))
+
+
+if __name__ == "__main__":
+    main()
