@@ -28,7 +28,12 @@ CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
+# Sanitizer builds live apart, so switching never mixes objects.
+comma := ,
 B := build
+ifneq ($(SANITIZE),)
+B := build-$(subst $(comma),-,$(SANITIZE))
+endif
 COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c
 KERNEL := kernel/main.c kernel/kernel.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
           kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c
@@ -63,6 +68,7 @@ $(B)/kernel/drivers/python.bin: kernel/drivers/python.py scripts/pycompile.py
 
 # The drivers and logos are embedded with .incbin: rebuild when they change.
 $(B)/kernel/drivers.o: $(DRIVERS)
+$(B)/kernel/drivers.o: CFLAGS += -DCG_PYTHON_COMPILED='"$(B)/kernel/drivers/python.bin"'
 $(B)/kernel/kernelspec.o: $(LOGOS)
 
 $(B)/cellgate: $(KERNEL_OBJ) $(COMMON_OBJ)
@@ -103,15 +109,32 @@ fuzz-replay: $(REPLAYS)
 check-style:
 	@bash scripts/checksrc.sh
 
+# Under sanitizers, kernels write reports to files (pytest would swallow a
+# passing test's stderr); any report fails the run.
+ifneq ($(SANITIZE),)
+SAN_LOG = $(abspath $(B))/sanitizer
+SAN_ENV = ASAN_OPTIONS=log_path=$(SAN_LOG) UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_LOG)
+endif
+
 pytest: all
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+	@rm -f $(SAN_LOG).*
+	CELLGATE_BIN=$(B)/cellgate $(SAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider tests
+	@if [ -n "$(SAN_LOG)" ] && ls $(SAN_LOG).* >/dev/null 2>&1; then \
+	    cat $(SAN_LOG).*; echo "sanitizer reports above"; exit 1; fi
 
 test: all check-style unit fuzz-replay pytest
 
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+# The C tests, then real kernels under valgrind through jupyter_client and
+# jupyter_kernel_test (timing tests are left out: valgrind is slow).
 valgrind: all $(UNIT_BINS) $(REPLAYS)
 	@set -e; for t in $(UNIT_BINS); do $(VALGRIND) $$t; done
 	@set -e; for f in $(FUZZERS); do $(VALGRIND) $(B)/tests/replay_$$f tests/fuzz/corpus/$$f; done
+	@rm -f $(B)/valgrind.*
+	CELLGATE_BIN=$(B)/cellgate CELLGATE_WRAPPER="$(VALGRIND) --log-file=$(abspath $(B))/valgrind.%p" \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_kernel_test.py tests/test_hostile.py
+	@if grep -l . $(B)/valgrind.* 2>/dev/null; then cat $(B)/valgrind.*; \
+	    echo "valgrind reports above"; exit 1; fi
 
 # libFuzzer needs clang; the same sources are the replay programs above.
 # New inputs land in build/fuzz/NAME; copy interesting ones to tests/fuzz/corpus.

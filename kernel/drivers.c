@@ -9,7 +9,10 @@
 
 EMBED_FILE(cg_driver_python, "kernel/drivers/python.py");
 EMBED_FILE(cg_driver_python_boot, "kernel/drivers/python_boot.py");
-EMBED_FILE(cg_driver_python_compiled, "build/kernel/drivers/python.bin");
+#ifndef CG_PYTHON_COMPILED /* made by the build: scripts/pycompile.py */
+#define CG_PYTHON_COMPILED "build/kernel/drivers/python.bin"
+#endif
+EMBED_FILE(cg_driver_python_compiled, CG_PYTHON_COMPILED);
 EMBED_FILE(cg_driver_bash, "kernel/drivers/bash.sh");
 
 const char *

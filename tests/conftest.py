@@ -11,10 +11,24 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CELLGATE = os.path.join(ROOT, "build", "cellgate")
+# The binary under test: `make test` passes the one it built (so a
+# sanitizer build in another directory is the one tested).
+CELLGATE = os.path.abspath(os.environ.get("CELLGATE_BIN", os.path.join(ROOT, "build", "cellgate")))
 PREFIX = tempfile.mkdtemp(prefix="cellgate-specs-")
 
 subprocess.run([CELLGATE, "install", "--prefix", PREFIX], check=True, stdout=subprocess.DEVNULL)
+# CELLGATE_WRAPPER (e.g. "valgrind -q ...") runs every test kernel under a tool.
+if os.environ.get("CELLGATE_WRAPPER"):
+    import json
+    import shlex
+    _kernels = os.path.join(PREFIX, "share", "jupyter", "kernels")
+    for _name in os.listdir(_kernels):
+        _path = os.path.join(_kernels, _name, "kernel.json")
+        with open(_path) as _f:
+            _spec = json.load(_f)
+        _spec["argv"] = shlex.split(os.environ["CELLGATE_WRAPPER"]) + _spec["argv"]
+        with open(_path, "w") as _f:
+            json.dump(_spec, _f)
 os.environ["JUPYTER_PATH"] = os.path.join(PREFIX, "share", "jupyter")
 # Keep jupyter_client's runtime files (connection files) out of $HOME.
 os.environ.setdefault("JUPYTER_RUNTIME_DIR", tempfile.mkdtemp(prefix="cellgate-rt-"))
