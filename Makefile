@@ -111,16 +111,16 @@ check-style:
 
 # Under sanitizers, kernels write reports to files (pytest would swallow a
 # passing test's stderr); any report fails the run.
+SAN_LOG := $(abspath $(B))/sanitizer
 ifneq ($(SANITIZE),)
-SAN_LOG = $(abspath $(B))/sanitizer
-SAN_ENV = ASAN_OPTIONS=log_path=$(SAN_LOG) UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_LOG)
+SAN_ENV := ASAN_OPTIONS=log_path=$(SAN_LOG) UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_LOG)
 endif
 
 pytest: all
-	@rm -f $(SAN_LOG).*
+	@rm -f "$(SAN_LOG)".*
 	CELLGATE_BIN=$(B)/cellgate $(SAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider tests
-	@if [ -n "$(SAN_LOG)" ] && ls $(SAN_LOG).* >/dev/null 2>&1; then \
-	    cat $(SAN_LOG).*; echo "sanitizer reports above"; exit 1; fi
+	@if ls "$(SAN_LOG)".* >/dev/null 2>&1; then \
+	    cat "$(SAN_LOG)".*; echo "sanitizer reports above"; exit 1; fi
 
 test: all check-style unit fuzz-replay pytest
 
