@@ -14,7 +14,7 @@
 PYTHON := /usr/bin/python3
 
 CC ?= cc
-PKGS := libzmq libsodium jansson
+PKGS := libzmq libsodium jansson libseccomp
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wvla -Wwrite-strings -Wno-unused-result
 CFLAGS ?= -O2 -g
@@ -37,13 +37,15 @@ endif
 COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c
 KERNEL := kernel/main.c kernel/kernel.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
           kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c
+SANDBOX := sandbox/box.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
            $(B)/kernel/drivers/python.bin
 LOGOS := kernelspecs/logo-32x32.png kernelspecs/logo-64x64.png kernelspecs/logo-svg.svg
 COMMON_OBJ := $(COMMON:%.c=$(B)/%.o)
 KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
+SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o)
 UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.c \
-         tests/unit/test_history.c
+         tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
 FUZZERS := wire connfile
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
@@ -71,7 +73,7 @@ $(B)/kernel/drivers.o: $(DRIVERS)
 $(B)/kernel/drivers.o: CFLAGS += -DCG_PYTHON_COMPILED='"$(B)/kernel/drivers/python.bin"'
 $(B)/kernel/kernelspec.o: $(LOGOS)
 
-$(B)/cellgate: $(KERNEL_OBJ) $(COMMON_OBJ)
+$(B)/cellgate: $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # ---- run --------------------------------------------------------------------
@@ -91,9 +93,9 @@ run: install-kernelspecs
 
 # ---- tests ------------------------------------------------------------------
 
-$(B)/tests/%: tests/unit/%.c $(COMMON_OBJ) $(B)/kernel/utf8.o $(B)/kernel/history.o
+$(B)/tests/%: tests/unit/%.c $(COMMON_OBJ) $(B)/kernel/utf8.o $(B)/kernel/history.o $(B)/kernel/spawn.o $(SANDBOX_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Icommon -Ikernel $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
+	$(CC) $(CFLAGS) -Icommon -Ikernel -Isandbox $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 
 # Each fuzz target also builds as a plain program that replays its corpus.
 $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)

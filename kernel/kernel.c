@@ -15,6 +15,7 @@
 #include "../common/connfile.h"
 #include "../common/log.h"
 #include "../common/wire.h"
+#include "../sandbox/box.h"
 #include "history.h"
 #include "runtime.h"
 #include "utf8.h"
@@ -31,6 +32,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -54,6 +56,9 @@ struct pending {
     bool input_waiting;         /* an input_request is out */
     size_t out_bytes;           /* output published so far */
     bool limit_hit;             /* output past the limit is dropped */
+    double deadline;            /* monotonic seconds when the cell times out, 0: never */
+    int timeouts;               /* 1: interrupted for the time limit; 2: killed */
+    uint64_t oom_before;        /* the box's OOM kills when the cell started */
 };
 
 struct kernel {
@@ -79,7 +84,18 @@ struct kernel {
     bool quit;
     size_t output_limit;
     bool color;
+    struct box *box;                    /* NULL without the sandbox */
+    char box_error[512];                /* why there is no box, if it was wanted */
+    struct box_limits limits;
 };
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* ---- sending ------------------------------------------------------------ */
 
@@ -219,12 +235,19 @@ ensure_runtime(struct kernel *k, const struct lang *lang, char *err, size_t errl
                 lang->name, lang->program);
         return NULL;
     }
+    if (k->box_error[0]) {
+        cg_fail(err, errlen, CG_ESYS, "%s", k->box_error);
+        return NULL;
+    }
     rt = runtime_new(lang);
     if (!rt) {
         cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         return NULL;
     }
-    if (runtime_start(rt, NULL, err, errlen) != CG_OK) {
+    struct rt_place where = { .spawner = spawn_plain() };
+    if (k->box)
+        where = (struct rt_place){ .spawner = box_spawner(k->box), .home = BOX_HOME };
+    if (runtime_start(rt, &where, err, errlen) != CG_OK) {
         runtime_destroy(&rt);
         return NULL;
     }
@@ -419,10 +442,22 @@ runtime_ended(struct kernel *k, struct runtime *rt, int status)
     k->state_lost[langs_index(runtime_lang(rt))] = true;
     log_info("%s runtime %s", runtime_lang(rt)->name, runtime_death(rt));
     if (k->p.kind != PR_NONE && k->p.rt == rt) {
-        snprintf(why, sizeof why, "the %s runtime %s; its state (variables, imports, "
+        const char *cause = "";
+        char limit[160] = "";
+        if (k->p.timeouts) {
+            snprintf(limit, sizeof limit, " after running past the time limit of %llu s "
+                     "(--timeout)", (unsigned long long)k->limits.timeout);
+            cause = limit;
+        } else if (k->box && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL
+                   && box_oom_kills(k->box) > k->p.oom_before) {
+            snprintf(limit, sizeof limit, " by the box's memory limit of %llu MiB (--memory)",
+                     (unsigned long long)(k->limits.memory >> 20));
+            cause = limit;
+        }
+        snprintf(why, sizeof why, "the %s runtime %s%s; its state (variables, imports, "
                  "working directory) was lost. The next cell starts a fresh runtime.",
-                 runtime_lang(rt)->name, runtime_death(rt));
-        fail_pending(k, "RuntimeExited", why);
+                 runtime_lang(rt)->name, runtime_death(rt), cause);
+        fail_pending(k, k->p.timeouts ? "CellTimeout" : "RuntimeExited", why);
     }
 }
 
@@ -541,8 +576,17 @@ on_record(void *ctx, struct runtime *rt, json_t *rec)
         for (size_t i = 0; json_is_array(tb) && i < json_array_size(tb); i++)
             if (json_is_string(json_array_get(tb, i)))
                 json_array_append(tbc, json_array_get(tb, i));
-        p->error = json_pack("{s:s, s:s, s:o}", "ename", ename ? ename : "Error", "evalue",
-                             evalue ? evalue : "", "traceback", tbc);
+        if (p->timeouts) { /* the interrupt was ours: say why */
+            char why[160];
+            snprintf(why, sizeof why, "the cell ran past the time limit of %llu s (--timeout)",
+                     (unsigned long long)k->limits.timeout);
+            json_decref(tbc);
+            p->error = json_pack("{s:s, s:s, s:[s]}", "ename", "CellTimeout", "evalue", why,
+                                 "traceback", why);
+        } else {
+            p->error = json_pack("{s:s, s:s, s:o}", "ename", ename ? ename : "Error", "evalue",
+                                 evalue ? evalue : "", "traceback", tbc);
+        }
         publish(k, p->req, "error", json_deep_copy(p->error));
     } else if (strcmp(t, "page") == 0 && exec) {
         json_t *data = json_object_get(rec, "data");
@@ -668,6 +712,8 @@ h_execute(struct kernel *k, void *sock, wire_msg_t *req)
     p->req = req;
     p->code = strdup(code);
     p->payload = json_array();
+    p->deadline = k->limits.timeout ? now_s() + (double)k->limits.timeout : 0;
+    p->oom_before = k->box ? box_oom_kills(k->box) : 0;
     struct rt_exec x = {
         .code = body, .silent = p->silent, .store_history = p->store_history,
         .allow_stdin = p->allow_stdin, .color = k->color,
@@ -946,16 +992,69 @@ serve_stdin(struct kernel *k)
 
 /* Reaps every exited child: drivers, and orphans that were re-parented to
  * us (we are a child subreaper, so nothing a runtime starts escapes). */
+static void box_gone(struct kernel *k, const char *why);
+
 static void
 reap_children(struct kernel *k)
 {
     int status;
     pid_t pid;
 
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-        for (size_t i = 0; i < langs_count(); i++)
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (k->box && pid == box_init_pid(k->box)) {
+            box_gone(k, "its init exited");
+            continue;
+        }
+        for (size_t i = 0; i < langs_count() && !k->box; i++)
             if (k->rts[i] && runtime_pid(k->rts[i]) == pid)
                 runtime_ended(k, k->rts[i], status);
+    }
+}
+
+/* A process started in the box ended (its init told us). */
+static void
+on_box_exit(void *ctx, pid_t pid, int status)
+{
+    struct kernel *k = ctx;
+
+    for (size_t i = 0; i < langs_count(); i++)
+        if (k->rts[i] && runtime_pid(k->rts[i]) == pid)
+            runtime_ended(k, k->rts[i], status);
+}
+
+/* The box's init is gone, and every process in the box with it. The box
+ * cannot be rebuilt in a running kernel (it is forked before any thread
+ * exists): cells say so, and a restart gives a fresh box. */
+static void
+box_gone(struct kernel *k, const char *why)
+{
+    log_error("the box is gone: %s", why);
+    snprintf(k->box_error, sizeof k->box_error, "the box is gone (%s): restart the kernel for "
+             "a fresh one", why);
+    for (size_t i = 0; i < langs_count(); i++)
+        if (k->rts[i] && runtime_alive(k->rts[i]))
+            runtime_ended(k, k->rts[i], SIGKILL);
+    box_destroy(&k->box);
+}
+
+/* Enforces the per-cell wall clock: SIGINT at the limit, SIGKILL of the
+ * runtime two seconds later if the cell is still running. */
+static void
+check_deadline(struct kernel *k)
+{
+    struct pending *p = &k->p;
+
+    if (p->kind != PR_EXECUTE || !p->deadline || now_s() < p->deadline)
+        return;
+    if (p->timeouts == 0) {
+        p->timeouts = 1;
+        p->deadline = now_s() + 2.0;
+        runtime_interrupt(p->rt);
+    } else if (p->timeouts == 1) {
+        p->timeouts = 2;
+        p->deadline = 0;
+        runtime_kill(p->rt);
+    }
 }
 
 static void
@@ -1065,6 +1164,7 @@ teardown(struct kernel *k)
     kill_children();
     for (size_t i = 0; i < MAX_LANGS; i++)
         runtime_destroy(&k->rts[i]);
+    box_destroy(&k->box);
     kill_children();
     while (waitpid(-1, NULL, WNOHANG) > 0)
         ;
@@ -1090,6 +1190,42 @@ teardown(struct kernel *k)
     history_destroy(&k->hist);
     wire_destroy(&k->wire);
     connfile_clear(&k->conn);
+}
+
+/* The kernel's id for the host directory of /mnt/data: the connection
+ * file's name without "kernel-" and ".json" (what Jupyter calls the kernel
+ * id), else this process's session id. */
+static void
+kernel_id(const char *connection_file, const char *session, char *out, size_t len)
+{
+    const char *base = strrchr(connection_file, '/');
+    base = base ? base + 1 : connection_file;
+    if (strncmp(base, "kernel-", 7) == 0)
+        base += 7;
+    size_t n = strcspn(base, ".");
+    if (n == 0 || n > 64 || strchr(base, '/'))
+        snprintf(out, len, "%s", session);
+    else
+        snprintf(out, len, "%.*s", (int)n, base);
+}
+
+/* Builds the box; on failure remembers why, so every cell can say it (a
+ * kernel never falls back to running code unboxed on its own). */
+static void
+make_box(struct kernel *k, const struct kernel_opts *opts)
+{
+    char id[80], data[4096], name[96], err[512];
+
+    kernel_id(opts->connection_file, wire_session(k->wire), id, sizeof id);
+    snprintf(data, sizeof data, "%s/%s", opts->state_dir, id);
+    snprintf(name, sizeof name, "kernel-%s", id);
+    struct box_opts bo = { .data_dir = data, .keep_data = opts->keep_data, .name = name,
+                           .limits = opts->limits };
+    k->box = box_new(&bo, err, sizeof err);
+    if (!k->box) {
+        snprintf(k->box_error, sizeof k->box_error, "%s", err);
+        log_error("%s", err);
+    }
 }
 
 /* Blocks the signals we serve through a signalfd. Done before any thread
@@ -1125,7 +1261,7 @@ static void
 loop(struct kernel *k)
 {
     struct rt_sink sink = sink_of(k);
-    zmq_pollitem_t items[5 + MAX_LANGS * RT_POLL_ITEMS];
+    zmq_pollitem_t items[6 + MAX_LANGS * RT_POLL_ITEMS];
     size_t rt_at[MAX_LANGS], rt_n[MAX_LANGS];
     char err[256];
 
@@ -1139,13 +1275,20 @@ loop(struct kernel *k)
                                        .events = k->p.kind == PR_NONE && !k->backlog_len
                                                      ? ZMQ_POLLIN : 0 };
         items[n++] = (zmq_pollitem_t){ .socket = k->sock[CH_IOPUB], .events = ZMQ_POLLIN };
+        items[n++] = (zmq_pollitem_t){ .fd = k->box ? box_fd(k->box) : -1,
+                                       .events = k->box ? ZMQ_POLLIN : 0 };
         for (size_t i = 0; i < langs_count(); i++) {
             rt_at[i] = n;
             rt_n[i] = k->rts[i] ? runtime_poll_items(k->rts[i], &items[n]) : 0;
             n += rt_n[i];
         }
         bool ready = k->backlog_len && k->p.kind == PR_NONE;
-        int rc = zmq_poll(items, (int)n, ready ? 0 : PARENT_CHECK_MS);
+        long wait_ms = ready ? 0 : PARENT_CHECK_MS;
+        if (k->p.deadline) {
+            double left = k->p.deadline - now_s();
+            wait_ms = left <= 0 ? 0 : left * 1000 < wait_ms ? (long)(left * 1000) + 1 : wait_ms;
+        }
+        int rc = zmq_poll(items, (int)n, wait_ms);
         if (rc < 0 && errno != EINTR) {
             log_error("zmq_poll: %s", zmq_strerror(errno));
             break;
@@ -1154,6 +1297,7 @@ loop(struct kernel *k)
             log_info("parent process is gone: shutting down");
             break;
         }
+        check_deadline(k);
         if (rc <= 0) {
             serve_backlog(k);
             continue;
@@ -1165,6 +1309,9 @@ loop(struct kernel *k)
             serve_signals(k);
         if (items[4].revents & ZMQ_POLLIN)
             serve_subscriptions(k);
+        if (k->box && (items[5].revents & ZMQ_POLLIN)
+            && box_events(k->box, on_box_exit, k) != CG_OK)
+            box_gone(k, "its init exited");
         for (size_t i = 0; i < langs_count() && !k->quit; i++) {
             struct runtime *rt = k->rts[i];
             if (!rt || !rt_n[i])
@@ -1215,6 +1362,9 @@ kernel_run(const struct kernel_opts *opts)
         fprintf(stderr, "cellgate: %s\n", k.wire ? "out of memory" : err);
         goto out;
     }
+    k.limits = opts->limits;
+    if (!opts->no_sandbox)
+        make_box(&k, opts);
     if (setup_signals(&k) < 0) {
         fprintf(stderr, "cellgate: cannot set up signal handling: %s\n", strerror(errno));
         goto out;

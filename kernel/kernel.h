@@ -5,6 +5,7 @@
 #ifndef CG_KERNEL_H
 #define CG_KERNEL_H
 
+#include "../sandbox/limits.h"
 #include "langs.h"
 
 #include <stdbool.h>
@@ -17,6 +18,10 @@ struct kernel_opts {
     const struct lang *primary;  /* the kernelspec's language */
     size_t output_limit;         /* per-cell output bound in bytes */
     bool color;                  /* ANSI colour in tracebacks */
+    bool no_sandbox;             /* run code without the box (operator's choice) */
+    const char *state_dir;       /* parent of each kernel's /mnt/data on the host */
+    bool keep_data;              /* keep /mnt/data's host directory after shutdown */
+    struct box_limits limits;
 };
 
 /*

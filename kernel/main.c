@@ -2,6 +2,7 @@
  * main.c - the `cellgate` command: kernel, install, doctor.
  */
 #include "../common/log.h"
+#include "../sandbox/limits.h"
 #include "doctor.h"
 #include "kernel.h"
 #include "kernelspec.h"
@@ -43,9 +44,16 @@ print_version(void)
 static void
 kernel_usage(FILE *f)
 {
+    size_t n;
+    const struct limit_info *t = limits_table(&n);
+    struct box_limits d;
+
+    limits_defaults(&d);
     fputs("usage: cellgate kernel -f CONNECTION_FILE [OPTIONS]\n"
           "\n"
-          "Runs a Jupyter kernel (started by a Jupyter client through a kernelspec).\n"
+          "Runs a Jupyter kernel (started by a Jupyter client through a kernelspec). Code runs\n"
+          "in the kernel's box: its own namespaces, uid 1000 without capabilities, seccomp,\n"
+          "a read-only system, a writable /mnt/data, no network but its own loopback.\n"
           "\n"
           "options:\n"
           "  -f, --connection-file FILE  the connection file written by the client\n"
@@ -53,11 +61,43 @@ kernel_usage(FILE *f)
           "      --output-limit BYTES    per-cell output limit, with optional K, M or G suffix\n"
           "                              (default 32M, 0 for none; env CELLGATE_OUTPUT_LIMIT)\n"
           "      --color                 ANSI colour in tracebacks (env CELLGATE_COLOR=1)\n"
-          "  -h, --help                  this help\n"
-          "\n"
-          "A cell whose first line is %%LANG (%%bash, %%python, ...) runs in that language,\n"
-          "in the same session. Logging: CELLGATE_LOG=error|warn|info|debug (stderr).\n",
+          "      --state-dir DIR         where each kernel's /mnt/data lives on the host\n"
+          "                              (env CELLGATE_STATE_DIR; default below)\n"
+          "      --keep-data             keep /mnt/data's host directory after shutdown\n"
+          "                              (env CELLGATE_KEEP_DATA=1)\n"
+          "      --no-sandbox            run code WITHOUT the box, as the kernel's user\n"
+          "                              (env CELLGATE_SANDBOX=0); never done unasked\n",
           f);
+    for (size_t i = 0; i < n; i++) {
+        char flag[64], var[64];
+        snprintf(flag, sizeof flag, "--%s %s", t[i].name, t[i].is_size ? "SIZE" : "N");
+        snprintf(var, sizeof var, "CELLGATE_%s", t[i].name);
+        for (char *c = var; *c; c++)
+            *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+        fprintf(f, "      %-22s%s (env %s, default %llu)\n", flag, t[i].help, var,
+                (unsigned long long)*(const uint64_t *)((const char *)&d + t[i].offset));
+    }
+    fputs("  -h, --help                  this help\n"
+          "\n"
+          "Sizes take K, M or G suffixes. A cell whose first line is %%LANG (%%bash,\n"
+          "%%python, ...) runs in that language, in the same box. Logging:\n"
+          "CELLGATE_LOG=error|warn|info|debug (stderr).\n",
+          f);
+}
+
+/* Where kernels keep /mnt/data by default: /var/lib/cellgate for root,
+ * $XDG_STATE_HOME/cellgate or ~/.local/state/cellgate otherwise. */
+static void
+default_state_dir(char *out, size_t len)
+{
+    const char *v;
+
+    if (geteuid() == 0)
+        snprintf(out, len, "/var/lib/cellgate");
+    else if ((v = getenv("XDG_STATE_HOME")) && *v)
+        snprintf(out, len, "%s/cellgate", v);
+    else
+        snprintf(out, len, "%s/.local/state/cellgate", getenv("HOME") ? getenv("HOME") : "/tmp");
 }
 
 /* Parses "123", "4K", "32M", "1G". Returns 0 on success. */
@@ -83,21 +123,43 @@ parse_size(const char *s, size_t *out)
     return 0;
 }
 
+enum { OPT_LIMIT = 1000 }; /* getopt values OPT_LIMIT + i: the i-th limit */
+
 static int
 cmd_kernel(int argc, char **argv)
 {
-    static const struct option opts[] = {
+    size_t n_limits;
+    const struct limit_info *lt = limits_table(&n_limits);
+    struct option opts[32] = {
         { "connection-file", required_argument, NULL, 'f' },
         { "language", required_argument, NULL, 'l' },
         { "output-limit", required_argument, NULL, 'o' },
         { "color", no_argument, NULL, 'c' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
-        { 0 },
+        { "state-dir", required_argument, NULL, 's' },
+        { "keep-data", no_argument, NULL, 'k' },
+        { "no-sandbox", no_argument, NULL, 'n' },
     };
+    size_t n_opts = 9;
     struct kernel_opts ko = { .output_limit = KERNEL_DEFAULT_OUTPUT_LIMIT };
     const char *lang = "python", *env;
+    char state_dir[4096], err[256];
     int c;
+
+    for (size_t i = 0; i < n_limits && n_opts < 31; i++)
+        opts[n_opts++] = (struct option){ lt[i].name, required_argument, NULL,
+                                          OPT_LIMIT + (int)i };
+    opts[n_opts] = (struct option){ 0 };
+    limits_defaults(&ko.limits);
+    if (limits_from_env(&ko.limits, err, sizeof err) != 0) {
+        fprintf(stderr, "cellgate: %s\n", err);
+        return 2;
+    }
+    default_state_dir(state_dir, sizeof state_dir);
+    ko.state_dir = (env = getenv("CELLGATE_STATE_DIR")) && *env ? env : state_dir;
+    ko.keep_data = (env = getenv("CELLGATE_KEEP_DATA")) && strcmp(env, "1") == 0;
+    ko.no_sandbox = (env = getenv("CELLGATE_SANDBOX")) && strcmp(env, "0") == 0;
 
     if ((env = getenv("CELLGATE_OUTPUT_LIMIT")) && parse_size(env, &ko.output_limit) != 0) {
         fprintf(stderr, "cellgate: CELLGATE_OUTPUT_LIMIT=%s is not a size\n", env);
@@ -117,7 +179,19 @@ cmd_kernel(int argc, char **argv)
             break;
         case 'h': kernel_usage(stdout); return 0;
         case 'V': return print_version();
-        default: kernel_usage(stderr); return 2;
+        case 's': ko.state_dir = optarg; break;
+        case 'k': ko.keep_data = true; break;
+        case 'n': ko.no_sandbox = true; break;
+        default:
+            if (c >= OPT_LIMIT && c < OPT_LIMIT + (int)n_limits) {
+                if (limits_set(&ko.limits, lt[c - OPT_LIMIT].name, optarg, err, sizeof err) != 0) {
+                    fprintf(stderr, "cellgate: %s\n", err);
+                    return 2;
+                }
+                break;
+            }
+            kernel_usage(stderr);
+            return 2;
         }
     }
     if (!ko.connection_file) {

@@ -5,7 +5,6 @@
 
 #include "../common/cgerr.h"
 #include "../common/log.h"
-#include "spawn.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -38,6 +37,7 @@ struct pipe_in {
 
 struct runtime {
     const struct lang *lang;
+    struct spawner *sp;     /* what started it, and signals it */
     pid_t pid;              /* 0 when not running */
     bool reaped;            /* the driver process was waited for */
     int ctl;                /* control socket, -1 when closed */
@@ -117,7 +117,7 @@ void
 runtime_kill(struct runtime *rt)
 {
     if (rt->pid > 0 && !rt->reaped)
-        spawn_signal(rt->pid, SIGKILL);
+        rt->sp->signal(rt->sp, rt->pid, SIGKILL);
 }
 
 void
@@ -127,8 +127,8 @@ runtime_destroy(struct runtime **rtp)
         return;
     struct runtime *rt = *rtp;
     runtime_kill(rt);
-    if (rt->pid > 0 && !rt->reaped)
-        waitpid(rt->pid, NULL, 0);
+    if (rt->pid > 0 && !rt->reaped && rt->sp == spawn_plain())
+        waitpid(rt->pid, NULL, 0); /* the box's init reaps its own */
     close_all(rt);
     buf_free(&rt->in);
     buf_free(&rt->pending);
@@ -137,22 +137,47 @@ runtime_destroy(struct runtime **rtp)
     *rtp = NULL;
 }
 
-/* The driver's environment: ours, less the Jupyter launcher's variables,
- * plus what drivers need. The box will build one from scratch. */
+/* What every driver gets, in or out of the box. */
+static const char *const driver_vars[] = {
+    "CELLGATE_DRIVER=1", "CELLGATE_CONTROL_FD=3", "PAGER=cat", "GIT_PAGER=cat", "TERM=dumb",
+};
+#define N_DRIVER_VARS (sizeof driver_vars / sizeof driver_vars[0])
+
+/* The box's environment, from scratch: nothing of the kernel's or the
+ * host's leaks in. */
 static char **
-driver_env(const struct lang *lang)
+clean_env(const char *home)
 {
-    static const char *extra[] = {
-        "CELLGATE_DRIVER=1", "CELLGATE_CONTROL_FD=3", "PAGER=cat", "GIT_PAGER=cat",
-        "TERM=dumb",
+    static char home_var[256];
+    static const char *const base[] = {
+        "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "USER=user", "LOGNAME=user",
+        "SHELL=/bin/bash", "TMPDIR=/tmp", "HOSTNAME=cellgate",
     };
+    size_t k = 0;
+    char **env = calloc(N_DRIVER_VARS + sizeof base / sizeof base[0] + 2, sizeof *env);
+
+    if (!env)
+        return NULL;
+    snprintf(home_var, sizeof home_var, "HOME=%s", home);
+    env[k++] = home_var;
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
+        env[k++] = (char *)base[i];
+    for (size_t i = 0; i < N_DRIVER_VARS; i++)
+        env[k++] = (char *)driver_vars[i];
+    return env;
+}
+
+/* Without the box: our environment, less the Jupyter launcher's and our
+ * own variables, plus what drivers need. */
+static char **
+inherited_env(void)
+{
     size_t n = 0, k = 0;
     bool has_lang = false;
 
-    (void)lang;
     while (environ[n])
         n++;
-    char **env = calloc(n + sizeof extra / sizeof extra[0] + 2, sizeof *env);
+    char **env = calloc(n + N_DRIVER_VARS + 2, sizeof *env);
     if (!env)
         return NULL;
     for (size_t i = 0; i < n; i++) {
@@ -165,8 +190,8 @@ driver_env(const struct lang *lang)
             has_lang = true;
         env[k++] = (char *)e;
     }
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
-        env[k++] = (char *)extra[i];
+    for (size_t i = 0; i < N_DRIVER_VARS; i++)
+        env[k++] = (char *)driver_vars[i];
     if (!has_lang)
         env[k++] = (char *)"LANG=C.UTF-8";
     env[k] = NULL;
@@ -201,7 +226,7 @@ set_nonblock(int fd)
 }
 
 int
-runtime_start(struct runtime *rt, const char *cwd, char *err, size_t errlen)
+runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_t errlen)
 {
     const struct lang *l = rt->lang;
     int sv[2] = { -1, -1 }, po[2] = { -1, -1 }, pe[2] = { -1, -1 }, pi[2] = { -1, -1 };
@@ -225,7 +250,7 @@ runtime_start(struct runtime *rt, const char *cwd, char *err, size_t errlen)
         rc = cg_fail(err, errlen, CG_ESYS, "creating the driver's pipes: %s", strerror(errno));
         goto out;
     }
-    env = driver_env(l);
+    env = where->home ? clean_env(where->home) : inherited_env();
     if (!env) {
         rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         goto out;
@@ -235,13 +260,14 @@ runtime_start(struct runtime *rt, const char *cwd, char *err, size_t errlen)
         { 0, pi[0] }, { 1, po[1] }, { 2, devnull }, { 3, sv[1] }, { 4, pe[1] },
     };
     struct spawn_spec spec = {
-        .argv = argv, .envp = (const char *const *)env, .cwd = cwd,
+        .argv = argv, .envp = (const char *const *)env, .cwd = where->cwd,
         .fds = l->kind == RT_SHELL ? fds_shell : fds_jsonl,
         .n_fds = l->kind == RT_SHELL ? 5 : 4,
     };
-    rc = spawn_start(&spec, &rt->pid, err, errlen);
+    rc = where->spawner->start(where->spawner, &spec, &rt->pid, err, errlen);
     if (rc != CG_OK)
         goto out;
+    rt->sp = where->spawner;
     rt->reaped = false;
     rt->death[0] = '\0';
     rt->ctl = sv[0];
@@ -313,7 +339,7 @@ void
 runtime_interrupt(struct runtime *rt)
 {
     if (runtime_alive(rt))
-        spawn_signal(rt->pid, SIGINT);
+        rt->sp->signal(rt->sp, rt->pid, SIGINT);
 }
 
 /* ---- reading ------------------------------------------------------------ */

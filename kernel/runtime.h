@@ -12,6 +12,7 @@
 #define CG_RUNTIME_H
 
 #include "langs.h"
+#include "spawn.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -47,8 +48,16 @@ struct runtime *runtime_new(const struct lang *lang);
 /* Kills the driver's process group, reaps it, closes fds, frees, nulls *rt. */
 void runtime_destroy(struct runtime **rt);
 
+/* Where and how a runtime starts. */
+struct rt_place {
+    struct spawner *spawner;  /* the box, or plain processes */
+    const char *cwd;          /* working directory, NULL: the spawner's */
+    const char *home;         /* non-NULL: build the environment from scratch
+                                 with this HOME (the box); NULL: inherit ours */
+};
+
 /* Spawns the driver. Returns CG_OK or an error with err filled. */
-int runtime_start(struct runtime *rt, const char *cwd, char *err, size_t errlen);
+int runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_t errlen);
 
 /* The language this runtime runs. */
 const struct lang *runtime_lang(const struct runtime *rt);
@@ -56,7 +65,7 @@ const struct lang *runtime_lang(const struct runtime *rt);
 /* True while the driver process has not been reaped. */
 bool runtime_alive(const struct runtime *rt);
 
-/* The driver's pid (also its process group), or 0. */
+/* The driver's pid as its spawner knows it (also its process group), or 0. */
 pid_t runtime_pid(const struct runtime *rt);
 
 /* The version the driver reported in its ready record, or NULL. */

@@ -1,5 +1,6 @@
 /*
- * spawn.c - start a runtime process (see spawn.h).
+ * spawn.c - starting runtime processes: the code every child runs between
+ * fork and exec, and the plain spawner (see spawn.h).
  */
 #include "spawn.h"
 
@@ -14,10 +15,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define HIGH_FD 100  /* staging area for dup2 so sources and targets never clash */
-#define MAX_FDS 64   /* fds a spec may place */
+#define STAGING_FD 100 /* sources go here first, so sources and targets never clash */
 
-/* In the child: report errno to the parent and exit. Async-signal-safe. */
+enum { STAGE_FDS = 1, STAGE_CWD, STAGE_HOOK, STAGE_EXEC, STAGE_SETUP };
+
+/* In the child: report {stage, errno} and exit. Async-signal-safe. */
 static void __attribute__((noreturn))
 child_fail(int report_fd, int stage)
 {
@@ -27,20 +29,11 @@ child_fail(int report_fd, int stage)
     _exit(127);
 }
 
-enum { STAGE_PGID = 1, STAGE_FDS, STAGE_CWD, STAGE_EXEC };
-
-static void __attribute__((noreturn))
-child_main(const struct spawn_spec *spec, pid_t kernel_pid, int report_fd)
+void
+spawn_exec_child(const struct spawn_spec *spec, int report_fd, const struct spawn_hook *hook)
 {
     sigset_t none;
     int maxfd = 2;
-
-    if (setpgid(0, 0) < 0)
-        child_fail(report_fd, STAGE_PGID);
-    /* Die with the kernel, and catch the race where it already died. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != kernel_pid)
-        _exit(127);
 
     /* The kernel blocks signals for its signalfd; the child starts clean. */
     for (int s = 1; s < NSIG; s++)
@@ -48,13 +41,13 @@ child_main(const struct spawn_spec *spec, pid_t kernel_pid, int report_fd)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
-    /* Stage every source above the targets, then place it. The report
-     * pipe sits above the staging area (see spawn_start). */
+    if (spec->n_fds > SPAWN_MAX_FDS)
+        child_fail(report_fd, STAGE_FDS);
     for (size_t i = 0; i < spec->n_fds; i++)
-        if (fcntl(spec->fds[i].parent_fd, F_DUPFD, HIGH_FD + (int)i) != HIGH_FD + (int)i)
+        if (fcntl(spec->fds[i].parent_fd, F_DUPFD, STAGING_FD + (int)i) != STAGING_FD + (int)i)
             child_fail(report_fd, STAGE_FDS);
     for (size_t i = 0; i < spec->n_fds; i++) {
-        if (dup2(HIGH_FD + (int)i, spec->fds[i].child_fd) < 0)
+        if (dup2(STAGING_FD + (int)i, spec->fds[i].child_fd) < 0)
             child_fail(report_fd, STAGE_FDS);
         if (spec->fds[i].child_fd > maxfd)
             maxfd = spec->fds[i].child_fd;
@@ -72,34 +65,62 @@ child_main(const struct spawn_spec *spec, pid_t kernel_pid, int report_fd)
 
     if (spec->cwd && chdir(spec->cwd) < 0)
         child_fail(report_fd, STAGE_CWD);
+    if (hook && hook->fn && hook->fn(hook->arg) < 0)
+        child_fail(report_fd, STAGE_HOOK);
     execve(spec->argv[0], (char *const *)spec->argv, (char *const *)spec->envp);
     child_fail(report_fd, STAGE_EXEC);
 }
 
 int
-spawn_start(const struct spawn_spec *spec, pid_t *pidp, char *err, size_t errlen)
+spawn_report_pipe(int fds[2])
 {
-    static const char *stages[] = { "", "setpgid", "setting up file descriptors",
-                                    "chdir", "exec" };
-    int report[2], msg[2];
-    pid_t kernel_pid = getpid(), pid;
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -1;
+    int hi = fcntl(fds[1], F_DUPFD_CLOEXEC, SPAWN_REPORT_FD_MIN);
+    if (hi < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    close(fds[1]);
+    fds[1] = hi;
+    return 0;
+}
+
+int
+spawn_wait_exec(int report_fd, const struct spawn_spec *spec, const struct spawn_hook *hook,
+                char *err, size_t errlen)
+{
+    int msg[2];
     ssize_t n;
 
-    if (spec->n_fds > MAX_FDS)
-        return cg_fail(err, errlen, CG_ETOOBIG, "too many fds to place");
-    if (pipe2(report, O_CLOEXEC) < 0)
+    do
+        n = read(report_fd, msg, sizeof msg);
+    while (n < 0 && errno == EINTR);
+    close(report_fd);
+    if (n != (ssize_t)sizeof msg)
+        return CG_OK; /* EOF: the exec happened and closed the pipe */
+    const char *stage = msg[0] == STAGE_FDS ? "setting up file descriptors"
+                        : msg[0] == STAGE_CWD ? "changing to the working directory"
+                        : msg[0] == STAGE_HOOK ? (hook && hook->stage ? hook->stage : "set-up")
+                        : msg[0] == STAGE_EXEC ? "exec"
+                                               : "set-up";
+    return cg_fail(err, errlen, CG_ESYS, "starting %s: %s failed: %s", spec->argv[0], stage,
+                   strerror(msg[1]));
+}
+
+/* ---- the plain spawner --------------------------------------------------- */
+
+static int
+plain_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pidp, char *err,
+            size_t errlen)
+{
+    int report[2];
+    pid_t kernel_pid = getpid(), pid;
+
+    (void)sp;
+    if (spawn_report_pipe(report) < 0)
         return cg_fail(err, errlen, CG_ESYS, "pipe: %s", strerror(errno));
-    /* Keep the report pipe clear of the fds the child needs placed. */
-    if (report[1] < HIGH_FD + MAX_FDS) {
-        int hi = fcntl(report[1], F_DUPFD_CLOEXEC, HIGH_FD + MAX_FDS);
-        if (hi < 0) {
-            close(report[0]);
-            close(report[1]);
-            return cg_fail(err, errlen, CG_ESYS, "fcntl: %s", strerror(errno));
-        }
-        close(report[1]);
-        report[1] = hi;
-    }
     pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -107,27 +128,35 @@ spawn_start(const struct spawn_spec *spec, pid_t *pidp, char *err, size_t errlen
         close(report[1]);
         return cg_fail(err, errlen, CG_ESYS, "fork: %s", strerror(e));
     }
-    if (pid == 0)
-        child_main(spec, kernel_pid, report[1]);
-
+    if (pid == 0) {
+        setpgid(0, 0);
+        /* Die with the kernel, and catch the race where it already died. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != kernel_pid)
+            _exit(127);
+        spawn_exec_child(spec, report[1], NULL);
+    }
     close(report[1]);
     setpgid(pid, pid); /* also from here, so killpg works before exec */
-    do
-        n = read(report[0], msg, sizeof msg);
-    while (n < 0 && errno == EINTR);
-    close(report[0]);
-    if (n == (ssize_t)sizeof msg) {
+    int rc = spawn_wait_exec(report[0], spec, NULL, err, errlen);
+    if (rc != CG_OK) {
         waitpid(pid, NULL, 0);
-        int stage = msg[0] >= 1 && msg[0] <= STAGE_EXEC ? msg[0] : 0;
-        return cg_fail(err, errlen, CG_ESYS, "starting %s: %s failed: %s", spec->argv[0],
-                       stages[stage], strerror(msg[1]));
+        return rc;
     }
     *pidp = pid;
     return CG_OK;
 }
 
-int
-spawn_signal(pid_t pid, int sig)
+static int
+plain_signal(struct spawner *sp, pid_t pid, int sig)
 {
+    (void)sp;
     return killpg(pid, sig);
+}
+
+struct spawner *
+spawn_plain(void)
+{
+    static struct spawner plain = { .start = plain_start, .signal = plain_signal };
+    return &plain;
 }

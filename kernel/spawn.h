@@ -1,17 +1,20 @@
 /*
- * spawn.h - the one way the kernel starts a runtime process.
+ * spawn.h - how the kernel starts runtime processes.
  *
- * Today a runtime is an ordinary child in its own process group; the box
- * (sandbox/) will slot in behind this interface without the protocol code
- * changing: callers describe what the child gets (argv, environment,
- * working directory, which of their fds become which child fds) and get
- * back a pid whose process group they may signal.
+ * A spawner is an interface with two implementations: plain child
+ * processes (spawn_plain(), for --no-sandbox) and the box (sandbox/box.h),
+ * whose init starts processes inside its namespaces. Callers describe what
+ * the child gets (argv, environment, working directory, which of their fds
+ * become which child fds) and get back a pid, valid for signalling through
+ * the same spawner; the child leads its own process group.
  */
 #ifndef CG_SPAWN_H
 #define CG_SPAWN_H
 
 #include <stddef.h>
 #include <sys/types.h>
+
+#define SPAWN_MAX_FDS 16
 
 /* Make parent_fd the child's child_fd. */
 struct spawn_fd {
@@ -22,20 +25,51 @@ struct spawn_fd {
 struct spawn_spec {
     const char *const *argv;      /* argv[0] is an absolute path */
     const char *const *envp;      /* the whole environment */
-    const char *cwd;              /* working directory, or NULL to keep ours */
+    const char *cwd;              /* working directory, or NULL to keep the spawner's */
     const struct spawn_fd *fds;   /* every other fd is closed in the child */
-    size_t n_fds;
+    size_t n_fds;                 /* at most SPAWN_MAX_FDS */
+};
+
+struct spawner {
+    /* Starts the child; CG_OK and *pid, or an error with err filled. */
+    int (*start)(struct spawner *sp, const struct spawn_spec *spec, pid_t *pid, char *err,
+                 size_t errlen);
+    /* Sends sig to the process group pid leads. 0 or -1 with errno. */
+    int (*signal)(struct spawner *sp, pid_t pid, int sig);
+};
+
+/* Plain child processes of the kernel: each dies with it (SIGKILL on the
+ * kernel's death), the kernel reaps them (SIGCHLD). A static object. */
+struct spawner *spawn_plain(void);
+
+/* What a child does between placing its fds and exec, e.g. rlimits and
+ * seccomp in the box. Returns 0 or -1 with errno (reported as stage). */
+struct spawn_hook {
+    int (*fn)(void *arg);
+    void *arg;
+    const char *stage;   /* names the step in error messages */
 };
 
 /*
- * Starts the child described by spec as the leader of a new process group
- * that dies with the kernel (SIGKILL on the kernel's death). Returns CG_OK
- * and sets *pid, or an error with err saying why (including an exec
- * failure in the child, reported back through a close-on-exec pipe).
+ * In a freshly forked child: places spec's fds, closes every other fd but
+ * report_fd (close-on-exec, must be >= SPAWN_REPORT_FD_MIN), resets signal
+ * dispositions and mask, changes directory, runs hook (may be NULL) and
+ * execs. On failure writes {stage, errno} (two ints) to report_fd and
+ * exits 127. Never returns. Async-signal-safe.
  */
-int spawn_start(const struct spawn_spec *spec, pid_t *pid, char *err, size_t errlen);
+#define SPAWN_REPORT_FD_MIN 200
+void spawn_exec_child(const struct spawn_spec *spec, int report_fd, const struct spawn_hook *hook)
+    __attribute__((noreturn));
 
-/* Sends sig to the child's whole process group. Returns 0 or -1/errno. */
-int spawn_signal(pid_t pid, int sig);
+/*
+ * In the parent: waits for the report of a child started with
+ * spawn_exec_child (reading report_fd until EOF, then closing it). Returns
+ * CG_OK once the exec succeeded, or an error naming the failed step.
+ */
+int spawn_wait_exec(int report_fd, const struct spawn_spec *spec, const struct spawn_hook *hook,
+                    char *err, size_t errlen);
+
+/* Creates a close-on-exec pipe whose write end is >= SPAWN_REPORT_FD_MIN. */
+int spawn_report_pipe(int fds[2]);
 
 #endif

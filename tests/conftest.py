@@ -30,8 +30,10 @@ if os.environ.get("CELLGATE_WRAPPER"):
         with open(_path, "w") as _f:
             json.dump(_spec, _f)
 os.environ["JUPYTER_PATH"] = os.path.join(PREFIX, "share", "jupyter")
-# Keep jupyter_client's runtime files (connection files) out of $HOME.
+# Keep jupyter_client's runtime files (connection files) and the boxes'
+# /mnt/data directories out of $HOME and /var/lib.
 os.environ.setdefault("JUPYTER_RUNTIME_DIR", tempfile.mkdtemp(prefix="cellgate-rt-"))
+os.environ.setdefault("CELLGATE_STATE_DIR", tempfile.mkdtemp(prefix="cellgate-state-"))
 
 from jupyter_client.manager import KernelManager, start_new_kernel  # noqa: E402
 

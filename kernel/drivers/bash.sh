@@ -19,8 +19,10 @@
 
 set +m +H; set +o history; PS1= PS2= PS0= PS4='+ '
 unset PROMPT_COMMAND HISTFILE MAIL MAILPATH MAILCHECK TMOUT
-# Real stderr to 2; keep a second handle on the code pipe, for `read`.
-exec 2>&4 4>&- 5<&0
+# Real stderr to 2. The control socket moves from 3 to 253 and a second
+# handle on the code pipe (for `read`) goes to 254: far above the fds user
+# code picks (`exec 3<>/dev/tcp/...` must not cut the driver off).
+exec 2>&4 4>&- 253>&3 3>&- 254<&0
 shopt -u checkwinsize mailwarn
 
 __cg_allow=0    # may the running cell ask for input (allow_stdin)?
@@ -32,10 +34,10 @@ __cg_re_chars='(\\.|[^[:space:];|&()<>"'\''`=\])*'
 
 # --- records ----------------------------------------------------------------
 
-# __cg_send FORMAT ARG...: one record, one printf, one line on fd 3.  The
+# __cg_send FORMAT ARG...: one record, one printf, one line on fd 253.  The
 # arguments must already be JSON (see __cg_json).
 __cg_send() {
-    builtin printf "$1\n" "${@:2}" >&3
+    builtin printf "$1\n" "${@:2}" >&253
 }
 
 # __cg_json NAME: replace every element of the array NAME by its JSON string
@@ -258,7 +260,7 @@ __cg_request_input() {
     __cg_await_reply
 }
 
-# __cg_await_reply: read the kernel's `#VALUE` line from the code pipe (fd 5)
+# __cg_await_reply: read the kernel's `#VALUE` line from the code pipe (fd 254)
 # into __cg_reply.  Bash's parser reads the pipe 1024 bytes at a time, so
 # after a long execute line the rest of the `__cg_done` line may still be in
 # the pipe, ahead of the reply.  Whatever comes before the reply is taken out
@@ -268,7 +270,7 @@ __cg_await_reply() {
     local __cg_line __cg_stolen=() __cg_rc __cg_trap
     __cg_trap=$(trap -p INT)
     trap __cg_abort_read INT
-    while IFS= builtin read -r -u 5 __cg_line; __cg_rc=$?; ((__cg_rc == 0)); do
+    while IFS= builtin read -r -u 254 __cg_line; __cg_rc=$?; ((__cg_rc == 0)); do
         if [[ $__cg_line == '#'* ]]; then
             __cg_reply=${__cg_line#'#'}
             break
@@ -295,7 +297,7 @@ __cg_abort_read() {
 # into the code pipe.  /proc lets us open the pipe's write end.
 __cg_give_back() {
     ((${#__cg_stolen[@]})) || return 0
-    builtin printf '%s\n' "${__cg_stolen[@]}" >>"/proc/$BASHPID/fd/5"
+    builtin printf '%s\n' "${__cg_stolen[@]}" >>"/proc/$BASHPID/fd/254"
     __cg_stolen=()
 }
 

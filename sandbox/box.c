@@ -1,0 +1,431 @@
+/*
+ * box.c - creating, using and removing a box, from the kernel's side (see
+ * box.h; the inside is boxinit.c, the messages boxproto.h).
+ */
+#include "box.h"
+
+#include "../common/cgerr.h"
+#include "../common/log.h"
+#include "boxinit.h"
+#include "boxproto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define NOBODY 65534        /* the host uid a root kernel's box runs as */
+#define REPLY_TIMEOUT_MS 10000
+#define MAX_QUEUED 64
+
+struct box {
+    struct spawner sp;      /* first: box_spawner() hands out &b->sp */
+    pid_t init;             /* host pid of init */
+    int ctl;                /* SOCK_SEQPACKET to init, -1 once it is gone */
+    char *data_dir;
+    bool keep_data;
+    struct box_limits limits;
+    struct box_cgroup *cg;
+    struct { pid_t pid; int status; } exits[MAX_QUEUED]; /* read while awaiting a reply */
+    size_t n_exits;
+};
+
+/* ---- creation ------------------------------------------------------------ */
+
+/* mkdir -p, owned by uid/gid when we may choose (root). */
+static int
+make_data_dir(const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    char tmp[4096];
+    size_t len = strlen(path);
+
+    if (len >= sizeof tmp)
+        return cg_fail(err, errlen, CG_ETOOBIG, "data directory path too long");
+    memcpy(tmp, path, len + 1);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+                return cg_fail(err, errlen, CG_ESYS, "cannot create %s: %s", tmp,
+                               strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(path, 0700) < 0 && errno != EEXIST)
+        return cg_fail(err, errlen, CG_ESYS, "cannot create %s: %s", path, strerror(errno));
+    if (geteuid() == 0 && chown(path, uid, gid) < 0)
+        return cg_fail(err, errlen, CG_ESYS, "cannot chown %s: %s", path, strerror(errno));
+    return CG_OK;
+}
+
+static int
+write_proc(pid_t pid, const char *file, const char *text, char *err, size_t errlen)
+{
+    char path[64];
+    int fd;
+
+    snprintf(path, sizeof path, "/proc/%ld/%s", (long)pid, file);
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return cg_fail(err, errlen, CG_ESYS, "writing %s: %s", path, strerror(e));
+    }
+    close(fd);
+    return CG_OK;
+}
+
+/* Maps BOX_UID inside to host_uid outside (and the same for groups). */
+static int
+write_id_maps(pid_t pid, uid_t host_uid, gid_t host_gid, char *err, size_t errlen)
+{
+    char map[64];
+    int rc;
+
+    snprintf(map, sizeof map, "%d %lu 1\n", BOX_UID, (unsigned long)host_uid);
+    if ((rc = write_proc(pid, "uid_map", map, err, errlen)) != CG_OK)
+        return rc;
+    if ((rc = write_proc(pid, "setgroups", "deny", err, errlen)) != CG_OK)
+        return rc;
+    snprintf(map, sizeof map, "%d %lu 1\n", BOX_UID, (unsigned long)host_gid);
+    return write_proc(pid, "gid_map", map, err, errlen);
+}
+
+/* One clear message per way the machine can refuse namespaces. */
+static int
+clone_error(int e, char *err, size_t errlen)
+{
+    switch (e) {
+    case EINVAL:
+        return cg_fail(err, errlen, CG_EUNSUPP, "cannot build the box: this Linux kernel has "
+                       "no user namespaces (CONFIG_USER_NS); run with --no-sandbox to run "
+                       "code without isolation");
+    case EPERM:
+        return cg_fail(err, errlen, CG_ESYS, "cannot build the box: creating user namespaces "
+                       "is not permitted here (EPERM: kernel.unprivileged_userns_clone=0, an "
+                       "AppArmor/seccomp policy, or a container that forbids it)");
+    case ENOSPC:
+    case EUSERS:
+        return cg_fail(err, errlen, CG_ESYS, "cannot build the box: the limit on user "
+                       "namespaces is reached (ENOSPC: see /proc/sys/user/max_user_namespaces)");
+    }
+    return cg_fail(err, errlen, CG_ESYS, "cannot build the box: clone: %s", strerror(e));
+}
+
+/* Waits for a message from init (bounded in time). Returns its length, 0
+ * when init is gone, -1 on timeout/error. */
+static ssize_t
+recv_timed(struct box *b, void *buf, size_t cap, int timeout_ms)
+{
+    struct pollfd p = { b->ctl, POLLIN, 0 };
+    int rc;
+
+    do
+        rc = poll(&p, 1, timeout_ms);
+    while (rc < 0 && errno == EINTR);
+    if (rc <= 0)
+        return -1;
+    ssize_t n = recv(b->ctl, buf, cap, 0);
+    return n < 0 ? -1 : n;
+}
+
+static int box_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pid, char *err,
+                     size_t errlen);
+static int box_signal(struct spawner *sp, pid_t pid, int sig);
+
+struct box *
+box_new(const struct box_opts *o, char *err, size_t errlen)
+{
+    struct box *b = calloc(1, sizeof *b);
+    int sv[2] = { -1, -1 }, sync[2] = { -1, -1 };
+    uid_t host_uid = geteuid() == 0 ? NOBODY : geteuid();
+    gid_t host_gid = geteuid() == 0 ? NOBODY : getegid();
+    char buf[sizeof(struct boxmsg) + 600];
+    struct boxmsg *m = (struct boxmsg *)buf;
+
+    if (!b) {
+        cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+        return NULL;
+    }
+    b->sp = (struct spawner){ .start = box_start, .signal = box_signal };
+    b->ctl = -1;
+    b->limits = o->limits;
+    b->keep_data = o->keep_data;
+    b->data_dir = strdup(o->data_dir);
+    if (!b->data_dir || make_data_dir(o->data_dir, host_uid, host_gid, err, errlen) != CG_OK)
+        goto fail;
+    b->cg = cgroup_create(&o->limits, o->name, err, errlen);
+    if (!b->cg)
+        goto fail;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(sync, O_CLOEXEC) < 0) {
+        cg_fail(err, errlen, CG_ESYS, "socketpair: %s", strerror(errno));
+        goto fail;
+    }
+    struct boxinit_args a = {
+        .ctl = sv[1], .sync = sync[0], .data_dir = b->data_dir, .tmp_bytes = o->limits.tmp,
+        .limits = o->limits, .mem = cgroup_mechanism(b->cg),
+        .pids_by_cgroup = cgroup_has_pids(b->cg),
+    };
+    /* fork() with namespaces: the caller has one thread, so the child may
+     * go on using this program's code and memory without exec. */
+    pid_t pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS |
+                                   CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD,
+                               NULL, NULL, NULL, NULL);
+    if (pid < 0) {
+        clone_error(errno, err, errlen);
+        goto fail;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        close(sync[1]);
+        boxinit_main(&a);
+    }
+    b->init = pid;
+    close(sv[1]);
+    close(sync[0]);
+    sv[1] = sync[0] = -1;
+    b->ctl = sv[0];
+    sv[0] = -1;
+    if (cgroup_attach(b->cg, pid, err, errlen) != CG_OK
+        || write_id_maps(pid, host_uid, host_gid, err, errlen) != CG_OK)
+        goto fail;
+    if (write(sync[1], "", 1) != 1) {
+        cg_fail(err, errlen, CG_ESYS, "starting the box: %s", strerror(errno));
+        goto fail;
+    }
+    close(sync[1]);
+    sync[1] = -1;
+    ssize_t n = recv_timed(b, buf, sizeof buf - 1, REPLY_TIMEOUT_MS);
+    if (n < (ssize_t)sizeof *m || m->type != BOXMSG_READY) {
+        cg_fail(err, errlen, CG_ESYS, "cannot build the box: its init %s",
+                n < 0 ? "did not answer in time" : "exited during set-up");
+        goto fail;
+    }
+    if (m->error) {
+        buf[n] = '\0';
+        cg_fail(err, errlen, CG_ESYS, "cannot build the box: %s", m->text);
+        goto fail;
+    }
+    log_debug("box %s ready: init pid %ld, memory limit by %s", o->name, (long)pid,
+              mem_mechanism_name(cgroup_mechanism(b->cg)));
+    return b;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (sv[i] >= 0)
+            close(sv[i]);
+        if (sync[i] >= 0)
+            close(sync[i]);
+    }
+    box_destroy(&b);
+    return NULL;
+}
+
+/* ---- removal ------------------------------------------------------------- */
+
+/* Makes directories writable on the way down, so read-only ones that code
+ * in the box left behind can still be emptied. */
+static int
+make_writable(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)ftw;
+    if (type == FTW_D && !S_ISLNK(st->st_mode))
+        chmod(path, 0700);
+    return 0;
+}
+
+static int
+remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (type == FTW_DP)
+        rmdir(path);
+    else
+        unlink(path); /* symlinks are removed, never followed (FTW_PHYS) */
+    return 0;
+}
+
+void
+box_destroy(struct box **bp)
+{
+    if (!bp || !*bp)
+        return;
+    struct box *b = *bp;
+    if (b->ctl >= 0)
+        close(b->ctl); /* init exits, and the pid namespace with it */
+    if (b->init > 0) {
+        kill(b->init, SIGKILL);
+        waitpid(b->init, NULL, 0);
+    }
+    cgroup_destroy(&b->cg);
+    if (b->data_dir && !b->keep_data) {
+        nftw(b->data_dir, make_writable, 32, FTW_PHYS | FTW_MOUNT);
+        nftw(b->data_dir, remove_entry, 32, FTW_PHYS | FTW_DEPTH | FTW_MOUNT);
+    }
+    free(b->data_dir);
+    free(b);
+    *bp = NULL;
+}
+
+/* ---- use ------------------------------------------------------------------ */
+
+struct spawner *
+box_spawner(struct box *b)
+{
+    return &b->sp;
+}
+
+int
+box_fd(const struct box *b)
+{
+    return b->ctl;
+}
+
+pid_t
+box_init_pid(const struct box *b)
+{
+    return b->init;
+}
+
+enum mem_mechanism
+box_mem_mechanism(const struct box *b)
+{
+    return cgroup_mechanism(b->cg);
+}
+
+uint64_t
+box_oom_kills(const struct box *b)
+{
+    return cgroup_oom_kills(b->cg);
+}
+
+const struct box_limits *
+box_limits(const struct box *b)
+{
+    return &b->limits;
+}
+
+/* Appends a NUL-terminated string to the message text. */
+static int
+put_str(char *buf, size_t *len, size_t cap, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    if (*len + n > cap)
+        return -1;
+    memcpy(buf + *len, s, n);
+    *len += n;
+    return 0;
+}
+
+static int
+box_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pidp, char *err,
+          size_t errlen)
+{
+    struct box *b = (struct box *)sp;
+    static char buf[BOXMSG_MAX];
+    struct boxmsg *m = (struct boxmsg *)buf;
+    size_t len = offsetof(struct boxmsg, text);
+    char cbuf[CMSG_SPACE(sizeof(int) * SPAWN_MAX_FDS)];
+
+    if (b->ctl < 0)
+        return cg_fail(err, errlen, CG_ESYS, "the box is gone");
+    if (spec->n_fds > SPAWN_MAX_FDS)
+        return cg_fail(err, errlen, CG_ETOOBIG, "too many fds");
+    memset(m, 0, sizeof *m);
+    m->type = BOXMSG_SPAWN;
+    m->n_fds = (uint32_t)spec->n_fds;
+    for (size_t i = 0; i < spec->n_fds; i++)
+        m->child_fds[i] = spec->fds[i].child_fd;
+    for (const char *const *a = spec->argv; *a; a++, m->argc++)
+        if (put_str(buf, &len, sizeof buf, *a) < 0)
+            return cg_fail(err, errlen, CG_ETOOBIG, "command line too long for the box");
+    for (const char *const *e = spec->envp; *e; e++, m->envc++)
+        if (put_str(buf, &len, sizeof buf, *e) < 0)
+            return cg_fail(err, errlen, CG_ETOOBIG, "environment too large for the box");
+    if (put_str(buf, &len, sizeof buf, spec->cwd ? spec->cwd : "") < 0)
+        return cg_fail(err, errlen, CG_ETOOBIG, "working directory too long");
+
+    struct iovec iov = { buf, len };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (spec->n_fds) {
+        mh.msg_control = cbuf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * spec->n_fds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * spec->n_fds);
+        for (size_t i = 0; i < spec->n_fds; i++)
+            memcpy(CMSG_DATA(c) + i * sizeof(int), &spec->fds[i].parent_fd, sizeof(int));
+    }
+    if (sendmsg(b->ctl, &mh, MSG_NOSIGNAL) < 0)
+        return cg_fail(err, errlen, CG_ESYS, "asking the box to start %s: %s", spec->argv[0],
+                       strerror(errno));
+    /* Exits that arrive before the answer are kept for box_events(). */
+    for (;;) {
+        char rbuf[sizeof(struct boxmsg) + 300];
+        struct boxmsg *r = (struct boxmsg *)rbuf;
+        ssize_t n = recv_timed(b, rbuf, sizeof rbuf - 1, REPLY_TIMEOUT_MS);
+        if (n < (ssize_t)sizeof *r)
+            return cg_fail(err, errlen, CG_ESYS, "the box did not start %s (%s)", spec->argv[0],
+                           n == 0 ? "its init is gone" : "no answer");
+        rbuf[n] = '\0';
+        if (r->type == BOXMSG_EXITED && b->n_exits < MAX_QUEUED) {
+            b->exits[b->n_exits].pid = r->pid;
+            b->exits[b->n_exits++].status = r->status;
+            continue;
+        }
+        if (r->type != BOXMSG_SPAWNED)
+            continue;
+        if (r->error)
+            return cg_fail(err, errlen, CG_ESYS, "%s", (size_t)n > sizeof *r && r->text[0]
+                               ? r->text : strerror(r->error));
+        *pidp = r->pid;
+        return CG_OK;
+    }
+}
+
+static int
+box_signal(struct spawner *sp, pid_t pid, int sig)
+{
+    struct box *b = (struct box *)sp;
+    struct boxmsg m = { .type = BOXMSG_SIGNAL, .pid = pid, .status = sig };
+
+    if (b->ctl < 0 || pid <= 1) {
+        errno = ESRCH;
+        return -1;
+    }
+    return send(b->ctl, &m, sizeof m, MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
+int
+box_events(struct box *b, void (*exited)(void *ctx, pid_t pid, int status), void *ctx)
+{
+    for (size_t i = 0; i < b->n_exits; i++)
+        exited(ctx, b->exits[i].pid, b->exits[i].status);
+    b->n_exits = 0;
+    while (b->ctl >= 0) {
+        struct boxmsg m;
+        ssize_t n = recv(b->ctl, &m, sizeof m, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return CG_OK;
+        if (n <= 0) {
+            close(b->ctl);
+            b->ctl = -1;
+            break;
+        }
+        if ((size_t)n >= sizeof m && m.type == BOXMSG_EXITED)
+            exited(ctx, m.pid, m.status);
+    }
+    return CG_ESYS; /* init is gone, and everything in the box with it */
+}

@@ -1,0 +1,70 @@
+/*
+ * box.h - the box: one sandbox per kernel, in which all of its runtimes run.
+ *
+ * The kernel creates the box's init process in new user, pid, mount,
+ * network, IPC and UTS namespaces. Init builds the box's filesystem (a
+ * read-only view of the system's toolchains, a writable /mnt/data, a
+ * private /tmp, a minimal /dev, its own /proc), brings up loopback, then
+ * serves the kernel over one socketpair: start a process (with fds passed
+ * along), signal a process group, and report exits. Code in the box runs
+ * as uid 1000 without capabilities, with no_new_privs, the seccomp policy
+ * and the limits. When init goes, the pid namespace goes with everything
+ * in it.
+ */
+#ifndef CG_BOX_H
+#define CG_BOX_H
+
+#include "../kernel/spawn.h"
+#include "limits.h"
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define BOX_UID 1000           /* the user code runs as, inside */
+#define BOX_HOME "/mnt/data"   /* its home and working directory */
+
+struct box_opts {
+    const char *data_dir;      /* host directory seen as /mnt/data (created if missing) */
+    bool keep_data;            /* keep data_dir after the box is destroyed */
+    const char *name;          /* for the cgroup and logs, e.g. "kernel-<id>" */
+    struct box_limits limits;
+};
+
+struct box;
+
+/*
+ * Builds a box and returns once its init is serving. Must be called while
+ * the process has one thread (init is forked without exec). Returns NULL
+ * with err saying what the machine refused (user namespaces disabled,
+ * EPERM, ENOSPC, a mount that failed...).
+ */
+struct box *box_new(const struct box_opts *opts, char *err, size_t errlen);
+
+/* Kills everything in the box, reaps init, removes the cgroup and (unless
+ * keep_data) the data directory; frees and nulls *b. Idempotent. */
+void box_destroy(struct box **b);
+
+/* The box as a spawner: pids it returns are pids inside the box. */
+struct spawner *box_spawner(struct box *b);
+
+/* An fd to poll for box events (process exits, init's death). */
+int box_fd(const struct box *b);
+
+/*
+ * Handles pending events: calls exited(ctx, pid, status) for each process
+ * started in the box that ended (status as from waitpid). Returns CG_OK,
+ * or CG_ESYS once init is gone (every process in the box is dead then).
+ */
+int box_events(struct box *b, void (*exited)(void *ctx, pid_t pid, int status), void *ctx);
+
+/* The host pid of the box's init (a child of the caller). */
+pid_t box_init_pid(const struct box *b);
+
+/* The memory-limit mechanism in force, and OOM kills so far. */
+enum mem_mechanism box_mem_mechanism(const struct box *b);
+uint64_t box_oom_kills(const struct box *b);
+
+/* The box's limits (as given). */
+const struct box_limits *box_limits(const struct box *b);
+
+#endif

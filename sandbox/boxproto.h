@@ -1,0 +1,34 @@
+/*
+ * boxproto.h - messages between the kernel and the box's init, on a
+ * SOCK_SEQPACKET socketpair (one message per datagram, fds as SCM_RIGHTS).
+ * Init trusts the kernel; the kernel bounds and checks what init sends.
+ */
+#ifndef CG_BOXPROTO_H
+#define CG_BOXPROTO_H
+
+#include "../kernel/spawn.h"
+
+#include <stdint.h>
+
+#define BOXMSG_MAX (256 * 1024) /* a spawn request's strings must fit */
+
+enum boxmsg_type {
+    BOXMSG_READY = 1,   /* init -> kernel: set-up done (or `error` says why not) */
+    BOXMSG_SPAWN,       /* kernel -> init: start a process; fds attached */
+    BOXMSG_SPAWNED,     /* init -> kernel: pid, or error/stage */
+    BOXMSG_SIGNAL,      /* kernel -> init: sig to the process group of pid */
+    BOXMSG_EXITED,      /* init -> kernel: pid ended with status */
+};
+
+struct boxmsg {
+    uint32_t type;
+    int32_t pid;
+    int32_t status;           /* EXITED: wait status; SIGNAL: the signal */
+    int32_t error;            /* errno of a failure, 0 if none */
+    uint32_t n_fds;           /* SPAWN: fds attached, in child_fds order */
+    int32_t child_fds[SPAWN_MAX_FDS];
+    uint32_t argc, envc;      /* SPAWN: then argv, envp, cwd as NUL-ended strings */
+    char text[];              /* SPAWN: the strings; READY/SPAWNED: an error message */
+};
+
+#endif
