@@ -151,6 +151,7 @@ fuzz: deps
 bench: install-kernelspecs
 	$(PYTHON) ../shared/bench/kernelbench.py cellgate-python --vs python3
 	$(PYTHON) bench/ready.py cellgate-python python3
+	$(PYTHON) bench/boxbench.py --cellgate $(B)/cellgate
 
 clean:
 	rm -rf $(B)

@@ -51,6 +51,8 @@ print_box_check(void)
     limits_defaults(&o.limits);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     struct box *b = box_new(&o, err, sizeof err);
+    if (b && box_ready(b, err, sizeof err) != 0)
+        box_destroy(&b);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (b)
         printf("  box                  works (built in %.1f ms; memory limit by %s)\n",
@@ -66,7 +68,6 @@ static void
 print_sandbox(void)
 {
     char v[128];
-    struct stat st;
 
     printf("\nsandbox features of this machine:\n");
     read_line("/proc/sys/user/max_user_namespaces", v, sizeof v);
@@ -74,8 +75,6 @@ print_sandbox(void)
     read_line("/proc/sys/kernel/unprivileged_userns_clone", v, sizeof v);
     if (v[0])
         printf("  unprivileged userns  %s\n", strcmp(v, "1") == 0 ? "allowed" : "disabled");
-    printf("  cgroup v2            %s\n",
-           stat("/sys/fs/cgroup/cgroup.controllers", &st) == 0 ? "mounted" : "not mounted");
     read_line("/proc/sys/kernel/seccomp/actions_avail", v, sizeof v);
     printf("  seccomp filters      %s\n", v[0] ? "available" : "not available");
     printf("  running as           %s\n", geteuid() == 0 ? "root" : "an ordinary user");

@@ -81,6 +81,7 @@ struct kernel {
     bool *backlog_abort;                /* ... and whether to abort each */
     size_t backlog_len, backlog_cap;
     bool aborting;                      /* the request being served is aborted */
+    bool prestart;                      /* start the main runtime once the loop runs */
     bool quit;
     size_t output_limit;
     bool color;
@@ -1257,6 +1258,19 @@ parent_gone(const struct kernel *k)
 
 /* ---- the loop ----------------------------------------------------------- */
 
+/* Starts the main language's runtime ahead of the first cell, once. */
+static void
+prestart(struct kernel *k)
+{
+    char err[512];
+
+    if (!k->prestart)
+        return;
+    k->prestart = false;
+    if (k->p.kind == PR_NONE && !ensure_runtime(k, k->primary, err, sizeof err))
+        log_warn("%s", err);
+}
+
 static void
 loop(struct kernel *k)
 {
@@ -1282,7 +1296,7 @@ loop(struct kernel *k)
             rt_n[i] = k->rts[i] ? runtime_poll_items(k->rts[i], &items[n]) : 0;
             n += rt_n[i];
         }
-        bool ready = k->backlog_len && k->p.kind == PR_NONE;
+        bool ready = (k->backlog_len && k->p.kind == PR_NONE) || k->prestart;
         long wait_ms = ready ? 0 : PARENT_CHECK_MS;
         if (k->p.deadline) {
             double left = k->p.deadline - now_s();
@@ -1300,6 +1314,7 @@ loop(struct kernel *k)
         check_deadline(k);
         if (rc <= 0) {
             serve_backlog(k);
+            prestart(k);
             continue;
         }
         if (items[0].revents & ZMQ_POLLIN)
@@ -1327,6 +1342,7 @@ loop(struct kernel *k)
         if ((items[3].revents & ZMQ_POLLIN) && k->p.kind == PR_NONE && !k->backlog_len
             && !k->quit)
             dispatch(k, CH_SHELL);
+        prestart(k);
     }
 }
 
@@ -1379,10 +1395,9 @@ kernel_run(const struct kernel_opts *opts)
     }
     k.hb_started = true;
     publish_status(&k, NULL, "starting");
-    /* Start the main language's driver now, in parallel with the client
-     * connecting, so the first cell does not wait for it. */
-    if (!ensure_runtime(&k, k.primary, err, sizeof err))
-        log_warn("%s", err);
+    /* The main language's driver starts in the loop's first turn, after
+     * any kernel_info already waiting, so the first cell need not wait. */
+    k.prestart = true;
     loop(&k);
     status = 0;
 out:

@@ -5,7 +5,7 @@
 #ifndef CG_KERNEL_H
 #define CG_KERNEL_H
 
-#include "../sandbox/limits.h"
+#include "../sandbox/boxlimits.h"
 #include "langs.h"
 
 #include <stdbool.h>

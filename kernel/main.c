@@ -2,7 +2,8 @@
  * main.c - the `cellgate` command: kernel, install, doctor.
  */
 #include "../common/log.h"
-#include "../sandbox/limits.h"
+#include "../sandbox/box.h"
+#include "../sandbox/boxlimits.h"
 #include "doctor.h"
 #include "kernel.h"
 #include "kernelspec.h"
@@ -12,9 +13,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void
@@ -29,6 +32,8 @@ usage(FILE *f)
           "  install [--user | --sys-prefix | --prefix DIR]\n"
           "                                  write the kernelspecs\n"
           "  doctor                          show languages and features of this machine\n"
+          "  box [--keep-data] -- CMD [ARG...]\n"
+          "                                  run one command in a fresh box (try the sandbox)\n"
           "\n"
           "Run `cellgate COMMAND --help` for a command's options.\n",
           f);
@@ -287,6 +292,88 @@ cmd_install(int argc, char **argv)
     return 0;
 }
 
+/* A process in the box ended: remember its status. */
+static void
+box_cmd_exited(void *ctx, pid_t pid, int status)
+{
+    int *st = ctx;
+    (void)pid;
+    *st = status;
+}
+
+/* `cellgate box -- CMD...`: a fresh box with the kernel's defaults and a
+ * throw-away /mnt/data, CMD run in it with our stdin/stdout/stderr, its
+ * exit status returned (128 + signal when killed). */
+static int
+cmd_box(int argc, char **argv)
+{
+    char dir[] = "/tmp/cellgate-box-XXXXXX", data[64], err[512];
+    struct box_opts o = { .name = NULL };
+    int i = 1, status = -1;
+
+    if (i < argc && (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)) {
+        printf("usage: cellgate box [--keep-data] -- CMD [ARG...]\n\nRuns CMD in a fresh box, "
+               "as a kernel's code runs: its own namespaces, uid 1000,\nno capabilities, "
+               "seccomp, the default limits (CELLGATE_MEMORY, ...), a\nthrow-away /mnt/data. "
+               "CMD must be an absolute path inside the box.\n");
+        return 0;
+    }
+    if (i < argc && strcmp(argv[i], "--version") == 0)
+        return print_version();
+    if (i < argc && strcmp(argv[i], "--keep-data") == 0) {
+        o.keep_data = true;
+        i++;
+    }
+    if (i < argc && strcmp(argv[i], "--") == 0)
+        i++;
+    if (i >= argc || argv[i][0] != '/') {
+        fprintf(stderr, "cellgate box: give an absolute command: cellgate box -- /bin/sh -c ...\n");
+        return 2;
+    }
+    limits_defaults(&o.limits);
+    if (limits_from_env(&o.limits, err, sizeof err) != 0 || !mkdtemp(dir)) {
+        fprintf(stderr, "cellgate box: %s\n", err[0] ? err : strerror(errno));
+        return 2;
+    }
+    snprintf(data, sizeof data, "%s/data", dir);
+    o.data_dir = data;
+    char name[40];
+    snprintf(name, sizeof name, "box-%ld", (long)getpid());
+    o.name = name;
+    struct box *b = box_new(&o, err, sizeof err);
+    if (!b) {
+        fprintf(stderr, "cellgate box: %s\n", err);
+        rmdir(dir);
+        return 1;
+    }
+    static const char *const env[] = { "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/mnt/data",
+                                       "LANG=C.UTF-8", "USER=user", "TERM=dumb", NULL };
+    struct spawn_fd fds[] = { { 0, 0 }, { 1, 1 }, { 2, 2 } };
+    struct spawn_spec spec = { .argv = (const char *const *)argv + i, .envp = env,
+                               .fds = fds, .n_fds = 3 };
+    struct spawner *sp = box_spawner(b);
+    pid_t pid;
+    if (sp->start(sp, &spec, &pid, err, sizeof err) != 0) {
+        fprintf(stderr, "cellgate box: %s\n", err);
+    } else {
+        while (status < 0) {
+            struct pollfd p = { box_fd(b), POLLIN, 0 };
+            if (poll(&p, 1, -1) < 0 && errno != EINTR)
+                break;
+            if (box_events(b, box_cmd_exited, &status) != 0 && status < 0)
+                break;
+        }
+    }
+    box_destroy(&b);
+    if (!o.keep_data)
+        rmdir(dir);
+    else
+        fprintf(stderr, "cellgate box: /mnt/data kept in %s\n", data);
+    if (status < 0)
+        return 1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -306,6 +393,8 @@ main(int argc, char **argv)
         return cmd_kernel(argc - 1, argv + 1);
     if (strcmp(cmd, "install") == 0)
         return cmd_install(argc - 1, argv + 1);
+    if (strcmp(cmd, "box") == 0)
+        return cmd_box(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0) {
         if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
             printf("usage: cellgate doctor\n\nShows which languages this machine has (with "

@@ -37,6 +37,9 @@ struct box {
     bool keep_data;
     struct box_limits limits;
     struct box_cgroup *cg;
+    bool attached;          /* init is in the cgroup */
+    bool ready;             /* init reported its set-up done */
+    char failed[512];       /* why the set-up failed, if it did */
     struct { pid_t pid; int status; } exits[MAX_QUEUED]; /* read while awaiting a reply */
     size_t n_exits;
 };
@@ -63,7 +66,7 @@ make_data_dir(const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
         }
     if (mkdir(path, 0700) < 0 && errno != EEXIST)
         return cg_fail(err, errlen, CG_ESYS, "cannot create %s: %s", path, strerror(errno));
-    if (geteuid() == 0 && chown(path, uid, gid) < 0)
+    if (uid != geteuid() && chown(path, uid, gid) < 0)
         return cg_fail(err, errlen, CG_ESYS, "cannot chown %s: %s", path, strerror(errno));
     return CG_OK;
 }
@@ -140,6 +143,24 @@ recv_timed(struct box *b, void *buf, size_t cap, int timeout_ms)
     return n < 0 ? -1 : n;
 }
 
+/* True when we are root of the machine, not only of a user namespace: only
+ * then may the box's user be nobody rather than our own uid. */
+static bool
+machine_root(void)
+{
+    char line[128] = "";
+    unsigned long inside, outside, count;
+    FILE *f;
+
+    if (geteuid() != 0 || !(f = fopen("/proc/self/uid_map", "re")))
+        return false;
+    if (!fgets(line, sizeof line, f))
+        line[0] = '\0';
+    fclose(f);
+    return sscanf(line, "%lu %lu %lu", &inside, &outside, &count) == 3 && inside == 0
+           && outside == 0 && count == 4294967295UL;
+}
+
 static int box_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pid, char *err,
                      size_t errlen);
 static int box_signal(struct spawner *sp, pid_t pid, int sig);
@@ -149,11 +170,9 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
 {
     struct box *b = calloc(1, sizeof *b);
     int sv[2] = { -1, -1 }, sync[2] = { -1, -1 };
-    uid_t host_uid = geteuid() == 0 ? NOBODY : geteuid();
-    gid_t host_gid = geteuid() == 0 ? NOBODY : getegid();
-    char buf[sizeof(struct boxmsg) + 600];
-    struct boxmsg *m = (struct boxmsg *)buf;
-
+    bool root = machine_root();
+    uid_t host_uid = root ? NOBODY : geteuid();
+    gid_t host_gid = root ? NOBODY : getegid();
     if (!b) {
         cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         return NULL;
@@ -197,29 +216,14 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
     sv[1] = sync[0] = -1;
     b->ctl = sv[0];
     sv[0] = -1;
-    if (cgroup_attach(b->cg, pid, err, errlen) != CG_OK
-        || write_id_maps(pid, host_uid, host_gid, err, errlen) != CG_OK)
+    if (write_id_maps(pid, host_uid, host_gid, err, errlen) != CG_OK)
         goto fail;
     if (write(sync[1], "", 1) != 1) {
         cg_fail(err, errlen, CG_ESYS, "starting the box: %s", strerror(errno));
         goto fail;
     }
     close(sync[1]);
-    sync[1] = -1;
-    ssize_t n = recv_timed(b, buf, sizeof buf - 1, REPLY_TIMEOUT_MS);
-    if (n < (ssize_t)sizeof *m || m->type != BOXMSG_READY) {
-        cg_fail(err, errlen, CG_ESYS, "cannot build the box: its init %s",
-                n < 0 ? "did not answer in time" : "exited during set-up");
-        goto fail;
-    }
-    if (m->error) {
-        buf[n] = '\0';
-        cg_fail(err, errlen, CG_ESYS, "cannot build the box: %s", m->text);
-        goto fail;
-    }
-    log_debug("box %s ready: init pid %ld, memory limit by %s", o->name, (long)pid,
-              mem_mechanism_name(cgroup_mechanism(b->cg)));
-    return b;
+    return b; /* init builds the box now; box_ready() collects it */
 fail:
     for (int i = 0; i < 2; i++) {
         if (sv[i] >= 0)
@@ -229,6 +233,43 @@ fail:
     }
     box_destroy(&b);
     return NULL;
+}
+
+/* Takes init's READY message (m, n bytes): set-up done, or why not. */
+static void
+take_ready(struct box *b, const struct boxmsg *m, size_t n)
+{
+    b->ready = true;
+    if (m->error)
+        snprintf(b->failed, sizeof b->failed, "cannot build the box: %.*s",
+                 (int)(n - sizeof *m), m->text);
+}
+
+int
+box_ready(struct box *b, char *err, size_t errlen)
+{
+    char buf[sizeof(struct boxmsg) + 600];
+    struct boxmsg *m = (struct boxmsg *)buf;
+
+    /* Attaching to a v1 cgroup takes ~15 ms (an RCU grace period): done
+     * here, after the kernel has bound its sockets, and always before init
+     * starts a process. */
+    if (!b->attached) {
+        if (cgroup_attach(b->cg, b->init, err, errlen) != CG_OK)
+            return CG_ESYS;
+        b->attached = true;
+    }
+    while (!b->ready) {
+        ssize_t n = recv_timed(b, buf, sizeof buf - 1, REPLY_TIMEOUT_MS);
+        if (n < (ssize_t)sizeof *m)
+            return cg_fail(err, errlen, CG_ESYS, "cannot build the box: its init %s",
+                           n < 0 ? "did not answer in time" : "exited during set-up");
+        if (m->type == BOXMSG_READY)
+            take_ready(b, m, (size_t)n);
+    }
+    if (b->failed[0])
+        return cg_fail(err, errlen, CG_ESYS, "%s", b->failed);
+    return CG_OK;
 }
 
 /* ---- removal ------------------------------------------------------------- */
@@ -340,6 +381,8 @@ box_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pidp, char *
 
     if (b->ctl < 0)
         return cg_fail(err, errlen, CG_ESYS, "the box is gone");
+    if (box_ready(b, err, errlen) != CG_OK)
+        return CG_ESYS;
     if (spec->n_fds > SPAWN_MAX_FDS)
         return cg_fail(err, errlen, CG_ETOOBIG, "too many fds");
     memset(m, 0, sizeof *m);
@@ -415,8 +458,9 @@ box_events(struct box *b, void (*exited)(void *ctx, pid_t pid, int status), void
         exited(ctx, b->exits[i].pid, b->exits[i].status);
     b->n_exits = 0;
     while (b->ctl >= 0) {
-        struct boxmsg m;
-        ssize_t n = recv(b->ctl, &m, sizeof m, MSG_DONTWAIT);
+        char buf[sizeof(struct boxmsg) + 600];
+        struct boxmsg *m = (struct boxmsg *)buf;
+        ssize_t n = recv(b->ctl, buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return CG_OK;
         if (n <= 0) {
@@ -424,8 +468,10 @@ box_events(struct box *b, void (*exited)(void *ctx, pid_t pid, int status), void
             b->ctl = -1;
             break;
         }
-        if ((size_t)n >= sizeof m && m.type == BOXMSG_EXITED)
-            exited(ctx, m.pid, m.status);
+        if ((size_t)n >= sizeof *m && m->type == BOXMSG_EXITED)
+            exited(ctx, m->pid, m->status);
+        else if ((size_t)n >= sizeof *m && m->type == BOXMSG_READY)
+            take_ready(b, m, (size_t)n);
     }
     return CG_ESYS; /* init is gone, and everything in the box with it */
 }

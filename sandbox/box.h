@@ -15,7 +15,7 @@
 #define CG_BOX_H
 
 #include "../kernel/spawn.h"
-#include "limits.h"
+#include "boxlimits.h"
 
 #include <stdbool.h>
 #include <sys/types.h>
@@ -33,12 +33,20 @@ struct box_opts {
 struct box;
 
 /*
- * Builds a box and returns once its init is serving. Must be called while
- * the process has one thread (init is forked without exec). Returns NULL
- * with err saying what the machine refused (user namespaces disabled,
- * EPERM, ENOSPC, a mount that failed...).
+ * Starts a box: its init is cloned into the new namespaces and builds the
+ * box while the caller goes on (box_ready() waits for it; the first spawn
+ * does too). Must be called while the process has one thread (init is
+ * forked without exec). Returns NULL with err saying what the machine
+ * refused (user namespaces disabled, EPERM, ENOSPC, ...).
  */
 struct box *box_new(const struct box_opts *opts, char *err, size_t errlen);
+
+/*
+ * Finishes what box_new() started: puts init in the box's cgroup and waits
+ * (bounded) until it reports its set-up done. Returns CG_OK, or an error
+ * saying which step of the set-up failed (a mount, the filter, ...).
+ */
+int box_ready(struct box *b, char *err, size_t errlen);
 
 /* Kills everything in the box, reaps init, removes the cgroup and (unless
  * keep_data) the data directory; frees and nulls *b. Idempotent. */

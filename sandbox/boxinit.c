@@ -16,7 +16,7 @@
 
 #include "../common/cgerr.h"
 #include "boxproto.h"
-#include "seccomp.h"
+#include "boxseccomp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -386,7 +386,7 @@ child_hook(void *arg)
         return -1;
     if (drop_all_caps() < 0)
         return -1;
-    return seccomp_load(cs->prog); /* last: nothing after it but exec */
+    return box_seccomp_load(cs->prog); /* last: nothing after it but exec */
 }
 
 static void
@@ -570,7 +570,7 @@ boxinit_main(const struct boxinit_args *a)
     if (sethostname("cellgate", 8) < 0)
         setup_fail("sethostname: %s", strerror(errno));
     loopback_up();
-    if (seccomp_build(&prog, err, sizeof err) != CG_OK)
+    if (box_seccomp_build(&prog, err, sizeof err) != CG_OK)
         setup_fail("building the seccomp filter: %s", err);
     serve(a, &prog);
 }

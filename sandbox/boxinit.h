@@ -5,7 +5,7 @@
 #ifndef CG_BOXINIT_H
 #define CG_BOXINIT_H
 
-#include "limits.h"
+#include "boxlimits.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -13,12 +13,13 @@
  * keeps any limit put on the kernel itself binding on its boxes. The
  * "cellgate" parent is created on demand and left in place.
  */
-#include "limits.h"
+#include "boxlimits.h"
 
 #include "../common/cgerr.h"
 #include "../common/log.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -498,6 +499,34 @@ name_ok(const char *name)
     return true;
 }
 
+#define STALE_AGE 60 /* seconds an empty box cgroup must have existed to be swept */
+
+/*
+ * Removes box cgroups left behind by kernels that were killed outright
+ * (SIGKILL gives no chance to clean up): empty ones older than a minute.
+ * A live box's cgroup holds its init from the moment it starts, and rmdir
+ * refuses a cgroup that holds a process, so only leftovers go.
+ */
+static void
+sweep_stale(const struct cg_dir *p)
+{
+    DIR *dir = opendir(p->path);
+    struct dirent *e;
+    time_t now = time(NULL);
+
+    while (dir && (e = readdir(dir))) {
+        char path[CG_PATH], procs[64];
+        struct stat st;
+        if (e->d_name[0] == '.' || join(path, sizeof path, p->path, e->d_name) != CG_OK
+            || stat(path, &st) != 0 || !S_ISDIR(st.st_mode) || now - st.st_mtime < STALE_AGE)
+            continue;
+        if (cg_read(path, "cgroup.procs", procs, sizeof procs) == 0 && procs[0] == '\0')
+            rmdir(path);
+    }
+    if (dir)
+        closedir(dir);
+}
+
 /* Creates the box's directory name below parent p, filling leaf on success
  * only (so a failed box never removes a parent). */
 static int
@@ -540,6 +569,7 @@ make_box_dir(const char *ctl, const char *name, struct cg_dir *leaf, bool *pids,
         if (rc != CG_OK)
             return *avail ? rc : CG_OK;
         *avail = true;
+        sweep_stale(&parent);
         rc = make_leaf(&parent, name, leaf, err, errlen);
         if (rc != CG_ENOTFOUND)
             break;

@@ -18,7 +18,7 @@
  *   - system calls newer than the last one we reviewed (REVIEWED_LAST)
  *     answer ENOSYS, as on an older kernel, so a default-allow policy does
  *     not silently allow whatever the next kernel adds (open_tree_attr,
- *     Linux 6.15, is more of the new mount API);
+ *     number 467, is more of the new mount API);
  *   - personality() may not set READ_IMPLIES_EXEC or MMAP_PAGE_ZERO, but
  *     its query form personality(0xffffffff), which sets every bit, works.
  */
@@ -37,19 +37,9 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-/*
- * libseccomp has its own seccomp_load() (for its filter contexts, never
- * used here), which clashes with ours: hide its declaration. Its header has
- * our header's name, so this file must be compiled without -Isandbox.
- */
-#define seccomp_load libseccomp_seccomp_load
-#include <seccomp.h>
-#undef seccomp_load
-#ifndef SCMP_VER_MAJOR
-#error "<seccomp.h> is sandbox/seccomp.h here, not libseccomp's: drop -Isandbox"
-#endif
+#include <seccomp.h> /* libseccomp's */
 
-#include "seccomp.h"
+#include "boxseccomp.h"
 
 #include "../common/cgerr.h"
 
@@ -323,7 +313,7 @@ write_prologue(struct sock_filter *f, char *err, size_t errlen)
 }
 
 int
-seccomp_build(struct sock_fprog *prog, char *err, size_t errlen)
+box_seccomp_build(struct sock_fprog *prog, char *err, size_t errlen)
 {
     const size_t head = N_ABIS * BLOCK_LEN;
     scmp_filter_ctx ctx = NULL;
@@ -399,7 +389,7 @@ out:
 }
 
 int
-seccomp_load(const struct sock_fprog *prog)
+box_seccomp_load(const struct sock_fprog *prog)
 {
     if (!prog || !prog->filter || prog->len == 0) {
         errno = EINVAL;

@@ -16,7 +16,7 @@
  *      -o build/tests/seccomp_probe
  */
 #include "cgerr.h"
-#include "seccomp.h"
+#include "boxseccomp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,7 +43,7 @@
 /* The result of a system call: 0 or its errno. */
 #define ERR(call) ((call) < 0 ? errno : 0)
 
-/* Calls newer than the C library's headers (Linux 6.8, 6.15). */
+/* Calls newer than the C library's headers (and than REVIEWED_LAST). */
 #define NR_LISTMOUNT 458
 #define NR_OPEN_TREE_ATTR 467
 
@@ -451,11 +451,11 @@ main(int argc, char **argv)
     }
     signal(SIGSYS, on_sigsys);
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (seccomp_build(&prog, err, sizeof err) != CG_OK) {
+    if (box_seccomp_build(&prog, err, sizeof err) != CG_OK) {
         fprintf(stderr, "seccomp_probe: %s\n", err);
         return 1;
     }
-    if (seccomp_load(&prog) < 0) {
+    if (box_seccomp_load(&prog) < 0) {
         fprintf(stderr, "seccomp_probe: loading the filter: %s\n", strerror(errno));
         return 1;
     }

@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "cgerr.h"
-#include "limits.h"
+#include "boxlimits.h"
 
 #include <errno.h>
 #include <mntent.h>

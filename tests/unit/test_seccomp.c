@@ -16,7 +16,7 @@
 #include <cmocka.h>
 
 #include "cgerr.h"
-#include "seccomp.h"
+#include "boxseccomp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,7 +45,7 @@
 /* Calls newer than the C library's headers. */
 #define NR_FUTEX_REQUEUE 456 /* Linux 6.7, the last one reviewed */
 #define NR_STATMOUNT 457     /* Linux 6.8 */
-#define NR_OPEN_TREE_ATTR 467 /* Linux 6.15 */
+#define NR_OPEN_TREE_ATTR 467 /* more of the new mount API */
 
 #define X32_BIT 0x40000000L
 
@@ -122,7 +122,7 @@ run_in_child(const struct call *calls, size_t n, bool filtered, int *got, size_t
         for (size_t i = 0; i < N(sigs); i++)
             signal(sigs[i], SIG_DFL);
         close(p[0]);
-        if (filtered && seccomp_load(&prog) < 0)
+        if (filtered && box_seccomp_load(&prog) < 0)
             _exit(3);
         for (size_t i = 0; i < n; i++) {
             int r = make_call(&calls[i]);
@@ -398,7 +398,7 @@ group_setup(void **state)
     char err[256];
 
     (void)state;
-    if (seccomp_build(&prog, err, sizeof err) != CG_OK) {
+    if (box_seccomp_build(&prog, err, sizeof err) != CG_OK) {
         print_error("seccomp_build: %s\n", err);
         return -1;
     }
@@ -426,7 +426,7 @@ test_build(void **state)
     assert_int_equal(prog.filter[0].code, BPF_LD | BPF_W | BPF_ABS);
     assert_int_equal(prog.filter[0].k, 4);
     /* Building is deterministic: the same table, the same program. */
-    assert_int_equal(seccomp_build(&again, err, sizeof err), CG_OK);
+    assert_int_equal(box_seccomp_build(&again, err, sizeof err), CG_OK);
     assert_string_equal(err, "");
     assert_int_equal(again.len, prog.len);
     assert_memory_equal(again.filter, prog.filter, prog.len * sizeof *prog.filter);
@@ -441,10 +441,10 @@ test_load_rejects_no_program(void **state)
 
     (void)state;
     errno = 0;
-    assert_int_equal(seccomp_load(NULL), -1);
+    assert_int_equal(box_seccomp_load(NULL), -1);
     assert_int_equal(errno, EINVAL);
     errno = 0;
-    assert_int_equal(seccomp_load(&empty), -1);
+    assert_int_equal(box_seccomp_load(&empty), -1);
     assert_int_equal(errno, EINVAL);
     /* Refused before anything was set. */
     assert_int_equal(prctl(PR_GET_NO_NEW_PRIVS, 0L, 0L, 0L, 0L), nnp);

@@ -1,11 +1,11 @@
 /*
- * limits.h - the box's resource limits: what they are (defaults, flags,
+ * boxlimits.h - the box's resource limits: what they are (defaults, flags,
  * environment) and how they are enforced (cgroup v2 where delegated, the
  * cgroup v1 memory and pids controllers when the kernel runs as root,
  * rlimits otherwise).
  */
-#ifndef CG_LIMITS_H
-#define CG_LIMITS_H
+#ifndef CG_BOXLIMITS_H
+#define CG_BOXLIMITS_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,12 +1,12 @@
 /*
- * seccomp.h - the box's system call policy (libseccomp). The policy is one
+ * boxseccomp.h - the box's system call policy (libseccomp). The policy is one
  * readable table in seccomp.c: calls a sandboxed program must not make are
  * refused with an errno (never a kill, so runtimes that probe survive);
  * clone3 answers ENOSYS so libc falls back to clone, where namespace flags
  * can be checked.
  */
-#ifndef CG_SECCOMP_H
-#define CG_SECCOMP_H
+#ifndef CG_BOXSECCOMP_H
+#define CG_BOXSECCOMP_H
 
 #include <linux/filter.h>
 #include <stddef.h>
@@ -16,12 +16,12 @@
  * a BPF program owned by the caller (free prog->filter). Returns CG_OK or
  * an error with err filled.
  */
-int seccomp_build(struct sock_fprog *prog, char *err, size_t errlen);
+int box_seccomp_build(struct sock_fprog *prog, char *err, size_t errlen);
 
 /*
  * In a child just before exec: sets PR_SET_NO_NEW_PRIVS and loads prog.
  * Async-signal-safe (prctl/seccomp only). Returns 0 or -1 with errno.
  */
-int seccomp_load(const struct sock_fprog *prog);
+int box_seccomp_load(const struct sock_fprog *prog);
 
 #endif

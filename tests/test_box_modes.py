@@ -1,0 +1,123 @@
+"""The box where users run it: as an ordinary user (unprivileged user
+namespaces), as root, without it when the operator says so, and with a
+clear error when the machine refuses to build one."""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from jupyter_client import BlockingKernelClient
+from jupyter_client.connect import write_connection_file
+
+from conftest import CELLGATE, run, stream_text, wait_until
+
+
+def py_value(kc, expr):
+    reply, out = run(kc, f"print(repr({expr}))")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return eval(stream_text(out, "stdout"))  # noqa: S307
+
+
+def start_raw_kernel(tmp_path, env=None, prefix=()):
+    """A kernel launched by hand (optionally as another user), and a client."""
+    cf, _ = write_connection_file(str(tmp_path / "kernel-raw.json"), key=b"secret")
+    os.chmod(cf, 0o644)
+    proc = subprocess.Popen([*prefix, CELLGATE, "kernel", "-f", cf],
+                            env={**os.environ, **(env or {})})
+    kc = BlockingKernelClient(connection_file=cf)
+    kc.load_connection_file()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=20)
+    return proc, kc
+
+
+def stop(proc, kc):
+    kc.shutdown()
+    kc.stop_channels()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root to become an ordinary user")
+def test_box_as_an_ordinary_user():
+    # pytest's tmp_path sits below a root-only directory: use one that the
+    # ordinary user can reach, for its connection file and state.
+    import pathlib
+    import tempfile
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="cellgate-user-"))
+    os.chmod(tmp_path, 0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)
+    proc, kc = start_raw_kernel(
+        tmp_path, env={"CELLGATE_STATE_DIR": str(state), "HOME": str(state)},
+        prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+    try:
+        assert py_value(kc, "(__import__('os').getuid(), __import__('os').getcwd())") == \
+            (1000, "/mnt/data")
+        assert py_value(kc, "__import__('socket').gethostname()") == "cellgate"
+        assert py_value(kc, "len([p for p in __import__('os').listdir('/proc') "
+                            "if p.isdigit()]) < 10")
+        reply, out = run(kc, "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                             ".connect(('192.0.2.1', 53))")
+        assert "Network is unreachable" in reply["content"]["evalue"]
+    finally:
+        stop(proc, kc)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_no_sandbox_is_explicit_and_runs_as_the_kernel(kernel_factory):
+    km, kc = kernel_factory("cellgate-python", env={"CELLGATE_SANDBOX": "0"})
+    assert py_value(kc, "__import__('os').getuid()") == os.getuid()
+    assert py_value(kc, "__import__('socket').gethostname()") == os.uname().nodename
+
+
+def test_data_dir_removed_at_shutdown_unless_kept(tmp_path):
+    for keep in ("0", "1"):
+        state = tmp_path / f"state{keep}"
+        proc, kc = start_raw_kernel(tmp_path, env={"CELLGATE_STATE_DIR": str(state),
+                                                   "CELLGATE_KEEP_DATA": keep})
+        run(kc, "open('note.txt', 'w').write('kept?')")
+        host = state / "raw" / "note.txt"
+        assert host.read_text() == "kept?"  # /mnt/data is this host directory
+        stop(proc, kc)
+        assert host.exists() == (keep == "1")
+
+
+def test_clear_error_when_namespaces_are_refused(tmp_path):
+    # In a user namespace of our own whose limit on nested user namespaces
+    # is 0, the machine refuses the box with ENOSPC: cells must say so.
+    script = (f"echo 0 > /proc/sys/user/max_user_namespaces && "
+              f"exec '{CELLGATE}' doctor")
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    assert "box                  FAILS" in r.stdout, r.stdout + r.stderr
+    assert "max_user_namespaces" in r.stdout
+
+
+def test_refused_box_is_an_error_in_every_cell_never_a_fallback(tmp_path):
+    cf, _ = write_connection_file(str(tmp_path / "kernel-refused.json"), key=b"k")
+    script = (f"echo 0 > /proc/sys/user/max_user_namespaces && "
+              f"exec '{CELLGATE}' kernel -f '{cf}'")
+    proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "sh", "-c", script])
+    kc = BlockingKernelClient(connection_file=cf)
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=20)
+        reply, out = run(kc, "print('this must not run unboxed')")
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "RuntimeUnavailable"
+        assert "box" in reply["content"]["evalue"] and "--no-sandbox" not in \
+            stream_text(out, "stdout")
+        assert "this must not run" not in stream_text(out, "stdout")
+    finally:
+        kc.stop_channels()
+        proc.kill()
+        proc.wait()
