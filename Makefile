@@ -102,8 +102,17 @@ $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icommon $^ $(LDFLAGS) $(LDLIBS) -o $@
 
-unit: all $(UNIT_BINS)
+# The seccomp probe: loads the box's filter, calls each refused syscall with
+# harmless bad arguments and checks every errno (and that normal work goes on).
+$(B)/tests/seccomp_probe: tests/seccomp_probe.c $(B)/sandbox/seccomp.o $(B)/common/cgerr.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icommon -Isandbox $^ $(LDFLAGS) $(LDLIBS) -o $@
+
+unit: all $(UNIT_BINS) $(B)/tests/seccomp_probe
 	@set -e; for t in $(UNIT_BINS); do $$t; done
+	@$(B)/tests/seccomp_probe > $(B)/tests/seccomp_probe.out || \
+	    { cat $(B)/tests/seccomp_probe.out; echo "seccomp_probe: a call was not refused as the policy says"; exit 1; }
+	@echo "seccomp_probe: $$(wc -l < $(B)/tests/seccomp_probe.out) calls as the policy says"
 
 fuzz-replay: $(REPLAYS)
 	@set -e; for f in $(FUZZERS); do $(B)/tests/replay_$$f tests/fuzz/corpus/$$f; done

@@ -220,6 +220,33 @@ sink_of(struct kernel *k)
     return (struct rt_sink){ .ctx = k, .stream = on_stream, .record = on_record };
 }
 
+static void reap_children(struct kernel *k);
+static void on_box_exit(void *ctx, pid_t pid, int status);
+static void runtime_ended(struct kernel *k, struct runtime *rt, int status);
+
+/*
+ * A runtime whose control socket hung up is dead or dying, though its exit
+ * may not be reported yet (e.g. `kill -9 -1` in the box killed it between
+ * cells): wait for the report (bounded), so the next cell goes to a fresh
+ * runtime instead of a dead one.
+ */
+static void
+settle_death(struct kernel *k, struct runtime *rt)
+{
+    for (int i = 0; i < 100 && runtime_alive(rt); i++) {
+        if (k->box)
+            box_events(k->box, on_box_exit, k);
+        else
+            reap_children(k);
+        if (runtime_alive(rt))
+            usleep(10000);
+    }
+    if (runtime_alive(rt)) {
+        runtime_kill(rt);
+        runtime_ended(k, rt, SIGKILL);
+    }
+}
+
 /* Returns a running runtime for lang, starting one if needed; NULL with
  * err filled if it cannot start. */
 static struct runtime *
@@ -228,6 +255,8 @@ ensure_runtime(struct kernel *k, const struct lang *lang, char *err, size_t errl
     size_t i = langs_index(lang);
     struct runtime *rt = k->rts[i];
 
+    if (rt && runtime_alive(rt) && runtime_hung_up(rt))
+        settle_death(k, rt);
     if (rt && runtime_alive(rt))
         return rt;
     runtime_destroy(&k->rts[i]);

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,6 +316,16 @@ bool
 runtime_alive(const struct runtime *rt)
 {
     return rt->pid > 0 && !rt->reaped;
+}
+
+bool
+runtime_hung_up(const struct runtime *rt)
+{
+    struct pollfd p = { rt->ctl, POLLRDHUP, 0 };
+
+    if (rt->ctl < 0)
+        return runtime_alive(rt);
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
 pid_t

@@ -65,6 +65,10 @@ const struct lang *runtime_lang(const struct runtime *rt);
 /* True while the driver process has not been reaped. */
 bool runtime_alive(const struct runtime *rt);
 
+/* True if the driver's end of the control socket is closed (it died, or
+ * is dying) although its exit has not been reported yet. */
+bool runtime_hung_up(const struct runtime *rt);
+
 /* The driver's pid as its spawner knows it (also its process group), or 0. */
 pid_t runtime_pid(const struct runtime *rt);
 

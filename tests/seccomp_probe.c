@@ -9,11 +9,8 @@
  * every line is as expected, 1 if not. The refused calls are harmless even
  * when not filtered: every one has arguments the kernel rejects.
  *
- * Not part of the build; from the top of the tree, after `make` (which
- * builds sandbox/seccomp.c without -Isandbox, as it must be):
- *   cc -std=c17 -D_GNU_SOURCE -O2 -Icommon -Isandbox tests/seccomp_probe.c \
- *      build/sandbox/seccomp.o build/common/cgerr.o -lseccomp -lpthread \
- *      -o build/tests/seccomp_probe
+ * `make test` builds and runs it (the unit step) and fails if any line is
+ * not as the policy says.
  */
 #include "cgerr.h"
 #include "boxseccomp.h"

@@ -262,6 +262,15 @@ def test_file_size_limit(kernel_factory):
     assert value(kc, "'next'") == "next"
 
 
+def test_open_files_limit(kernel_factory):
+    km, kc = kernel_factory("cellgate-python", env={"CELLGATE_NOFILE": "64"})
+    assert value(kc, "__import__('resource').getrlimit(__import__('resource').RLIMIT_NOFILE)") \
+        == (64, 64)
+    content, out = py(kc, "fs = [open('/dev/null') for _ in range(200)]")
+    assert content["status"] == "error" and "Too many open files" in content["evalue"]
+    assert value(kc, "len(fs) if 'fs' in dir() else 'gone'") == "gone"
+
+
 def test_kill_everything_in_the_box(kernel_factory):
     km, kc = kernel_factory("cellgate")
     py(kc, "a = 1")
