@@ -178,9 +178,9 @@ bind_fd(int fd, const char *target, enum bind_mode mode, const char *what)
     else if (mode == BIND_RW)
         flags |= MS_NODEV;
     snprintf(src, sizeof src, "/proc/self/fd/%d", fd);
-    if (mount(src, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+    if (mount(src, target, "none", MS_BIND | MS_REC, NULL) < 0)
         setup_fail("binding %s at %s: %s", what, target, strerror(errno));
-    if (mount(NULL, target, NULL, flags, NULL) < 0)
+    if (mount("none", target, "none", flags, NULL) < 0)
         setup_fail("restricting %s: %s", target, strerror(errno));
 }
 
@@ -261,7 +261,7 @@ open_sources(struct sources *s, const struct boxinit_args *a)
     static char etc_paths[N_ETC][64], dev_paths[N_DEV][32];
 
     /* Nothing we mount from here on propagates back to the host. */
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0)
         setup_fail("making mounts private: %s", strerror(errno));
     for (size_t i = 0; i < N_SYS; i++)
         open_src(&s->sys[i], system_dirs[i], system_dirs[i]);
@@ -335,7 +335,7 @@ setup_fs(struct sources *s, const struct boxinit_args *a)
         setup_fail("pivot_root: %s", strerror(errno));
     if (chdir("/") < 0 || umount2("/.oldroot", MNT_DETACH) < 0 || rmdir("/.oldroot") < 0)
         setup_fail("leaving the host's root: %s", strerror(errno));
-    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+    if (mount("none", "/", "none", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
         setup_fail("making the box's root read-only: %s", strerror(errno));
     if (chdir(BOX_HOME) < 0)
         setup_fail("chdir %s: %s", BOX_HOME, strerror(errno));
