@@ -39,7 +39,9 @@ KERNEL := kernel/main.c kernel/kernel.c kernel/runtime.c kernel/spawn.c kernel/l
           kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c
 SANDBOX := sandbox/box.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
-           $(B)/kernel/drivers/python.bin
+           kernel/drivers/javascript.js kernel/drivers/ruby.rb kernel/drivers/perl.pl \
+           kernel/drivers/compiled.py \
+           $(B)/kernel/drivers/python.bin $(B)/kernel/drivers/compiled.bin
 LOGOS := kernelspecs/logo-32x32.png kernelspecs/logo-64x64.png kernelspecs/logo-svg.svg
 COMMON_OBJ := $(COMMON:%.c=$(B)/%.o)
 KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
@@ -62,15 +64,16 @@ $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-# The Python driver is also embedded compiled (python_boot.py says why),
-# by the same /usr/bin/python3 that will run it.
-$(B)/kernel/drivers/python.bin: kernel/drivers/python.py scripts/pycompile.py
+# The drivers written in Python are also embedded compiled (python_boot.py
+# says why), by the same /usr/bin/python3 that will run them.
+$(B)/kernel/drivers/%.bin: kernel/drivers/%.py scripts/pycompile.py
 	@mkdir -p $(dir $@)
 	$(PYTHON) scripts/pycompile.py $< $@
 
 # The drivers and logos are embedded with .incbin: rebuild when they change.
 $(B)/kernel/drivers.o: $(DRIVERS)
-$(B)/kernel/drivers.o: CFLAGS += -DCG_PYTHON_COMPILED='"$(B)/kernel/drivers/python.bin"'
+$(B)/kernel/drivers.o: CFLAGS += -DCG_PYTHON_COMPILED='"$(B)/kernel/drivers/python.bin"' \
+    -DCG_COMPILED_COMPILED='"$(B)/kernel/drivers/compiled.bin"'
 $(B)/kernel/kernelspec.o: $(LOGOS)
 
 $(B)/cellgate: $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)

@@ -91,13 +91,13 @@ doctor_run(void)
     printf("cellgate %s\n\nlanguages:\n", CELLGATE_VERSION);
     for (size_t i = 0; i < langs_count(); i++) {
         const struct lang *l = langs_at(i);
-        if (lang_available(l)) {
-            if (lang_first_line(l, l->version_flag, v, sizeof v) != 0)
+        if (lang_works(l)) {
+            if (lang_first_line(l, l->version_bare, v, sizeof v) != 0)
                 snprintf(v, sizeof v, "?");
             printf("  %-10s yes  %-20s %s\n", l->name, l->program, v);
             available++;
         } else {
-            printf("  %-10s no   %-20s (not installed; no kernelspec is written for it)\n",
+            printf("  %-10s no   %-20s (missing or not working: no kernelspec for it)\n",
                    l->name, l->program);
         }
     }

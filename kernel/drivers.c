@@ -14,6 +14,14 @@ EMBED_FILE(cg_driver_python_boot, "kernel/drivers/python_boot.py");
 #endif
 EMBED_FILE(cg_driver_python_compiled, CG_PYTHON_COMPILED);
 EMBED_FILE(cg_driver_bash, "kernel/drivers/bash.sh");
+EMBED_FILE(cg_driver_javascript, "kernel/drivers/javascript.js");
+EMBED_FILE(cg_driver_ruby, "kernel/drivers/ruby.rb");
+EMBED_FILE(cg_driver_perl, "kernel/drivers/perl.pl");
+EMBED_FILE(cg_driver_compiled, "kernel/drivers/compiled.py");
+#ifndef CG_COMPILED_COMPILED /* made by the build: scripts/pycompile.py */
+#define CG_COMPILED_COMPILED "build/kernel/drivers/compiled.bin"
+#endif
+EMBED_FILE(cg_driver_compiled_compiled, CG_COMPILED_COMPILED);
 
 const char *
 drivers_source(const char *driver, size_t *len)
@@ -25,6 +33,12 @@ drivers_source(const char *driver, size_t *len)
         { "python-boot", cg_driver_python_boot_start, cg_driver_python_boot_end },
         { "python-compiled", cg_driver_python_compiled_start, cg_driver_python_compiled_end },
         { "bash", cg_driver_bash_start, cg_driver_bash_end },
+        { "javascript", cg_driver_javascript_start, cg_driver_javascript_end },
+        { "ruby", cg_driver_ruby_start, cg_driver_ruby_end },
+        { "perl", cg_driver_perl_start, cg_driver_perl_end },
+        { "compiled", cg_driver_compiled_start, cg_driver_compiled_end },
+        { "compiled-compiled", cg_driver_compiled_compiled_start,
+          cg_driver_compiled_compiled_end },
     };
 
     for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)

@@ -105,8 +105,9 @@ kernelspec_install(const char *kernels_dir, const char *exe, char *err, size_t e
 
     for (size_t i = 0; i < langs_count(); i++) {
         const struct lang *l = langs_at(i);
-        if (!lang_available(l)) {
-            printf("skipped  kernelspec cellgate-%-11s (%s not found)\n", l->name, l->program);
+        if (!lang_works(l)) {
+            printf("skipped  kernelspec cellgate-%-11s (%s missing or not working)\n", l->name,
+                   l->program);
             continue;
         }
         snprintf(name, sizeof name, "cellgate-%s", l->name);
@@ -114,7 +115,7 @@ kernelspec_install(const char *kernels_dir, const char *exe, char *err, size_t e
             return rc;
     }
     const struct lang *py = langs_find("python");
-    if (py && lang_available(py))
+    if (py && lang_works(py))
         return write_spec(kernels_dir, "cellgate", py, "cellgate (Python, %%bash and more)", exe,
                           err, errlen);
     return CG_OK;

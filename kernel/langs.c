@@ -20,6 +20,17 @@ static const char *const bash_argv[] = {
     "/bin/bash", "--norc", "--noprofile", "--noediting", "-i", NULL,
 };
 
+static const char *const node_argv[] = { "/usr/bin/node", "-e", "@DRIVER@", NULL };
+static const char *const ruby_argv[] = { "/usr/bin/ruby", "-e", "@DRIVER@", NULL };
+static const char *const perl_argv[] = { "/usr/bin/perl", "-e", "@DRIVER@", NULL };
+
+/* Fields every compiled language shares: one driver (compiled.py, run by
+ * the Python bootstrap) told which language it serves. */
+#define COMPILED(lang_env) \
+    .driver = "python-boot", .preload = "compiled", .kind = RT_JSONL, \
+    .argv = python_argv, .driver_env = "CELLGATE_LANGUAGE=" lang_env, \
+    .nbconvert_exporter = "script"
+
 static const struct lang table[] = {
     {
         .name = "python", .aliases = "python3 py",
@@ -27,7 +38,7 @@ static const struct lang table[] = {
         .file_extension = ".py", .mimetype = "text/x-python",
         .pygments_lexer = "ipython3", .codemirror_mode = "python",
         .nbconvert_exporter = "python",
-        .program = "/usr/bin/python3", .version_flag = "--version",
+        .program = "/usr/bin/python3",
         .version_bare = "-c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'",
         .driver = "python-boot", .preload = "python", .kind = RT_JSONL,
         .argv = python_argv,
@@ -39,10 +50,106 @@ static const struct lang table[] = {
         .file_extension = ".sh", .mimetype = "text/x-sh",
         .pygments_lexer = "bash", .codemirror_mode = "shell",
         .nbconvert_exporter = "script",
-        .program = "/bin/bash", .version_flag = "--version",
+        .program = "/bin/bash",
         .version_bare = "-c 'echo ${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}.${BASH_VERSINFO[2]}'",
         .driver = "bash", .kind = RT_SHELL, .argv = bash_argv,
         .banner = "cellgate: Bash in a Jupyter kernel written in C",
+    },
+    {
+        .name = "javascript", .aliases = "js node",
+        .display_name = "JavaScript (Node.js, cellgate)", .language = "javascript",
+        .file_extension = ".js", .mimetype = "application/javascript",
+        .pygments_lexer = "javascript", .codemirror_mode = "javascript",
+        .nbconvert_exporter = "script",
+        .program = "/usr/bin/node",
+        .version_bare = "-p process.versions.node",
+        .driver = "javascript", .kind = RT_JSONL, .argv = node_argv,
+        .banner = "cellgate: JavaScript (Node.js)",
+    },
+    {
+        .name = "ruby", .aliases = "rb",
+        .display_name = "Ruby (cellgate)", .language = "ruby",
+        .file_extension = ".rb", .mimetype = "text/x-ruby",
+        .pygments_lexer = "ruby", .codemirror_mode = "ruby", .nbconvert_exporter = "script",
+        .program = "/usr/bin/ruby",
+        .version_bare = "-e 'print RUBY_VERSION'",
+        .driver = "ruby", .kind = RT_JSONL, .argv = ruby_argv,
+        .banner = "cellgate: Ruby",
+    },
+    {
+        .name = "perl", .aliases = "pl",
+        .display_name = "Perl (cellgate)", .language = "perl",
+        .file_extension = ".pl", .mimetype = "text/x-perl",
+        .pygments_lexer = "perl", .codemirror_mode = "perl", .nbconvert_exporter = "script",
+        .program = "/usr/bin/perl",
+        .version_bare = "-e 'printf q{%vd}, $^V'",
+        .driver = "perl", .kind = RT_JSONL, .argv = perl_argv,
+        .banner = "cellgate: Perl",
+    },
+    {
+        .name = "c", .aliases = "",
+        .display_name = "C (cellgate)", .language = "c",
+        .file_extension = ".c", .mimetype = "text/x-csrc",
+        .pygments_lexer = "c", .codemirror_mode = "clike",
+        .program = "/usr/bin/gcc",
+        .version_bare = "-dumpfullversion", COMPILED("c"),
+        .banner = "cellgate: C (each cell is a program; gcc -std=c17 -O2)",
+    },
+    {
+        .name = "cpp", .aliases = "c++ cxx",
+        .display_name = "C++ (cellgate)", .language = "c++",
+        .file_extension = ".cpp", .mimetype = "text/x-c++src",
+        .pygments_lexer = "cpp", .codemirror_mode = "clike",
+        .program = "/usr/bin/g++",
+        .version_bare = "-dumpfullversion", COMPILED("c++"),
+        .banner = "cellgate: C++ (each cell is a program; g++ -std=c++20 -O2)",
+    },
+    {
+        .name = "go", .aliases = "golang",
+        .display_name = "Go (cellgate)", .language = "go",
+        .file_extension = ".go", .mimetype = "text/x-go",
+        .pygments_lexer = "go", .codemirror_mode = "go",
+        .program = "/usr/bin/go",
+        .version_bare = "env GOVERSION | sed s/^go// | grep -E '^[0-9]'", COMPILED("go"),
+        .banner = "cellgate: Go (each cell is package main)",
+    },
+    {
+        .name = "java", .aliases = "",
+        .display_name = "Java (cellgate)", .language = "java",
+        .file_extension = ".java", .mimetype = "text/x-java",
+        .pygments_lexer = "java", .codemirror_mode = "clike",
+        .program = "/usr/bin/javac",
+        .version_bare = "-version 2>&1 | sed 's/^javac //' | grep -E '^[0-9]'", COMPILED("java"),
+        .banner = "cellgate: Java (each cell is a program: the public class with main)",
+    },
+    {
+        .name = "rust", .aliases = "rs",
+        .display_name = "Rust (cellgate)", .language = "rust",
+        .file_extension = ".rs", .mimetype = "text/rust",
+        .pygments_lexer = "rust", .codemirror_mode = "rust",
+        .program = "/usr/bin/rustc",
+        .version_bare = "--version | cut -d' ' -f2 | grep -E '^[0-9]'", COMPILED("rust"),
+        .banner = "cellgate: Rust (each cell is a program; rustc -O)",
+    },
+    {
+        .name = "kotlin", .aliases = "kt",
+        .display_name = "Kotlin (cellgate)", .language = "kotlin",
+        .file_extension = ".kt", .mimetype = "text/x-kotlin",
+        .pygments_lexer = "kotlin", .codemirror_mode = "clike",
+        .program = "/usr/bin/kotlinc",
+        .version_bare = "-version 2>&1 | sed -n 's/.*kotlinc-jvm \\([^ ]*\\).*/\\1/p' | grep .",
+        COMPILED("kotlin"),
+        .banner = "cellgate: Kotlin (each cell is a program with main)",
+    },
+    {
+        .name = "swift", .aliases = "",
+        .display_name = "Swift (cellgate)", .language = "swift",
+        .file_extension = ".swift", .mimetype = "text/x-swift",
+        .pygments_lexer = "swift", .codemirror_mode = "swift",
+        .program = "/usr/bin/swiftc",
+        .version_bare = "--version 2>&1 | sed -n 's/.*version \\([0-9.]*\\).*/\\1/p' | grep .",
+        COMPILED("swift"),
+        .banner = "cellgate: Swift (each cell is a program)",
     },
 };
 
@@ -95,6 +202,19 @@ lang_available(const struct lang *l)
     return access(l->program, X_OK) == 0;
 }
 
+bool
+lang_works(const struct lang *l)
+{
+    static signed char known[sizeof table / sizeof table[0]]; /* 0 unknown, 1 yes, -1 no */
+    size_t i = langs_index(l);
+    char v[128];
+
+    if (!known[i])
+        known[i] = lang_available(l) && lang_first_line(l, l->version_bare, v, sizeof v) == 0
+                       ? 1 : -1;
+    return known[i] > 0;
+}
+
 int
 lang_first_line(const struct lang *l, const char *args, char *out, size_t len)
 {
@@ -102,13 +222,15 @@ lang_first_line(const struct lang *l, const char *args, char *out, size_t len)
     FILE *p;
 
     out[0] = '\0';
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1 </dev/null", l->program, args);
+    /* The redirections go on the shell, so in `prog ... | sed ...` the
+     * program reads /dev/null and the filters read the pipe. */
+    snprintf(cmd, sizeof cmd, "exec </dev/null 2>&1; '%s' %s", l->program, args);
     p = popen(cmd, "r");
     if (!p)
         return -1;
     if (!fgets(out, (int)len, p))
         out[0] = '\0';
-    pclose(p);
+    int status = pclose(p);
     out[strcspn(out, "\r\n")] = '\0';
-    return out[0] ? 0 : -1;
+    return out[0] && status == 0 ? 0 : -1;
 }

@@ -26,13 +26,13 @@ struct lang {
     const char *codemirror_mode;  /* language_info.codemirror_mode */
     const char *nbconvert_exporter; /* language_info.nbconvert_exporter */
     const char *program;          /* the toolchain binary; absent => unavailable */
-    const char *version_flag;     /* `program FLAG` prints its version (doctor) */
     const char *version_bare;     /* `program ARGS` prints just "X.Y.Z" */
     const char *driver;           /* name of the embedded driver source */
     const char *preload;          /* RT_JSONL: driver sent on fd 3 at start
                                      (PROTOCOL.md, "Start-up"), or NULL */
     enum rt_kind kind;
     const char *const *argv;      /* driver command line; "@DRIVER@" => source */
+    const char *driver_env;       /* one more VAR=value for the driver, or NULL */
     const char *banner;           /* kernel_info banner */
 };
 
@@ -48,8 +48,14 @@ const struct lang *langs_find(const char *name);
 /* Index of an entry in the table. */
 size_t langs_index(const struct lang *l);
 
-/* True if the language's program exists and is executable here. */
+/* True if the language's program exists and is executable (cheap: what a
+ * kernel checks before starting a runtime). */
 bool lang_available(const struct lang *l);
+
+/* True if the toolchain also runs (its version probe succeeds), so a
+ * kernelspec for it will not fail on its first cell: what `install` and
+ * `doctor` check. Computed once per process. */
+bool lang_works(const struct lang *l);
 
 /*
  * Runs `program args` (args is shell text), with stdin from /dev/null, and

@@ -147,7 +147,7 @@ static const char *const driver_vars[] = {
 /* The box's environment, from scratch: nothing of the kernel's or the
  * host's leaks in. */
 static char **
-clean_env(const char *home)
+clean_env(const char *home, const char *extra)
 {
     static char home_var[256];
     static const char *const base[] = {
@@ -155,7 +155,7 @@ clean_env(const char *home)
         "SHELL=/bin/bash", "TMPDIR=/tmp", "HOSTNAME=cellgate",
     };
     size_t k = 0;
-    char **env = calloc(N_DRIVER_VARS + sizeof base / sizeof base[0] + 2, sizeof *env);
+    char **env = calloc(N_DRIVER_VARS + sizeof base / sizeof base[0] + 3, sizeof *env);
 
     if (!env)
         return NULL;
@@ -165,20 +165,22 @@ clean_env(const char *home)
         env[k++] = (char *)base[i];
     for (size_t i = 0; i < N_DRIVER_VARS; i++)
         env[k++] = (char *)driver_vars[i];
+    if (extra)
+        env[k++] = (char *)extra;
     return env;
 }
 
 /* Without the box: our environment, less the Jupyter launcher's and our
  * own variables, plus what drivers need. */
 static char **
-inherited_env(void)
+inherited_env(const char *extra)
 {
     size_t n = 0, k = 0;
     bool has_lang = false;
 
     while (environ[n])
         n++;
-    char **env = calloc(n + N_DRIVER_VARS + 2, sizeof *env);
+    char **env = calloc(n + N_DRIVER_VARS + 3, sizeof *env);
     if (!env)
         return NULL;
     for (size_t i = 0; i < n; i++) {
@@ -195,6 +197,8 @@ inherited_env(void)
         env[k++] = (char *)driver_vars[i];
     if (!has_lang)
         env[k++] = (char *)"LANG=C.UTF-8";
+    if (extra)
+        env[k++] = (char *)extra;
     env[k] = NULL;
     return env;
 }
@@ -251,7 +255,7 @@ runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_
         rc = cg_fail(err, errlen, CG_ESYS, "creating the driver's pipes: %s", strerror(errno));
         goto out;
     }
-    env = where->home ? clean_env(where->home) : inherited_env();
+    env = where->home ? clean_env(where->home, l->driver_env) : inherited_env(l->driver_env);
     if (!env) {
         rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         goto out;

@@ -1,0 +1,653 @@
+"""cellgate's driver for compiled languages: C, C++, Go, Java, Kotlin, Rust, Swift.
+
+The cellgate kernel (written in C) starts this source as
+
+    /usr/bin/python3 -I -c "<this whole file>"
+
+with CELLGATE_DRIVER=1, CELLGATE_CONTROL_FD=3 and CELLGATE_LANGUAGE=<name>
+(a key of LANGUAGES below), in its own process group.  fd 3 is an AF_UNIX
+stream socket carrying JSON lines both ways, fd 1/2 are raw pipes the kernel
+turns into stream output, fd 0 is /dev/null.  The records are specified in
+PROTOCOL.md next to this file.  Only the standard library is used.
+
+A cell is a whole program.  The driver writes it to a build directory named
+after a hash of (language, compiler flags, code) under /tmp/cellgate-build/,
+compiles it there unless a finished build already exists (re-running a cell
+does not recompile), then runs the program with fd 1/2 inherited, so its
+output goes straight to the kernel.
+
+  * Compiler diagnostics become the cell's one `error` record (ename
+    "CompileError", evalue the first error line, traceback every line the
+    compiler printed).  Warnings of a successful build go to stderr.
+  * The compiler runs in its own process group: a compile timeout
+    (CELLGATE_COMPILE_TIMEOUT seconds, default 120) or an interrupt kills
+    that whole group.
+  * The program runs in the driver's process group, so the kernel's SIGINT
+    kills it; the driver itself only notes the SIGINT and reports
+    KeyboardInterrupt.  A non-zero exit is an `error` (ename "ExitStatus").
+  * With allow_stdin the program's stdin is a pipe; when a process of the
+    program's tree blocks in read(2) on that pipe the driver sends `input`
+    and writes the reply plus "\\n" into the pipe.  Otherwise stdin is
+    /dev/null.
+
+Directives: leading lines of the cell that start with `//%` (every language
+here has `//` comments, so the cell stays a valid program and line numbers
+in diagnostics stay right):
+
+    //% -O0 -g              compiler flags, replacing the language's defaults
+    //% flags: -O0 -g       the same, spelled out
+    //% add: -DX=5 -lgmp    compiler flags appended to the defaults
+    //% args: a "b c"       arguments for the program (shell-like quoting)
+
+Flags go where the table's compile command says {flags}: before the source
+file, so a library to link (e.g. -lgmp) belongs in `add:` only for
+languages whose libraries are fixed after the source (C, C++: see `libs`).
+"""
+
+import os
+import sys
+
+CONTROL_FD = int(os.environ.get("CELLGATE_CONTROL_FD", "3"))
+LANGUAGE = os.environ.get("CELLGATE_LANGUAGE", "c")
+BUILD_ROOT = "/tmp/cellgate-build"
+MAX_BUILDS = 40  # finished builds kept; the oldest go first (/tmp is a small tmpfs)
+POLL = 0.02  # seconds between checks of a running program (stdin, interrupt)
+INTERRUPT_GRACE = 0.5  # seconds a program may take to die of SIGINT before SIGKILL
+MAX_COMPILER_OUTPUT = 4 << 20  # bytes of diagnostics kept
+
+# The languages.  Commands are argv lists run in the build directory;
+# placeholders: {flags} (the flag list, spliced in), {src} (source file name),
+# {main} (Java: the class to run), {args} (program arguments, spliced in),
+# {dir} (the build directory; programs run in the driver's own cwd).
+# `source` may use {main}.  `env` is added to the compiler's environment.
+# `noise` lists compiler output lines that are never worth showing.
+GO_ENV = {
+    # Offline: no modules, no proxy; a `package main` using only the standard
+    # library builds in GOPATH mode.  cgo off: no gcc run for net/os/user.
+    "GO111MODULE": "off", "GOPROXY": "off", "GOFLAGS": "", "CGO_ENABLED": "0",
+    "GOCACHE": BUILD_ROOT + "/go-cache", "GOPATH": BUILD_ROOT + "/go-path",
+    "GOTELEMETRY": "off",
+}
+JVM_NOISE = ["OpenJDK 64-Bit Server VM warning: Options -Xverify:none and "
+             "-noverify were deprecated"]
+
+LANGUAGES = {
+    "c": {
+        "source": "main.c", "flags": ["-std=c17", "-O2", "-Wall"],
+        "compile": ["/usr/bin/gcc", "{flags}", "-o", "main", "{src}", "-lm"],
+        "run": ["{dir}/main", "{args}"],
+        "version": ["/usr/bin/gcc", "-dumpfullversion"],
+    },
+    "c++": {
+        "source": "main.cpp", "flags": ["-std=c++20", "-O2", "-Wall"],
+        "compile": ["/usr/bin/g++", "{flags}", "-o", "main", "{src}"],
+        "run": ["{dir}/main", "{args}"],
+        "version": ["/usr/bin/g++", "-dumpfullversion"],
+    },
+    "go": {
+        "source": "main.go", "flags": [],
+        "compile": ["/usr/bin/go", "build", "{flags}", "-o", "main", "{src}"],
+        "run": ["{dir}/main", "{args}"], "env": GO_ENV,
+        "version": ["/usr/bin/go", "env", "GOVERSION"],
+    },
+    "java": {
+        "source": "{main}.java", "flags": [],
+        "compile": ["/usr/bin/javac", "{flags}", "-d", ".", "{src}"],
+        "run": ["/usr/bin/java", "-cp", "{dir}", "{main}", "{args}"],
+        "version": ["/usr/bin/javac", "-version"],
+    },
+    "kotlin": {
+        "source": "main.kt", "flags": [],
+        "compile": ["/usr/bin/kotlinc", "{flags}", "{src}", "-include-runtime",
+                    "-d", "main.jar"],
+        "run": ["/usr/bin/java", "-jar", "{dir}/main.jar", "{args}"],
+        "version": ["/usr/bin/kotlinc", "-version"], "noise": JVM_NOISE,
+    },
+    "rust": {
+        "source": "main.rs", "flags": ["-O", "--edition", "2021"],
+        "compile": ["/usr/bin/rustc", "{flags}", "-o", "main", "{src}"],
+        "run": ["{dir}/main", "{args}"],
+        "version": ["/usr/bin/rustc", "--version"],
+    },
+    "swift": {
+        "source": "main.swift", "flags": ["-O"],
+        "compile": ["/usr/bin/swiftc", "{flags}", "-o", "main", "{src}"],
+        "run": ["{dir}/main", "{args}"],
+        "version": ["/usr/bin/swiftc", "--version"],
+    },
+}
+SPEC = LANGUAGES.get(LANGUAGE)
+
+
+# ---------------------------------------------------------------------------
+# the control channel
+
+def send(record):
+    """Write one JSON line to fd 3 (whole, even if the write is split)."""
+    data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "replace")
+    while data:
+        data = data[os.write(CONTROL_FD, data):]
+
+
+def send_ready():
+    """Sent before any slow import: the kernel waits for it at start-up."""
+    # The version is whatever an earlier driver found out (see probe_version);
+    # running the compiler here would cost up to a second (javac, kotlinc).
+    version = cached_version() or LANGUAGE
+    line = '{"t":"ready","language_version":"%s"}\n' % "".join(
+        c if c.isalnum() or c in ".-+ ()_" else "?" for c in version)
+    os.write(CONTROL_FD, line.encode())
+
+
+class Control:
+    """Reads JSON lines from fd 3; keeps lines read ahead of time."""
+
+    def __init__(self):
+        self.buffer = b""
+        self.queued = []  # requests that arrived while a program ran
+        self.eof = False
+
+    def read_some(self):
+        """One read of fd 3 (call when readable); returns the complete lines."""
+        chunk = os.read(CONTROL_FD, 1 << 16)
+        if not chunk:
+            self.eof = True
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                pass  # the kernel never sends this; nothing sensible to do
+        return records
+
+    def next(self):
+        """The next request, or None at end of file."""
+        while not self.queued:
+            if self.eof:
+                return None
+            try:
+                self.queued += self.read_some()
+            except InterruptedError:
+                continue
+        return self.queued.pop(0)
+
+
+# ---------------------------------------------------------------------------
+# SIGINT: noted, never fatal to the driver
+
+interrupted = False
+
+
+def on_sigint(signum, frame):
+    # A handler, not SIG_IGN: an ignored signal would stay ignored in the
+    # programs we exec, and the kernel's SIGINT must kill them.
+    global interrupted
+    interrupted = True
+
+
+# ---------------------------------------------------------------------------
+# language version, cached across driver starts
+
+def version_cache_path():
+    tool = SPEC["version"][0]
+    try:
+        st = os.stat(tool)
+    except OSError:
+        return None
+    return "%s/version-%s-%d-%d" % (BUILD_ROOT, LANGUAGE, st.st_ino, int(st.st_mtime))
+
+
+def cached_version():
+    path = SPEC and version_cache_path()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except (OSError, TypeError):
+        return None
+
+
+def probe_version():
+    """Run the version command (in a thread) so the next start knows it."""
+    path = version_cache_path()
+    if path is None or os.path.exists(path):
+        return
+    try:
+        out = subprocess.run(SPEC["version"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=60, process_group=0, env=compiler_env()).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    # "javac 17.0.15", "go1.19.8", "info: kotlinc-jvm 1.3.31 (JRE ...)": the number
+    text = "\n".join(l for l in out.decode("utf-8", "replace").splitlines() if not is_noise(l))
+    found = re.search(r"\d+(?:\.\d+)+(?:-\w+)?", text)
+    if found:
+        try:
+            os.makedirs(BUILD_ROOT, exist_ok=True)
+            with open(path + ".tmp%d" % os.getpid(), "w", encoding="utf-8") as f:
+                f.write(found.group())
+            os.replace(path + ".tmp%d" % os.getpid(), path)
+        except OSError:
+            pass  # no cache: the next driver sends the language name again
+
+
+# ---------------------------------------------------------------------------
+# the cell: directives, Java class name, build key
+
+def parse_directives(code):
+    """(compiler flags, program arguments) from the leading `//%` lines."""
+    flags, args = list(SPEC["flags"]), []
+    for line in code.splitlines():
+        if not line.startswith("//%"):
+            break
+        text = line[3:].strip()
+        key, sep, rest = text.partition(":")
+        if sep and re.fullmatch(r"[a-z]+", key):
+            words = shlex.split(rest)
+            if key == "args":
+                args = words
+            elif key == "add":
+                flags += words
+            elif key == "flags":
+                flags = words
+            else:
+                raise DirectiveError("unknown directive %r (flags:, add:, args:)" % key)
+        else:
+            flags = shlex.split(text)
+    return flags, args
+
+
+class DirectiveError(Exception):
+    pass
+
+
+def java_main_class(code):
+    """The class to run and the file name javac insists on.
+
+    javac wants a public top-level class in a file of the same name; the
+    class to run is the one whose body holds `static void main`.  A regex
+    is enough: the class declared last before `main` holds it."""
+    package = re.search(r"^\s*package\s+([\w.]+)\s*;", code, re.M)
+    main_at = re.search(r"\bstatic\s+(?:final\s+)?(?:public\s+)?void\s+main\s*\(", code)
+    classes = list(re.finditer(r"\b(public\s+)?(?:(?:final|abstract|static)\s+)*"
+                               r"(?:class|record|enum|interface)\s+(\w+)", code))
+    before = [m for m in classes if not main_at or m.start() < main_at.start()]
+    runner = before[-1].group(2) if before else "Main"
+    public = [m.group(2) for m in classes if m.group(1)]
+    file_name = public[0] if public else runner
+    if package:
+        runner = package.group(1) + "." + runner
+    return runner, file_name
+
+
+def build_key(flags, code):
+    # Program arguments do not change the binary: leave `args:` lines out.
+    kept = "\n".join(l for l in code.splitlines()
+                     if not re.match(r"//%\s*args:", l))
+    text = json.dumps([LANGUAGE, SPEC["compile"], flags, kept])
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def expand(argv, **values):
+    """Fill the placeholders of a table command."""
+    out = []
+    for word in argv:
+        if word in ("{flags}", "{args}"):
+            out += values[word[1:-1]]
+        else:
+            out.append(word.format(**values) if "{" in word else word)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# compiling
+
+class CellError(Exception):
+    """The cell's error record: args are ename, evalue, traceback."""
+
+
+def compiler_env():
+    env = dict(os.environ)
+    env.pop("CELLGATE_DRIVER", None)
+    env.pop("CELLGATE_CONTROL_FD", None)
+    env.update(SPEC.get("env", {}))
+    return env
+
+
+def is_noise(line):
+    return any(line.startswith(n) for n in SPEC.get("noise", ()))
+
+
+def first_error_line(lines):
+    for line in lines:
+        if "error" in line.lower():
+            return line.strip()
+    for line in lines:  # go: "./main.go:4:2: undefined: x" under "# command-line-arguments"
+        if line.strip() and not line.startswith("#"):
+            return line.strip()
+    return "compilation failed"
+
+
+def run_compiler(argv, cwd):
+    """Run argv in its own process group; (status, output lines).
+
+    Raises KeyboardInterrupt on SIGINT and CellError on timeout, in both
+    cases after killing the compiler's whole group."""
+    timeout = float(os.environ.get("CELLGATE_COMPILE_TIMEOUT", "120"))
+    proc = subprocess.Popen(argv, cwd=cwd, env=compiler_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            process_group=0)
+    output = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if interrupted:
+                raise KeyboardInterrupt
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CellError("CompileError", "compile timeout after %g s" % timeout,
+                                    ["compile timeout after %g s: %s" % (timeout, argv[0])])
+            ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.05))
+            if ready:
+                chunk = os.read(proc.stdout.fileno(), 1 << 16)
+                if not chunk:
+                    break  # every process of the group closed the pipe
+                if len(output) < MAX_COMPILER_OUTPUT:
+                    output += chunk
+        status = proc.wait()
+    finally:
+        if proc.returncode is None:
+            kill_group(proc.pid)
+            proc.wait()
+        proc.stdout.close()
+    lines = [l for l in output.decode("utf-8", "replace").splitlines() if not is_noise(l)]
+    return status, lines
+
+
+def kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def build(code, flags):
+    """The finished build directory for this cell, compiling if needed."""
+    main, file_name = java_main_class(code) if LANGUAGE == "java" else ("", "")
+    key = build_key(flags, code)
+    final = os.path.join(BUILD_ROOT, key)
+    if os.path.exists(os.path.join(final, ".ok")):
+        os.utime(final)  # recently used: evicted last
+        return final, main
+    os.makedirs(BUILD_ROOT, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=key + ".tmp", dir=BUILD_ROOT)
+    try:
+        source = SPEC["source"].format(main=file_name)
+        with open(os.path.join(work, source), "w", encoding="utf-8",
+                  errors="surrogateescape") as f:
+            f.write(code)
+        argv = expand(SPEC["compile"], flags=flags, src=source, main=main, args=[], dir=work)
+        try:
+            status, lines = run_compiler(argv, work)
+        except FileNotFoundError:
+            raise CellError("CompileError", "%s is not installed" % argv[0],
+                                ["%s is not installed" % argv[0]])
+        if status != 0:
+            raise CellError("CompileError", first_error_line(lines), lines)
+        if lines:  # warnings: the build worked, show them like program stderr
+            os.write(2, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
+        open(os.path.join(work, ".ok"), "w").close()
+        try:
+            os.rename(work, final)
+        except OSError:  # another driver finished the same build first
+            pass
+    finally:
+        if os.path.exists(work):
+            shutil.rmtree(work, ignore_errors=True)
+    evict_old_builds()
+    return final, main
+
+
+def evict_old_builds():
+    """Keep /tmp (a small tmpfs) from filling up with old binaries."""
+    try:
+        entries = [e for e in os.scandir(BUILD_ROOT)
+                   if e.is_dir() and re.fullmatch(r"[0-9a-f]{32}", e.name)]
+    except OSError:
+        return
+    entries.sort(key=lambda e: e.stat().st_mtime)
+    for entry in entries[:-MAX_BUILDS]:
+        shutil.rmtree(entry.path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# running: process tree, stdin detection
+
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine, "0")
+
+
+def process_tree(root):
+    """root and its descendants (by scanning /proc: no `children` files here)."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name, "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # the command name may hold spaces and parentheses: split after it
+            parents.setdefault(int(stat.rsplit(b")", 1)[1].split()[1]), []).append(int(name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += parents.get(pid, [])
+    return tree
+
+
+def blocked_reading(pids, pipe_link):
+    """True when a thread of pids sits in read(2) on an fd that is our pipe."""
+    for pid in pids:
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
+                    words = f.read().split()
+                if len(words) > 1 and words[0] == READ_SYSCALL and \
+                        os.readlink("/proc/%d/fd/%d" % (pid, int(words[1], 16))) == pipe_link:
+                    return True
+            except (OSError, ValueError):
+                continue
+    return False
+
+
+def pipe_unread(fd):
+    """Bytes waiting in a pipe (FIONREAD on its read end)."""
+    return int.from_bytes(fcntl.ioctl(fd, 0x541B, b"\0\0\0\0"), sys.byteorder)
+
+
+def signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "signal %d" % number
+
+
+def exit_error(status):
+    if status < 0:
+        evalue = "killed by signal %d (%s)" % (-status, signal_name(-status))
+    else:
+        evalue = "exit status %d" % status
+    return CellError("ExitStatus", evalue, [evalue])
+
+
+class Program:
+    """The running program and, with allow_stdin, our end of its stdin pipe."""
+
+    def __init__(self, argv, allow_stdin):
+        self.stdin_r = self.stdin_w = None
+        stdin = subprocess.DEVNULL
+        if allow_stdin:
+            self.stdin_r, self.stdin_w = os.pipe()
+            self.pipe_link = "pipe:[%d]" % os.fstat(self.stdin_r).st_ino
+            stdin = self.stdin_r
+        env = dict(os.environ)
+        env.pop("CELLGATE_DRIVER", None)
+        env.pop("CELLGATE_CONTROL_FD", None)
+        # fd 1/2 are inherited: output goes straight to the kernel.
+        self.proc = subprocess.Popen(argv, stdin=stdin, env=env)
+        try:
+            self.pidfd = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):
+            self.pidfd = None  # fall back to polling every POLL seconds
+        self.asking = False  # an `input` is out and not yet answered
+
+    def close(self):
+        for fd in (self.stdin_r, self.stdin_w, self.pidfd):
+            if fd is not None:
+                os.close(fd)
+
+    def kill(self):
+        """SIGKILL the program's whole tree (it shares our process group)."""
+        for pid in process_tree(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.proc.wait()
+
+    def wants_input(self):
+        return (self.stdin_w is not None and not self.asking
+                and pipe_unread(self.stdin_r) == 0
+                and blocked_reading(process_tree(self.proc.pid), self.pipe_link))
+
+    def answer(self, value):
+        self.asking = False
+        data = (value + "\n").encode("utf-8", "surrogateescape")
+        try:
+            while data:
+                data = data[os.write(self.stdin_w, data):]
+        except BrokenPipeError:
+            pass  # the program closed stdin; it will not read the answer
+
+
+def wait_program(program, control):
+    """Serve the program until it exits; its status.  Raises KeyboardInterrupt."""
+    waits = [CONTROL_FD] + ([program.pidfd] if program.pidfd is not None else [])
+    interrupted_at = None
+    while program.proc.poll() is None:
+        if interrupted and interrupted_at is None:
+            interrupted_at = time.monotonic()  # SIGINT reached the program too
+        if interrupted_at is not None and time.monotonic() - interrupted_at > INTERRUPT_GRACE:
+            program.kill()  # it caught or ignored SIGINT
+            break
+        if interrupted_at is None and program.wants_input():
+            program.asking = True
+            send({"t": "sync"})  # a prompt the program wrote comes first
+            send({"t": "input", "prompt": "", "password": False})
+        readable, _, _ = select.select(waits if not control.eof else waits[1:], [], [], POLL)
+        if CONTROL_FD in readable:
+            for record in control.read_some():
+                if record.get("t") == "input_reply":
+                    if program.asking:
+                        program.answer(str(record.get("value", "")))
+                else:
+                    control.queued.append(record)
+            if control.eof:  # the kernel is gone: so is the cell
+                program.kill()
+                sys.exit(0)
+    if interrupted_at is not None or interrupted:
+        raise KeyboardInterrupt
+    return program.proc.returncode
+
+
+# ---------------------------------------------------------------------------
+# requests
+
+def run_cell(code, allow_stdin, control):
+    """Compile and run; raises CellError / KeyboardInterrupt on failure."""
+    try:
+        flags, args = parse_directives(code)
+    except (ValueError, DirectiveError) as e:
+        raise CellError("DirectiveError", str(e), [str(e)])
+    directory, main = build(code, flags)
+    argv = expand(SPEC["run"], flags=flags, args=args, main=main, src="", dir=directory)
+    program = Program(argv, allow_stdin)
+    try:
+        status = wait_program(program, control)
+    finally:
+        program.close()
+    if status != 0:
+        raise exit_error(status)
+
+
+def handle_execute(request, control):
+    global interrupted
+    interrupted = False  # a SIGINT between cells means nothing
+    error = None
+    try:
+        if SPEC is None:
+            raise CellError("UnknownLanguage", "no such language: %s" % LANGUAGE,
+                                ["known: " + ", ".join(LANGUAGES)])
+        run_cell(request.get("code", ""), bool(request.get("allow_stdin")), control)
+    except CellError as e:
+        error = e.args
+    except KeyboardInterrupt:
+        error = ("KeyboardInterrupt", "interrupted", ["KeyboardInterrupt: interrupted"])
+    except OSError as e:  # e.g. /tmp full or not ours: fail the cell, not the driver
+        error = ("OSError", str(e), ["cellgate compiled driver: %s" % e])
+    send({"t": "sync"})  # program output written so far is shown before what follows
+    if error:
+        send({"t": "error", "ename": error[0], "evalue": error[1], "traceback": list(error[2])})
+    send({"t": "done", "user_expressions": {}})
+
+
+def handle(request, control):
+    kind = request.get("t")
+    if kind == "execute":
+        handle_execute(request, control)
+    elif kind == "complete":
+        pos = request.get("cursor_pos", 0)
+        send({"t": "reply", "matches": [], "cursor_start": pos, "cursor_end": pos,
+              "metadata": {}})
+    elif kind == "inspect":
+        send({"t": "reply", "found": False, "data": {}, "metadata": {}})
+    elif kind == "is_complete":
+        send({"t": "reply", "status": "complete"})  # a cell is a whole program
+    # input_reply outside an input (it raced an interrupt) and unknown kinds: ignored
+
+
+def main():
+    control = Control()
+    while True:
+        request = control.next()
+        if request is None:
+            return 0
+        handle(request, control)
+
+
+if __name__ == "__main__":
+    import _signal  # the C half of `signal`: the handler must be in place at once
+    _signal.signal(_signal.SIGINT, on_sigint)
+    send_ready()
+    # Imported after `ready`: together they cost ~15 ms of start-up.
+    import fcntl
+    import hashlib
+    import json
+    import re
+    import select
+    import shlex
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    import threading
+    import time
+    if SPEC is not None:
+        threading.Thread(target=probe_version, daemon=True).start()
+    sys.exit(main())

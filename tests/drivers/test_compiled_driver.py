@@ -1,0 +1,441 @@
+"""Tests of cellgate's driver for compiled languages (kernel/drivers/compiled.py).
+
+The driver is started as the kernel starts it (`/usr/bin/python3 -I -c
+<source>`, new session, fd 3 a socketpair, fd 1/2 pipes, fd 0 /dev/null,
+CELLGATE_LANGUAGE naming the language); the protocol client is the one of
+test_python_driver.py.  Languages whose toolchain is missing are skipped.
+
+Every cell carries a fresh nonce so that its first run really compiles
+(builds are cached by content under /tmp/cellgate-build, across runs).
+
+Run: /usr/bin/python3 -m pytest -q tests/drivers/test_compiled_driver.py --noconftest
+"""
+
+import glob
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+import test_python_driver as harness
+from test_python_driver import PYTHON, ROOT, TIMEOUT
+
+SOURCE_PATH = os.path.join(ROOT, "kernel", "drivers", "compiled.py")
+with open(SOURCE_PATH, encoding="utf-8") as _f:
+    SOURCE = _f.read()
+
+BUILD_ROOT = "/tmp/cellgate-build"
+COMPILE_TIMEOUT = 180.0  # seconds: bound on a cell that compiles (kotlinc is slow)
+
+# language -> (tools that must exist, hello world, compile error, exit 3)
+PROGRAMS = {
+    "c": (["/usr/bin/gcc"],
+          '#include <stdio.h>\nint main(void) { puts("hello, world"); return 0; }\n',
+          'int main(void) { return undefined_name; }\n',
+          'int main(void) { return 3; }\n'),
+    "c++": (["/usr/bin/g++"],
+            '#include <iostream>\nint main() { std::cout << "hello, world\\n"; }\n',
+            'int main() { return undefined_name; }\n',
+            'int main() { return 3; }\n'),
+    "go": (["/usr/bin/go"],
+           'package main\nimport "fmt"\nfunc main() { fmt.Println("hello, world") }\n',
+           'package main\nfunc main() { undefinedName() }\n',
+           'package main\nimport "os"\nfunc main() { os.Exit(3) }\n'),
+    "java": (["/usr/bin/javac", "/usr/bin/java"],
+             'public class Hello {\n  public static void main(String[] a) {\n'
+             '    System.out.println("hello, world");\n  }\n}\n',
+             'public class Broken {\n  public static void main(String[] a) { undefinedName(); }\n}\n',
+             'class Quits {\n  public static void main(String[] a) { System.exit(3); }\n}\n'),
+    "kotlin": (["/usr/bin/kotlinc", "/usr/bin/java"],
+               'fun main() {\n    println("hello, world")\n}\n',
+               'fun main() {\n    undefinedName()\n}\n',
+               'import kotlin.system.exitProcess\nfun main() {\n    exitProcess(3)\n}\n'),
+    "rust": (["/usr/bin/rustc"],
+             'fn main() {\n    println!("hello, world");\n}\n',
+             'fn main() {\n    undefined_name();\n}\n',
+             'fn main() {\n    std::process::exit(3);\n}\n'),
+    "swift": (["/usr/bin/swiftc"],
+              'print("hello, world")\n',
+              'undefinedName()\n',
+              'import Foundation\nexit(3)\n'),
+}
+
+
+def missing(language):
+    tools = [t for t in PROGRAMS[language][0] if not os.access(t, os.X_OK)]
+    return "toolchain not installed: " + ", ".join(tools) if tools else None
+
+
+def fresh_code(code, language="c"):
+    """code with a unique comment: its build is not in the cache yet."""
+    return "// nonce %s\n%s" % (uuid.uuid4().hex, code)
+
+
+class Driver(harness.Driver):
+    """The harness's protocol client, starting compiled.py for one language."""
+
+    def __init__(self, language, cwd, extra_env=None):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        # the production environment, nothing inherited from ours
+        env = {"CELLGATE_DRIVER": "1", "CELLGATE_CONTROL_FD": "3",
+               "CELLGATE_LANGUAGE": language, "HOME": cwd,
+               "PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+        env.update(extra_env or {})
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [PYTHON, "-I", "-c", SOURCE], cwd=cwd,
+            stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
+            start_new_session=True, close_fds=False,
+            preexec_fn=lambda: os.dup2(theirs.fileno(), 3))
+        theirs.close()
+        os.close(out_w)
+        os.close(err_w)
+        self.sock = ours
+        self.out_fd, self.err_fd = out_r, err_r
+        self.inbox = bytearray()
+        self.eof = False
+        self.raw = {out_r: bytearray(), err_r: bytearray()}
+        ready = self.recv(TIMEOUT)
+        self.ready_after = time.perf_counter() - self.started
+        assert ready["t"] == "ready", ready
+        self.ready = ready
+
+    def run(self, code, timeout=COMPILE_TIMEOUT, **options):
+        return super().run(code, timeout, **options)
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    with tempfile.TemporaryDirectory(prefix="cellgate-test-") as d:
+        yield d
+
+
+_drivers = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_drivers():
+    yield
+    for d in _drivers.values():
+        d.close()
+    _drivers.clear()
+
+
+def driver_for(language, workdir):
+    """One shared driver per language (skipped when the toolchain is missing)."""
+    reason = missing(language)
+    if reason:
+        pytest.skip(reason)
+    if language not in _drivers or _drivers[language].proc.poll() is not None:
+        _drivers[language] = Driver(language, workdir)
+    return _drivers[language]
+
+
+@pytest.fixture
+def c(workdir):
+    return driver_for("c", workdir)
+
+
+@pytest.fixture
+def fresh_c(workdir):
+    if missing("c"):
+        pytest.skip(missing("c"))
+    d = Driver("c", workdir)
+    yield d
+    if d.proc.poll() is None:
+        d.close()
+
+
+def ok(cell):
+    assert cell.error is None, "\n".join(cell.error["traceback"])
+    assert cell.of("stream") == []  # program output is raw, never a record
+    return cell
+
+
+def build_dir_of(nonce_code):
+    """The finished build directory whose source is nonce_code."""
+    nonce = nonce_code.split("\n", 1)[0]
+    for path in glob.glob(BUILD_ROOT + "/*/*"):
+        if os.path.basename(os.path.dirname(path)).find(".tmp") < 0 and \
+                os.path.isfile(path) and not path.endswith((".ok", ".class", ".jar")):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    if f.read().startswith(nonce):
+                        return os.path.dirname(path)
+            except OSError:
+                pass
+    raise AssertionError("no build directory for " + nonce)
+
+
+def tree_stat(directory):
+    """(name, inode, mtime) of every file of a build: changes if it is rebuilt."""
+    result = []
+    for base, _, files in os.walk(directory):
+        for name in files:
+            st = os.stat(os.path.join(base, name))
+            result.append((os.path.join(base, name), st.st_ino, st.st_mtime_ns))
+    return sorted(result)
+
+
+def wait_for_version_cache(language, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not glob.glob("%s/version-%s-*" % (BUILD_ROOT, language)):
+        assert time.monotonic() < deadline, "the driver never cached its version"
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------
+# every language
+
+ALL = sorted(PROGRAMS)
+
+
+def test_ready_comes_fast(workdir):
+    if missing("c"):
+        pytest.skip(missing("c"))
+    d = Driver("c", workdir)
+    try:
+        assert d.ready["t"] == "ready" and d.ready["language_version"]
+        assert d.ready_after < 1.0  # target ~50 ms; loose for loaded machines
+    finally:
+        assert d.close() == 0  # EOF on fd 3: exit 0
+
+
+@pytest.mark.parametrize("language", ALL)
+def test_hello_world_then_cached(language, workdir):
+    d = driver_for(language, workdir)
+    code = fresh_code(PROGRAMS[language][1])
+    started = time.perf_counter()
+    first = ok(d.run(code))
+    first_time = time.perf_counter() - started
+    assert first.raw_out == b"hello, world\n"
+    wait_for_version_cache(language)  # its file would change BUILD_ROOT's mtime
+    before = tree_stat(build_dir_of(code)), os.stat(BUILD_ROOT).st_mtime_ns
+    started = time.perf_counter()
+    second = ok(d.run(code))
+    cached_time = time.perf_counter() - started
+    assert second.raw_out == b"hello, world\n"
+    assert second.raw_err == b""  # no warnings: nothing was compiled
+    # A rebuild would make a temporary directory in BUILD_ROOT (its mtime
+    # changes) even though the finished build it renames onto stays put.
+    # (Flaky only if another driver builds in BUILD_ROOT at the same time.)
+    assert (tree_stat(build_dir_of(code)), os.stat(BUILD_ROOT).st_mtime_ns) == before
+    print("\n%s: first run %.2f s, cached %.2f s" % (language, first_time, cached_time))
+
+
+@pytest.mark.parametrize("language", ALL)
+def test_compile_error_is_one_error_record(language, workdir):
+    d = driver_for(language, workdir)
+    cell = d.run(fresh_code(PROGRAMS[language][2]))
+    assert cell.of("stream") == []
+    assert cell.raw_out == b"" and cell.raw_err == b""  # diagnostics only in the record
+    assert cell.error["ename"] == "CompileError"
+    text = "\n".join(cell.error["traceback"])
+    assert "undefined" in text.lower() or "cannot find" in text.lower(), text
+    assert cell.error["evalue"] in [l.strip() for l in cell.error["traceback"]]
+    assert [r["t"] for r in cell.records] == ["error", "done"]
+
+
+@pytest.mark.parametrize("language", ALL)
+def test_nonzero_exit_is_an_error(language, workdir):
+    d = driver_for(language, workdir)
+    cell = d.run(fresh_code(PROGRAMS[language][3]))
+    assert cell.error["ename"] == "ExitStatus"
+    assert cell.error["evalue"] == "exit status 3"
+
+
+def test_java_file_is_named_after_the_public_class(workdir):
+    d = driver_for("java", workdir)
+    code = fresh_code('import java.util.*;\nclass Helper { static int two() { return 2; } }\n'
+                      'public class Calc {\n  public static void main(String[] args) {\n'
+                      '    System.out.println(Helper.two() + args.length);\n  }\n}\n')
+    cell = ok(d.run("//% args: x y\n" + code))
+    assert cell.raw_out == b"4\n"
+
+
+# ---------------------------------------------------------------------------
+# C: signals, directives, warnings, stdin, interrupt, large output
+
+def test_segfault_names_the_signal(c):
+    cell = c.run(fresh_code('int main(void) { volatile int *p = 0; return *p; }\n'))
+    assert cell.error["ename"] == "ExitStatus"
+    assert cell.error["evalue"] == "killed by signal 11 (SIGSEGV)"
+
+
+def test_output_before_a_failure_comes_before_the_error(c):
+    cell = c.run(fresh_code('#include <stdio.h>\n#include <stdlib.h>\n'
+                            'int main(void) { puts("partial"); fflush(stdout); abort(); }\n'))
+    assert cell.raw_out == b"partial\n"
+    assert cell.error["evalue"] == "killed by signal 6 (SIGABRT)"
+
+
+def test_directive_replaces_flags(c):
+    body = ('#include <stdio.h>\nint main(void) {\n#ifdef __OPTIMIZE__\n puts("optimized");\n'
+            '#endif\n printf("%d\\n", X);\n}\n')
+    cell = ok(c.run("//% -O0 -DX=5\n" + fresh_code(body)))
+    assert cell.raw_out == b"5\n"  # -O0 replaced the default -O2
+    cell = ok(c.run("//% add: -DX=6\n" + fresh_code(body)))
+    assert cell.raw_out == b"optimized\n6\n"  # add: keeps -O2
+
+
+def test_directive_args(c):
+    code = fresh_code('#include <stdio.h>\nint main(int argc, char **argv) {\n'
+                      ' for (int i = 1; i < argc; i++) printf("[%s]", argv[i]);\n}\n')
+    cell = ok(c.run("//% args: a 'b c'\n" + code))
+    assert cell.raw_out == b"[a][b c]"
+    directory = build_dir_of("//% args: a 'b c'\n" + code)
+    cell = ok(c.run("//% args: z\n" + code))  # other arguments, same binary
+    assert cell.raw_out == b"[z]"
+    assert build_dir_of("//% args: a 'b c'\n" + code) == directory
+
+
+def test_unknown_directive(c):
+    cell = c.run("//% bogus: 1\nint main(void) { return 0; }\n")
+    assert cell.error["ename"] == "DirectiveError"
+
+
+def test_warnings_go_to_stderr_on_success(c):
+    cell = ok(c.run(fresh_code('int main(void) { int unused; return 0; }\n')))
+    assert b"warning" in cell.raw_err and b"unused" in cell.raw_err
+
+
+def test_stdin_input_records(c):
+    code = fresh_code('#include <stdio.h>\n#include <string.h>\nint main(void) {\n'
+                      ' int n; char line[100];\n if (scanf("%d ", &n) != 1) return 1;\n'
+                      ' if (!fgets(line, sizeof line, stdin)) return 2;\n'
+                      ' line[strcspn(line, "\\n")] = 0;\n printf("%d:%s\\n", n * 2, line);\n}\n')
+    c.run(code)  # compile first: the input waits below stay short
+    c.start(code, allow_stdin=True)
+    request = c.recv(TIMEOUT)
+    assert request == {"t": "input", "prompt": "", "password": False}
+    c.send(t="input_reply", value="21")
+    request = c.recv(TIMEOUT)
+    assert request["t"] == "input"
+    c.send(t="input_reply", value="some text")
+    cell = ok(c.finish(TIMEOUT))
+    assert cell.raw_out == b"42:some text\n"
+    assert [r["t"] for r in cell.records] == ["done"]
+
+
+def test_stdin_of_a_child_process(c):
+    # the reader is a grandchild (sh -> head): the whole tree is watched
+    code = fresh_code('#include <stdlib.h>\nint main(void) { return system("head -n 1"); }\n')
+    c.run(code)
+    c.start(code, allow_stdin=True)
+    assert c.recv(TIMEOUT)["t"] == "input"
+    c.send(t="input_reply", value="from the grandchild")
+    cell = ok(c.finish(TIMEOUT))
+    assert cell.raw_out == b"from the grandchild\n"
+
+
+def test_stdin_without_allow_stdin_is_eof(c):
+    cell = ok(c.run(fresh_code('#include <stdio.h>\nint main(void) {\n'
+                               ' printf("%d\\n", getchar() == EOF);\n}\n')))
+    assert cell.raw_out == b"1\n"
+
+
+def test_interrupt_infinite_loop(fresh_c):
+    code = fresh_code('int main(void) { for (;;) ; }\n')
+    ok(fresh_c.run("int main(void) { return 0; }\n"))
+    fresh_c.start(code)
+    time.sleep(1.0)  # compiled and running by now (gcc takes ~0.1 s)
+    fresh_c.interrupt()
+    started = time.monotonic()
+    cell = fresh_c.finish(2.0)
+    assert time.monotonic() - started < 1.0
+    assert cell.error["ename"] == "KeyboardInterrupt"
+    assert cell.error["evalue"] == "interrupted"
+    assert fresh_c.proc.poll() is None  # the driver survived
+    cell = ok(fresh_c.run('#include <stdio.h>\nint main(void) { puts("still here"); }\n'))
+    assert cell.raw_out == b"still here\n"
+
+
+def test_interrupt_a_program_that_ignores_sigint(fresh_c):
+    fresh_c.start(fresh_code('#include <signal.h>\n#include <unistd.h>\n'
+                             'int main(void) { signal(SIGINT, SIG_IGN); for (;;) pause(); }\n'))
+    time.sleep(1.0)
+    fresh_c.interrupt()
+    cell = fresh_c.finish(2.0)
+    assert cell.error["ename"] == "KeyboardInterrupt"
+
+
+def test_interrupt_while_waiting_for_input(fresh_c):
+    code = fresh_code('#include <stdio.h>\nint main(void) { char b[9]; return !fgets(b, 9, stdin); }\n')
+    fresh_c.start(code, allow_stdin=True)
+    assert fresh_c.recv(COMPILE_TIMEOUT)["t"] == "input"
+    fresh_c.interrupt()
+    cell = fresh_c.finish(2.0)
+    assert cell.error["ename"] == "KeyboardInterrupt"
+    fresh_c.send(t="input_reply", value="too late")  # a reply racing the interrupt: ignored
+    ok(fresh_c.run("int main(void) { return 0; }\n"))
+
+
+def test_interrupt_during_compile(fresh_c):
+    # the preprocessor expands 4^12 = 16M tokens: gcc is busy for a long while
+    macros = "#define A0 x\n" + "".join(
+        "#define A%d A%d A%d A%d A%d\n" % (i, i - 1, i - 1, i - 1, i - 1) for i in range(1, 13))
+    fresh_c.start(fresh_code(macros + "int main(void) { int x = 0; return A12 - A12; }\n"))
+    time.sleep(0.5)
+    fresh_c.interrupt()
+    started = time.monotonic()
+    cell = fresh_c.finish(2.0)
+    assert time.monotonic() - started < 1.0
+    assert cell.error["ename"] == "KeyboardInterrupt"
+    ok(fresh_c.run("int main(void) { return 0; }\n"))
+
+
+def test_compile_timeout(workdir):
+    if missing("c"):
+        pytest.skip(missing("c"))
+    d = Driver("c", workdir, {"CELLGATE_COMPILE_TIMEOUT": "0.5"})
+    try:
+        macros = "#define A0 x\n" + "".join(
+            "#define A%d A%d A%d A%d A%d\n" % (i, i - 1, i - 1, i - 1, i - 1) for i in range(1, 13))
+        started = time.monotonic()
+        cell = d.run(fresh_code(macros + "int main(void) { int x = 0; return A12 - A12; }\n"),
+                     timeout=5.0)
+        assert time.monotonic() - started < 2.0
+        assert cell.error["ename"] == "CompileError"
+        assert "timeout" in cell.error["evalue"]
+    finally:
+        d.close()
+
+
+def test_large_output_arrives_complete(c):
+    cell = ok(c.run(fresh_code(
+        '#include <stdio.h>\nint main(void) {\n'
+        ' for (int i = 0; i < 100000; i++)\n'
+        '  printf("%07d %040d\\n", i, 0);\n}\n'), timeout=60))
+    assert len(cell.raw_out) == 100000 * 49  # 4.9 MB
+    lines = cell.raw_out.split(b"\n")
+    assert lines[99999] == b"%07d %040d" % (99999, 0)
+
+
+def test_sync_comes_before_error_and_done(c):
+    c.start(fresh_code("int main(void) { return 1; }\n"))
+    kinds = []
+    deadline = time.monotonic() + COMPILE_TIMEOUT
+    while not kinds or kinds[-1] != "done":
+        kinds.append(c.recv(deadline - time.monotonic(), keep_sync=True)["t"])
+    assert kinds == ["sync", "error", "done"]
+
+
+def test_other_requests(c):
+    assert c.request("is_complete", code="int main(")["status"] == "complete"
+    reply = c.request("complete", code="pri", cursor_pos=3)
+    assert reply["matches"] == [] and reply["cursor_start"] == reply["cursor_end"] == 3
+    assert c.request("inspect", code="printf", cursor_pos=3, detail_level=0)["found"] is False
+    cell = ok(c.run("int main(void) { return 0; }\n", user_expressions={"a": "1"}))
+    assert cell.done["user_expressions"] == {}
+
+
+def test_program_runs_in_the_drivers_cwd(c, workdir):
+    cell = ok(c.run(fresh_code('#include <stdio.h>\n#include <unistd.h>\n'
+                               'int main(void) { char b[4096]; puts(getcwd(b, sizeof b)); }\n')))
+    assert cell.raw_out.decode().strip() == os.path.realpath(workdir)

@@ -1,0 +1,518 @@
+"""Tests of cellgate's Perl driver (kernel/drivers/perl.pl), standalone.
+
+The driver is started as the kernel starts it: `/usr/bin/perl -e <source>`
+in a new session with a minimal environment, fd 3 one end of an AF_UNIX
+socketpair, fd 1/2 pipes, fd 0 /dev/null, a temporary directory as cwd.
+The tests speak the protocol of kernel/drivers/PROTOCOL.md directly (the
+harness follows tests/drivers/test_python_driver.py).  Every wait is bounded.
+
+Run: /usr/bin/python3 -m pytest -q tests/drivers/test_perl_driver.py --noconftest
+"""
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+PERL = "/usr/bin/perl"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+with open(os.path.join(ROOT, "kernel", "drivers", "perl.pl"), encoding="utf-8") as _f:
+    SOURCE = _f.read()
+ARGV = [PERL, "-e", SOURCE]
+
+TIMEOUT = 10.0  # seconds: the bound on any single wait unless a test says less
+
+
+class Cell:
+    """What one execute produced."""
+
+    def __init__(self, records, raw_out, raw_err):
+        self.records = records  # every record up to and including `done`
+        self.raw_out = raw_out  # bytes on fd 1 before `done`
+        self.raw_err = raw_err
+
+    def of(self, kind):
+        return [r for r in self.records if r["t"] == kind]
+
+    def text(self, name):
+        return "".join(r["text"] for r in self.of("stream") if r["name"] == name)
+
+    @property
+    def stdout(self):
+        return self.text("stdout")
+
+    @property
+    def stderr(self):
+        return self.text("stderr")
+
+    @property
+    def error(self):
+        errors = self.of("error")
+        assert len(errors) <= 1, errors
+        return errors[0] if errors else None
+
+    @property
+    def result(self):
+        results = self.of("result")
+        assert len(results) <= 1, results
+        return results[0] if results else None
+
+    @property
+    def done(self):
+        return self.records[-1]
+
+
+class Driver:
+    """One driver process and our ends of its fd 1, 2 and 3."""
+
+    def __init__(self, argv=ARGV):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self.cwd = tempfile.mkdtemp(prefix="cellgate-driver-")
+        env = {"CELLGATE_DRIVER": "1", "CELLGATE_CONTROL_FD": "3", "HOME": self.cwd,
+               "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
+            cwd=self.cwd, start_new_session=True, close_fds=False,
+            # the socket becomes fd 3 in the child, like the kernel's spawn
+            preexec_fn=lambda: os.dup2(theirs.fileno(), 3))
+        theirs.close()
+        os.close(out_w)
+        os.close(err_w)
+        self.sock = ours
+        self.out_fd, self.err_fd = out_r, err_r
+        self.inbox = bytearray()
+        self.eof = False
+        self.raw = {out_r: bytearray(), err_r: bytearray()}
+        self.pump_raw = True  # False: leave fd 1/2 unread (to see `sync`)
+        ready = self.recv(TIMEOUT)
+        self.ready_after = time.perf_counter() - self.started
+        assert ready["t"] == "ready", ready
+        self.ready = ready
+
+    def send(self, **message):
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def _pump(self, timeout):
+        """Wait up to timeout for any fd to be readable; read what is there."""
+        fds = ([self.out_fd, self.err_fd] if self.pump_raw else []) + \
+            ([] if self.eof else [self.sock])
+        readable, _, _ = select.select(fds, [], [], max(timeout, 0))
+        for fd in readable:
+            if fd is self.sock:
+                chunk = self.sock.recv(1 << 20)
+                self.eof = not chunk
+                self.inbox += chunk
+            else:
+                self.raw[fd] += os.read(fd, 1 << 20)
+        return bool(readable)
+
+    def _line(self, deadline, need=0):
+        """Wait until the inbox holds a whole line (plus need bytes after it)."""
+        while b"\n" not in self.inbox or \
+                len(self.inbox) - self.inbox.index(b"\n") - 1 < need:
+            if self.eof:
+                raise EOFError("the driver closed fd 3")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no record in time")
+            self._pump(left)
+
+    def recv(self, timeout=TIMEOUT, keep_sync=False):
+        """The next record (raises on timeout); raw stream records come back
+        in the text form, `sync` records are skipped unless keep_sync."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._line(deadline)
+            line, _, rest = bytes(self.inbox).partition(b"\n")
+            record = json.loads(line.decode("utf-8"))  # strict UTF-8
+            if record.get("t") == "stream" and "bytes" in record:
+                n = record.pop("bytes")
+                self._line(deadline, n)
+                line, _, rest = bytes(self.inbox).partition(b"\n")
+                record["text"] = rest[:n].decode("utf-8")  # strict here too
+                rest = rest[n:]
+            self.inbox = bytearray(rest)
+            if record.get("t") != "sync" or keep_sync:
+                return record
+
+    def drain_raw(self):
+        """Bytes already in the fd 1/2 pipes (nothing waits)."""
+        while self._pump(0) and not self.eof:
+            pass
+        out, err = bytes(self.raw[self.out_fd]), bytes(self.raw[self.err_fd])
+        self.raw[self.out_fd].clear()
+        self.raw[self.err_fd].clear()
+        return out, err
+
+    def start(self, code, allow_stdin=False, user_expressions=None, silent=False):
+        Driver.count = getattr(Driver, "count", 0) + 1
+        self.send(t="execute", code=code, silent=silent, store_history=not silent,
+                  allow_stdin=allow_stdin, user_expressions=user_expressions or {},
+                  execution_count=Driver.count, color=False)
+
+    def finish(self, timeout=TIMEOUT):
+        """Records up to `done`; raw pipe bytes read by the time it arrived."""
+        deadline = time.monotonic() + timeout
+        records = []
+        while not records or records[-1]["t"] != "done":
+            records.append(self.recv(deadline - time.monotonic()))
+        out, err = self.drain_raw()  # the kernel drains fd 1/2 at `done`
+        return Cell(records, out, err)
+
+    def run(self, code, timeout=TIMEOUT, **options):
+        self.start(code, **options)
+        return self.finish(timeout)
+
+    def request(self, kind, timeout=TIMEOUT, **members):
+        self.send(t=kind, **members)
+        reply = self.recv(timeout)
+        assert reply["t"] == "reply", reply
+        return reply
+
+    def interrupt(self):
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def close(self):
+        self.sock.close()
+        try:
+            self.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(TIMEOUT)
+        os.close(self.out_fd)
+        os.close(self.err_fd)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def driver():
+    d = Driver()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def fresh():
+    d = Driver()
+    yield d
+    if d.proc.poll() is None:
+        d.close()
+
+
+def ok(cell):
+    """The cell ran without an error record."""
+    assert cell.error is None, "\n".join(cell.error["traceback"])
+    return cell
+
+
+def wait_for_stdout(driver, text, timeout=TIMEOUT):
+    """Read records until a stdout stream containing text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = driver.recv(deadline - time.monotonic())
+        assert record["t"] != "done", record
+        if record["t"] == "stream" and text in record["text"]:
+            return
+
+
+# ---------------------------------------------------------------------------
+# start-up and state
+
+def test_ready_and_version(driver):
+    version = subprocess.run([PERL, "-e", 'printf "%vd", $^V'], capture_output=True,
+                             text=True, timeout=TIMEOUT).stdout
+    assert driver.ready == {"t": "ready", "language_version": version}
+    assert driver.ready_after < 2.0
+    print("\nperl driver ready after %.1f ms" % (driver.ready_after * 1000))
+
+
+def test_state_persists_across_cells(driver):
+    ok(driver.run("$glob = 20;\nour $declared = 1;\nmy $lex = 21;"))
+    ok(driver.run("sub add_glob { return $_[0] + $glob }"))
+    ok(driver.run("use List::Util qw(sum max);\nuse POSIX ();"))
+    cell = ok(driver.run('print add_glob(22), " ", $declared, " ", $lex, " ",'
+                         ' sum(1, 2, 3), " ", POSIX::floor(2.5), "\\n";'))
+    assert cell.stdout == "42 1 21 6 2\n"
+    assert cell.result is None  # Perl cells have no result
+
+
+def test_top_level_my_becomes_global_but_nested_my_stays_lexical(driver):
+    ok(driver.run("my @list;\npush @list, 1;\nmy ($p, $q) = (3, 4);\n"
+                  "sub counter { my $n = 0; for my $i (1..3) { my $t = $i; $n += $t } $n }"))
+    ok(driver.run("my @list;\npush @list, 2;"))  # re-running starts afresh, like `my`
+    cell = ok(driver.run('print scalar(@list), " $list[0] $p $q ", counter(),'
+                         ' " [", (defined $n ? "leak" : "ok"), "]\\n";'))
+    assert cell.stdout == "1 2 3 4 6 [ok]\n"
+    # strict works for those who ask for it
+    ok(driver.run("use strict;\nmy $strict_ok = 5;\nprint $strict_ok;"))
+
+
+# ---------------------------------------------------------------------------
+# errors
+
+def test_die_with_a_string(driver):
+    ok(driver.run("sub inner { return 1 / $_[0] }\nsub outer { return inner(0) }"))
+    cell = driver.run("$before_error = 1;\nouter();\n$after_error = 1;")
+    error = cell.error
+    assert error["ename"] == "Error"
+    assert error["evalue"].startswith("Illegal division by zero at <cell")
+    text = "\n".join(error["traceback"])
+    assert text.startswith("Traceback (most recent call last):")
+    assert "line 2, in main\n    outer();" in text
+    assert "in main::outer\n    sub outer { return inner(0) }" in text
+    assert "in main::inner" in text
+    assert "-e" not in text and "CellGate" not in text  # no driver frames
+    assert [r["t"] for r in cell.records] == ["error", "done"]
+    assert cell.done == {"t": "done", "user_expressions": {}}
+    cell = ok(driver.run('print defined $before_error ? 1 : 0, defined $after_error ? 1 : 0'))
+    assert cell.stdout == "10"
+
+
+def test_die_with_an_object(driver):
+    code = ("package MyError; sub new { bless {msg => $_[1]}, $_[0] }\n"
+            "sub message { $_[0]{msg} }\npackage main;\n"
+            "die MyError->new('custom failure');")
+    cell = driver.run(code)
+    assert cell.error["ename"] == "MyError"
+    assert cell.error["evalue"] == "custom failure"
+    assert cell.error["traceback"][-1] == "MyError: custom failure"
+
+
+def test_syntax_error(driver):
+    cell = driver.run("$ok_line = 1;\nmy $x = (1 + ;\n")
+    assert cell.error["ename"] == "SyntaxError"
+    assert "syntax error at <cell" in cell.error["evalue"] and "line 2" in cell.error["evalue"]
+    assert [r["t"] for r in cell.records] == ["error", "done"]
+    assert ok(driver.run('print defined $ok_line ? "ran" : "not run"')).stdout == "not run"
+
+
+def test_exit_ends_the_cell_not_the_driver(driver):
+    cell = driver.run("exit 3;")
+    assert cell.error["ename"] == "SystemExit" and cell.error["evalue"] == "3"
+    assert driver.proc.poll() is None
+    ok(driver.run("1;"))
+
+
+# ---------------------------------------------------------------------------
+# streams
+
+def test_stdout_stderr_order_is_exact(driver):
+    cell = ok(driver.run('for my $i (0..4) { print "out $i\\n"; print STDERR "err $i\\n" }\n'
+                         'warn "warned\\n"; printf("%03d\\n", 7); say STDOUT "said" if 0;'))
+    streams = [(r["name"], r["text"]) for r in cell.of("stream")]
+    expected = []
+    for i in range(5):
+        expected += [("stdout", "out %d\n" % i), ("stderr", "err %d\n" % i)]
+    expected += [("stderr", "warned\n"), ("stdout", "007\n")]
+    assert streams == expected
+
+
+def test_unicode_output_is_valid_utf8(driver):
+    cell = ok(driver.run('print "caf\\x{e9} \\x{1F600}\\n"; print "bytes: \\xc3\\xa9\\n";'
+                         ' print "latin1: \\xe9\\n";'))
+    assert cell.stdout == "café 😀\nbytes: é\nlatin1: é\n"
+
+
+def test_child_process_output_arrives_on_the_raw_pipe_before_done(driver):
+    cell = ok(driver.run('print "perl first\\n";\nsystem("echo hi; echo oops >&2");\n'
+                         'my $got = `echo captured`;\nprint "perl got $got";'))
+    assert cell.raw_out == b"hi\n"
+    assert cell.raw_err == b"oops\n"
+    assert cell.stdout == "perl first\nperl got captured\n"
+
+
+def test_buffered_text_goes_out_before_a_child_writes(fresh):
+    # `print` then system(): the print must be on fd 3 (marked with a sync
+    # if needed) before the child's bytes, even within the 50 ms window.
+    fresh.pump_raw = False  # the child's bytes stay in the pipe, unread
+    fresh.start('print "a\\n"; print "b\\n"; system("echo c"); print "d\\n";')
+    records = []
+    while not records or records[-1]["t"] != "done":
+        records.append(fresh.recv(keep_sync=True))
+    kinds = [r["t"] for r in records]
+    first_sync = kinds.index("sync")
+    before = "".join(r["text"] for r in records[:first_sync] if r["t"] == "stream")
+    assert before == "a\nb\n"
+    assert "".join(r["text"] for r in records[first_sync:] if r["t"] == "stream") == "d\n"
+    fresh.pump_raw = True
+    assert fresh.drain_raw() == (b"c\n", b"")
+
+
+def test_autoflush_sends_output_while_the_cell_runs(fresh):
+    fresh.start('$| = 1; print "one\\n"; print "two\\n"; sleep 2;')
+    wait_for_stdout(fresh, "one", timeout=1.0)
+    wait_for_stdout(fresh, "two", timeout=1.0)
+    ok(fresh.finish())
+
+
+def test_large_output_arrives_complete(driver):
+    started = time.perf_counter()
+    cell = ok(driver.run('print "x" x 99, "\\n" for 1 .. 50_000;', timeout=60))
+    elapsed = time.perf_counter() - started
+    assert cell.stdout == ("x" * 99 + "\n") * 50_000  # 5 MB
+    assert max(len(r["text"]) for r in cell.of("stream")) <= 1 << 20
+    print("\n5 MB through the perl driver: %.3f s" % elapsed)
+
+
+def test_forked_child_writes_to_the_raw_pipe(driver):
+    cell = ok(driver.run('my $pid = fork();\nif ($pid == 0) { print "from child\\n"; exit 0 }\n'
+                         'waitpid($pid, 0);\nprint "from parent\\n";'))
+    assert cell.raw_out == b"from child\n"
+    assert cell.stdout == "from parent\n"
+
+
+# ---------------------------------------------------------------------------
+# interrupts
+
+def test_interrupt_busy_loop_keeps_state(fresh):
+    ok(fresh.run("$kept = 'yes';"))
+    fresh.start('$| = 1; print "spinning\\n"; my $n = 0; while (1) { $n++ }')
+    wait_for_stdout(fresh, "spinning")
+    sent = time.monotonic()
+    fresh.interrupt()
+    cell = fresh.finish(timeout=1.0)
+    assert time.monotonic() - sent < 1.0
+    assert cell.error["ename"] == "KeyboardInterrupt"
+    assert "while (1)" in "\n".join(cell.error["traceback"])
+    assert ok(fresh.run('print $kept')).stdout == "yes"
+
+
+def test_interrupt_sleep_keeps_state(fresh):
+    ok(fresh.run("$kept = 'still';"))
+    fresh.start('print "sleeping\\n"; sleep 30; $after = 1;')
+    wait_for_stdout(fresh, "sleeping")
+    time.sleep(0.1)
+    sent = time.monotonic()
+    fresh.interrupt()
+    cell = fresh.finish(timeout=1.0)
+    assert time.monotonic() - sent < 1.0
+    assert cell.error["ename"] == "KeyboardInterrupt"
+    assert ok(fresh.run('print $kept, defined $after ? " after" : ""')).stdout == "still"
+
+
+def test_sigint_between_cells_is_ignored(fresh):
+    for _ in range(3):
+        fresh.interrupt()
+    time.sleep(0.2)
+    assert fresh.proc.poll() is None
+    assert ok(fresh.run('print "alive"')).stdout == "alive"
+
+
+# ---------------------------------------------------------------------------
+# input
+
+def test_input_with_allow_stdin(driver):
+    driver.start('print "Name? ";\nmy $name = <STDIN>;\nchomp $name;\nprint "hello $name\\n";',
+                 allow_stdin=True)
+    records = []
+    while not records or records[-1]["t"] != "input":
+        records.append(driver.recv())
+    assert records == [{"t": "stream", "name": "stdout", "text": "Name? "},
+                       {"t": "input", "prompt": "", "password": False}]
+    driver.send(t="input_reply", value="Ada")
+    assert ok(driver.finish()).stdout == "hello Ada\n"
+
+
+def test_input_without_allow_stdin(driver):
+    cell = driver.run("my $line = <STDIN>;", allow_stdin=False)
+    assert cell.error["ename"] == "StdinNotImplementedError"
+    assert "allow_stdin is false" in cell.error["evalue"]
+    assert not cell.of("input")
+
+
+def test_interrupt_during_input(fresh):
+    fresh.start("$answer = <STDIN>;", allow_stdin=True)
+    assert fresh.recv()["t"] == "input"
+    fresh.interrupt()
+    cell = fresh.finish(timeout=1.0)
+    assert cell.error["ename"] == "KeyboardInterrupt"
+    fresh.send(t="input_reply", value="too late")  # a reply racing the interrupt
+    assert ok(fresh.run('print defined $answer ? "set" : "unset"')).stdout == "unset"
+
+
+# ---------------------------------------------------------------------------
+# user_expressions, complete, inspect, is_complete
+
+def test_user_expressions(driver):
+    cell = ok(driver.run("$ue = 21; @ue_list = (1, 2);",
+                         user_expressions={"double": "$ue * 2", "list": "[@ue_list]",
+                                           "bad": "die 'nope'"}))
+    exprs = cell.done["user_expressions"]
+    assert exprs["double"] == {"status": "ok", "data": {"text/plain": "42"}, "metadata": {}}
+    assert exprs["list"]["data"]["text/plain"].replace(" ", "").replace("\n", "") == "[1,2]"
+    assert exprs["bad"]["status"] == "error" and exprs["bad"]["ename"] == "Error"
+
+
+def test_complete(driver):
+    ok(driver.run("$completion_target_1 = 1; @completion_target_2 = (1);\n"
+                  "sub completion_sub { 1 }"))
+    reply = driver.request("complete", code="print $completion_t", cursor_pos=19)
+    assert reply["matches"] == ["$completion_target_1"]
+    assert reply["cursor_start"] == 6 and reply["cursor_end"] == 19
+    reply = driver.request("complete", code="completion_s", cursor_pos=12)
+    assert reply["matches"] == ["completion_sub"] and reply["cursor_start"] == 0
+    reply = driver.request("complete", code="x; @completion_t", cursor_pos=16)
+    assert reply["matches"] == ["@completion_target_2"]
+    reply = driver.request("complete", code="List::Util::su", cursor_pos=14)
+    assert "List::Util::sum" in reply["matches"]
+    assert "printf" in driver.request("complete", code="prin", cursor_pos=4)["matches"]
+
+
+def test_inspect(driver):
+    ok(driver.run("$inspected = 'value';"))
+    reply = driver.request("inspect", code="$inspected", cursor_pos=3, detail_level=0)
+    assert reply["found"] is True and "value" in reply["data"]["text/plain"]
+    assert driver.request("inspect", code="$nothing_here", cursor_pos=3,
+                          detail_level=0)["found"] is False
+
+
+@pytest.mark.parametrize("code, status, indent", [
+    ("print 1;", "complete", None),
+    ("", "complete", None),
+    ("sub f {", "incomplete", "    "),
+    ("if ($x) {\n    for (1..3) {", "incomplete", "        "),
+    ("my %h = (a => [1,", "incomplete", "        "),
+    ("print 'abc", "incomplete", ""),
+    ('print "a\\"b', "incomplete", ""),
+    ("my $t = <<EOT;\nline", "incomplete", ""),
+    ("my $t = <<'EOT';\nline\nEOT\n", "complete", None),
+    ("my @w = qw(a b", "incomplete", ""),
+    ("my $s = q{a {nested} b};", "complete", None),
+    ("print '}';  # } in a comment", "complete", None),
+    ("$x =~ s{a}{b}g;", "complete", None),
+    ("sub f { 1 } }", "invalid", None),
+    ("print $#list;", "complete", None),
+])
+def test_is_complete(driver, code, status, indent):
+    reply = driver.request("is_complete", code=code)
+    assert reply["status"] == status
+    if status == "incomplete":
+        assert reply["indent"] == indent
+    else:
+        assert "indent" not in reply
+
+
+# ---------------------------------------------------------------------------
+# the request loop
+
+def test_end_of_file_exits_0(fresh):
+    ok(fresh.run('END { print "bye\\n" }'))
+    fresh.sock.shutdown(socket.SHUT_WR)
+    assert fresh.proc.wait(TIMEOUT) == 0
+    out, _ = fresh.drain_raw()
+    assert out == b"bye\n"  # END output goes to the raw pipe
+
+
+def test_unknown_requests_are_ignored(driver):
+    driver.send(t="frobnicate")
+    driver.send(t="input_reply", value="nobody asked")
+    assert ok(driver.run('print "next"')).stdout == "next"

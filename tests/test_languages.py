@@ -1,0 +1,231 @@
+"""Every language through real kernels: jupyter_kernel_test for each
+installed kernelspec with the sample attributes the language supports,
+then what the issue asks of compiled languages (a cell is a program,
+compile errors, exit statuses, stdin, the build cache) and of sharing one
+box across languages with %%magics."""
+import json
+import os
+import time
+
+import jupyter_kernel_test as jkt
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+
+from conftest import run, stream_text
+
+INSTALLED = set(KernelSpecManager().find_kernel_specs())
+
+
+def needs(name):
+    return pytest.mark.skipif(f"cellgate-{name}" not in INSTALLED,
+                              reason=f"no {name} toolchain on this machine")
+
+
+def spec_test(name, **attrs):
+    """A jupyter_kernel_test class for kernelspec cellgate-NAME."""
+    attrs.setdefault("kernel_name", f"cellgate-{name}")
+    cls = type(f"KernelTest_{name}", (jkt.KernelTests,), attrs)
+    return needs(name)(cls)
+
+
+HELLO_C = '#include <stdio.h>\nint main(void) { printf("hello, world\\n"); return 0; }\n'
+
+JavaScript = spec_test(
+    "javascript", language_name="javascript", file_extension=".js",
+    code_hello_world="console.log('hello, world')",
+    code_stderr="console.error('oops')",
+    code_generate_error="throw new TypeError('boom')",
+    code_execute_result=[{"code": "1 + 2", "result": "3"},
+                         {"code": "[1, 2].map(x => x * 2)", "result": "[ 2, 4 ]"}],
+    complete_code_samples=["1 + 1", "function f() { return 1 }"],
+    incomplete_code_samples=["function f() {", "[1, 2,"],
+    invalid_code_samples=["1 +* 2", "}"],
+)
+Ruby = spec_test(
+    "ruby", language_name="ruby", file_extension=".rb",
+    code_hello_world="puts 'hello, world'",
+    code_stderr="$stderr.puts 'oops'",
+    code_generate_error="raise ArgumentError, 'boom'",
+    code_execute_result=[{"code": "1 + 2", "result": "3"},
+                         {"code": "[1, 2].map { |x| x * 2 }", "result": "[2, 4]"}],
+    complete_code_samples=["1 + 1", "def f\n  1\nend"],
+    incomplete_code_samples=["def f", "[1, 2,"],
+)
+Perl = spec_test(
+    "perl", language_name="perl", file_extension=".pl",
+    code_hello_world='print "hello, world\\n";',
+    code_stderr='print STDERR "oops\\n";',
+    code_generate_error="die 'boom';",
+    complete_code_samples=["my $x = 1;", "sub f { 1 }"],
+    incomplete_code_samples=["sub f {", "my @a = (1, 2,"],
+)
+PHP = spec_test(
+    "php", language_name="php", file_extension=".php",
+    code_hello_world='echo "hello, world\\n";',
+    code_stderr='fwrite(STDERR, "oops\\n");',
+    code_generate_error="throw new RuntimeException('boom');",
+    code_execute_result=[{"code": "1 + 2", "result": "3"}],
+    complete_code_samples=["$x = 1;", "function f() { return 1; }"],
+    incomplete_code_samples=["function f() {", "$a = [1, 2,"],
+)
+C = spec_test(
+    "c", language_name="c", file_extension=".c",
+    code_hello_world=HELLO_C,
+    code_stderr='#include <stdio.h>\nint main(void) { fputs("oops\\n", stderr); return 0; }\n',
+    code_generate_error="int main(void) { return 3; }\n",
+)
+Cpp = spec_test(
+    "cpp", language_name="c++", file_extension=".cpp",
+    code_hello_world='#include <iostream>\nint main() { std::cout << "hello, world\\n"; }\n',
+    code_stderr='#include <iostream>\nint main() { std::cerr << "oops\\n"; }\n',
+    code_generate_error="int main() { return 4; }\n",
+)
+Go = spec_test(
+    "go", language_name="go", file_extension=".go",
+    code_hello_world='package main\nimport "fmt"\nfunc main() { fmt.Println("hello, world") }\n',
+    code_stderr='package main\nimport "os"\nfunc main() { os.Stderr.WriteString("oops\\n") }\n',
+    code_generate_error='package main\nimport "os"\nfunc main() { os.Exit(2) }\n',
+)
+Java = spec_test(
+    "java", language_name="java", file_extension=".java",
+    code_hello_world='public class Hello { public static void main(String[] a) '
+                     '{ System.out.println("hello, world"); } }\n',
+    code_stderr='public class Err { public static void main(String[] a) '
+                '{ System.err.println("oops"); } }\n',
+    code_generate_error='public class Fail { public static void main(String[] a) '
+                        '{ System.exit(5); } }\n',
+)
+Rust = spec_test(
+    "rust", language_name="rust", file_extension=".rs",
+    code_hello_world='fn main() { println!("hello, world"); }\n',
+    code_stderr='fn main() { eprintln!("oops"); }\n',
+    code_generate_error="fn main() { std::process::exit(6); }\n",
+)
+Kotlin = spec_test(
+    "kotlin", language_name="kotlin", file_extension=".kt",
+    code_hello_world='fun main() { println("hello, world") }\n',
+    code_stderr='fun main() { System.err.println("oops") }\n',
+    code_generate_error="fun main() { kotlin.system.exitProcess(7) }\n",
+)
+
+
+# ---- state in interpreted languages ------------------------------------------
+
+STATE = {  # (set up, use, expected stdout)
+    "javascript": ("let n = 20; function twice(x) { return 2 * x }",
+                   "console.log(twice(n) + 2)", "42\n"),
+    "ruby": ("n = 20\ndef twice(x) = 2 * x", "puts twice(n) + 2", "42\n"),
+    "perl": ("$n = 20; sub twice { 2 * shift }", 'print twice($n) + 2, "\\n";', "42\n"),
+    "php": ("$n = 20; function twice($x) { return 2 * $x; }", 'echo twice($n) + 2, "\\n";',
+            "42\n"),
+}
+
+
+@pytest.mark.parametrize("lang", sorted(STATE))
+def test_interpreted_state_persists(kernel_factory, lang):
+    if f"cellgate-{lang}" not in INSTALLED:
+        pytest.skip(f"no {lang}")
+    km, kc = kernel_factory(f"cellgate-{lang}")
+    setup, use, want = STATE[lang]
+    reply, out = run(kc, setup)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    reply, out = run(kc, use)
+    assert stream_text(out, "stdout") == want
+
+
+@needs("javascript")
+def test_javascript_await_and_require_from_data(kernel_factory):
+    km, kc = kernel_factory("cellgate-javascript")
+    reply, out = run(kc, "const fs = require('fs');\n"
+                         "fs.mkdirSync('node_modules/greet', {recursive: true});\n"
+                         "fs.writeFileSync('node_modules/greet/index.js', "
+                         "'module.exports = n => `hi ${n}`');")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    reply, out = run(kc, "const v = await new Promise(r => setTimeout(() => r(41), 10));\n"
+                         "console.log(require('greet')(v + 1))")
+    assert stream_text(out, "stdout") == "hi 42\n"
+
+
+# ---- compiled languages ------------------------------------------------------
+
+@needs("c")
+def test_c_compile_error_is_one_error_with_the_diagnostic(kernel_factory):
+    km, kc = kernel_factory("cellgate-c")
+    reply, out = run(kc, "int main(void) { return undefined_name; }\n")
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "CompileError"
+    assert [m["msg_type"] for m in out] == ["error"]
+    assert "undefined_name" in "\n".join(out[0]["content"]["traceback"])
+
+
+@needs("c")
+def test_c_exit_status_and_signal(kernel_factory):
+    km, kc = kernel_factory("cellgate-c")
+    reply, out = run(kc, '#include <stdio.h>\nint main(void) { puts("before"); return 3; }\n')
+    assert stream_text(out, "stdout") == "before\n"
+    assert "exit status 3" in reply["content"]["evalue"]
+    reply, out = run(kc, "int main(void) { int *p = 0; return *p; }\n")
+    assert "signal 11" in reply["content"]["evalue"] or "SIGSEGV" in reply["content"]["evalue"]
+
+
+@needs("c")
+def test_c_directive_and_build_cache(kernel_factory):
+    km, kc = kernel_factory("cellgate-c")
+    code = '//% -O0 -DANSWER=42\n#include <stdio.h>\nint main(void) { printf("%d\\n", ANSWER); }\n'
+    t0 = time.monotonic()
+    reply, out = run(kc, code)
+    first = time.monotonic() - t0
+    assert stream_text(out, "stdout") == "42\n"
+    t0 = time.monotonic()
+    reply, out = run(kc, code)
+    again = time.monotonic() - t0
+    assert stream_text(out, "stdout") == "42\n"
+    # Cached: the second run does not compile. gcc takes tens of ms at least.
+    assert again < first, (first, again)
+
+
+@needs("c")
+def test_c_stdin(kernel_factory):
+    km, kc = kernel_factory("cellgate-c")
+    code = ('#include <stdio.h>\nint main(void) { int a = 0, b = 0;\n'
+            '  if (scanf("%d", &a) != 1) { puts("eof"); return 0; }\n'
+            '  scanf("%d", &b); printf("sum %d\\n", a + b); return 0; }\n')
+    reply, out = run(kc, code, stdin=["20", "22"])
+    assert len([m for m in out if m["msg_type"] == "input_request"]) == 2
+    assert "sum 42" in stream_text(out, "stdout")
+    reply, out = run(kc, code)  # no allow_stdin: end of file
+    assert stream_text(out, "stdout") == "eof\n"
+
+
+@needs("c")
+def test_c_interrupt(kernel_factory):
+    km, kc = kernel_factory("cellgate-c")
+    msg_id = kc.execute("int main(void) { for (;;) ; }\n")
+    time.sleep(1.0)
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=20)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error"
+    reply, out = run(kc, HELLO_C)
+    assert stream_text(out, "stdout") == "hello, world\n"
+
+
+# ---- one box, many languages ---------------------------------------------------
+
+def test_magics_share_the_box(kernel_factory):
+    langs = [l for l in ("javascript", "ruby", "perl", "php", "c")
+             if f"cellgate-{l}" in INSTALLED]
+    km, kc = kernel_factory("cellgate")
+    run(kc, "open('shared.txt', 'w').write('from python')")
+    readers = {
+        "javascript": "%%javascript\nconsole.log(require('fs').readFileSync('shared.txt', 'utf8'))",
+        "ruby": "%%ruby\nputs File.read('shared.txt')",
+        "perl": "%%perl\nopen my $f, '<', 'shared.txt'; print <$f>, \"\\n\";",
+        "php": "%%php\necho file_get_contents('shared.txt'), \"\\n\";",
+        "c": '%%c\n#include <stdio.h>\nint main(void) { char b[64] = {0}; FILE *f = '
+             'fopen("shared.txt", "r"); fgets(b, sizeof b, f); puts(b); }\n',
+    }
+    for lang in langs:
+        reply, out = run(kc, readers[lang], timeout=120)
+        assert reply["content"]["status"] == "ok", (lang, reply["content"])
+        assert "from python" in stream_text(out, "stdout"), lang
