@@ -40,7 +40,7 @@ KERNEL := kernel/main.c kernel/kernel.c kernel/runtime.c kernel/spawn.c kernel/l
 SANDBOX := sandbox/box.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
            kernel/drivers/javascript.js kernel/drivers/ruby.rb kernel/drivers/perl.pl \
-           kernel/drivers/compiled.py \
+           kernel/drivers/php.php kernel/drivers/compiled.py \
            $(B)/kernel/drivers/python.bin $(B)/kernel/drivers/compiled.bin
 LOGOS := kernelspecs/logo-32x32.png kernelspecs/logo-64x64.png kernelspecs/logo-svg.svg
 COMMON_OBJ := $(COMMON:%.c=$(B)/%.o)

@@ -17,6 +17,7 @@ EMBED_FILE(cg_driver_bash, "kernel/drivers/bash.sh");
 EMBED_FILE(cg_driver_javascript, "kernel/drivers/javascript.js");
 EMBED_FILE(cg_driver_ruby, "kernel/drivers/ruby.rb");
 EMBED_FILE(cg_driver_perl, "kernel/drivers/perl.pl");
+EMBED_FILE(cg_driver_php, "kernel/drivers/php.php");
 EMBED_FILE(cg_driver_compiled, "kernel/drivers/compiled.py");
 #ifndef CG_COMPILED_COMPILED /* made by the build: scripts/pycompile.py */
 #define CG_COMPILED_COMPILED "build/kernel/drivers/compiled.bin"
@@ -36,6 +37,7 @@ drivers_source(const char *driver, size_t *len)
         { "javascript", cg_driver_javascript_start, cg_driver_javascript_end },
         { "ruby", cg_driver_ruby_start, cg_driver_ruby_end },
         { "perl", cg_driver_perl_start, cg_driver_perl_end },
+        { "php", cg_driver_php_start, cg_driver_php_end },
         { "compiled", cg_driver_compiled_start, cg_driver_compiled_end },
         { "compiled-compiled", cg_driver_compiled_compiled_start,
           cg_driver_compiled_compiled_end },

@@ -23,6 +23,7 @@ static const char *const bash_argv[] = {
 static const char *const node_argv[] = { "/usr/bin/node", "-e", "@DRIVER@", NULL };
 static const char *const ruby_argv[] = { "/usr/bin/ruby", "-e", "@DRIVER@", NULL };
 static const char *const perl_argv[] = { "/usr/bin/perl", "-e", "@DRIVER@", NULL };
+static const char *const php_argv[] = { "/usr/bin/php", "-r", "@DRIVER@", NULL };
 
 /* Fields every compiled language shares: one driver (compiled.py, run by
  * the Python bootstrap) told which language it serves. */
@@ -85,6 +86,16 @@ static const struct lang table[] = {
         .version_bare = "-e 'printf q{%vd}, $^V'",
         .driver = "perl", .kind = RT_JSONL, .argv = perl_argv,
         .banner = "cellgate: Perl",
+    },
+    {
+        .name = "php", .aliases = "",
+        .display_name = "PHP (cellgate)", .language = "php",
+        .file_extension = ".php", .mimetype = "application/x-httpd-php",
+        .pygments_lexer = "php", .codemirror_mode = "php", .nbconvert_exporter = "script",
+        .program = "/usr/bin/php",
+        .version_bare = "-r 'echo PHP_VERSION;'",
+        .driver = "php", .kind = RT_JSONL, .argv = php_argv,
+        .banner = "cellgate: PHP",
     },
     {
         .name = "c", .aliases = "",
