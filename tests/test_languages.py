@@ -40,6 +40,8 @@ JavaScript = spec_test(
     complete_code_samples=["1 + 1", "function f() { return 1 }"],
     incomplete_code_samples=["function f() {", "[1, 2,"],
     invalid_code_samples=["1 +* 2", "}"],
+    completion_samples=[{"text": "consol", "matches": {"console"}}],
+    code_inspect_sample="Math.max",
 )
 Ruby = spec_test(
     "ruby", language_name="ruby", file_extension=".rb",
@@ -50,6 +52,7 @@ Ruby = spec_test(
                          {"code": "[1, 2].map { |x| x * 2 }", "result": "[2, 4]"}],
     complete_code_samples=["1 + 1", "def f\n  1\nend"],
     incomplete_code_samples=["def f", "[1, 2,"],
+    completion_samples=[{"text": "put", "matches": {"putc", "puts"}}],
 )
 Perl = spec_test(
     "perl", language_name="perl", file_extension=".pl",
@@ -58,6 +61,7 @@ Perl = spec_test(
     code_generate_error="die 'boom';",
     complete_code_samples=["my $x = 1;", "sub f { 1 }"],
     incomplete_code_samples=["sub f {", "my @a = (1, 2,"],
+    completion_samples=[{"text": "prin", "matches": {"print", "printf"}}],
 )
 PHP = spec_test(
     "php", language_name="php", file_extension=".php",
@@ -67,6 +71,7 @@ PHP = spec_test(
     code_execute_result=[{"code": "1 + 2", "result": "3"}],
     complete_code_samples=["$x = 1;", "function f() { return 1; }"],
     incomplete_code_samples=["function f() {", "$a = [1, 2,"],
+    code_inspect_sample="strlen",
 )
 C = spec_test(
     "c", language_name="c", file_extension=".c",
