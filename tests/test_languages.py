@@ -234,3 +234,52 @@ def test_magics_share_the_box(kernel_factory):
         reply, out = run(kc, readers[lang], timeout=120)
         assert reply["content"]["status"] == "ok", (lang, reply["content"])
         assert "from python" in stream_text(out, "stdout"), lang
+
+
+# ---- interrupt and stdin in every interpreted language ---------------------------
+
+BUSY = {  # (a variable to keep, a busy loop, reading its value back)
+    "javascript": ("let kept = 7", "while (true) {}", "console.log(kept)"),
+    "ruby": ("kept = 7", "loop { }", "puts kept"),
+    "perl": ("$kept = 7;", "1 while 1;", 'print "$kept\\n";'),
+    "php": ("$kept = 7;", "while (true) {}", 'echo "$kept\\n";'),
+}
+
+
+@pytest.mark.parametrize("lang", sorted(BUSY))
+def test_interrupt_keeps_state(kernel_factory, lang):
+    if f"cellgate-{lang}" not in INSTALLED:
+        pytest.skip(f"no {lang}")
+    km, kc = kernel_factory(f"cellgate-{lang}")
+    setup, busy, check = BUSY[lang]
+    run(kc, setup)
+    msg_id = kc.execute(busy)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=20)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error"
+    assert time.monotonic() - t0 < 2.0
+    reply, out = run(kc, check)
+    assert stream_text(out, "stdout") == "7\n"
+
+
+READ = {  # a cell that reads one line and prints it back
+    "javascript": "const name = await input('who? '); console.log('hi ' + name)",
+    "ruby": "print 'who? '\nname = gets.chomp\nputs 'hi ' + name",
+    "perl": 'my $name = <STDIN>; chomp $name; print "hi $name\\n";',
+    "php": '$name = readline("who? "); echo "hi $name\\n";',
+}
+
+
+@pytest.mark.parametrize("lang", sorted(READ))
+def test_stdin_through_the_kernel(kernel_factory, lang):
+    if f"cellgate-{lang}" not in INSTALLED:
+        pytest.skip(f"no {lang}")
+    km, kc = kernel_factory(f"cellgate-{lang}")
+    reply, out = run(kc, READ[lang], stdin=["ada"])
+    assert len([m for m in out if m["msg_type"] == "input_request"]) == 1
+    assert "hi ada" in stream_text(out, "stdout")
+    reply, out = run(kc, READ[lang])  # without allow_stdin: a clear error
+    assert reply["content"]["status"] == "error"
