@@ -14,7 +14,7 @@ PKGS=(
   python3 bash
   python3-jupyter-client python3-nbclient python3-jupyter-kernel-test
   python3-nbformat python3-nbconvert python3-ipykernel python3-zmq
-  python3-pytest python3-jsonschema
+  python3-pytest python3-jsonschema jupyter-console
   # toolchains of the languages cellgate runs (a missing one is reported by
   # `cellgate doctor` and gets no kernelspec; swift has no Debian package)
   nodejs ruby php-cli golang-go default-jdk-headless rustc kotlin
