@@ -30,6 +30,8 @@ def test_example_notebook(tmp_path):
     rich = [o for o in code[4].outputs if o.output_type == "execute_result"]
     assert "text/html" in rich[0].data
     assert [o.name for o in code[4].outputs if o.output_type == "stream"] == ["stderr"]
+    assert "wrote from-node.json" in outputs_text(code[5])
+    assert 'C read: {"answer":42}' in outputs_text(code[6])
     assert all(c.execution_count == i + 1 for i, c in enumerate(code))
 
 
