@@ -153,6 +153,7 @@ clean_env(const char *home, const char *extra)
     static const char *const base[] = {
         "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "USER=user", "LOGNAME=user",
         "SHELL=/bin/bash", "TMPDIR=/tmp", "HOSTNAME=cellgate",
+        "XDG_CACHE_HOME=/tmp/.cache", /* caches stay out of /mnt/data */
     };
     size_t k = 0;
     char **env = calloc(N_DRIVER_VARS + sizeof base / sizeof base[0] + 3, sizeof *env);

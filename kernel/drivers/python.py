@@ -836,6 +836,64 @@ def _run_cell(code, count, silent, store, color):
     return None
 
 
+# ---------------------------------------------------------------------------
+# matplotlib, inline
+#
+# MPLBACKEND names a backend module, cellgate_inline, that no file provides:
+# a finder at the end of sys.meta_path makes it when matplotlib asks for it,
+# so nothing of matplotlib is imported until the user's code imports it.
+# plt.show() sends every open figure as a PNG display and closes it; figures
+# still open when a cell ends are shown the same way, once.
+
+_INLINE = "cellgate_inline"
+
+
+class _InlineBackend:
+    """Finder and loader of the cellgate_inline backend module."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != _INLINE:
+            return None
+        import importlib.util
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        from matplotlib.backend_bases import FigureManagerBase
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        module.FigureCanvas = FigureCanvasAgg
+        module.FigureManager = FigureManagerBase
+        module.show = show_figures
+
+
+def show_figures(*args, **kwargs):
+    """Send each open figure as image/png + text/plain, then close them all."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return
+    import base64
+    for number in pyplot.get_fignums():
+        figure = pyplot.figure(number)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+        width, height = figure.get_size_inches() * figure.dpi
+        text = "<Figure size %dx%d with %d Axes>" % (width, height, len(figure.axes))
+        send({"t": "display", "metadata": {},
+              "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                       "text/plain": text}})
+    pyplot.close("all")
+
+
+def _install_inline_backend():
+    # The user's own choice (MPLBACKEND set in the box, or matplotlib.use())
+    # wins; a cache directory in /tmp keeps /mnt/data free of it.
+    os.environ.setdefault("MPLBACKEND", "module://" + _INLINE)
+    os.environ.setdefault("MPLCONFIGDIR", "/tmp/cellgate-matplotlib")
+    sys.meta_path.append(_InlineBackend())
+
+
 def _user_expressions(expressions):
     """Evaluate the execute's user_expressions in the user namespace."""
     replies = {}
@@ -849,6 +907,17 @@ def _user_expressions(expressions):
             reply.update(_error_fields(exc, False))
             replies[name] = reply
     return replies
+
+
+def _run_cell_end(color):
+    """Figures the cell left open are shown now (an error doing it is the
+    cell's error)."""
+    try:
+        _interruptibly(show_figures)
+    except BaseException as exc:
+        _report_error(exc, color)
+        return exc
+    return None
 
 
 def _exit_forked_child(exc):
@@ -879,6 +948,8 @@ def handle_execute(request):
         failure = _run_cell(code, count, silent, store, color)
         if _in_forked_child:
             _exit_forked_child(failure)
+        if "matplotlib.pyplot" in sys.modules and not silent:
+            failure = _run_cell_end(color) or failure
         if failure is None and isinstance(expressions, dict) and expressions:
             replies = _user_expressions(expressions)
     finally:
@@ -1508,6 +1579,7 @@ def _install():
     getpass.getpass = cell_getpass
     os.register_at_fork(before=_flush_before_fork, after_in_child=_after_fork_in_child)
     sys.addaudithook(_flush_before_spawn)
+    _install_inline_backend()
 
 
 def main():
