@@ -6,35 +6,31 @@ session, a clean environment, fd 0 = code pipe, 1 = stdout pipe,
 driver source to fd 0, waits for `ready`, then plays the kernel: requests
 are bash lines with every non-alphanumeric byte escaped as \\xHH inside
 $'...', records are JSON lines read from fd 3, and stdout/stderr are drained
-before each record is handled.  Every wait is bounded.
+when `done` is handled.  The fd layout and the record reading are the shared
+harness's (tests/drivers/harness.py).  Every wait is bounded.
 
 Run: /usr/bin/python3 -m pytest -q tests/drivers/test_bash_driver.py
 """
 
-import fcntl
-import json
 import os
-import select
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+import harness
+from harness import TIMEOUT
+
 DRIVER = Path(__file__).resolve().parents[2] / "kernel" / "drivers" / "bash.sh"
 BASH = shutil.which("bash", path="/usr/bin:/bin")
-ENV = {
-    "CELLGATE_DRIVER": "1",
-    "CELLGATE_CONTROL_FD": "3",
+ENV = {  # besides CELLGATE_DRIVER and CELLGATE_CONTROL_FD, which the harness sets
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": os.environ.get("HOME", "/tmp"),
     "LANG": "C.UTF-8",
     "TERM": "dumb",
 }
-TIMEOUT = 10.0  # seconds, for anything that should be quick
 ALNUM = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 
@@ -44,158 +40,58 @@ def q(text):
     return "$'" + "".join(chr(b) if b in ALNUM else "\\x%02x" % b for b in data) + "'"
 
 
-class Result:
-    """What one execute produced."""
-
-    def __init__(self, records, stdout, stderr):
-        self.records = records
-        self.stdout = stdout
-        self.stderr = stderr
+class Result(harness.Cell):
+    """What one execute produced; bash's output is all raw, so stdout and
+    stderr are the text of the fd 1 and fd 4 bytes."""
 
     @property
-    def errors(self):
-        return [r for r in self.records if r["t"] == "error"]
+    def stdout(self):
+        return self.raw_out.decode("utf-8", "replace")
 
     @property
-    def inputs(self):
-        return [r for r in self.records if r["t"] == "input"]
-
-    @property
-    def done(self):
-        assert self.records and self.records[-1]["t"] == "done", self.records
-        return self.records[-1]
+    def stderr(self):
+        return self.raw_err.decode("utf-8", "replace")
 
 
-class Driver:
-    """A bash driver process, spoken to like the kernel does."""
+class Driver(harness.Driver):
+    """A bash driver process, spoken to like the kernel does: the harness
+    with the code on fd 0, requests as bash lines, `sync` records kept."""
+
+    cell_class = Result
+    keep_sync = True
 
     def __init__(self, cwd=None, first=b""):
-        code_r, self.code_w = os.pipe()
-        self.out_r, out_w = os.pipe()
-        self.err_r, err_w = os.pipe()
-        self.ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        # Copies above 9, close-on-exec: the child dup2s them onto 3 and 4
-        # and these copies vanish at exec.
-        hi_ctl = fcntl.fcntl(ctl_child.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
-        hi_err = fcntl.fcntl(err_w, fcntl.F_DUPFD_CLOEXEC, 10)
-
-        def child_fds():
-            os.dup2(hi_ctl, 3)
-            os.dup2(hi_err, 4)
-
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [BASH, "--norc", "--noprofile", "--noediting", "-i"],
-            stdin=code_r, stdout=out_w, stderr=devnull,
-            preexec_fn=child_fds, close_fds=False, start_new_session=True,
-            env=ENV, cwd=cwd)
-        for fd in (code_r, out_w, err_w, devnull, hi_ctl, hi_err):
-            os.close(fd)
-        ctl_child.close()
-        for fd in (self.out_r, self.err_r, self.ctl.fileno()):
-            os.set_blocking(fd, False)
-        self.open_fds = {self.out_r, self.err_r}
-        self.stdout = bytearray()
-        self.stderr = bytearray()
-        self.ctl_buf = bytearray()
-        self.records = []
-        self.eof = False
         # The kernel appends a newline to the source and may not wait for
         # `ready` before its first request: `first` is written along.
-        self.write(DRIVER.read_bytes() + b"\n" + first)
-        self.ready = self.record()
-        self.startup = time.monotonic() - self.started
-
-    # -- plumbing ----------------------------------------------------------
-
-    def write(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        os.write(self.code_w, data)
-
-    def _drain_pipes(self):
-        for fd, buf in ((self.out_r, self.stdout), (self.err_r, self.stderr)):
-            while fd in self.open_fds:
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    break
-                if not chunk:
-                    self.open_fds.discard(fd)
-                else:
-                    buf += chunk
-
-    def _pump(self, timeout):
-        """Wait up to timeout for anything; drain stdout/stderr, then parse fd 3 lines."""
-        watch = list(self.open_fds) + ([] if self.eof else [self.ctl])
-        select.select(watch, [], [], timeout)
-        self._drain_pipes()
-        while not self.eof:
-            try:
-                chunk = self.ctl.recv(65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                self.eof = True
-            self.ctl_buf += chunk
-        while b"\n" in self.ctl_buf:
-            line, _, rest = bytes(self.ctl_buf).partition(b"\n")
-            self.ctl_buf = bytearray(rest)
-            self.records.append(json.loads(line.decode("utf-8")))
-
-    def record(self, timeout=TIMEOUT):
-        """The next record from fd 3, or fail after timeout seconds."""
-        deadline = time.monotonic() + timeout
-        while not self.records:
-            left = deadline - time.monotonic()
-            if self.eof:
-                raise AssertionError("control socket closed; stderr=%r" % bytes(self.stderr))
-            if left <= 0:
-                raise AssertionError("no record within %.1fs; stderr=%r" % (timeout, bytes(self.stderr)))
-            self._pump(min(left, 0.5))
-        return self.records.pop(0)
+        super().__init__([BASH, "--norc", "--noprofile", "--noediting", "-i"], env=ENV,
+                         cwd=cwd, code_on_stdin=True,
+                         first_input=DRIVER.read_bytes() + b"\n" + first)
+        self.startup = self.ready_after
 
     def wait_eof(self, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while not self.eof:
-            assert time.monotonic() < deadline, "control socket still open"
-            self._pump(0.2)
-        assert not self.records, self.records
+        assert self.recv_eof(timeout), ("control socket still open", bytes(self.inbox))
 
     def take_output(self):
-        self._drain_pipes()
-        out, err = bytes(self.stdout), bytes(self.stderr)
-        self.stdout.clear()
-        self.stderr.clear()
+        out, err = self.drain_raw()
         return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
     # -- requests ----------------------------------------------------------
 
-    def send_execute(self, code, allow_stdin=False, user_expressions=None):
+    def start(self, code, allow_stdin=False, user_expressions=None):
         args = "".join(" %s %s" % (q(k), q(v)) for k, v in (user_expressions or {}).items())
         self.take_output()
         self.write("__cg_pre %d; eval %s </dev/null\n__cg_done $?%s\n"
                    % (1 if allow_stdin else 0, q(code), args))
 
+    def answer_input(self, value):
+        self.write("#" + value + "\n")
+
     def finish(self, inputs=(), timeout=TIMEOUT):
         """Collect records up to `done`, answering `input` records from inputs."""
-        inputs = list(inputs)
-        records = []
-        while True:
-            rec = self.record(timeout)
-            records.append(rec)
-            if rec["t"] == "input":
-                assert inputs, "unexpected input request %r" % rec
-                self.write("#" + inputs.pop(0) + "\n")
-            elif rec["t"] == "done":
-                break
-        assert not inputs, "inputs left over: %r" % inputs
-        out, err = self.take_output()
-        return Result(records, out, err)
+        return super().finish(timeout, inputs)
 
     def execute(self, code, allow_stdin=False, user_expressions=None, inputs=(), timeout=TIMEOUT):
-        self.send_execute(code, allow_stdin, user_expressions)
+        self.start(code, allow_stdin, user_expressions)
         return self.finish(inputs, timeout)
 
     def ok(self, code, **kw):
@@ -206,7 +102,7 @@ class Driver:
 
     def request(self, line):
         self.write(line + "\n")
-        rec = self.record()
+        rec = self.recv()
         assert rec["t"] == "reply", rec
         return rec
 
@@ -220,23 +116,6 @@ class Driver:
 
     def is_complete(self, code):
         return self.request("__cg_is_complete %s" % q(code))["status"]
-
-    def interrupt(self):
-        os.killpg(self.proc.pid, signal.SIGINT)
-
-    def close(self):
-        try:
-            os.close(self.code_w)
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-        for fd in (self.out_r, self.err_r):
-            os.close(fd)
-        self.ctl.close()
 
 
 @pytest.fixture
@@ -367,7 +246,7 @@ def test_user_options_do_not_break_the_driver(drv):
 @pytest.mark.parametrize("code", ["sleep 10", "while :; do :; done", "x=1; while :; do x=$((x+1)); done"])
 def test_interrupt_keeps_state(drv, code):
     drv.ok("kept=yes; declare -a karr=(1 2 3)")
-    drv.send_execute(code)
+    drv.start(code)
     time.sleep(0.3)
     t0 = time.monotonic()
     drv.interrupt()
@@ -378,7 +257,7 @@ def test_interrupt_keeps_state(drv, code):
 
 
 def test_interrupt_skips_rest_of_cell(drv):
-    drv.send_execute("sleep 10; echo not-reached")
+    drv.start("sleep 10; echo not-reached")
     time.sleep(0.3)
     drv.interrupt()
     res = drv.finish(timeout=5)
@@ -387,7 +266,7 @@ def test_interrupt_skips_rest_of_cell(drv):
 
 
 def test_exit_ends_the_driver(drv):
-    drv.send_execute("echo bye; exit 3")
+    drv.start("echo bye; exit 3")
     drv.wait_eof()
     assert drv.proc.wait(timeout=5) == 3
     assert drv.take_output() == ("bye\n", "exit\n")  # interactive bash says "exit"
@@ -397,14 +276,14 @@ def test_errexit_does_not_kill_the_driver_between_cells(drv):
     # Under `set -e` a failing status returned by the driver's own
     # functions would make bash exit; only the user's commands may.
     drv.ok("set -e")
-    drv.send_execute("sleep 10")
+    drv.start("sleep 10")
     time.sleep(0.3)
     drv.interrupt()
     interrupted(drv.finish(timeout=5))  # `__cg_done 130` did not end the shell
     drv.complete("ech")
     assert drv.ok("echo alive") == "alive\n"
     # bash's rule (through `eval`, even `false && true`): this ends the shell
-    drv.send_execute("false")
+    drv.start("false")
     drv.wait_eof()
 
 
@@ -491,8 +370,8 @@ def test_interrupt_while_waiting_for_input(drv, where):
     expr = {"k": "echo $kept"}
     _, l2_len = padded_cell("", expr, 0)
     code, _ = padded_cell("read v; echo not-reached", expr, split_at(where, l2_len))
-    drv.send_execute(code, allow_stdin=True, user_expressions=expr)
-    assert [drv.record()["t"], drv.record()["t"]] == ["sync", "input"]
+    drv.start(code, allow_stdin=True, user_expressions=expr)
+    assert [drv.recv()["t"], drv.recv()["t"]] == ["sync", "input"]
     time.sleep(0.3)  # let `read` block on the code pipe (after taking what it takes)
     drv.interrupt()
     res = drv.finish(timeout=5)
@@ -503,10 +382,10 @@ def test_interrupt_while_waiting_for_input(drv, where):
 
 
 def test_output_before_a_prompt_is_synced(drv):
-    drv.send_execute("echo 'question:'; read v", allow_stdin=True)
-    assert drv.record()["t"] == "sync"
+    drv.start("echo 'question:'; read v", allow_stdin=True)
+    assert drv.recv()["t"] == "sync"
     assert drv.take_output() == ("question:\n", "")  # already in the pipe at `sync`
-    assert drv.record()["t"] == "input"
+    assert drv.recv()["t"] == "input"
     drv.write("#a\n")
     assert drv.finish().errors == []
 

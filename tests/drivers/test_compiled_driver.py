@@ -2,8 +2,9 @@
 
 The driver is started as the kernel starts it (`/usr/bin/python3 -I -c
 <source>`, new session, fd 3 a socketpair, fd 1/2 pipes, fd 0 /dev/null,
-CELLGATE_LANGUAGE naming the language); the protocol client is the one of
-test_python_driver.py.  Languages whose toolchain is missing are skipped.
+CELLGATE_LANGUAGE naming the language); the protocol client is the shared
+harness (tests/drivers/harness.py).  Languages whose toolchain is missing
+are skipped.
 
 Every cell carries a fresh nonce so that its first run really compiles
 (builds are cached by content under /tmp/cellgate-build, across runs).
@@ -13,20 +14,17 @@ Run: /usr/bin/python3 -m pytest -q tests/drivers/test_compiled_driver.py --nocon
 
 import glob
 import os
-import socket
-import subprocess
 import tempfile
 import time
 import uuid
 
 import pytest
 
-import test_python_driver as harness
-from test_python_driver import PYTHON, ROOT, TIMEOUT
+import harness
+from harness import TIMEOUT
 
-SOURCE_PATH = os.path.join(ROOT, "kernel", "drivers", "compiled.py")
-with open(SOURCE_PATH, encoding="utf-8") as _f:
-    SOURCE = _f.read()
+PYTHON = "/usr/bin/python3"
+SOURCE = harness.driver_source("compiled.py")
 
 BUILD_ROOT = "/tmp/cellgate-build"
 COMPILE_TIMEOUT = 180.0  # seconds: bound on a cell that compiles (kotlinc is slow)
@@ -79,32 +77,11 @@ class Driver(harness.Driver):
     """The harness's protocol client, starting compiled.py for one language."""
 
     def __init__(self, language, cwd, extra_env=None):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
         # the production environment, nothing inherited from ours
-        env = {"CELLGATE_DRIVER": "1", "CELLGATE_CONTROL_FD": "3",
-               "CELLGATE_LANGUAGE": language, "HOME": cwd,
+        env = {"CELLGATE_LANGUAGE": language, "HOME": cwd,
                "PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
         env.update(extra_env or {})
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [PYTHON, "-I", "-c", SOURCE], cwd=cwd,
-            stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
-            start_new_session=True, close_fds=False,
-            preexec_fn=lambda: os.dup2(theirs.fileno(), 3))
-        theirs.close()
-        os.close(out_w)
-        os.close(err_w)
-        self.sock = ours
-        self.out_fd, self.err_fd = out_r, err_r
-        self.inbox = bytearray()
-        self.eof = False
-        self.raw = {out_r: bytearray(), err_r: bytearray()}
-        ready = self.recv(TIMEOUT)
-        self.ready_after = time.perf_counter() - self.started
-        assert ready["t"] == "ready", ready
-        self.ready = ready
+        super().__init__([PYTHON, "-I", "-c", SOURCE], env=env, cwd=cwd)
 
     def run(self, code, timeout=COMPILE_TIMEOUT, **options):
         return super().run(code, timeout, **options)

@@ -3,207 +3,37 @@
 The driver is started as the kernel starts it: `/usr/bin/node -e <source>`
 in a new session, fd 3 one end of an AF_UNIX socketpair, fd 1/2 pipes, fd 0
 /dev/null, a temporary directory as cwd and HOME.  The tests speak the
-protocol of kernel/drivers/PROTOCOL.md directly.
+protocol of kernel/drivers/PROTOCOL.md directly, through the shared
+harness (tests/drivers/harness.py).
 
 Run: /usr/bin/python3 -m pytest -q tests/drivers/test_javascript_driver.py --noconftest
 """
 
-import json
 import os
-import select
-import signal
 import socket
 import subprocess
 import time
 
 import pytest
 
-NODE = "/usr/bin/node"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-with open(os.path.join(ROOT, "kernel", "drivers", "javascript.js"), encoding="utf-8") as _f:
-    SOURCE = _f.read()
+import harness
+from harness import TIMEOUT, ok, wait_for_stdout
 
-TIMEOUT = 10.0  # seconds: the bound on any single wait unless a test says less
+NODE = "/usr/bin/node"
+SOURCE = harness.driver_source("javascript.js")
 
 pytestmark = pytest.mark.skipif(not os.path.exists(NODE), reason="no /usr/bin/node")
 
 
-class Cell:
-    """What one execute produced."""
-
-    def __init__(self, records, raw_out, raw_err):
-        self.records = records  # every record up to and including `done`
-        self.raw_out = raw_out  # bytes on fd 1 before `done`
-        self.raw_err = raw_err
-
-    def of(self, kind):
-        return [r for r in self.records if r["t"] == kind]
-
-    def text(self, name):
-        return "".join(r["text"] for r in self.of("stream") if r["name"] == name)
-
-    @property
-    def error(self):
-        errors = self.of("error")
-        assert len(errors) <= 1, errors
-        return errors[0] if errors else None
-
-    @property
-    def result(self):
-        results = self.of("result")
-        assert len(results) <= 1, results
-        return results[0] if results else None
-
-    @property
-    def value(self):
-        return self.result["data"]["text/plain"] if self.result else None
-
-    @property
-    def done(self):
-        return self.records[-1]
+def launch(argv, cwd):
+    """A driver started as the kernel starts it: cwd and HOME a directory of
+    its own, a minimal environment."""
+    return harness.Driver(argv, cwd=str(cwd), env={
+        "HOME": str(cwd), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"})
 
 
-class Driver:
-    """One driver process and our ends of its fd 1, 2 and 3."""
-
-    def __init__(self, argv, cwd):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        env = {"CELLGATE_DRIVER": "1", "CELLGATE_CONTROL_FD": "3", "HOME": str(cwd),
-               "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            argv, cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-            env=env, start_new_session=True, close_fds=False,
-            preexec_fn=lambda: os.dup2(theirs.fileno(), 3))  # the socket becomes fd 3
-        theirs.close()
-        os.close(out_w)
-        os.close(err_w)
-        self.sock = ours
-        self.out_fd, self.err_fd = out_r, err_r
-        self.inbox = bytearray()
-        self.eof = False
-        self.raw = {out_r: bytearray(), err_r: bytearray()}
-        self.count = 0
-        ready = self.recv(TIMEOUT)
-        self.ready_after = time.perf_counter() - self.started
-        assert ready["t"] == "ready", ready
-        self.ready = ready
-
-    def send(self, **message):
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-
-    def _pump(self, timeout):
-        fds = [self.out_fd, self.err_fd] + ([] if self.eof else [self.sock])
-        readable, _, _ = select.select(fds, [], [], max(timeout, 0))
-        for fd in readable:
-            if fd is self.sock:
-                chunk = self.sock.recv(1 << 20)
-                self.eof = not chunk
-                self.inbox += chunk
-            else:
-                self.raw[fd] += os.read(fd, 1 << 20)
-        return bool(readable)
-
-    def _line(self, deadline, need=0):
-        """Wait until the inbox holds a whole line (plus need bytes after it)."""
-        while b"\n" not in self.inbox or \
-                len(self.inbox) - self.inbox.index(b"\n") - 1 < need:
-            if self.eof:
-                raise EOFError("the driver closed fd 3")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no record in time")
-            self._pump(left)
-
-    def recv(self, timeout=TIMEOUT):
-        """The next record (raw stream records in text form; `sync` skipped)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._line(deadline)
-            line, _, rest = bytes(self.inbox).partition(b"\n")
-            record = json.loads(line.decode("utf-8"))
-            if record.get("t") == "stream" and "bytes" in record:
-                n = record.pop("bytes")
-                self._line(deadline, n)
-                line, _, rest = bytes(self.inbox).partition(b"\n")
-                record["text"] = rest[:n].decode("utf-8")  # strict: valid UTF-8
-                rest = rest[n:]
-            self.inbox = bytearray(rest)
-            if record.get("t") != "sync":
-                return record
-
-    def drain_raw(self):
-        while self._pump(0) and not self.eof:
-            pass
-        out, err = bytes(self.raw[self.out_fd]), bytes(self.raw[self.err_fd])
-        self.raw[self.out_fd].clear()
-        self.raw[self.err_fd].clear()
-        return out, err
-
-    def start(self, code, silent=False, allow_stdin=False, user_expressions=None):
-        self.count += 1
-        self.send(t="execute", code=code, silent=silent, store_history=True,
-                  allow_stdin=allow_stdin, user_expressions=user_expressions or {},
-                  execution_count=self.count, color=False)
-
-    def finish(self, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        records = []
-        while not records or records[-1]["t"] != "done":
-            records.append(self.recv(deadline - time.monotonic()))
-        out, err = self.drain_raw()  # the kernel drains fd 1/2 at `done`
-        return Cell(records, out, err)
-
-    def run(self, code, timeout=TIMEOUT, **options):
-        self.start(code, **options)
-        return self.finish(timeout)
-
-    def request(self, kind, **members):
-        self.send(t=kind, **members)
-        reply = self.recv()
-        assert reply["t"] == "reply", reply
-        return reply
-
-    def interrupt(self):
-        os.killpg(self.proc.pid, signal.SIGINT)
-
-    def close(self):
-        self.sock.close()
-        try:
-            self.proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(TIMEOUT)
-        os.close(self.out_fd)
-        os.close(self.err_fd)
-        return self.proc.returncode
-
-
-def ok(cell):
-    assert cell.error is None, "\n".join(cell.error["traceback"])
-    return cell
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("jsdriver")
-
-
-@pytest.fixture(scope="module")
-def driver(workdir):
-    d = Driver([NODE, "-e", SOURCE], workdir)
-    yield d
-    d.close()
-
-
-@pytest.fixture
-def fresh(tmp_path):
-    d = Driver([NODE, "-e", SOURCE], tmp_path)
-    yield d
-    if d.proc.poll() is None:
-        d.close()
+workdir, driver, fresh = harness.dir_fixtures(
+    lambda cwd: launch([NODE, "-e", SOURCE], cwd), "jsdriver")
 
 
 # ---------------------------------------------------------------------------
@@ -346,15 +176,6 @@ def test_large_output_arrives_complete(driver):
 
 # ---------------------------------------------------------------------------
 # interrupts
-
-def wait_for_stdout(driver, text):
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        record = driver.recv(deadline - time.monotonic())
-        assert record["t"] != "done", record
-        if record["t"] == "stream" and text in record["text"]:
-            return
-
 
 @pytest.mark.parametrize("code", [
     "console.log('started')\nwhile (true) {}",

@@ -3,16 +3,12 @@
 The driver is started as the kernel starts it: `/usr/bin/perl -e <source>`
 in a new session with a minimal environment, fd 3 one end of an AF_UNIX
 socketpair, fd 1/2 pipes, fd 0 /dev/null, a temporary directory as cwd.
-The tests speak the protocol of kernel/drivers/PROTOCOL.md directly (the
-harness follows tests/drivers/test_python_driver.py).  Every wait is bounded.
+The tests speak the protocol of kernel/drivers/PROTOCOL.md directly, through
+the shared harness (tests/drivers/harness.py).  Every wait is bounded.
 
 Run: /usr/bin/python3 -m pytest -q tests/drivers/test_perl_driver.py --noconftest
 """
 
-import json
-import os
-import select
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,208 +16,25 @@ import time
 
 import pytest
 
+import harness
+from harness import TIMEOUT, ok, wait_for_stdout
+
 PERL = "/usr/bin/perl"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-with open(os.path.join(ROOT, "kernel", "drivers", "perl.pl"), encoding="utf-8") as _f:
-    SOURCE = _f.read()
+SOURCE = harness.driver_source("perl.pl")
 ARGV = [PERL, "-e", SOURCE]
 
-TIMEOUT = 10.0  # seconds: the bound on any single wait unless a test says less
 
-
-class Cell:
-    """What one execute produced."""
-
-    def __init__(self, records, raw_out, raw_err):
-        self.records = records  # every record up to and including `done`
-        self.raw_out = raw_out  # bytes on fd 1 before `done`
-        self.raw_err = raw_err
-
-    def of(self, kind):
-        return [r for r in self.records if r["t"] == kind]
-
-    def text(self, name):
-        return "".join(r["text"] for r in self.of("stream") if r["name"] == name)
-
-    @property
-    def stdout(self):
-        return self.text("stdout")
-
-    @property
-    def stderr(self):
-        return self.text("stderr")
-
-    @property
-    def error(self):
-        errors = self.of("error")
-        assert len(errors) <= 1, errors
-        return errors[0] if errors else None
-
-    @property
-    def result(self):
-        results = self.of("result")
-        assert len(results) <= 1, results
-        return results[0] if results else None
-
-    @property
-    def done(self):
-        return self.records[-1]
-
-
-class Driver:
-    """One driver process and our ends of its fd 1, 2 and 3."""
+class Driver(harness.Driver):
+    """The harness's protocol client, starting argv (perl by default) in a
+    minimal environment with a new temporary directory as cwd and HOME."""
 
     def __init__(self, argv=ARGV):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
         self.cwd = tempfile.mkdtemp(prefix="cellgate-driver-")
-        env = {"CELLGATE_DRIVER": "1", "CELLGATE_CONTROL_FD": "3", "HOME": self.cwd,
-               "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
-            cwd=self.cwd, start_new_session=True, close_fds=False,
-            # the socket becomes fd 3 in the child, like the kernel's spawn
-            preexec_fn=lambda: os.dup2(theirs.fileno(), 3))
-        theirs.close()
-        os.close(out_w)
-        os.close(err_w)
-        self.sock = ours
-        self.out_fd, self.err_fd = out_r, err_r
-        self.inbox = bytearray()
-        self.eof = False
-        self.raw = {out_r: bytearray(), err_r: bytearray()}
-        self.pump_raw = True  # False: leave fd 1/2 unread (to see `sync`)
-        ready = self.recv(TIMEOUT)
-        self.ready_after = time.perf_counter() - self.started
-        assert ready["t"] == "ready", ready
-        self.ready = ready
-
-    def send(self, **message):
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-
-    def _pump(self, timeout):
-        """Wait up to timeout for any fd to be readable; read what is there."""
-        fds = ([self.out_fd, self.err_fd] if self.pump_raw else []) + \
-            ([] if self.eof else [self.sock])
-        readable, _, _ = select.select(fds, [], [], max(timeout, 0))
-        for fd in readable:
-            if fd is self.sock:
-                chunk = self.sock.recv(1 << 20)
-                self.eof = not chunk
-                self.inbox += chunk
-            else:
-                self.raw[fd] += os.read(fd, 1 << 20)
-        return bool(readable)
-
-    def _line(self, deadline, need=0):
-        """Wait until the inbox holds a whole line (plus need bytes after it)."""
-        while b"\n" not in self.inbox or \
-                len(self.inbox) - self.inbox.index(b"\n") - 1 < need:
-            if self.eof:
-                raise EOFError("the driver closed fd 3")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no record in time")
-            self._pump(left)
-
-    def recv(self, timeout=TIMEOUT, keep_sync=False):
-        """The next record (raises on timeout); raw stream records come back
-        in the text form, `sync` records are skipped unless keep_sync."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._line(deadline)
-            line, _, rest = bytes(self.inbox).partition(b"\n")
-            record = json.loads(line.decode("utf-8"))  # strict UTF-8
-            if record.get("t") == "stream" and "bytes" in record:
-                n = record.pop("bytes")
-                self._line(deadline, n)
-                line, _, rest = bytes(self.inbox).partition(b"\n")
-                record["text"] = rest[:n].decode("utf-8")  # strict here too
-                rest = rest[n:]
-            self.inbox = bytearray(rest)
-            if record.get("t") != "sync" or keep_sync:
-                return record
-
-    def drain_raw(self):
-        """Bytes already in the fd 1/2 pipes (nothing waits)."""
-        while self._pump(0) and not self.eof:
-            pass
-        out, err = bytes(self.raw[self.out_fd]), bytes(self.raw[self.err_fd])
-        self.raw[self.out_fd].clear()
-        self.raw[self.err_fd].clear()
-        return out, err
-
-    def start(self, code, allow_stdin=False, user_expressions=None, silent=False):
-        Driver.count = getattr(Driver, "count", 0) + 1
-        self.send(t="execute", code=code, silent=silent, store_history=not silent,
-                  allow_stdin=allow_stdin, user_expressions=user_expressions or {},
-                  execution_count=Driver.count, color=False)
-
-    def finish(self, timeout=TIMEOUT):
-        """Records up to `done`; raw pipe bytes read by the time it arrived."""
-        deadline = time.monotonic() + timeout
-        records = []
-        while not records or records[-1]["t"] != "done":
-            records.append(self.recv(deadline - time.monotonic()))
-        out, err = self.drain_raw()  # the kernel drains fd 1/2 at `done`
-        return Cell(records, out, err)
-
-    def run(self, code, timeout=TIMEOUT, **options):
-        self.start(code, **options)
-        return self.finish(timeout)
-
-    def request(self, kind, timeout=TIMEOUT, **members):
-        self.send(t=kind, **members)
-        reply = self.recv(timeout)
-        assert reply["t"] == "reply", reply
-        return reply
-
-    def interrupt(self):
-        os.killpg(self.proc.pid, signal.SIGINT)
-
-    def close(self):
-        self.sock.close()
-        try:
-            self.proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(TIMEOUT)
-        os.close(self.out_fd)
-        os.close(self.err_fd)
-        return self.proc.returncode
+        super().__init__(argv, cwd=self.cwd, env={
+            "HOME": self.cwd, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"})
 
 
-@pytest.fixture(scope="module")
-def driver():
-    d = Driver()
-    yield d
-    d.close()
-
-
-@pytest.fixture
-def fresh():
-    d = Driver()
-    yield d
-    if d.proc.poll() is None:
-        d.close()
-
-
-def ok(cell):
-    """The cell ran without an error record."""
-    assert cell.error is None, "\n".join(cell.error["traceback"])
-    return cell
-
-
-def wait_for_stdout(driver, text, timeout=TIMEOUT):
-    """Read records until a stdout stream containing text."""
-    deadline = time.monotonic() + timeout
-    while True:
-        record = driver.recv(deadline - time.monotonic())
-        assert record["t"] != "done", record
-        if record["t"] == "stream" and text in record["text"]:
-            return
+driver, fresh = harness.fixtures(Driver)
 
 
 # ---------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 The driver is started as the kernel starts it: `/usr/bin/php -r <source>`
 in a new session with a minimal environment, fd 3 one end of an AF_UNIX
 socketpair, fd 1/2 pipes, fd 0 /dev/null, a temporary directory as cwd.
-The harness (Driver, Cell) is the one of test_perl_driver.py, which follows
-test_python_driver.py.  Every wait is bounded.
+The protocol harness is tests/drivers/harness.py; the launch (minimal
+environment, temporary cwd) is the one of test_perl_driver.py.  Every wait
+is bounded.
 
 Run: /usr/bin/python3 -m pytest -q tests/drivers/test_php_driver.py --noconftest
 """
@@ -16,29 +17,18 @@ import time
 
 import pytest
 
-from test_perl_driver import ROOT, TIMEOUT, Driver, ok, wait_for_stdout
+import harness
+from harness import TIMEOUT, ok, wait_for_stdout
+from test_perl_driver import Driver
 
 PHP = "/usr/bin/php"
-with open(os.path.join(ROOT, "kernel", "drivers", "php.php"), encoding="utf-8") as _f:
-    SOURCE = _f.read()
+SOURCE = harness.driver_source("php.php")
 ARGV = [PHP, "-r", SOURCE]
 
 pytestmark = pytest.mark.skipif(not os.path.exists(PHP), reason="php-cli is not installed")
 
 
-@pytest.fixture(scope="module")
-def driver():
-    d = Driver(ARGV)
-    yield d
-    d.close()
-
-
-@pytest.fixture
-def fresh():
-    d = Driver(ARGV)
-    yield d
-    if d.proc.poll() is None:
-        d.close()
+driver, fresh = harness.fixtures(lambda: Driver(ARGV))
 
 
 def plain(cell):

@@ -3,227 +3,35 @@
 The driver is started exactly as the kernel starts it: `/usr/bin/python3 -I
 -c <source>` in a new session, fd 3 one end of an AF_UNIX socketpair, fd 1/2
 pipes, fd 0 /dev/null.  The tests speak the protocol of
-kernel/drivers/PROTOCOL.md directly.
+kernel/drivers/PROTOCOL.md directly, through the shared harness
+(tests/drivers/harness.py).
 
 Run: /usr/bin/python3 -m pytest -q tests/drivers/test_python_driver.py
 """
 
-import json
 import os
 import select
-import signal
 import socket
-import subprocess
 import time
 
 import pytest
 
+from harness import TIMEOUT, ok, wait_for_stdout
+import harness
+
 PYTHON = "/usr/bin/python3"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SOURCE_PATH = os.path.join(ROOT, "kernel", "drivers", "python.py")
-with open(SOURCE_PATH, encoding="utf-8") as _f:
-    SOURCE = _f.read()
-
-TIMEOUT = 10.0  # seconds: the bound on any single wait unless a test says less
+SOURCE = harness.driver_source("python.py")
 
 
-class Cell:
-    """What one execute produced."""
-
-    def __init__(self, records, raw_out, raw_err):
-        self.records = records  # every record up to and including `done`
-        self.raw_out = raw_out  # bytes on fd 1 before `done`
-        self.raw_err = raw_err
-
-    def of(self, kind):
-        return [r for r in self.records if r["t"] == kind]
-
-    def text(self, name):
-        return "".join(r["text"] for r in self.of("stream") if r["name"] == name)
-
-    @property
-    def stdout(self):
-        return self.text("stdout")
-
-    @property
-    def stderr(self):
-        return self.text("stderr")
-
-    @property
-    def error(self):
-        errors = self.of("error")
-        assert len(errors) <= 1, errors
-        return errors[0] if errors else None
-
-    @property
-    def result(self):
-        results = self.of("result")
-        assert len(results) <= 1, results
-        return results[0] if results else None
-
-    @property
-    def done(self):
-        return self.records[-1]
-
-
-class Driver:
-    """One driver process and our ends of its fd 1, 2 and 3."""
+class Driver(harness.Driver):
+    """The harness's protocol client, starting python.py as the kernel does
+    (the environment is ours plus the driver's two variables)."""
 
     def __init__(self):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        env = dict(os.environ, CELLGATE_DRIVER="1", CELLGATE_CONTROL_FD="3")
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [PYTHON, "-I", "-c", SOURCE],
-            stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
-            start_new_session=True, close_fds=False,
-            # the socket becomes fd 3 in the child, like the kernel's spawn
-            preexec_fn=lambda: os.dup2(theirs.fileno(), 3))
-        theirs.close()
-        os.close(out_w)
-        os.close(err_w)
-        self.sock = ours
-        self.out_fd, self.err_fd = out_r, err_r
-        self.inbox = bytearray()
-        self.eof = False
-        self.raw = {out_r: bytearray(), err_r: bytearray()}
-        ready = self.recv(TIMEOUT)
-        self.ready_after = time.perf_counter() - self.started
-        assert ready["t"] == "ready", ready
-        self.ready = ready
-
-    # -- low level ---------------------------------------------------------
-
-    def send(self, **message):
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-
-    def _pump(self, timeout):
-        """Wait up to timeout for any fd to be readable; read what is there."""
-        fds = ([self.out_fd, self.err_fd] if getattr(self, "pump_raw", True) else []) + \
-            ([] if self.eof else [self.sock])
-        readable, _, _ = select.select(fds, [], [], max(timeout, 0))
-        for fd in readable:
-            if fd is self.sock:
-                chunk = self.sock.recv(1 << 20)
-                self.eof = not chunk
-                self.inbox += chunk
-            else:
-                self.raw[fd] += os.read(fd, 1 << 20)
-        return bool(readable)
-
-    def _line(self, deadline, need=0):
-        """Wait until the inbox holds a whole line (plus need bytes after it)."""
-        while b"\n" not in self.inbox or \
-                len(self.inbox) - self.inbox.index(b"\n") - 1 < need:
-            if self.eof:
-                raise EOFError("the driver closed fd 3")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no record within %.1f s" % (left + TIMEOUT))
-            self._pump(left)
-
-    def recv(self, timeout=TIMEOUT, keep_sync=False):
-        """The next record from fd 3 (raises on timeout). A raw stream
-        record (header + bytes) is returned in its text form; `sync`
-        records are skipped unless keep_sync."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._line(deadline)
-            line, _, rest = bytes(self.inbox).partition(b"\n")
-            line.decode("utf-8")  # strict: the driver must send valid UTF-8
-            record = json.loads(line)
-            if record.get("t") == "stream" and "bytes" in record:
-                n = record.pop("bytes")
-                self._line(deadline, n)
-                line, _, rest = bytes(self.inbox).partition(b"\n")
-                record["text"] = rest[:n].decode("utf-8")  # strict here too
-                rest = rest[n:]
-            self.inbox = bytearray(rest)
-            if record.get("t") != "sync" or keep_sync:
-                return record
-
-    def recv_eof(self, timeout=TIMEOUT):
-        """True once fd 3 reached end of file with no record left over."""
-        deadline = time.monotonic() + timeout
-        while not self.eof and time.monotonic() < deadline:
-            self._pump(deadline - time.monotonic())
-        return self.eof and not self.inbox
-
-    def drain_raw(self):
-        """Bytes already in the fd 1/2 pipes (nothing waits)."""
-        while self._pump(0) and not self.inbox and not self.eof:
-            pass
-        out, err = bytes(self.raw[self.out_fd]), bytes(self.raw[self.err_fd])
-        self.raw[self.out_fd].clear()
-        self.raw[self.err_fd].clear()
-        return out, err
-
-    # -- requests ----------------------------------------------------------
-
-    def start(self, code, silent=False, allow_stdin=False, user_expressions=None,
-              color=False, store_history=True, count=None):
-        Driver.count = getattr(Driver, "count", 0) + 1
-        self.send(t="execute", code=code, silent=silent, store_history=store_history,
-                  allow_stdin=allow_stdin, user_expressions=user_expressions or {},
-                  execution_count=count or Driver.count, color=color)
-
-    def finish(self, timeout=TIMEOUT):
-        """Records up to `done`; raw pipe bytes read by the time it arrived."""
-        deadline = time.monotonic() + timeout
-        records = []
-        while not records or records[-1]["t"] != "done":
-            records.append(self.recv(deadline - time.monotonic()))
-        # Kernel rule: fd 1/2 are drained before a record is handled.  A
-        # 0 s select after `done` arrived sees all bytes written before it.
-        out, err = self.drain_raw()
-        return Cell(records, out, err)
-
-    def run(self, code, timeout=TIMEOUT, **options):
-        self.start(code, **options)
-        return self.finish(timeout)
-
-    def request(self, kind, timeout=TIMEOUT, **members):
-        self.send(t=kind, **members)
-        reply = self.recv(timeout)
-        assert reply["t"] == "reply", reply
-        return reply
-
-    def interrupt(self):
-        os.killpg(self.proc.pid, signal.SIGINT)
-
-    def close(self):
-        self.sock.close()
-        try:
-            self.proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(TIMEOUT)
-        os.close(self.out_fd)
-        os.close(self.err_fd)
-        return self.proc.returncode
+        super().__init__([PYTHON, "-I", "-c", SOURCE], env=dict(os.environ))
 
 
-@pytest.fixture(scope="module")
-def driver():
-    d = Driver()
-    yield d
-    d.close()
-
-
-@pytest.fixture
-def fresh():
-    d = Driver()
-    yield d
-    if d.proc.poll() is None:
-        d.close()
-
-
-def ok(cell):
-    """The cell ran without an error record."""
-    assert cell.error is None, "\n".join(cell.error["traceback"])
-    return cell
+driver, fresh = harness.fixtures(Driver)
 
 
 # ---------------------------------------------------------------------------
@@ -458,18 +266,6 @@ def test_system_exit_is_an_error_not_an_exit(driver):
 
 # ---------------------------------------------------------------------------
 # interrupts
-
-def wait_for_stdout(driver, text, timeout=TIMEOUT):
-    """Read records until a stdout stream containing text; return them."""
-    records = []
-    deadline = time.monotonic() + timeout
-    while True:
-        record = driver.recv(deadline - time.monotonic())
-        records.append(record)
-        if record["t"] == "stream" and text in record["text"]:
-            return records
-        assert record["t"] != "done", records
-
 
 def test_keyboard_interrupt_during_sleep(fresh):
     ok(fresh.run("ki_before = 'kept'"))
@@ -752,8 +548,7 @@ def test_user_expressions(driver):
 # complete
 
 def complete(driver, code, cursor_pos=None):
-    reply = driver.request("complete", code=code,
-                           cursor_pos=len(code) if cursor_pos is None else cursor_pos)
+    reply = driver.complete(code, cursor_pos)
     assert reply["cursor_end"] == (len(code) if cursor_pos is None else cursor_pos)
     assert reply["metadata"] == {}
     return reply
@@ -821,35 +616,30 @@ def test_complete_runs_no_user_code(driver):
 # ---------------------------------------------------------------------------
 # inspect
 
-def inspect_(driver, code, cursor_pos=None, detail_level=0):
-    return driver.request("inspect", code=code, detail_level=detail_level,
-                          cursor_pos=len(code) if cursor_pos is None else cursor_pos)
-
-
 def test_inspect(driver):
-    reply = inspect_(driver, "print")
+    reply = driver.inspect("print")
     assert reply["found"] is True and reply["metadata"] == {}
     assert "Prints the values to a stream" in reply["data"]["text/plain"]
     ok(driver.run("import os"))
-    text = inspect_(driver, "os.path.join")["data"]["text/plain"]
+    text = driver.inspect("os.path.join")["data"]["text/plain"]
     assert "os.path.join(a, *p)" in text and "posixpath.py" in text
-    text = inspect_(driver, "x = len(")["data"]["text/plain"]
+    text = driver.inspect("x = len(")["data"]["text/plain"]
     assert "Signature: len(obj, /)" in text
-    text = inspect_(driver, "len(undefined_thing, ")["data"]["text/plain"]
+    text = driver.inspect("len(undefined_thing, ")["data"]["text/plain"]
     assert "len(obj, /)" in text
-    text = inspect_(driver, "os.getcwd()", cursor_pos=5)["data"]["text/plain"]
+    text = driver.inspect("os.getcwd()", cursor_pos=5)["data"]["text/plain"]
     assert "getcwd" in text
-    assert inspect_(driver, "no_such_name_here") == {
+    assert driver.inspect("no_such_name_here") == {
         "t": "reply", "found": False, "data": {}, "metadata": {}}
-    assert inspect_(driver, "")["found"] is False
+    assert driver.inspect("")["found"] is False
 
 
 def test_inspect_detail_shows_source(driver):
     ok(driver.run("def documented(a, b=2):\n    '''Adds things.'''\n    return a + b"))
-    text = inspect_(driver, "documented")["data"]["text/plain"]
+    text = driver.inspect("documented")["data"]["text/plain"]
     assert "Signature: documented(a, b=2)" in text and "Adds things." in text
     assert "return a + b" not in text
-    text = inspect_(driver, "documented", detail_level=1)["data"]["text/plain"]
+    text = driver.inspect("documented", detail_level=1)["data"]["text/plain"]
     assert "return a + b" in text
 
 
@@ -858,7 +648,7 @@ def test_inspect_never_calls_user_objects(driver):
                   "    def __call__(self): touched.append('call')\n"
                   "    def __repr__(self): touched.append('repr'); return 'T'\n"
                   "touchy = Touchy()"))
-    reply = inspect_(driver, "touchy")
+    reply = driver.inspect("touchy")
     assert reply["found"] and "Type:      Touchy" in reply["data"]["text/plain"]
     ok(driver.run("touchy?"))
     assert ok(driver.run("touched")).result["data"]["text/plain"] == "[]"

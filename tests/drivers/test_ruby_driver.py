@@ -3,7 +3,7 @@
 The driver is started as the kernel starts it: `/usr/bin/ruby -e <source>`
 in a new session, fd 3 one end of an AF_UNIX socketpair, fd 1/2 pipes, fd 0
 /dev/null, a temporary directory as cwd and HOME.  The protocol harness
-(Driver, Cell) is the one of test_javascript_driver.py.
+is tests/drivers/harness.py, the launch the one of test_javascript_driver.py.
 
 Run: /usr/bin/python3 -m pytest -q tests/drivers/test_ruby_driver.py --noconftest
 """
@@ -15,34 +15,18 @@ import time
 
 import pytest
 
-from test_javascript_driver import TIMEOUT, Driver, ok
+import harness
+from harness import TIMEOUT, ok, wait_for_stdout
+from test_javascript_driver import launch
 
 RUBY = "/usr/bin/ruby"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-with open(os.path.join(ROOT, "kernel", "drivers", "ruby.rb"), encoding="utf-8") as _f:
-    SOURCE = _f.read()
+SOURCE = harness.driver_source("ruby.rb")
 
 pytestmark = pytest.mark.skipif(not os.path.exists(RUBY), reason="no /usr/bin/ruby")
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("rbdriver")
-
-
-@pytest.fixture(scope="module")
-def driver(workdir):
-    d = Driver([RUBY, "-e", SOURCE], workdir)
-    yield d
-    d.close()
-
-
-@pytest.fixture
-def fresh(tmp_path):
-    d = Driver([RUBY, "-e", SOURCE], tmp_path)
-    yield d
-    if d.proc.poll() is None:
-        d.close()
+workdir, driver, fresh = harness.dir_fixtures(
+    lambda cwd: launch([RUBY, "-e", SOURCE], cwd), "rbdriver")
 
 
 # ---------------------------------------------------------------------------
@@ -157,15 +141,6 @@ def test_large_output_arrives_complete(driver):
 
 # ---------------------------------------------------------------------------
 # interrupts
-
-def wait_for_stdout(driver, text):
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        record = driver.recv(deadline - time.monotonic())
-        assert record["t"] != "done", record
-        if record["t"] == "stream" and text in record["text"]:
-            return
-
 
 @pytest.mark.parametrize("code", [
     "puts 'started'\nloop {}",
