@@ -35,7 +35,7 @@ ifneq ($(SANITIZE),)
 B := build-$(subst $(comma),-,$(SANITIZE))
 endif
 COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c
-KERNEL := kernel/main.c kernel/kernel.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
+KERNEL := kernel/main.c kernel/kernel.c kernel/cell.c kernel/handlers.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
           kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c
 SANDBOX := sandbox/box.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \

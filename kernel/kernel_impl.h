@@ -1,0 +1,172 @@
+/*
+ * kernel_impl.h - the kernel's inside, shared by its three modules:
+ * kernel.c (sockets, signals, the loop, sending messages), cell.c (a shell
+ * request's life on a runtime: starting it, what the runtime sends back,
+ * finishing it) and handlers.c (the allowlist of requests we answer).
+ * Not part of the kernel's interface (kernel.h).
+ */
+#ifndef CG_KERNEL_IMPL_H
+#define CG_KERNEL_IMPL_H
+
+#include "kernel.h"
+
+#include "../common/cgerr.h"
+#include "../common/connfile.h"
+#include "../common/log.h"
+#include "../common/wire.h"
+#include "../sandbox/box.h"
+#include "history.h"
+#include "runtime.h"
+#include "utf8.h"
+#include "version.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define MAX_LANGS 16
+#define PARENT_CHECK_MS 1000
+
+enum pending_kind { PR_NONE, PR_EXECUTE, PR_COMPLETE, PR_INSPECT, PR_IS_COMPLETE };
+
+/* The shell request a runtime is working on. */
+struct pending {
+    enum pending_kind kind;
+    wire_msg_t *req;            /* owned */
+    struct runtime *rt;
+    size_t shift;               /* code points of a %%magic line removed */
+    char *code;                 /* the whole cell, for history */
+    json_t *error;              /* the cell's error record, owned */
+    json_t *payload;            /* execute_reply payload list, owned */
+    char *result_text;          /* text/plain of the result, for history */
+    int count;                  /* execution_count of this cell */
+    bool silent, store_history, stop_on_error, allow_stdin;
+    bool input_waiting;         /* an input_request is out */
+    size_t out_bytes;           /* output published so far */
+    bool limit_hit;             /* output past the limit is dropped */
+    double deadline;            /* monotonic seconds when the cell times out, 0: never */
+    int timeouts;               /* 1: interrupted for the time limit; 2: killed */
+    uint64_t oom_before;        /* the box's OOM kills when the cell started */
+};
+
+struct kernel {
+    connfile_t conn;
+    wire_t *wire;
+    void *zctx;
+    void *sock[CH_COUNT];
+    pthread_t hb_thread;
+    bool hb_started;
+    int sigfd;
+    pid_t ppid;                         /* the parent we die with */
+    const struct lang *primary;
+    struct runtime *rts[MAX_LANGS];     /* by language index, started lazily */
+    bool state_lost[MAX_LANGS];         /* a runtime died: tell the next cell */
+    struct pending p;
+    wire_msg_t *last_exec;              /* parent for output after a cell ended */
+    int execution_count;
+    struct history *hist;
+    wire_msg_t **backlog;               /* shell requests queued behind an error */
+    bool *backlog_abort;                /* ... and whether to abort each */
+    size_t backlog_len, backlog_cap;
+    bool aborting;                      /* the request being served is aborted */
+    bool prestart;                      /* start the main runtime once the loop runs */
+    bool quit;
+    size_t output_limit;
+    bool color;
+    struct box *box;                    /* NULL without the sandbox */
+    char box_error[512];                /* why there is no box, if it was wanted */
+    struct box_limits limits;
+};
+
+/* ---- kernel.c ----------------------------------------------------------- */
+
+/* Monotonic time in seconds. */
+double kernel_now(void);
+
+/* Sends a built message on sock (IOPub loses its identities) and frees it. */
+void kernel_send_built(struct kernel *k, void *sock, wire_msg_t *m);
+
+/* Sends a message of type with content (stolen) to sock, parented by req. */
+void kernel_send(struct kernel *k, void *sock, const wire_msg_t *req, const char *type,
+                 json_t *content);
+
+/* Publishes stream output: len bytes of valid UTF-8, serialised directly. */
+void kernel_publish_stream(struct kernel *k, const wire_msg_t *parent, const char *name,
+                           const char *text, size_t len);
+
+/* Publishes a message on IOPub (content stolen). */
+void kernel_publish(struct kernel *k, const wire_msg_t *parent, const char *type, json_t *content);
+
+/* Publishes status busy/idle/starting with parent. */
+void kernel_publish_status(struct kernel *k, const wire_msg_t *parent, const char *state);
+
+/* Replies to req on sock with content (stolen); the type is req's with _reply. */
+void kernel_reply(struct kernel *k, void *sock, const wire_msg_t *req, json_t *content);
+
+/* A new error reply content {status: error, ename, evalue, traceback: [evalue]}. */
+json_t *kernel_error_content(const char *ename, const char *evalue);
+
+/* A boolean field of a request's content, or dflt. */
+bool kernel_bool_field(const wire_msg_t *m, const char *name, bool dflt);
+
+/* A string field of a request's content, or NULL. */
+const char *kernel_str_field(const wire_msg_t *m, const char *name);
+
+/* Reaps exited children (plain runtimes, the box's init, orphans). */
+void kernel_reap_children(struct kernel *k);
+
+/* The box reported that one of its processes ended. */
+void kernel_on_box_exit(void *ctx, pid_t pid, int status);
+
+/* ---- cell.c ------------------------------------------------------------- */
+
+/* The sink through which runtimes hand their output to the kernel. */
+struct rt_sink cell_sink(struct kernel *k);
+
+/* A running runtime for lang, started if needed; NULL with err filled. */
+struct runtime *cell_runtime(struct kernel *k, const struct lang *lang, char *err,
+                             size_t errlen);
+
+/* Splits a leading %%name line off code; the language, or NULL (unknown
+ * name copied to unknown). */
+const struct lang *cell_language(struct kernel *k, const char *code, const char **body,
+                                 size_t *shift, char unknown[64]);
+
+/* Forgets the pending request (an execute becomes the parent of late output). */
+void cell_clear(struct kernel *k);
+
+/* Moves requests waiting on shell into the backlog, executes marked to abort. */
+void cell_backlog_fill(struct kernel *k);
+
+/* A runtime's driver was reaped with wait status: report it to its cell. */
+void cell_runtime_ended(struct kernel *k, struct runtime *rt, int status);
+
+/* ---- handlers.c --------------------------------------------------------- */
+
+/* Receives one message from shell or control and serves it. */
+void handlers_dispatch(struct kernel *k, enum channel ch);
+
+/* Serves backlogged shell requests until one goes pending. */
+void handlers_serve_backlog(struct kernel *k);
+
+/* Greets new IOPub subscribers with the current status. */
+void handlers_serve_subscriptions(struct kernel *k);
+
+/* Forwards an input_reply from stdin to the runtime waiting for it. */
+void handlers_serve_stdin(struct kernel *k);
+
+/* Interrupts the cell in flight (SIGINT to its runtime's process group). */
+void handlers_interrupt(struct kernel *k);
+
+#endif
