@@ -17,10 +17,10 @@ import statistics
 import subprocess
 import tempfile
 import time
-from queue import Empty
-
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
+
+from ready import run_cell as cell, wait_ready  # bench/ is on sys.path when run
 
 HELLO = {  # language: (cell, file name, bare commands: compile or None, run)
     "python": ("print('hello')", "h.py", None, ["/usr/bin/python3", "h.py"]),
@@ -46,16 +46,6 @@ HELLO = {  # language: (cell, file name, bare commands: compile or None, run)
 }
 
 
-def cell(kc, code, timeout=300):
-    msg_id = kc.execute(code)
-    while True:
-        m = kc.get_iopub_msg(timeout=timeout)
-        if (m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
-                and m["content"]["execution_state"] == "idle"):
-            break
-    kc.get_shell_msg(timeout=timeout)
-
-
 def kernel_times(lang, n):
     km = KernelManager(kernel_name=f"cellgate-{lang}")
     t0 = time.perf_counter()
@@ -63,15 +53,7 @@ def kernel_times(lang, n):
     kc = km.client()
     kc.start_channels()
     try:
-        while True:
-            kc.kernel_info()
-            try:
-                if kc.get_shell_msg(timeout=1)["msg_type"] != "kernel_info_reply":
-                    continue
-                kc.get_iopub_msg(timeout=0.2)
-                break
-            except Empty:
-                pass
+        wait_ready(kc)
         ready = time.perf_counter() - t0
         cell(kc, HELLO[lang][0])
         first = time.perf_counter() - t0
