@@ -4,6 +4,7 @@
  * IOPub subscriptions (see kernel_impl.h). Unknown requests are refused.
  */
 #include "kernel_impl.h"
+#include "tools.h"
 
 /* ---- handlers ----------------------------------------------------------- */
 
@@ -208,7 +209,8 @@ h_history(struct kernel *k, void *sock, wire_msg_t *req)
 static int
 h_comm_info(struct kernel *k, void *sock, wire_msg_t *req)
 {
-    kernel_reply(k, sock, req, json_pack("{s:s, s:{}}", "status", "ok", "comms"));
+    kernel_reply(k, sock, req, json_pack("{s:s, s:o}", "status", "ok", "comms",
+                                         tools_comm_info(k, kernel_str_field(req, "target_name"))));
     return H_DONE;
 }
 
@@ -219,6 +221,8 @@ h_comm_open(struct kernel *k, void *sock, wire_msg_t *req)
     const char *target = kernel_str_field(req, "target_name");
 
     (void)sock;
+    if (tools_comm_open(k, req))
+        return H_DONE;
     log_warn("comm_open for unknown target \"%s\": closing it", target ? target : "");
     if (id)
         kernel_publish(k, req, "comm_close", json_pack("{s:s, s:{}}", "comm_id", id, "data"));
@@ -226,11 +230,18 @@ h_comm_open(struct kernel *k, void *sock, wire_msg_t *req)
 }
 
 static int
-h_comm_ignore(struct kernel *k, void *sock, wire_msg_t *req)
+h_comm_msg(struct kernel *k, void *sock, wire_msg_t *req)
 {
-    (void)k;
     (void)sock;
-    log_debug("%s for a comm we do not have: ignored", wire_msg_type(req));
+    tools_comm_msg(k, req);
+    return H_DONE;
+}
+
+static int
+h_comm_close(struct kernel *k, void *sock, wire_msg_t *req)
+{
+    (void)sock;
+    tools_comm_close(k, req);
     return H_DONE;
 }
 
@@ -277,8 +288,8 @@ static const struct handler {
     { "history_request", h_history, ON_SHELL },
     { "comm_info_request", h_comm_info, ON_SHELL | ON_CONTROL },
     { "comm_open", h_comm_open, ON_SHELL },
-    { "comm_msg", h_comm_ignore, ON_SHELL },
-    { "comm_close", h_comm_ignore, ON_SHELL },
+    { "comm_msg", h_comm_msg, ON_SHELL },
+    { "comm_close", h_comm_close, ON_SHELL },
     { "interrupt_request", h_interrupt, ON_CONTROL },
     { "shutdown_request", h_shutdown, ON_SHELL | ON_CONTROL },
 };

@@ -87,6 +87,11 @@ struct kernel {
     struct box *box;                    /* NULL without the sandbox */
     char box_error[512];                /* why there is no box, if it was wanted */
     struct box_limits limits;
+    struct {
+        char id[64];
+        const char *target;             /* a tool's target name */
+    } comms[32];                        /* tool comms the client keeps open */
+    size_t n_comms;
 };
 
 /* ---- kernel.c ----------------------------------------------------------- */
