@@ -107,6 +107,41 @@ cell_language(struct kernel *k, const char *code, const char **body, size_t *shi
     return l;
 }
 
+/* Tells the cell (stderr) that l's runtime is fresh: earlier state is gone. */
+void
+cell_note_fresh_runtime(struct kernel *k, const wire_msg_t *req, const struct lang *l)
+{
+    char note[256];
+
+    snprintf(note, sizeof note, "[cellgate: the %s runtime had ended; this cell runs in a "
+             "fresh one, so earlier variables and imports are gone]\n", l->name);
+    kernel_publish_stream(k, req, "stderr", note, strlen(note));
+    k->state_lost[langs_index(l)] = false;
+}
+
+/* Sends the pending execute (its req, code and options are in k->p) to rt. */
+int
+cell_send_execute(struct kernel *k, struct runtime *rt)
+{
+    struct pending *p = &k->p;
+    json_t *ue = json_object_get(p->req->content, "user_expressions");
+    json_t *empty = json_object();
+
+    if (!p->code || !empty) {
+        json_decref(empty);
+        return CG_ENOMEM;
+    }
+    struct rt_exec x = {
+        .code = p->code + utf8_offset(p->code, strlen(p->code), p->shift),
+        .silent = p->silent, .store_history = p->store_history, .allow_stdin = p->allow_stdin,
+        .color = k->color, .user_expressions = json_is_object(ue) ? ue : empty,
+        .execution_count = p->count,
+    };
+    int rc = runtime_execute(rt, &x);
+    json_decref(empty);
+    return rc;
+}
+
 /* ---- finishing requests ------------------------------------------------- */
 
 void
@@ -266,6 +301,20 @@ cell_runtime_ended(struct kernel *k, struct runtime *rt, int status)
     runtime_exited(rt, status, &sink);
     k->state_lost[langs_index(runtime_lang(rt))] = true;
     log_info("%s runtime %s", runtime_lang(rt)->name, runtime_death(rt));
+    if (k->p.kind == PR_EXECUTE && k->p.rt == rt && !k->p.started && !k->p.resent
+        && runtime_lang(rt)->acks_execute) {
+        /* It died before it saw the cell (killed between cells, e.g. by
+         * `kill -9 -1` in the box): the cell never ran, so it is safe to
+         * give it to a fresh runtime, once. */
+        char err[512];
+        struct runtime *fresh = cell_runtime(k, runtime_lang(rt), err, sizeof err);
+        k->p.resent = true;
+        if (fresh && cell_send_execute(k, fresh) == CG_OK) {
+            k->p.rt = fresh;
+            cell_note_fresh_runtime(k, k->p.req, runtime_lang(fresh));
+            return;
+        }
+    }
     if (k->p.kind != PR_NONE && k->p.rt == rt) {
         const char *cause = "";
         char limit[160] = "";
@@ -424,6 +473,8 @@ on_record(void *ctx, struct runtime *rt, json_t *rec)
                  json_pack("{s:s, s:b}", "prompt", prompt ? prompt : "", "password",
                            json_is_true(json_object_get(rec, "password"))));
         p->input_waiting = true;
+    } else if (strcmp(t, "started") == 0 && exec) {
+        p->started = true;
     } else if (strcmp(t, "done") == 0 && exec) {
         finish_execute(k, json_object_get(rec, "user_expressions"));
     } else if (strcmp(t, "reply") == 0 && mine && !exec) {

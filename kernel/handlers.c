@@ -65,13 +65,8 @@ begin_pending(struct kernel *k, void *sock, wire_msg_t *req, enum pending_kind k
         kernel_reply(k, sock, req, c);
         return NULL;
     }
-    if (k->state_lost[langs_index(l)] && kind == PR_EXECUTE) {
-        char note[256];
-        snprintf(note, sizeof note, "[cellgate: the %s runtime had ended; this cell runs in a "
-                 "fresh one, so earlier variables and imports are gone]\n", l->name);
-        kernel_publish_stream(k, req, "stderr", note, strlen(note));
-        k->state_lost[langs_index(l)] = false;
-    }
+    if (k->state_lost[langs_index(l)] && kind == PR_EXECUTE)
+        cell_note_fresh_runtime(k, req, l);
     k->p.kind = kind;
     k->p.rt = rt;
     k->p.shift = shift;
@@ -83,7 +78,6 @@ h_execute(struct kernel *k, void *sock, wire_msg_t *req)
 {
     struct pending *p = &k->p;
     const char *code = kernel_str_field(req, "code"), *body;
-    json_t *ue = json_object_get(req->content, "user_expressions");
 
     if (k->aborting) {
         kernel_reply(k, sock, req, json_pack("{s:s, s:i}", "status", "aborted", "execution_count",
@@ -112,16 +106,8 @@ h_execute(struct kernel *k, void *sock, wire_msg_t *req)
     p->payload = json_array();
     p->deadline = k->limits.timeout ? kernel_now() + (double)k->limits.timeout : 0;
     p->oom_before = k->box ? box_oom_kills(k->box) : 0;
-    struct rt_exec x = {
-        .code = body, .silent = p->silent, .store_history = p->store_history,
-        .allow_stdin = p->allow_stdin, .color = k->color,
-        .user_expressions = json_is_object(ue) ? ue : NULL, .execution_count = p->count,
-    };
-    json_t *empty = json_object();
-    if (!x.user_expressions)
-        x.user_expressions = empty;
-    int rc = runtime_execute(rt, &x);
-    json_decref(empty);
+    (void)body;
+    int rc = cell_send_execute(k, rt);
     if (!p->code || !p->payload || rc != CG_OK) {
         p->req = NULL; /* the caller still owns req */
         cell_clear(k);

@@ -58,6 +58,8 @@ struct pending {
     double deadline;            /* monotonic seconds when the cell times out, 0: never */
     int timeouts;               /* 1: interrupted for the time limit; 2: killed */
     uint64_t oom_before;        /* the box's OOM kills when the cell started */
+    bool started;               /* the driver acknowledged the execute ("started") */
+    bool resent;                /* already resent once to a fresh runtime */
 };
 
 struct kernel {
@@ -147,6 +149,13 @@ struct runtime *cell_runtime(struct kernel *k, const struct lang *lang, char *er
  * name copied to unknown). */
 const struct lang *cell_language(struct kernel *k, const char *code, const char **body,
                                  size_t *shift, char unknown[64]);
+
+/* Tells the cell (stderr) that lang's runtime is fresh: earlier state is gone. */
+void cell_note_fresh_runtime(struct kernel *k, const wire_msg_t *req, const struct lang *l);
+
+/* Sends the pending execute (k->p, whose req and code are set) to rt.
+ * Returns CG_OK or CG_ENOMEM. */
+int cell_send_execute(struct kernel *k, struct runtime *rt);
 
 /* Forgets the pending request (an execute becomes the parent of late output). */
 void cell_clear(struct kernel *k);

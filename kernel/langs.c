@@ -42,7 +42,7 @@ static const struct lang table[] = {
         .program = "/usr/bin/python3",
         .version_bare = "-c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'",
         .driver = "python-boot", .preload = "python", .kind = RT_JSONL,
-        .argv = python_argv,
+        .argv = python_argv, .acks_execute = true,
         .banner = "cellgate: Python in a Jupyter kernel written in C",
     },
     {
@@ -53,7 +53,7 @@ static const struct lang table[] = {
         .nbconvert_exporter = "script",
         .program = "/bin/bash",
         .version_bare = "-c 'echo ${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}.${BASH_VERSINFO[2]}'",
-        .driver = "bash", .kind = RT_SHELL, .argv = bash_argv,
+        .driver = "bash", .kind = RT_SHELL, .argv = bash_argv, .acks_execute = true,
         .banner = "cellgate: Bash in a Jupyter kernel written in C",
     },
     {

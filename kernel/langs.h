@@ -33,6 +33,7 @@ struct lang {
     enum rt_kind kind;
     const char *const *argv;      /* driver command line; "@DRIVER@" => source */
     const char *driver_env;       /* one more VAR=value for the driver, or NULL */
+    bool acks_execute;            /* the driver sends "started" before running a cell */
     const char *banner;           /* kernel_info banner */
 };
 

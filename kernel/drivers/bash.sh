@@ -138,6 +138,7 @@ __cg_utf8_fix() {
 __cg_pre() {
     { local - __cg_flags=$- __cg_rematch=("${BASH_REMATCH[@]}"); set +x; } 2>/dev/null
     __cg_allow=$1
+    __cg_send '{"t":"started"}'  # before the cell's code (PROTOCOL.md)
     __cg_keep_status
 }
 

@@ -944,6 +944,9 @@ def handle_execute(request):
     _allow_stdin = bool(request.get("allow_stdin"))
     _pending_interrupt = False
     replies = {}
+    # Before any user code: if we die before this, the cell never ran and
+    # the kernel may give it to a fresh runtime (PROTOCOL.md, "started").
+    send({"t": "started"})
     try:
         failure = _run_cell(code, count, silent, store, color)
         if _in_forked_child:

@@ -103,6 +103,7 @@ class Driver:
     keep_sync = False  # whether recv()/finish() return `sync` records
 
     def __init__(self, argv, env=None, cwd=None, code_on_stdin=False, first_input=b""):
+        self.started = 0  # "started" records seen: one per execute from python and bash
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -215,6 +216,9 @@ class Driver:
                 record["text"] = rest[:n].decode("utf-8")  # strict here too
                 rest = rest[n:]
             self.inbox = bytearray(rest)
+            if record.get("t") == "started":
+                self.started += 1  # acknowledged an execute (PROTOCOL.md)
+                continue
             if record.get("t") != "sync" or keep_sync:
                 return record
 
@@ -223,6 +227,10 @@ class Driver:
         deadline = time.monotonic() + timeout
         while not self.eof and time.monotonic() < deadline:
             self._pump(deadline - time.monotonic())
+        ack = b'{"t":"started"}\n'
+        while self.inbox.startswith(ack):  # an execute's acknowledgement is no leftover
+            del self.inbox[:len(ack)]
+            self.started += 1
         return self.eof and not self.inbox
 
     def drain_raw(self):

@@ -730,3 +730,11 @@ def test_end_of_file_exits_0(fresh):
 def test_indented_cell_runs_like_ipython(driver):
     cell = ok(driver.run("    ind = 1\n    if ind:\n        ind += 1\n    ind"))
     assert cell.result["data"]["text/plain"] == "2"
+
+
+def test_execute_is_acknowledged_before_user_code(fresh):
+    # `started` comes before anything the cell does, so a driver that dies
+    # without sending it never ran the cell (the kernel may resend it).
+    before = fresh.started
+    ok(fresh.run("x = 1"))
+    assert fresh.started == before + 1
