@@ -29,7 +29,7 @@ static const char *const php_argv[] = { "/usr/bin/php", "-r", "@DRIVER@", NULL }
  * the Python bootstrap) told which language it serves. */
 #define COMPILED(lang_env) \
     .driver = "python-boot", .preload = "compiled", .kind = RT_JSONL, \
-    .argv = python_argv, .driver_env = "CELLGATE_LANGUAGE=" lang_env, \
+    .argv = python_argv, .driver_env = "CELLGATE_LANGUAGE=" lang_env, .acks_execute = true, \
     .nbconvert_exporter = "script"
 
 static const struct lang table[] = {
@@ -64,7 +64,7 @@ static const struct lang table[] = {
         .nbconvert_exporter = "script",
         .program = "/usr/bin/node",
         .version_bare = "-p process.versions.node",
-        .driver = "javascript", .kind = RT_JSONL, .argv = node_argv,
+        .driver = "javascript", .kind = RT_JSONL, .argv = node_argv, .acks_execute = true,
         .banner = "cellgate: JavaScript (Node.js)",
     },
     {
@@ -74,7 +74,7 @@ static const struct lang table[] = {
         .pygments_lexer = "ruby", .codemirror_mode = "ruby", .nbconvert_exporter = "script",
         .program = "/usr/bin/ruby",
         .version_bare = "-e 'print RUBY_VERSION'",
-        .driver = "ruby", .kind = RT_JSONL, .argv = ruby_argv,
+        .driver = "ruby", .kind = RT_JSONL, .argv = ruby_argv, .acks_execute = true,
         .banner = "cellgate: Ruby",
     },
     {
@@ -84,7 +84,7 @@ static const struct lang table[] = {
         .pygments_lexer = "perl", .codemirror_mode = "perl", .nbconvert_exporter = "script",
         .program = "/usr/bin/perl",
         .version_bare = "-e 'printf q{%vd}, $^V'",
-        .driver = "perl", .kind = RT_JSONL, .argv = perl_argv,
+        .driver = "perl", .kind = RT_JSONL, .argv = perl_argv, .acks_execute = true,
         .banner = "cellgate: Perl",
     },
     {
@@ -94,7 +94,7 @@ static const struct lang table[] = {
         .pygments_lexer = "php", .codemirror_mode = "php", .nbconvert_exporter = "script",
         .program = "/usr/bin/php",
         .version_bare = "-r 'echo PHP_VERSION;'",
-        .driver = "php", .kind = RT_JSONL, .argv = php_argv,
+        .driver = "php", .kind = RT_JSONL, .argv = php_argv, .acks_execute = true,
         .banner = "cellgate: PHP",
     },
     {

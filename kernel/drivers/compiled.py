@@ -588,6 +588,9 @@ def run_cell(code, allow_stdin, control):
 
 def handle_execute(request, control):
     global interrupted
+    # Before anything of the cell: a driver that dies before this never ran
+    # it, and the kernel may give it to a fresh runtime (PROTOCOL.md).
+    send({"t": "started"})
     interrupted = False  # a SIGINT between cells means nothing
     error = None
     try:

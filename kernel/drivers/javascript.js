@@ -550,6 +550,9 @@ function userExpressions(expressions) {
 }
 
 async function handleExecute(request) {
+  // Before any user code: a driver that dies before this never ran the
+  // cell, and the kernel may give it to a fresh runtime (PROTOCOL.md).
+  sendLine('{"t":"started"}');
   const code = typeof request.code === 'string' ? request.code : '';
   allowStdin = Boolean(request.allow_stdin);
   let replies = {};

@@ -644,6 +644,9 @@ sub user_expressions {
 
 sub handle_execute {
     my ($request) = @_;
+    # Before any user code: a driver that dies before this never ran the
+    # cell, and the kernel may give it to a fresh runtime (PROTOCOL.md).
+    write_line(qq({"t":"started"}\n));
     my $code = $request->{code};
     $code = '' unless defined $code && !ref $code;
     $ALLOW_STDIN = $request->{allow_stdin} ? 1 : 0;

@@ -109,6 +109,12 @@ final class CellGate
             | JSON_INVALID_UTF8_SUBSTITUTE | JSON_PARTIAL_OUTPUT_ON_ERROR);
     }
 
+    /** Says an execute arrived, before any of its code runs (PROTOCOL.md). */
+    public static function acknowledge(): void
+    {
+        self::writeLine('{"t":"started"}' . "\n");
+    }
+
     public static function send(array $record): void
     {
         self::flush();
@@ -960,6 +966,9 @@ while (($__cg_request = CellGate::next()) !== null) {
         CellGate::handle($__cg_request);
         continue;
     }
+    // Before any user code: a driver that dies before this never ran the
+    // cell, and the kernel may give it to a fresh runtime (PROTOCOL.md).
+    CellGate::acknowledge();
     $__cg_code = CellGate::begin($__cg_request);
     if ($__cg_code !== null) {
         try {

@@ -264,6 +264,9 @@ module CellgateDriver
     end
 
     def handle_execute(request)
+      # Before any user code: a driver that dies before this never ran the
+      # cell, and the kernel may give it to a fresh runtime (PROTOCOL.md).
+      @lock.synchronize { send_line('{"t":"started"}') }
       code = request['code'].is_a?(String) ? request['code'] : ''
       @allow_stdin = request['allow_stdin'] == true
       replies = {}
