@@ -18,9 +18,8 @@ import subprocess
 import tempfile
 import time
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 
-from ready import run_cell as cell, wait_ready  # bench/ is on sys.path when run
+from ready import one  # bench/ is on sys.path when run
 
 HELLO = {  # language: (cell, file name, bare commands: compile or None, run)
     "python": ("print('hello')", "h.py", None, ["/usr/bin/python3", "h.py"]),
@@ -47,25 +46,7 @@ HELLO = {  # language: (cell, file name, bare commands: compile or None, run)
 
 
 def kernel_times(lang, n):
-    km = KernelManager(kernel_name=f"cellgate-{lang}")
-    t0 = time.perf_counter()
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
-        wait_ready(kc)
-        ready = time.perf_counter() - t0
-        cell(kc, HELLO[lang][0])
-        first = time.perf_counter() - t0
-        warm = []
-        for _ in range(n):
-            t = time.perf_counter()
-            cell(kc, HELLO[lang][0])
-            warm.append(time.perf_counter() - t)
-        return ready, first, statistics.median(warm)
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+    return one(f"cellgate-{lang}", HELLO[lang][0], n)
 
 
 def bare_times(lang, n):

@@ -47,7 +47,9 @@ def run_cell(kc, code, timeout=300):
     kc.get_shell_msg(timeout=timeout)
 
 
-def one(name):
+def one(name, code="1", warm=0):
+    """Launches kernelspec name; returns (seconds to ready, to the end of a
+    first cell running code, median of `warm` more runs of it or None)."""
     km = KernelManager(kernel_name=name)
     t0 = time.perf_counter()
     km.start_kernel()
@@ -56,8 +58,14 @@ def one(name):
     try:
         wait_ready(kc)
         ready = time.perf_counter() - t0
-        run_cell(kc, "1")
-        return ready, time.perf_counter() - t0
+        run_cell(kc, code)
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(warm):
+            t = time.perf_counter()
+            run_cell(kc, code)
+            times.append(time.perf_counter() - t)
+        return ready, first, statistics.median(times) if times else None
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
