@@ -360,50 +360,6 @@ runtime_interrupt(struct runtime *rt)
 
 /* ---- reading ------------------------------------------------------------ */
 
-/* Reads what one raw pipe holds (up to a bound) and hands it on as UTF-8. */
-static void
-pipe_read(struct pipe_in *p, struct runtime *rt, const struct rt_sink *sink, int rounds)
-{
-    static char raw[READ_CHUNK + 4];
-    static char clean[3 * (READ_CHUNK + 4) + 1];
-
-    for (int r = 0; r < rounds && p->fd >= 0; r++) {
-        memcpy(raw, p->carry, p->carry_len);
-        ssize_t n = read(p->fd, raw + p->carry_len, READ_CHUNK);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (n == 0 || errno != EAGAIN) {
-                /* EOF: flush a dangling cut sequence as replacement chars. */
-                if (p->carry_len) {
-                    size_t m = utf8_sanitize(p->carry, p->carry_len, clean);
-                    p->carry_len = 0;
-                    sink->stream(sink->ctx, rt, p->name, clean, m);
-                }
-                close_fd(&p->fd);
-            }
-            return;
-        }
-        size_t total = p->carry_len + (size_t)n;
-        size_t keep = total - utf8_complete_prefix(raw, total);
-        size_t m = utf8_sanitize(raw, total - keep, clean);
-        memcpy(p->carry, raw + total - keep, keep);
-        p->carry_len = keep;
-        if (m)
-            sink->stream(sink->ctx, rt, p->name, clean, m);
-        if ((size_t)n < READ_CHUNK)
-            return;
-    }
-}
-
-void
-runtime_drain(struct runtime *rt, const struct rt_sink *sink)
-{
-    /* Bounded, so a process flooding its pipe cannot starve the kernel. */
-    for (int i = 0; i < 2; i++)
-        pipe_read(&rt->out[i], rt, sink, 64);
-}
-
 /* Hands len bytes of stream output to sink, cleaned to valid UTF-8. */
 static int
 deliver_text(struct runtime *rt, const struct rt_sink *sink, const char *name, const char *text,
@@ -420,6 +376,47 @@ deliver_text(struct runtime *rt, const struct rt_sink *sink, const char *name, c
     sink->stream(sink->ctx, rt, name, clean, n);
     free(clean);
     return CG_OK;
+}
+
+/* Reads what one raw pipe holds (up to a bound) and hands it on as UTF-8. */
+static void
+pipe_read(struct pipe_in *p, struct runtime *rt, const struct rt_sink *sink, int rounds)
+{
+    static char raw[READ_CHUNK + 4];
+
+    for (int r = 0; r < rounds && p->fd >= 0; r++) {
+        memcpy(raw, p->carry, p->carry_len);
+        ssize_t n = read(p->fd, raw + p->carry_len, READ_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0 || errno != EAGAIN) {
+                /* EOF: flush a dangling cut sequence as replacement chars. */
+                if (p->carry_len && deliver_text(rt, sink, p->name, p->carry,
+                                                 p->carry_len) != CG_OK)
+                    log_warn("out of memory: %s output lost", p->name);
+                p->carry_len = 0;
+                close_fd(&p->fd);
+            }
+            return;
+        }
+        size_t total = p->carry_len + (size_t)n;
+        size_t keep = total - utf8_complete_prefix(raw, total);
+        if (total > keep && deliver_text(rt, sink, p->name, raw, total - keep) != CG_OK)
+            log_warn("out of memory: %s output lost", p->name);
+        memcpy(p->carry, raw + total - keep, keep);
+        p->carry_len = keep;
+        if ((size_t)n < READ_CHUNK)
+            return;
+    }
+}
+
+void
+runtime_drain(struct runtime *rt, const struct rt_sink *sink)
+{
+    /* Bounded, so a process flooding its pipe cannot starve the kernel. */
+    for (int i = 0; i < 2; i++)
+        pipe_read(&rt->out[i], rt, sink, 64);
 }
 
 /*
