@@ -37,7 +37,7 @@ endif
 COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c
 KERNEL := kernel/main.c kernel/kernel.c kernel/cell.c kernel/handlers.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
           kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c \
-          kernel/tools.c kernel/image.c
+          kernel/tools.c kernel/tool_exec.c kernel/image.c
 SANDBOX := sandbox/box.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
            kernel/drivers/javascript.js kernel/drivers/ruby.rb kernel/drivers/perl.pl \

@@ -207,8 +207,9 @@ h_comm_open(struct kernel *k, void *sock, wire_msg_t *req)
     const char *target = kernel_str_field(req, "target_name");
 
     (void)sock;
-    if (tools_comm_open(k, req))
-        return H_DONE;
+    enum tool_state ts = tools_comm_open(k, req);
+    if (ts != TOOL_UNKNOWN)
+        return ts == TOOL_PENDING ? H_PENDING : H_DONE;
     log_warn("comm_open for unknown target \"%s\": closing it", target ? target : "");
     if (id)
         kernel_publish(k, req, "comm_close", json_pack("{s:s, s:{}}", "comm_id", id, "data"));
@@ -219,8 +220,7 @@ static int
 h_comm_msg(struct kernel *k, void *sock, wire_msg_t *req)
 {
     (void)sock;
-    tools_comm_msg(k, req);
-    return H_DONE;
+    return tools_comm_msg(k, req) == TOOL_PENDING ? H_PENDING : H_DONE;
 }
 
 static int
@@ -235,6 +235,8 @@ h_comm_close(struct kernel *k, void *sock, wire_msg_t *req)
 void
 handlers_interrupt(struct kernel *k)
 {
+    if (k->p.kind == PR_TOOL)
+        tools_interrupt(k);
     if (k->p.kind == PR_NONE || !k->p.rt)
         return;
     k->p.input_waiting = false; /* a pending input is cancelled */

@@ -11,6 +11,7 @@
  * shell requests) but control is, so interrupt and shutdown always work.
  */
 #include "kernel_impl.h"
+#include "tools.h"
 
 double
 kernel_now(void)
@@ -151,6 +152,8 @@ kernel_reap_children(struct kernel *k)
         for (size_t i = 0; i < langs_count() && !k->box; i++)
             if (k->rts[i] && runtime_pid(k->rts[i]) == pid)
                 cell_runtime_ended(k, k->rts[i], status);
+        if (!k->box)
+            tools_exited(k, pid, status);
     }
 }
 
@@ -163,6 +166,7 @@ kernel_on_box_exit(void *ctx, pid_t pid, int status)
     for (size_t i = 0; i < langs_count(); i++)
         if (k->rts[i] && runtime_pid(k->rts[i]) == pid)
             cell_runtime_ended(k, k->rts[i], status);
+    tools_exited(k, pid, status);
 }
 
 /* The box's init is gone, and every process in the box with it. The box
@@ -177,6 +181,9 @@ box_gone(struct kernel *k, const char *why)
     for (size_t i = 0; i < langs_count(); i++)
         if (k->rts[i] && runtime_alive(k->rts[i]))
             cell_runtime_ended(k, k->rts[i], SIGKILL);
+    tools_destroy(k); /* its processes died with the box */
+    if (k->p.kind == PR_TOOL)
+        cell_clear(k);
     box_destroy(&k->box);
 }
 
@@ -304,6 +311,7 @@ teardown(struct kernel *k)
     for (size_t i = 0; i < MAX_LANGS; i++)
         if (k->rts[i])
             runtime_kill(k->rts[i]);
+    tools_destroy(k);
     kill_children();
     for (size_t i = 0; i < MAX_LANGS; i++)
         runtime_destroy(&k->rts[i]);
@@ -417,12 +425,14 @@ static void
 loop(struct kernel *k)
 {
     struct rt_sink sink = cell_sink(k);
-    zmq_pollitem_t items[6 + MAX_LANGS * RT_POLL_ITEMS];
-    size_t rt_at[MAX_LANGS], rt_n[MAX_LANGS];
+    zmq_pollitem_t items[6 + MAX_LANGS * RT_POLL_ITEMS + TOOLS_POLL_ITEMS];
+    size_t rt_at[MAX_LANGS], rt_n[MAX_LANGS], tools_at, tools_n;
     char err[256];
 
     while (!k->quit) {
         size_t n = 0;
+        /* Tool deadlines first: a job that ends here polls nothing below. */
+        double deadline = k->p.kind == PR_TOOL ? tools_tick(k) : k->p.deadline;
         items[n++] = (zmq_pollitem_t){ .socket = k->sock[CH_CONTROL], .events = ZMQ_POLLIN };
         items[n++] = (zmq_pollitem_t){ .fd = k->sigfd, .events = ZMQ_POLLIN };
         items[n++] = (zmq_pollitem_t){ .socket = k->sock[CH_STDIN],
@@ -438,10 +448,13 @@ loop(struct kernel *k)
             rt_n[i] = k->rts[i] ? runtime_poll_items(k->rts[i], &items[n]) : 0;
             n += rt_n[i];
         }
+        tools_at = n;
+        tools_n = tools_poll_items(k, &items[n]);
+        n += tools_n;
         bool ready = (k->backlog_len && k->p.kind == PR_NONE) || k->prestart;
         long wait_ms = ready ? 0 : PARENT_CHECK_MS;
-        if (k->p.deadline) {
-            double left = k->p.deadline - kernel_now();
+        if (deadline) {
+            double left = deadline - kernel_now();
             wait_ms = left <= 0 ? 0 : left * 1000 < wait_ms ? (long)(left * 1000) + 1 : wait_ms;
         }
         int rc = zmq_poll(items, (int)n, wait_ms);
@@ -478,6 +491,8 @@ loop(struct kernel *k)
                 runtime_kill(rt); /* its death is reported when it is reaped */
             }
         }
+        if (tools_n && !k->quit)
+            tools_service(k, &items[tools_at], tools_n);
         if ((items[2].revents & ZMQ_POLLIN) && k->p.input_waiting)
             handlers_serve_stdin(k);
         handlers_serve_backlog(k);

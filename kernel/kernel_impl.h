@@ -38,7 +38,7 @@
 #define MAX_LANGS 16
 #define PARENT_CHECK_MS 1000
 
-enum pending_kind { PR_NONE, PR_EXECUTE, PR_COMPLETE, PR_INSPECT, PR_IS_COMPLETE };
+enum pending_kind { PR_NONE, PR_EXECUTE, PR_COMPLETE, PR_INSPECT, PR_IS_COMPLETE, PR_TOOL };
 
 /* The shell request a runtime is working on. */
 struct pending {
@@ -94,6 +94,7 @@ struct kernel {
         const char *target;             /* a tool's target name */
     } comms[32];                        /* tool comms the client keeps open */
     size_t n_comms;
+    struct tools *tools;                /* tools.c's state, NULL until a tool runs */
 };
 
 /* ---- kernel.c ----------------------------------------------------------- */

@@ -142,64 +142,58 @@ runtime_destroy(struct runtime **rtp)
 static const char *const driver_vars[] = {
     "CELLGATE_DRIVER=1", "CELLGATE_CONTROL_FD=3", "PAGER=cat", "GIT_PAGER=cat", "TERM=dumb",
 };
-#define N_DRIVER_VARS (sizeof driver_vars / sizeof driver_vars[0])
 
-/* The box's environment, from scratch: nothing of the kernel's or the
- * host's leaks in. */
-static char **
-clean_env(const char *home, const char *extra)
+/* Appends the NULL-terminated list vars to env (at *k), replacing an entry
+ * of the same name already there. */
+static void
+env_add(char **env, size_t *k, const char *const *vars)
+{
+    for (; vars && *vars; vars++) {
+        size_t name = strcspn(*vars, "=") + 1, i;
+        for (i = 0; i < *k; i++)
+            if (strncmp(env[i], *vars, name) == 0)
+                break;
+        env[i] = (char *)*vars;
+        if (i == *k)
+            (*k)++;
+    }
+}
+
+char **
+runtime_env(const struct rt_place *where, const char *const *extra)
 {
     static char home_var[256];
     static const char *const base[] = {
-        "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "USER=user", "LOGNAME=user",
-        "SHELL=/bin/bash", "TMPDIR=/tmp", "HOSTNAME=cellgate",
+        home_var, "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "USER=user",
+        "LOGNAME=user", "SHELL=/bin/bash", "TMPDIR=/tmp", "HOSTNAME=cellgate",
         "XDG_CACHE_HOME=/tmp/.cache", /* caches stay out of /mnt/data */
+        NULL,
     };
-    size_t k = 0;
-    char **env = calloc(N_DRIVER_VARS + sizeof base / sizeof base[0] + 3, sizeof *env);
+    size_t n = 0, k = 0, n_extra = 0;
 
-    if (!env)
-        return NULL;
-    snprintf(home_var, sizeof home_var, "HOME=%s", home);
-    env[k++] = home_var;
-    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
-        env[k++] = (char *)base[i];
-    for (size_t i = 0; i < N_DRIVER_VARS; i++)
-        env[k++] = (char *)driver_vars[i];
-    if (extra)
-        env[k++] = (char *)extra;
-    return env;
-}
-
-/* Without the box: our environment, less the Jupyter launcher's and our
- * own variables, plus what drivers need. */
-static char **
-inherited_env(const char *extra)
-{
-    size_t n = 0, k = 0;
-    bool has_lang = false;
-
-    while (environ[n])
+    while (!where->home && environ[n])
         n++;
-    char **env = calloc(n + N_DRIVER_VARS + 3, sizeof *env);
+    while (extra && extra[n_extra])
+        n_extra++;
+    char **env = calloc(n + sizeof base / sizeof base[0] + n_extra + 2, sizeof *env);
     if (!env)
         return NULL;
-    for (size_t i = 0; i < n; i++) {
-        const char *e = environ[i];
-        if (strncmp(e, "JPY_", 4) == 0 || strncmp(e, "CELLGATE_", 9) == 0
-            || strncmp(e, "TERM=", 5) == 0 || strncmp(e, "PAGER=", 6) == 0
-            || strncmp(e, "GIT_PAGER=", 10) == 0)
-            continue;
-        if (strncmp(e, "LANG=", 5) == 0)
-            has_lang = true;
-        env[k++] = (char *)e;
+    if (where->home) {
+        /* The box's environment, from scratch: nothing of the kernel's or
+         * the host's leaks in. */
+        snprintf(home_var, sizeof home_var, "HOME=%s", where->home);
+        env_add(env, &k, base);
+    } else {
+        /* Without the box: ours, less the Jupyter launcher's and our own. */
+        static const char *const lang[] = { "LANG=C.UTF-8", NULL };
+        env_add(env, &k, lang);
+        for (size_t i = 0; i < n; i++) {
+            const char *e = environ[i], *one[] = { e, NULL };
+            if (strncmp(e, "JPY_", 4) != 0 && strncmp(e, "CELLGATE_", 9) != 0)
+                env_add(env, &k, one);
+        }
     }
-    for (size_t i = 0; i < N_DRIVER_VARS; i++)
-        env[k++] = (char *)driver_vars[i];
-    if (!has_lang)
-        env[k++] = (char *)"LANG=C.UTF-8";
-    if (extra)
-        env[k++] = (char *)extra;
+    env_add(env, &k, extra);
     env[k] = NULL;
     return env;
 }
@@ -256,7 +250,12 @@ runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_
         rc = cg_fail(err, errlen, CG_ESYS, "creating the driver's pipes: %s", strerror(errno));
         goto out;
     }
-    env = where->home ? clean_env(where->home, l->driver_env) : inherited_env(l->driver_env);
+    const char *extra[sizeof driver_vars / sizeof driver_vars[0] + 2], **e = extra;
+    for (size_t i = 0; i < sizeof driver_vars / sizeof driver_vars[0]; i++)
+        *e++ = driver_vars[i];
+    *e++ = l->driver_env;
+    *e = NULL;
+    env = runtime_env(where, extra);
     if (!env) {
         rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         goto out;

@@ -56,6 +56,17 @@ struct rt_place {
                                  with this HOME (the box); NULL: inherit ours */
 };
 
+/*
+ * The environment of a process started at where: from scratch in the box
+ * (HOME=where->home, a fixed PATH, LANG, USER...), else ours less the
+ * Jupyter launcher's and our own CELLGATE_ variables; then extra (a
+ * NULL-terminated list of "NAME=value", may be NULL), each replacing a
+ * variable of the same name. The array is the caller's to free(); its
+ * strings are borrowed (from extra, environ and static storage) and valid
+ * until the next call. NULL on no memory.
+ */
+char **runtime_env(const struct rt_place *where, const char *const *extra);
+
 /* Spawns the driver. Returns CG_OK or an error with err filled. */
 int runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_t errlen);
 

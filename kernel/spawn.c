@@ -11,13 +11,14 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define STAGING_FD 100 /* sources go here first, so sources and targets never clash */
 
-enum { STAGE_FDS = 1, STAGE_CWD, STAGE_HOOK, STAGE_EXEC, STAGE_SETUP };
+enum { STAGE_FDS = 1, STAGE_CWD, STAGE_HOOK, STAGE_EXEC, STAGE_SETUP, STAGE_TTY };
 
 /* In the child: report {stage, errno} and exit. Async-signal-safe. */
 static void __attribute__((noreturn))
@@ -63,6 +64,8 @@ spawn_exec_child(const struct spawn_spec *spec, int report_fd, const struct spaw
     close_range((unsigned)maxfd + 1, (unsigned)report_fd - 1, 0);
     close_range((unsigned)report_fd + 1, ~0U, 0);
 
+    if (spec->tty && ioctl(0, TIOCSCTTY, 0) < 0)
+        child_fail(report_fd, STAGE_TTY);
     if (spec->cwd && chdir(spec->cwd) < 0)
         child_fail(report_fd, STAGE_CWD);
     if (hook && hook->fn && hook->fn(hook->arg) < 0)
@@ -104,6 +107,7 @@ spawn_wait_exec(int report_fd, const struct spawn_spec *spec, const struct spawn
                         : msg[0] == STAGE_CWD ? "changing to the working directory"
                         : msg[0] == STAGE_HOOK ? (hook && hook->stage ? hook->stage : "set-up")
                         : msg[0] == STAGE_EXEC ? "exec"
+                        : msg[0] == STAGE_TTY ? "taking the terminal"
                                                : "set-up";
     return cg_fail(err, errlen, CG_ESYS, "starting %s: %s failed: %s", spec->argv[0], stage,
                    strerror(msg[1]));
@@ -129,7 +133,10 @@ plain_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pidp, char
         return cg_fail(err, errlen, CG_ESYS, "fork: %s", strerror(e));
     }
     if (pid == 0) {
-        setpgid(0, 0);
+        if (spec->tty)
+            setsid(); /* a terminal needs a session of its own */
+        else
+            setpgid(0, 0);
         /* Die with the kernel, and catch the race where it already died. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != kernel_pid)
@@ -137,7 +144,8 @@ plain_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pidp, char
         spawn_exec_child(spec, report[1], NULL);
     }
     close(report[1]);
-    setpgid(pid, pid); /* also from here, so killpg works before exec */
+    if (!spec->tty)
+        setpgid(pid, pid); /* also from here, so killpg works before exec */
     int rc = spawn_wait_exec(report[0], spec, NULL, err, errlen);
     if (rc != CG_OK) {
         waitpid(pid, NULL, 0);

@@ -28,6 +28,8 @@ struct spawn_spec {
     const char *cwd;              /* working directory, or NULL to keep the spawner's */
     const struct spawn_fd *fds;   /* every other fd is closed in the child */
     size_t n_fds;                 /* at most SPAWN_MAX_FDS */
+    int tty;                      /* 1: child fd 0 is a terminal that becomes the
+                                     controlling terminal of its new session */
 };
 
 struct spawner {
@@ -53,7 +55,9 @@ struct spawn_hook {
 /*
  * In a freshly forked child: places spec's fds, closes every other fd but
  * report_fd (close-on-exec, must be >= SPAWN_REPORT_FD_MIN), resets signal
- * dispositions and mask, changes directory, runs hook (may be NULL) and
+ * dispositions and mask, takes fd 0 as controlling terminal if spec->tty
+ * (the caller made the child a session leader), changes directory, runs
+ * hook (may be NULL) and
  * execs. On failure writes {stage, errno} (two ints) to report_fd and
  * exits 127. Never returns. Async-signal-safe.
  */

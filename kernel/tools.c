@@ -3,10 +3,11 @@
  * row of the table below: a target name and a function from the request's
  * data to its result ({"status": "ok", ...} or an error object).
  */
-#include "tools.h"
+#include "tools_impl.h"
 
 #include "image.h"
 
+#include <stdarg.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sodium.h>
@@ -15,11 +16,15 @@
 
 #define IMAGE_MAX (16u << 20) /* largest image open_image shows */
 
-typedef json_t *(*tool_fn)(struct kernel *k, const wire_msg_t *req, json_t *data);
-
-static json_t *
-tool_error(const char *ename, const char *evalue)
+json_t *
+tool_error(const char *ename, const char *fmt, ...)
 {
+    char evalue[4400];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(evalue, sizeof evalue, fmt, ap);
+    va_end(ap);
     return json_pack("{s:s, s:s, s:s}", "status", "error", "ename", ename, "evalue", evalue);
 }
 
@@ -58,24 +63,25 @@ open_in_box(struct kernel *k, const char *path)
 
 /* cellgate.open_image {path} -> {mime, width, height} + a display_data. */
 static json_t *
-tool_open_image(struct kernel *k, const wire_msg_t *req, json_t *data)
+tool_open_image(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool_job **job)
 {
     const char *path = json_string_value(json_object_get(data, "path"));
     char why[4200];
     struct stat st;
 
+    (void)job;
     if (!path || !*path)
         return tool_error("ValueError", "open_image needs a \"path\"");
     int fd = open_in_box(k, path);
     if (fd < 0) {
-        snprintf(why, sizeof why, "%s: %s", path, strerror(errno));
-        return tool_error(errno == ENOENT ? "FileNotFoundError" : "OSError", why);
+        return tool_error(errno == ENOENT ? "FileNotFoundError" : "OSError", "%s: %s", path,
+                          strerror(errno));
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)IMAGE_MAX) {
         close(fd);
-        snprintf(why, sizeof why, "%s: %s", path, !S_ISREG(st.st_mode)
-                 ? "not a regular file" : "larger than the 16 MiB open_image shows");
-        return tool_error(S_ISREG(st.st_mode) ? "ImageTooLarge" : "NotAnImage", why);
+        return tool_error(S_ISREG(st.st_mode) ? "ImageTooLarge" : "NotAnImage", "%s: %s", path,
+                          S_ISREG(st.st_mode) ? "larger than the 16 MiB open_image shows"
+                                              : "not a regular file");
     }
     unsigned char *bytes = malloc((size_t)st.st_size + 1);
     size_t got = 0;
@@ -90,8 +96,7 @@ tool_open_image(struct kernel *k, const wire_msg_t *req, json_t *data)
     const char *mime = bytes ? image_sniff(bytes, got, &width, &height) : NULL;
     if (!mime) {
         free(bytes);
-        snprintf(why, sizeof why, "%s is not a PNG, JPEG, GIF, WebP or SVG image", path);
-        return tool_error("NotAnImage", why);
+        return tool_error("NotAnImage", "%s is not a PNG, JPEG, GIF, WebP or SVG image", path);
     }
     json_t *shown;
     if (strcmp(mime, "image/svg+xml") == 0) {
@@ -121,6 +126,8 @@ static const struct tool {
     tool_fn fn;
 } tools[] = {
     { "cellgate.open_image", tool_open_image },
+    { "cellgate.exec", tool_exec },
+    { "cellgate.feed", tool_feed },
 };
 
 static const struct tool *
@@ -132,49 +139,105 @@ find_tool(const char *target)
     return NULL;
 }
 
-/* Runs one request on comm id and publishes the result as a comm_msg. */
-static void
-run_tool(struct kernel *k, const struct tool *t, const wire_msg_t *req, const char *id,
-         json_t *data)
+/* The tools' state, made on first use; NULL if out of memory. */
+static struct tools *
+state(struct kernel *k)
 {
-    json_t *result = json_is_object(data) ? t->fn(k, req, data)
-                                          : tool_error("ValueError", "data must be an object");
-    kernel_publish(k, req, "comm_msg", json_pack("{s:s, s:o}", "comm_id", id, "data", result));
+    if (!k->tools)
+        k->tools = calloc(1, sizeof *k->tools);
+    return k->tools;
 }
 
-bool
-tools_comm_open(struct kernel *k, const wire_msg_t *req)
+/* Runs one request on comm id: publishes the result as a comm_msg (and
+ * comm_close if close), or leaves a job running. Returns TOOL_DONE, or
+ * TOOL_PENDING when a job runs on (k->p owns req then). */
+static enum tool_state
+run_tool(struct kernel *k, const struct tool *t, wire_msg_t *req, const char *id,
+         json_t *data, bool close)
+{
+    struct tools *ts = state(k);
+    struct tool_job *job = NULL;
+    json_t *result;
+
+    if (!ts)
+        result = tool_error("MemoryError", "out of memory");
+    else if (!json_is_object(data))
+        result = tool_error("ValueError", "data must be an object");
+    else
+        result = t->fn(k, req, data, &job);
+    if (!result && job) {
+        snprintf(ts->comm_id, sizeof ts->comm_id, "%s", id);
+        ts->close_comm = close;
+        ts->job = job;
+        k->p = (struct pending){ .kind = PR_TOOL, .req = req };
+        return TOOL_PENDING;
+    }
+    if (!result)
+        result = tool_error("MemoryError", "out of memory");
+    kernel_publish(k, req, "comm_msg", json_pack("{s:s, s:o}", "comm_id", id, "data", result));
+    if (close)
+        kernel_publish(k, req, "comm_close", json_pack("{s:s, s:{}}", "comm_id", id, "data"));
+    return TOOL_DONE;
+}
+
+void
+tools_finish(struct kernel *k, json_t *result)
+{
+    struct tools *ts = k->tools;
+    const wire_msg_t *req = k->p.req;
+
+    if (!ts || !ts->job || k->p.kind != PR_TOOL) {
+        json_decref(result);
+        return;
+    }
+    kernel_publish(k, req, "comm_msg", json_pack("{s:s, s:o}", "comm_id", ts->comm_id, "data",
+                                                 result ? result : tool_error("MemoryError",
+                                                                              "out of memory")));
+    if (ts->close_comm)
+        kernel_publish(k, req, "comm_close",
+                       json_pack("{s:s, s:{}}", "comm_id", ts->comm_id, "data"));
+    ts->job->ops->destroy(ts->job);
+    ts->job = NULL;
+    kernel_publish_status(k, req, "idle");
+    cell_clear(k);
+}
+
+const wire_msg_t *
+tools_job_req(const struct kernel *k)
+{
+    return k->p.kind == PR_TOOL ? k->p.req : NULL;
+}
+
+enum tool_state
+tools_comm_open(struct kernel *k, wire_msg_t *req)
 {
     const char *id = kernel_str_field(req, "comm_id");
     const struct tool *t = find_tool(kernel_str_field(req, "target_name"));
     json_t *data = json_object_get(req->content, "data");
 
     if (!t || !id)
-        return false;
+        return TOOL_UNKNOWN;
     if (json_is_object(data) && json_object_size(data) == 0
         && k->n_comms < sizeof k->comms / sizeof k->comms[0] && strlen(id) < sizeof k->comms[0].id) {
         /* No request yet: the comm stays open for comm_msg requests. */
         memcpy(k->comms[k->n_comms].id, id, strlen(id) + 1);
         k->comms[k->n_comms++].target = t->target;
-        return true;
+        return TOOL_DONE;
     }
-    run_tool(k, t, req, id, data);
-    kernel_publish(k, req, "comm_close", json_pack("{s:s, s:{}}", "comm_id", id, "data"));
-    return true;
+    return run_tool(k, t, req, id, data, true);
 }
 
-void
-tools_comm_msg(struct kernel *k, const wire_msg_t *req)
+enum tool_state
+tools_comm_msg(struct kernel *k, wire_msg_t *req)
 {
     const char *id = kernel_str_field(req, "comm_id");
 
     for (size_t i = 0; id && i < k->n_comms; i++)
-        if (strcmp(k->comms[i].id, id) == 0) {
-            run_tool(k, find_tool(k->comms[i].target), req, id,
-                     json_object_get(req->content, "data"));
-            return;
-        }
+        if (strcmp(k->comms[i].id, id) == 0)
+            return run_tool(k, find_tool(k->comms[i].target), req, id,
+                            json_object_get(req->content, "data"), false);
     log_debug("comm_msg for a comm we do not have: ignored");
+    return TOOL_DONE;
 }
 
 void
@@ -199,4 +262,182 @@ tools_comm_info(const struct kernel *k, const char *target)
             json_object_set_new(comms, k->comms[i].id,
                                 json_pack("{s:s}", "target_name", k->comms[i].target));
     return comms;
+}
+
+/* ---- jobs in the loop ------------------------------------------------------ */
+
+size_t
+tools_poll_items(struct kernel *k, zmq_pollitem_t *items)
+{
+    struct tools *ts = k->tools;
+    size_t n = 0;
+
+    if (!ts)
+        return 0;
+    ts->job_items = ts->job ? ts->job->ops->poll(ts->job, items) : 0;
+    n = ts->job_items;
+    return n + sessions_poll(k, items + n, TOOLS_POLL_ITEMS - n);
+}
+
+void
+tools_service(struct kernel *k, const zmq_pollitem_t *items, size_t n)
+{
+    struct tools *ts = k->tools;
+    size_t mine = ts ? ts->job_items : 0;
+
+    if (!ts)
+        return;
+    /* Sessions first: a session job ends on what its terminal said. */
+    sessions_service(k, items + mine, n - mine);
+    if (ts->job && mine)
+        ts->job->ops->service(k, ts->job, items, mine);
+}
+
+double
+tools_tick(struct kernel *k)
+{
+    struct tools *ts = k->tools;
+
+    return ts && ts->job ? ts->job->ops->tick(k, ts->job, kernel_now()) : 0;
+}
+
+void
+tools_interrupt(struct kernel *k)
+{
+    struct tools *ts = k->tools;
+
+    if (ts && ts->job)
+        ts->job->ops->interrupt(k, ts->job);
+}
+
+bool
+tools_exited(struct kernel *k, pid_t pid, int status)
+{
+    struct tools *ts = k->tools;
+
+    if (!ts)
+        return false;
+    if (ts->job && ts->job->ops->exited(k, ts->job, pid, status))
+        return true;
+    return sessions_exited(k, pid, status);
+}
+
+void
+tools_destroy(struct kernel *k)
+{
+    struct tools *ts = k->tools;
+
+    if (!ts)
+        return;
+    if (ts->job)
+        ts->job->ops->destroy(ts->job);
+    sessions_destroy(k);
+    free(ts);
+    k->tools = NULL;
+}
+
+/* ---- what tools share ------------------------------------------------------ */
+
+struct rt_place
+tools_place(struct kernel *k)
+{
+    if (k->box)
+        return (struct rt_place){ .spawner = box_spawner(k->box), .home = BOX_HOME };
+    return (struct rt_place){ .spawner = spawn_plain() };
+}
+
+/* Keeps len bytes of valid UTF-8 in out, up to TOOL_OUTPUT_MAX. */
+static void
+output_keep(struct tool_output *out, const char *text, size_t len)
+{
+    size_t room = out->len < TOOL_OUTPUT_MAX ? TOOL_OUTPUT_MAX - out->len : 0;
+    size_t n = len <= room ? len : utf8_complete_prefix(text, room);
+
+    if (out->len + n + 1 > out->cap) {
+        size_t cap = out->cap ? out->cap : 4096;
+        while (cap < out->len + n + 1)
+            cap *= 2;
+        char *t = realloc(out->text, cap);
+        if (!t) {
+            out->dropped += len;
+            return;
+        }
+        out->text = t;
+        out->cap = cap;
+    }
+    memcpy(out->text + out->len, text, n);
+    out->len += n;
+    out->text[out->len] = '\0';
+    out->dropped += len - n;
+}
+
+/* Publishes len bytes of valid UTF-8 within the kernel's output limit. */
+static void
+output_publish(struct kernel *k, const wire_msg_t *parent, struct tool_output *out,
+               const char *name, const char *text, size_t len)
+{
+    char note[256];
+
+    if (!parent || out->limit_hit)
+        return;
+    if (k->output_limit && out->published + len > k->output_limit) {
+        len = utf8_complete_prefix(text, k->output_limit - out->published);
+        out->limit_hit = true;
+    }
+    if (len)
+        kernel_publish_stream(k, parent, name, text, len);
+    out->published += len;
+    if (out->limit_hit) {
+        snprintf(note, sizeof note, "\n[cellgate: this tool's output passed the limit of %zu "
+                 "bytes; the rest is not shown here (the reply keeps up to %u bytes).]\n",
+                 k->output_limit, TOOL_OUTPUT_MAX);
+        kernel_publish_stream(k, parent, "stderr", note, strlen(note));
+    }
+}
+
+void
+tool_output_add(struct kernel *k, const wire_msg_t *parent, struct tool_output *out,
+                struct tool_text *cut, const char *name, const char *bytes, size_t len)
+{
+    char stack[4096 + 4], *raw = stack;
+    size_t total = cut->carry_len + len;
+
+    if (total > sizeof stack && !(raw = malloc(total))) {
+        out->dropped += len;
+        return;
+    }
+    memcpy(raw, cut->carry, cut->carry_len);
+    memcpy(raw + cut->carry_len, bytes, len);
+    /* len 0 means the end: a cut sequence is let out as it is. */
+    size_t whole = len ? utf8_complete_prefix(raw, total) : total;
+    cut->carry_len = total - whole;
+    memcpy(cut->carry, raw + whole, cut->carry_len);
+    char *clean = utf8_valid(raw, whole) ? raw : malloc(3 * whole + 1);
+    size_t n = clean == raw ? whole : clean ? utf8_sanitize(raw, whole, clean) : 0;
+    if (clean) {
+        output_keep(out, clean, n);
+        output_publish(k, parent, out, name, clean, n);
+    }
+    if (clean != raw)
+        free(clean);
+    if (raw != stack)
+        free(raw);
+}
+
+json_t *
+tool_output_take(struct tool_output *out)
+{
+    json_t *s;
+
+    if (out->dropped) {
+        char note[160];
+        snprintf(note, sizeof note, "\n[cellgate: %zu more bytes of output are not in this "
+                 "reply]\n", out->dropped);
+        s = json_pack("s++", out->text ? out->text : "", "", note);
+    } else {
+        s = json_stringn(out->text ? out->text : "", out->len);
+    }
+    free(out->text);
+    *out = (struct tool_output){ .published = out->published, .limit_hit = out->limit_hit };
+    return s;
 }

@@ -9,21 +9,45 @@
 
 #include "kernel_impl.h"
 
+#define JOB_POLL_ITEMS 3      /* poll items the running job may use */
+#define SESSIONS_MAX 8        /* cellgate.exec sessions a kernel keeps */
+#define TOOLS_POLL_ITEMS (JOB_POLL_ITEMS + SESSIONS_MAX)
+
+enum tool_state {
+    TOOL_UNKNOWN,   /* not a tool's target */
+    TOOL_DONE,      /* answered */
+    TOOL_PENDING,   /* a job runs on; the kernel's pending request owns req */
+};
+
 /*
  * comm_open: for a tool's target, runs the request in the open's data
  * (if any) and answers with one comm_msg and a comm_close; an open with
- * empty data stays open for requests sent as comm_msg. Other targets get
- * comm_close at once. Returns false if the target is not a tool.
+ * empty data stays open for requests sent as comm_msg.
  */
-bool tools_comm_open(struct kernel *k, const wire_msg_t *req);
+enum tool_state tools_comm_open(struct kernel *k, wire_msg_t *req);
 
 /* comm_msg on an open tool comm: one request, one result comm_msg. */
-void tools_comm_msg(struct kernel *k, const wire_msg_t *req);
+enum tool_state tools_comm_msg(struct kernel *k, wire_msg_t *req);
 
 /* comm_close from the client: forget the comm. */
 void tools_comm_close(struct kernel *k, const wire_msg_t *req);
 
 /* comm_info_reply's "comms": the open tool comms, of target (or all if NULL). */
 json_t *tools_comm_info(const struct kernel *k, const char *target);
+
+/*
+ * Tools that take time (exec, feed, download) run as a job in the loop,
+ * the request pending (PR_TOOL) meanwhile. The loop asks for the fds to
+ * poll (at most TOOLS_POLL_ITEMS items: the job's and the exec sessions'),
+ * serves them after polling, calls tools_tick each turn (it returns the
+ * next deadline in monotonic seconds, 0 for none), routes interrupts and
+ * ended processes here. tools_destroy kills every tool process, at exit.
+ */
+size_t tools_poll_items(struct kernel *k, zmq_pollitem_t *items);
+void tools_service(struct kernel *k, const zmq_pollitem_t *items, size_t n);
+double tools_tick(struct kernel *k);
+void tools_interrupt(struct kernel *k);
+bool tools_exited(struct kernel *k, pid_t pid, int status);
+void tools_destroy(struct kernel *k);
 
 #endif

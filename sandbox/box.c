@@ -388,6 +388,7 @@ box_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pidp, char *
     memset(m, 0, sizeof *m);
     m->type = BOXMSG_SPAWN;
     m->n_fds = (uint32_t)spec->n_fds;
+    m->tty = spec->tty ? 1 : 0;
     for (size_t i = 0; i < spec->n_fds; i++)
         m->child_fds[i] = spec->fds[i].child_fd;
     for (const char *const *a = spec->argv; *a; a++, m->argc++)

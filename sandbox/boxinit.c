@@ -425,7 +425,7 @@ serve_spawn(struct boxmsg *m, size_t len, int *fds, size_t n_fds,
     for (size_t i = 0; i < n_fds; i++)
         placed[i] = (struct spawn_fd){ m->child_fds[i], fds[i] };
     struct spawn_spec spec = { .argv = argv, .envp = envp, .cwd = cwd, .fds = placed,
-                               .n_fds = n_fds };
+                               .n_fds = n_fds, .tty = m->tty == 1 };
     struct child_setup cs = { a, prog };
     struct spawn_hook hook = { child_hook, &cs, "applying limits, capabilities and seccomp" };
     int report[2];

@@ -28,6 +28,7 @@ struct boxmsg {
     uint32_t n_fds;           /* SPAWN: fds attached, in child_fds order */
     int32_t child_fds[SPAWN_MAX_FDS];
     uint32_t argc, envc;      /* SPAWN: then argv, envp, cwd as NUL-ended strings */
+    uint32_t tty;             /* SPAWN: spawn_spec's tty */
     char text[];              /* SPAWN: the strings; READY/SPAWNED: an error message */
 };
 

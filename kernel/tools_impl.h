@@ -1,0 +1,110 @@
+/*
+ * tools_impl.h - what the tool modules share: tools.c (the comm side, the
+ * table, jobs), tool_exec.c (cellgate.exec and cellgate.feed) and
+ * tool_download.c (cellgate.download). Not part of tools.h.
+ *
+ * A tool either answers at once (its function returns the result) or
+ * starts a job: something that runs on in the kernel's loop while control,
+ * interrupts and the heartbeat are served. A job has a small table of
+ * operations; it ends by calling tools_finish() with its result. Until
+ * then the request is the kernel's pending one (PR_TOOL), so shell
+ * requests queue behind it as they do behind a cell.
+ */
+#ifndef CG_TOOLS_IMPL_H
+#define CG_TOOLS_IMPL_H
+
+#include "tools.h"
+
+#define TOOL_OUTPUT_MAX (1u << 20) /* bytes of output a reply carries */
+
+struct tool_job;
+struct session;
+
+/* The tools' state in the kernel (k->tools). */
+struct tools {
+    struct tool_job *job;         /* the running job, or NULL */
+    char comm_id[64];             /* ... its comm */
+    bool close_comm;              /* ... which was opened with the request */
+    size_t job_items;             /* poll items the job filled this turn */
+    struct session *sessions[SESSIONS_MAX];
+};
+
+struct job_ops {
+    /* Fills up to JOB_POLL_ITEMS items; returns how many. */
+    size_t (*poll)(struct tool_job *job, zmq_pollitem_t *items);
+    /* Serves the items filled by poll (revents set). */
+    void (*service)(struct kernel *k, struct tool_job *job, const zmq_pollitem_t *items,
+                    size_t n);
+    /* Time passed: act on deadlines. Returns when it wants to be called
+     * again (monotonic seconds), or 0 for no deadline. */
+    double (*tick)(struct kernel *k, struct tool_job *job, double now);
+    /* The client interrupted the kernel. */
+    void (*interrupt)(struct kernel *k, struct tool_job *job);
+    /* A process ended (wait status); true if it was the job's. */
+    bool (*exited)(struct kernel *k, struct tool_job *job, pid_t pid, int status);
+    /* Frees the job (its processes are the job's to kill first). */
+    void (*destroy)(struct tool_job *job);
+};
+
+/* Every job starts with this (the concrete job embeds it first). */
+struct tool_job {
+    const struct job_ops *ops;
+};
+
+/* A tool: the request's data to a result ({"status": "ok", ...} or an
+ * error from tool_error), or NULL after setting *job to a started job. */
+typedef json_t *(*tool_fn)(struct kernel *k, const wire_msg_t *req, json_t *data,
+                           struct tool_job **job);
+
+/* An error result {"status": "error", ename, evalue}. */
+json_t *tool_error(const char *ename, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Ends the running job with result (stolen): publishes it on the job's
+ * comm (and comm_close when the request came with the comm_open), then
+ * idle, and destroys the job. */
+void tools_finish(struct kernel *k, json_t *result);
+
+/* The request the running job serves (the parent of its output). */
+const wire_msg_t *tools_job_req(const struct kernel *k);
+
+/*
+ * Output of a tool, as it arrives: bytes of stream name are made valid
+ * UTF-8 (a sequence cut at the end of a read waits in carry for the next),
+ * published on IOPub with parent (until the kernel's output limit, then a
+ * notice once) and kept in *keep (up to TOOL_OUTPUT_MAX; later bytes are
+ * counted in *dropped). keep may be NULL.
+ */
+struct tool_text {
+    char carry[4];
+    size_t carry_len;
+};
+struct tool_output {
+    char *text;          /* NUL-terminated, or NULL before any output */
+    size_t len, cap;
+    size_t dropped;      /* bytes past TOOL_OUTPUT_MAX */
+    size_t published;    /* bytes sent on IOPub, for the output limit */
+    bool limit_hit;
+};
+void tool_output_add(struct kernel *k, const wire_msg_t *parent, struct tool_output *out,
+                     struct tool_text *cut, const char *name, const char *bytes, size_t len);
+
+/* The output as a JSON string, with a note of dropped bytes; resets it. */
+json_t *tool_output_take(struct tool_output *out);
+
+/* How a tool starts processes: in the box or plain, with its environment. */
+struct rt_place tools_place(struct kernel *k);
+
+/* ---- tool_exec.c -------------------------------------------------------- */
+
+json_t *tool_exec(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool_job **job);
+json_t *tool_feed(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool_job **job);
+
+/* The exec sessions live between requests: their terminals are read all
+ * the time (a program's output must not block it). */
+size_t sessions_poll(struct kernel *k, zmq_pollitem_t *items, size_t max);
+void sessions_service(struct kernel *k, const zmq_pollitem_t *items, size_t n);
+bool sessions_exited(struct kernel *k, pid_t pid, int status);
+void sessions_destroy(struct kernel *k);
+
+
+#endif
