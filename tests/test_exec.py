@@ -33,6 +33,24 @@ def feed(kc, **data):
     return result(out), out
 
 
+def interrupted(km, kc, data):
+    """Starts an exec, interrupts the kernel half a second later; the
+    result, which must come within two seconds of the interrupt."""
+    msg = kc.session.msg("comm_open", {"comm_id": uuid.uuid4().hex,
+                                       "target_name": "cellgate.exec", "data": data})
+    kc.shell_channel.send(msg)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    while True:
+        m = kc.get_iopub_msg(timeout=TIMEOUT)
+        if m["parent_header"].get("msg_id") == msg["header"]["msg_id"] \
+                and m["msg_type"] == "comm_msg":
+            break
+    assert time.monotonic() - t0 < 2
+    return m["content"]["data"]
+
+
 @pytest.fixture
 def kernel(kernel_factory):
     return kernel_factory("cellgate-python")
@@ -105,20 +123,7 @@ def test_timeout_kills(python_kernel):
 
 def test_interrupt_stops_a_command_and_the_kernel_serves_on(python_kernel):
     km, kc = python_kernel
-    msg = kc.session.msg("comm_open", {"comm_id": uuid.uuid4().hex,
-                                       "target_name": "cellgate.exec",
-                                       "data": {"cmd": "sleep 30"}})
-    kc.shell_channel.send(msg)
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    km.interrupt_kernel()
-    while True:
-        m = kc.get_iopub_msg(timeout=TIMEOUT)
-        if m["parent_header"].get("msg_id") == msg["header"]["msg_id"] \
-                and m["msg_type"] == "comm_msg":
-            break
-    assert time.monotonic() - t0 < 2
-    r = m["content"]["data"]
+    r = interrupted(km, kc, {"cmd": "sleep 30"})
     assert r["interrupted"] is True and r["exit_code"] == 130 and r["timed_out"] is False
     reply, out = run(kc, "print(6 * 7)")
     assert stream_text(out, "stdout") == "42\n"
@@ -227,20 +232,7 @@ def test_feed_drives_an_interactive_interpreter(kernel):
 
 def test_interrupt_during_a_session_command(kernel):
     km, kc = kernel
-    msg = kc.session.msg("comm_open", {"comm_id": uuid.uuid4().hex,
-                                       "target_name": "cellgate.exec",
-                                       "data": {"cmd": "sleep 30", "session_name": "s"}})
-    kc.shell_channel.send(msg)
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    km.interrupt_kernel()
-    while True:
-        m = kc.get_iopub_msg(timeout=TIMEOUT)
-        if m["parent_header"].get("msg_id") == msg["header"]["msg_id"] \
-                and m["msg_type"] == "comm_msg":
-            break
-    assert time.monotonic() - t0 < 2
-    r = m["content"]["data"]
+    r = interrupted(km, kc, {"cmd": "sleep 30", "session_name": "s"})
     assert r["interrupted"] is True and r["running"] is False and r["exit_code"] == 130
     r, _ = ex(kc, cmd="echo next", session_name="s")
     assert r["output"] == "next\n"
