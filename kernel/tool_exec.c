@@ -590,7 +590,7 @@ session_scan(struct kernel *k, struct session *s, const char *data, size_t len)
         }
         char num[8] = { 0 };
         memcpy(num, buf + digits, (size_t)(bel - buf) - digits);
-        session_marker(s, atoi(num));
+        session_marker(s, (int)strtol(num, NULL, 10));
         at = (size_t)(bel - buf) + 1;
     }
     free(buf);
