@@ -14,7 +14,8 @@ The goal is to feel like ipykernel to a notebook user or to an agent driving
 jupyter_client: state persists in a real `__main__` module, the value of a
 cell's last expression is shown with the IPython display protocol
 (`_repr_html_` and friends), tracebacks show only the user's frames,
-`input()`, `display()`, `obj?`, completion, inspection and is_complete work.
+`input()`, `display()` (IPython's too), `!cmd`, `%pip`, `obj?`, completion,
+inspection and is_complete work.
 
 Layout of this file:
   * start-up constants; only modules the interpreter has already loaded are
@@ -23,6 +24,9 @@ Layout of this file:
   * sys.stdout/sys.stderr replacements that buffer and send `stream` records;
   * mime bundles and display();
   * execute: compiling, running, results, errors, input(), `obj?` paging;
+  * IPython's `!cmd` and line magics (%pip, %cd, %env), rewritten to calls
+    before a cell is compiled;
+  * import hooks: IPython.display made to send records, matplotlib inline;
   * complete / inspect / is_complete;
   * installation into the interpreter and the request loop.
 
