@@ -1,18 +1,23 @@
-"""Rich output from Python (the first part of issue 5): matplotlib works
-with no set-up — every figure shown with plt.show(), and every figure still
-open when a cell ends, appears once as display_data (image/png + text/plain)
-and is closed."""
+"""Rich output from Python (issue 5): matplotlib works with no set-up —
+every figure shown with plt.show(), and every figure still open when a cell
+ends, appears once as display_data (image/png + text/plain) and is closed;
+IPython.display objects, display handles and clear_output produce real
+display messages; DataFrames and PIL images are rich results; and cells take
+IPython's `!cmd`, `var = !cmd`, `%pip`, `%cd` and `%env`."""
 import base64
+import time
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import run, stream_text
+from conftest import descendants, kernel_pid, pid_alive, run, stream_text, wait_until
 
-pytest.importorskip("matplotlib")
+needs_matplotlib = pytest.mark.skipif(
+    not __import__("importlib.util").util.find_spec("matplotlib"), reason="no matplotlib")
 
 
+@needs_matplotlib
 def test_figures_inline_through_nbclient(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
@@ -41,6 +46,7 @@ def test_matplotlib_is_not_imported_until_used(python_kernel):
     assert stream_text(out, "stdout") == "False False False\n"
 
 
+@needs_matplotlib
 def test_users_backend_choice_wins(kernel_factory):
     km, kc = kernel_factory("cellgate-python")
     reply, out = run(kc, "import matplotlib\nmatplotlib.use('agg')\n"
@@ -48,3 +54,274 @@ def test_users_backend_choice_wins(kernel_factory):
                          "print(matplotlib.get_backend())")
     assert stream_text(out, "stdout") == "agg\n"
     assert not [m for m in out if m["msg_type"] == "display_data"]
+
+
+# ---------------------------------------------------------------------------
+# IPython.display, DataFrames and PIL images
+
+needs_ipython = pytest.mark.skipif(
+    not __import__("importlib.util").util.find_spec("IPython"), reason="no IPython")
+
+
+def outputs_of(out, *kinds):
+    return [m for m in out if m["msg_type"] in kinds]
+
+
+def test_ipython_is_not_imported_until_used(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, "import sys\nprint('IPython' in sys.modules)")
+    assert stream_text(out, "stdout") == "False\n"
+
+
+@needs_ipython
+def test_ipython_display_objects_become_display_data(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, (
+        "from PIL import Image as PILImage\n"
+        "PILImage.new('RGB', (3, 2), 'red').save('/tmp/dot.png')\n"
+        "png = open('/tmp/dot.png', 'rb').read()\n"
+        "from IPython.display import display, HTML, Markdown, Image\n"
+        "display(HTML('<b>bold</b>'), Markdown('*md*'))\n"
+        "display(Image(filename='/tmp/dot.png'))\n"
+        "display(Image(data=png, width=30))\n"
+        "print('after')"), timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert stream_text(out) == "after\n"  # IPython's own display() would print reprs
+    html, md, from_file, from_data = outputs_of(out, "display_data")
+    assert html["content"]["data"]["text/html"] == "<b>bold</b>"
+    assert "HTML object" in html["content"]["data"]["text/plain"]
+    assert md["content"]["data"]["text/markdown"] == "*md*"
+    for image in (from_file, from_data):
+        png = base64.b64decode(image["content"]["data"]["image/png"])
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert png[16:24] == (3).to_bytes(4, "big") + (2).to_bytes(4, "big")  # IHDR 3x2
+    assert from_data["content"]["metadata"] == {"image/png": {"width": 30}}
+    assert out[-1]["msg_type"] == "stream"  # in order: the displays came first
+
+
+@needs_ipython
+def test_ipython_display_handles_update_and_clear(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, (
+        "from IPython.display import display, update_display, clear_output, HTML\n"
+        "h = display(HTML('<p>one</p>'), display_id=True)\n"
+        "h.update(HTML('<p>two</p>'))\n"
+        "update_display('three', display_id=h.display_id)\n"
+        "clear_output(wait=True)\n"
+        "print(type(h).__name__)"), timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    kinds = [m["msg_type"] for m in out]
+    assert kinds == ["display_data", "update_display_data", "update_display_data",
+                     "clear_output", "stream"]
+    shown, second, third, clear, printed = out
+    display_id = shown["content"]["transient"]["display_id"]
+    assert display_id and second["content"]["transient"] == {"display_id": display_id}
+    assert second["content"]["data"]["text/html"] == "<p>two</p>"
+    assert third["content"]["data"] == {"text/plain": "'three'"}
+    assert third["content"]["transient"] == {"display_id": display_id}
+    assert clear["content"] == {"wait": True}
+    assert printed["content"]["text"] == "DisplayHandle\n"
+
+
+def test_dataframe_pil_and_display_updates_through_nbclient(tmp_path):
+    pytest.importorskip("pandas")
+    pytest.importorskip("PIL")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import pandas as pd\n"
+                                  "pd.DataFrame({'name': ['ada', 'bob'], 'n': [1, 2]})"),
+        nbformat.v4.new_code_cell("from PIL import Image\nImage.new('RGB', (5, 4), 'blue')"),
+        nbformat.v4.new_code_cell("h = display('first', display_id=True)\nh.update('second')"),
+    ]
+    NotebookClient(nb, kernel_name="cellgate-python", timeout=120,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    frame, image, updated = (cell.outputs for cell in nb.cells)
+    assert [o.output_type for o in frame] == ["execute_result"]
+    assert "<table" in frame[0].data["text/html"] and "ada" in frame[0].data["text/html"]
+    assert frame[0].data["text/plain"].split() == "name n 0 ada 1 1 bob 2".split()
+    assert [o.output_type for o in image] == ["execute_result"]
+    png = base64.b64decode(image[0].data["image/png"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png[16:24] == bytes([0, 0, 0, 5, 0, 0, 0, 4])
+    # nbclient applies update_display_data to the output it updates
+    assert [o.output_type for o in updated] == ["display_data"]
+    assert updated[0].data["text/plain"] == "'second'"
+
+
+# ---------------------------------------------------------------------------
+# !cmd, %pip, %cd, %env
+
+def stream_runs(out):
+    """The stream output as (name, text) runs, adjacent same-name text merged."""
+    runs = []
+    for m in outputs_of(out, "stream"):
+        name, text = m["content"]["name"], m["content"]["text"]
+        if runs and runs[-1][0] == name:
+            runs[-1] = (name, runs[-1][1] + text)
+        else:
+            runs.append((name, text))
+    return runs
+
+
+def test_shell_command_output_keeps_its_place(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, "print('a')\n!echo b\n!echo err >&2\nprint('c')\n"
+                         "if True:\n    !echo d\n_exit_code")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert stream_runs(out) == [("stdout", "a\nb\n"), ("stderr", "err\n"),
+                                ("stdout", "c\nd\n")]
+    assert out[-1]["content"]["data"]["text/plain"] == "0"
+
+
+def test_shell_assignment_and_exit_status(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, "files = !printf 'x\\ny z\\n'; echo oops >&2\n"
+                         "print(files, files.n.split(), files.s)\n"
+                         "print(isinstance(files, list), len(files))\n"
+                         "!exit 3\n"
+                         "print('status', _exit_code)")
+    assert reply["content"]["status"] == "ok", reply["content"]  # a failure does not raise
+    assert stream_text(out, "stdout") == (
+        "['x', 'y z', 'oops'] ['x', 'y', 'z', 'oops'] x y z oops\n"
+        "True 3\nstatus 3\n")
+
+
+def test_shell_commands_expand_python_names(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, (
+        "name, n = 'world', 21\n"
+        "%env CG_SHELL_ONLY=from-the-shell\n"
+        "!echo 1 $name {n * 2} {{braces}}\n"
+        "!echo 2 $$CG_SHELL_ONLY '$name'\n"
+        "!echo 3 $CG_SHELL_ONLY\n"  # not a Python name: the shell expands it
+        "!echo 4 {no_such_name} $name\n"  # any failure: the command runs as written
+        "def f(word):\n"
+        "    !echo 5 $word {len(word)}\n"
+        "f('local')"))
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert stream_text(out, "stdout").splitlines() == [
+        "env: CG_SHELL_ONLY=from-the-shell",
+        "1 world 42 {braces}",
+        "2 from-the-shell $name",
+        "3 from-the-shell",
+        "4 {no_such_name}",
+        "5 local 5",
+    ]
+
+
+def test_bang_and_percent_keep_their_python_meaning(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, (
+        "x = 2\n"
+        "a = (x\n"
+        "!= 1)\n"
+        "b = x \\\n"
+        "!= 2\n"
+        "s = '''\n"
+        "!not a command\n"
+        "%not a magic\n"
+        "'''\n"
+        "t = 'it''s' # = !no\n"
+        "print(a, b, repr(s), t, 7 %3)"))
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert stream_text(out, "stdout") == (
+        "True False '\\n!not a command\\n%not a magic\\n' its 1\n")
+
+
+def test_shell_lines_keep_line_numbers(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, "!true\nfor i in range(1):\n    !echo {i} \\\n  more\n\n1/0\n")
+    assert stream_text(out, "stdout") == "0 more\n"
+    error = reply["content"]
+    assert error["ename"] == "ZeroDivisionError"
+    assert any("line 6" in line and "1/0" in line for line in error["traceback"]), \
+        error["traceback"]
+
+
+def test_unknown_magic_is_a_usage_error(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, "%nosuchmagic 1")
+    assert reply["content"]["ename"] == "UsageError"
+    assert reply["content"]["traceback"] == [
+        "UsageError: Line magic function `%nosuchmagic` not found."]
+
+
+def test_pip_magic_runs_pip_of_this_python(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, "%pip --version", timeout=60)
+    assert reply["content"]["status"] == "ok"
+    # the box's /usr is this machine's
+    if __import__("importlib.util").util.find_spec("pip"):
+        assert stream_text(out, "stdout").startswith("pip ")
+        assert "python 3." in stream_text(out, "stdout")
+    else:
+        assert "No module named pip" in stream_text(out, "stderr")
+
+
+def test_pip_magic_without_pip_says_so(python_kernel):
+    km, kc = python_kernel
+    reply, out = run(kc, (
+        "!/usr/bin/python3 -m venv --without-pip /tmp/nopip\n"
+        "import sys\n"
+        "real, sys.executable = sys.executable, '/tmp/nopip/bin/python3'\n"
+        "package = 'cellgate-test-nothing'\n"
+        "try:\n"
+        "    %pip install {package}\n"
+        "finally:\n"
+        "    sys.executable = real\n"
+        "print('status', _exit_code)"), timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    err = stream_text(out, "stderr")
+    assert "/tmp/nopip/bin/python3: No module named pip" in err
+    assert ("cellgate: %pip ran `/tmp/nopip/bin/python3 -m pip install cellgate-test-nothing`"
+            ", but pip is not installed") in err
+    assert stream_text(out, "stdout") == "status 1\n"
+
+
+def test_cd_and_env_magics(kernel_factory):
+    km, kc = kernel_factory("cellgate-python")
+    reply, out = run(kc, "%cd /tmp\nimport os\nprint(os.getcwd())\n!pwd\n"
+                         "%cd -q -\n%pwd")
+    assert stream_text(out, "stdout") == "/tmp\n/tmp\n/tmp\n"
+    assert out[-1]["content"]["data"]["text/plain"] == "'/mnt/data'"
+    reply, out = run(kc, "%cd /no/such/dir\n%pwd")
+    assert "No such file or directory" in stream_text(out, "stderr")
+    assert out[-1]["content"]["data"]["text/plain"] == "'/mnt/data'"
+    reply, out = run(kc, "value = 'v 1'\n%env CG_A={value}\n%env CG_B two\n"
+                         "!echo $CG_A/$CG_B\nimport os\nprint(os.environ['CG_B'])\n%env CG_A")
+    assert stream_text(out, "stdout") == "env: CG_A=v 1\nenv: CG_B=two\nv 1/two\ntwo\n"
+    assert out[-1]["content"]["data"]["text/plain"] == "'v 1'"
+    reply, out = run(kc, "%env CG_NOT_SET")
+    assert reply["content"]["ename"] == "UsageError"
+    reply, out = run(kc, "%env CG_SECRET_TOKEN=hush\nenv = %env\nenv['CG_SECRET_TOKEN'], env['CG_B']")
+    assert out[-1]["content"]["data"]["text/plain"] == "('<hidden>', 'two')"
+
+
+def test_interrupt_stops_a_shell_command(kernel_factory):
+    km, kc = kernel_factory("cellgate-python")
+    msg_id = kc.execute("!echo started; sleep 137; echo not-reached\nprint('not reached')")
+    deadline = time.monotonic() + 20
+    seen = ""
+    while "started" not in seen:
+        msg = kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.1))
+        if msg["msg_type"] == "stream" and msg["parent_header"].get("msg_id") == msg_id:
+            seen += msg["content"]["text"]
+
+    def sleepers():
+        found = []
+        for pid in descendants(kernel_pid(km)):
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    if f.read().split(b"\0")[:2] == [b"sleep", b"137"]:
+                        found.append(pid)
+            except OSError:
+                pass
+        return [pid for pid in found if pid_alive(pid)]
+
+    assert wait_until(lambda: sleepers()), "the command is not running"
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=20)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert wait_until(lambda: not sleepers()), "sleep survived the interrupt"
+    reply, out = run(kc, "!echo alive\nprint('and well')")
+    assert stream_text(out, "stdout") == "alive\nand well\n"

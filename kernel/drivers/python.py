@@ -14,7 +14,8 @@ The goal is to feel like ipykernel to a notebook user or to an agent driving
 jupyter_client: state persists in a real `__main__` module, the value of a
 cell's last expression is shown with the IPython display protocol
 (`_repr_html_` and friends), tracebacks show only the user's frames,
-`input()`, `display()`, `obj?`, completion, inspection and is_complete work.
+`input()`, `display()` (IPython's too), `!cmd`, `%pip`, `obj?`, completion,
+inspection and is_complete work.
 
 Layout of this file:
   * start-up constants; only modules the interpreter has already loaded are
@@ -23,6 +24,9 @@ Layout of this file:
   * sys.stdout/sys.stderr replacements that buffer and send `stream` records;
   * mime bundles and display();
   * execute: compiling, running, results, errors, input(), `obj?` paging;
+  * IPython's `!cmd` and line magics (%pip, %cd, %env), rewritten to calls
+    before a cell is compiled;
+  * import hooks: IPython.display made to send records, matplotlib inline;
   * complete / inspect / is_complete;
   * installation into the interpreter and the request loop.
 
@@ -519,12 +523,58 @@ def _new_display_id():
     return os.urandom(16).hex()
 
 
+def _displays_itself(obj):
+    """IPython's _ipython_display_ protocol: an object with that method shows
+    itself (usually through display()) instead of being formatted.  True if
+    it did; a failing method costs only a warning, as in IPython."""
+    if isinstance(obj, type) or _fakes_attributes(obj):
+        return False
+    method = _repr_method(obj, "_ipython_display_")
+    if method is None:
+        return False
+    try:
+        method()
+    except Exception as exc:
+        _warn("_ipython_display_() of a %s object raised %s: %s" % (
+            type(obj).__name__, type(exc).__name__, _safe_str(exc)))
+        return False
+    return True
+
+
+def _raw_bundle(data):
+    """A mime bundle given as it is (display(raw=True), publish_display_data):
+    bytes of image types become base64, anything else unusable is left out."""
+    bundle = {}
+    if isinstance(data, dict):
+        for mime, value in data.items():
+            normal = _normalize(str(mime), value)
+            if normal is not None:
+                bundle[str(mime)] = normal
+            elif _json_safe(value):
+                bundle[str(mime)] = value
+    return bundle
+
+
+def publish_display_data(data, metadata=None, source=None, *, transient=None,
+                         update=False, **kwargs):
+    """Send one mime bundle as display_data (update_display_data when
+    update), like IPython.display.publish_display_data."""
+    record = {"t": "display", "data": _raw_bundle(data),
+              "metadata": dict(metadata) if isinstance(metadata, dict) else {}}
+    if transient:
+        record["transient"] = dict(transient)
+    if update:
+        record["update"] = True
+    send(record)
+
+
 def display(*objs, include=None, exclude=None, metadata=None, transient=None,
             display_id=None, raw=False, clear=False, update=False, **kwargs):
     """Show objects in the notebook, like IPython.display.display.
 
     raw=True: each obj is already a mime bundle.  display_id=True makes a new
-    id; with any display_id a DisplayHandle is returned for later updates."""
+    id; with any display_id a DisplayHandle is returned for later updates,
+    and with no objects an empty output is made, to be updated later."""
     if clear:
         clear_output(wait=True)
     transient = dict(transient or {})
@@ -532,20 +582,20 @@ def display(*objs, include=None, exclude=None, metadata=None, transient=None,
         display_id = _new_display_id()
     if display_id:
         transient["display_id"] = display_id
+    if update and "display_id" not in transient:
+        raise TypeError("display_id required for update_display")
+    if not objs and display_id:
+        objs, raw = ({},), True
     for obj in objs:
         if raw:
-            data = {str(k): v for k, v in obj.items()} if isinstance(obj, dict) else {}
-            md = {}
+            data, md = obj, {}
+        elif _displays_itself(obj):
+            continue
         else:
             data, md = mime_bundle(obj, include, exclude)
         if metadata:
             md = dict(md, **metadata)
-        record = {"t": "display", "data": data, "metadata": md}
-        if transient:
-            record["transient"] = transient
-        if update:
-            record["update"] = True
-        send(record)
+        publish_display_data(data, md, transient=transient, update=update)
     if display_id:
         return DisplayHandle(display_id)
     return None
@@ -583,10 +633,8 @@ class StdinNotImplementedError(NotImplementedError):
     """input() was called but the client cannot answer input requests."""
 
 
-for _public in (display, update_display, clear_output, DisplayHandle,
-                StdinNotImplementedError):
-    _public.__module__ = "cellgate"  # so pickle and help() find them there
-del _public
+_CELLGATE_API = [display, update_display, clear_output, publish_display_data,
+                 DisplayHandle, StdinNotImplementedError]  # the `cellgate` module
 
 
 # ---------------------------------------------------------------------------
@@ -704,6 +752,9 @@ def _report_error(exc, color):
     """The cell's one `error` record; also sys.last_* for pdb.pm()."""
     record = {"t": "error"}
     record.update(_error_fields(exc, color))  # strips the driver's frames
+    if isinstance(exc, UsageError):  # like IPython: the message, no traceback
+        record["traceback"] = [_colorize(line) if color else line for line in
+                               ("UsageError: %s" % record["evalue"],)]
     sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
     send(record)
 
@@ -821,13 +872,14 @@ def _run_cell(code, count, silent, store, color):
             _interruptibly(_page_help, *help_request)
             return None
         code = strip_leading_indent(code)
-        filename = _cell_filename(count, code)
-        body, last, quiet = _compile_cell(code, filename)
+        filename = _cell_filename(count, code)  # tracebacks show what was written
+        body, last, quiet = _compile_cell(transform_shell_lines(code), filename)
         value = _interruptibly(_run_body_and_last, body, last)
         if value is not None and not silent and not quiet:
             _remember_result(value, count, store)
-            data, metadata = _interruptibly(mime_bundle, value)
-            send({"t": "result", "data": data, "metadata": metadata})
+            if not _interruptibly(_displays_itself, value):
+                data, metadata = _interruptibly(mime_bundle, value)
+                send({"t": "result", "data": data, "metadata": metadata})
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too
         if _in_forked_child:
             return exc
@@ -837,35 +889,481 @@ def _run_cell(code, count, silent, store, color):
 
 
 # ---------------------------------------------------------------------------
-# matplotlib, inline
+# Shell escapes and line magics, as in IPython
 #
-# MPLBACKEND names a backend module, cellgate_inline, that no file provides:
-# a finder at the end of sys.meta_path makes it when matplotlib asks for it,
-# so nothing of matplotlib is imported until the user's code imports it.
-# plt.show() sends every open figure as a PNG display and closes it; figures
-# still open when a cell ends are shown the same way, once.
+# Before a cell is compiled, each logical line written as `!cmd`, `!!cmd`,
+# `%name args`, `target = !cmd` or `target = %name args` becomes one call into
+# the cellgate module on that same line (a command continued with a
+# backslash leaves blank lines behind), so line numbers stay right; the
+# source shown in tracebacks is still what the user wrote (linecache holds
+# the original).  Lines inside strings, brackets or backslash continuations
+# are never rewritten, so `!` and `%` keep their Python meaning there.
+#
+# `{expr}` and `$name` in a command are expanded in the calling frame when
+# it runs, like IPython's var_expand (`$$` stays a literal `$`); if any of
+# them fails the command runs exactly as written, so `awk '{print $1}'` and
+# `echo $HOME` reach the shell untouched.
 
-_INLINE = "cellgate_inline"
+_SHELL_PATTERNS = None  # (escape line, assignment), compiled on first use
+_SHELL_CALL = "__import__('cellgate')."  # works in any scope, names nothing
 
 
-class _InlineBackend:
-    """Finder and loader of the cellgate_inline backend module."""
+def _shell_patterns():
+    global _SHELL_PATTERNS
+    if _SHELL_PATTERNS is None:
+        import re
+        _SHELL_PATTERNS = (
+            re.compile(r"([ \t]*)(!!?|%(?=[A-Za-z_]))(.*)", re.S),
+            re.compile(r"""([ \t]*)((?:[^=!'"#\\]|'[^'\\]*'|"[^"\\]*")+?)"""
+                       r"""[ \t]*=[ \t]*(!!?|%(?=[A-Za-z_]))(.*)""", re.S),
+        )
+    return _SHELL_PATTERNS
+
+
+def _scan_line(line, quote, depth):
+    """Python's lexical state after line: (open quote or None, bracket
+    depth, whether a backslash continues the line)."""
+    i, n, comment = 0, len(line), False
+    while i < n:
+        char = line[i]
+        if quote:
+            if char == "\\":
+                i += 2
+                continue
+            if line.startswith(quote, i):
+                i += len(quote)
+                quote = None
+                continue
+        elif char == "#":
+            comment = True
+            break
+        elif char in "'\"":
+            quote = line[i:i + 3] if line[i:i + 3] in ("'''", '"""') else char
+            i += len(quote)
+            continue
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(depth - 1, 0)
+        i += 1
+    backslash = line.rstrip("\r").endswith("\\") and not comment
+    if quote in ("'", '"') and not backslash:
+        quote = None  # an unterminated one-line string: a syntax error anyway
+    return quote, depth, backslash and quote is None
+
+
+def _is_target(text):
+    """Is text something Python can assign to (`x`, `a, b`, `d['k']`)?"""
+    try:
+        tree = compile(text + " = None", "<target>", "exec", PyCF_ONLY_AST, dont_inherit=True)
+    except Exception:
+        return False
+    return len(tree.body) == 1 and isinstance(tree.body[0], ast.Assign)
+
+
+def _shell_call(lines, index):
+    """(call, lines used) if lines[index] starts a shell or magic line, else None."""
+    escape, assign = _shell_patterns()
+    line = lines[index]
+    target = None
+    match = escape.fullmatch(line)
+    if match:
+        indent, kind, text = match.groups()
+    else:
+        match = assign.fullmatch(line)
+        if not match or not _is_target(match.group(2).strip()):
+            return None
+        indent, target, kind, text = match.groups()
+    used = 1
+    parts = [text]
+    while parts[-1].rstrip().endswith("\\") and index + used < len(lines):
+        parts.append(lines[index + used])  # IPython joins these with spaces
+        used += 1
+    text = " ".join([part.rstrip()[:-1] for part in parts[:-1]] + [parts[-1].rstrip()])
+    if kind == "%":
+        name, args = (text.split(None, 1) + [""])[:2]
+        call = "%smagic(%r, %r)" % (_SHELL_CALL, name, args.strip())
+    elif kind == "!!" or target is not None:
+        call = "%sgetoutput(%r)" % (_SHELL_CALL, text.strip())
+    else:
+        call = "%ssystem(%r)" % (_SHELL_CALL, text.strip())
+    if target is not None:
+        call = "%s = %s" % (target.strip(), call)
+    return indent + call, used
+
+
+def transform_shell_lines(code):
+    """code with its `!cmd` and `%magic` lines turned into calls; the same
+    number of lines, everything else unchanged."""
+    if "!" not in code and "%" not in code:
+        return code
+    lines = code.split("\n")
+    out = []
+    quote, depth, continued = None, 0, False
+    index = 0
+    while index < len(lines):
+        if quote is None and depth == 0 and not continued:
+            found = _shell_call(lines, index)
+            if found is not None:
+                call, used = found
+                out.append(call)
+                out.extend([""] * (used - 1))
+                index += used
+                continue
+        quote, depth, continued = _scan_line(lines[index], quote, depth)
+        out.append(lines[index])
+        index += 1
+    return "\n".join(out)
+
+
+_FORMATTER = None
+
+
+def _dollar_formatter():
+    """IPython's DollarFormatter: str.format fields hold any expression
+    (`{a[1:3]}`, `{len(x)}`), and `$name` / `$a.b` outside single quotes is a
+    field too; `$$name` is a literal `$name`."""
+    global _FORMATTER
+    if _FORMATTER is None:
+        import re
+        import string
+        dollar = re.compile(r"(.*?)\$(\$?[\w\.]+)(?=([^']*'[^']*')*[^']*$)", re.S)
+
+        class DollarFormatter(string.Formatter):
+            def parse(self, format_string):
+                for literal, field, spec, conversion in super().parse(format_string):
+                    text, done = "", 0
+                    for match in dollar.finditer(literal):
+                        before, name = match.group(1, 2)
+                        if name.startswith("$"):
+                            text += before + name
+                        else:
+                            yield text + before, name, "", None
+                            text = ""
+                        done = match.end()
+                    yield text + literal[done:], field, spec, conversion
+
+            def vformat(self, format_string, args, namespace):
+                result = []
+                for literal, field, spec, conversion in self.parse(format_string):
+                    result.append(literal)
+                    if field is not None:
+                        if spec:
+                            field += ":" + spec  # `{a[1:3]}` is a slice, not a spec
+                        value = self.convert_field(eval(field, namespace), conversion)
+                        result.append(self.format_field(value, ""))
+                return "".join(result)
+
+        _FORMATTER = DollarFormatter()
+    return _FORMATTER
+
+
+def expand(command, frame=None):
+    """command with `{expr}` and `$name` filled in from frame's names (the
+    caller's by default), or unchanged if any of them fails."""
+    frame = frame or sys._getframe(1)
+    namespace = dict(frame.f_globals)
+    namespace.update(frame.f_locals)
+    try:
+        return _dollar_formatter().vformat(command, (), namespace)
+    except Exception:
+        return command
+
+
+class SList(list):
+    """The lines a command printed (`lines = !cmd`), like IPython's SList:
+    a list, plus .n (joined by newlines), .s (by spaces), .l and .p."""
+
+    @property
+    def l(self):  # noqa: E743 (IPython's name)
+        return self
+
+    @property
+    def n(self):
+        return "\n".join(self)
+
+    @property
+    def s(self):
+        return " ".join(self)
+
+    @property
+    def p(self):
+        import pathlib
+        return [pathlib.Path(line) for line in self]
+
+    def grep(self, pattern, prune=False):
+        """The lines matching the regular expression (prune: not matching)."""
+        import re
+        return SList(line for line in self if bool(re.search(pattern, line)) != prune)
+
+
+class UsageError(Exception):
+    """A line magic that does not exist or was used wrongly."""
+
+
+def _run_shell(command, capture=False):
+    """/bin/sh -c command, with the cell's stdout/stderr (or captured
+    output, stderr merged into it, when capture).  Sets _exit_code.  An
+    interrupt reaches the shell too (same process group); the
+    KeyboardInterrupt that ends the cell shows only the user's line."""
+    import subprocess
+    flush_streams()
+    _flush_process_streams()
+    pipe = subprocess.PIPE if capture else None
+    try:
+        done = subprocess.run(["/bin/sh", "-c", command], stdout=pipe,
+                              stderr=subprocess.STDOUT if capture else None)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt from None
+    _USER_NS["_exit_code"] = done.returncode
+    return done
+
+
+def system(command):
+    """`!command`: run it through /bin/sh; its output is the cell's output.
+    A failing command does not raise: its status is `_exit_code`."""
+    _run_shell(expand(command, sys._getframe(1)))
+
+
+def getoutput(command):
+    """`lines = !command`: run it through /bin/sh and return its output
+    (stdout and stderr) as an SList of lines."""
+    done = _run_shell(expand(command, sys._getframe(1)), capture=True)
+    return SList(done.stdout.decode("utf-8", "replace").splitlines())
+
+
+def _magic_pip(args):
+    import shlex
+    command = "%s -m pip %s" % (shlex.quote(sys.executable), args)
+    status = _run_shell(command).returncode
+    if status == 0:
+        if args.split()[:1] in (["install"], ["uninstall"]):
+            import importlib
+            importlib.invalidate_caches()
+            _STDOUT.write("Note: you may need to restart the kernel to use updated packages.\n")
+        return
+    if not _has_pip():
+        _warn("%%pip ran `%s`, but pip is not installed for %s (No module named pip), "
+              "so %%pip cannot install packages here" % (command, sys.executable))
+
+
+def _has_pip():
+    """Can sys.executable import pip?  Asked of the interpreter itself: its
+    sys.path (user site, PYTHONPATH, a venv) need not be the driver's."""
+    import subprocess
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('pip') is None)"
+    try:
+        return subprocess.run([sys.executable, "-c", probe], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0
+    except OSError:
+        return False
+
+
+_previous_dir = None  # for `%cd -`
+
+
+def _magic_cd(args):
+    global _previous_dir
+    target = args.strip()
+    quiet = target == "-q" or target.startswith("-q ")
+    if quiet:
+        target = target[2:].strip()
+    if len(target) >= 2 and target[0] == target[-1] and target[0] in "'\"":
+        target = target[1:-1]
+    if not target:
+        target = os.path.expanduser("~")
+    elif target == "-":
+        if _previous_dir is None:
+            raise UsageError("%cd -: no previous directory")
+        target = _previous_dir
+    else:
+        target = os.path.expanduser(os.path.expandvars(target))
+    here = os.getcwd()
+    try:
+        os.chdir(target)
+    except OSError as exc:
+        _STDERR.write("%s\n" % exc)
+        return
+    _previous_dir = here
+    if not quiet:
+        _STDOUT.write(os.getcwd() + "\n")
+
+
+def _magic_env(args):
+    args = args.strip()
+    if not args:  # the whole environment, likely secrets hidden (as IPython)
+        env = dict(os.environ)
+        for key in env:
+            if any(word in key.lower() for word in ("key", "token", "secret")):
+                env[key] = "<hidden>"
+        return env
+    split = "=" if "=" in args else " "
+    name, sep, value = args.partition(split)
+    name, value = name.strip(), value.strip()
+    if not sep:
+        if name in os.environ:
+            return os.environ[name]
+        raise UsageError("Environment does not have key: %s" % name)
+    if not name or any(char.isspace() for char in name):
+        raise UsageError("usage: %env NAME=VALUE (or %env NAME VALUE)")
+    os.environ[name] = value
+    _STDOUT.write("env: %s=%s\n" % (name, value))
+
+
+def _magic_pwd(args):
+    return os.getcwd()
+
+
+def _magic_matplotlib(args):
+    if args.strip() not in ("", "inline"):
+        _warn("figures are always shown inline here; %%matplotlib %s is ignored"
+              % args.strip())
+
+
+_LINE_MAGICS = {
+    "pip": _magic_pip,
+    "cd": _magic_cd,
+    "env": _magic_env,
+    "pwd": _magic_pwd,
+    "matplotlib": _magic_matplotlib,
+}
+
+
+def magic(name, args=""):
+    """`%name args`: run a line magic (pip, cd, env, pwd, matplotlib) with
+    `{expr}` / `$name` in args expanded; returns the magic's value."""
+    function = _LINE_MAGICS.get(name)
+    if function is None:
+        raise UsageError("Line magic function `%%%s` not found." % name)
+    return function(expand(args, sys._getframe(1)))
+
+
+_CELLGATE_API += [system, getoutput, magic, expand, SList, UsageError]
+for _public in _CELLGATE_API:
+    _public.__module__ = "cellgate"  # so pickle and help() find them there
+del _public
+
+
+# ---------------------------------------------------------------------------
+# Import hooks
+#
+# One finder at the front of sys.meta_path does two things without importing
+# anything up front: it makes modules no file provides, on first import (the
+# matplotlib backend below, and `cellgate` itself should it be dropped from
+# sys.modules), and it runs a function on some real modules right after they
+# executed and before any other code can take names from them (how IPython's
+# display functions become ours).  Any other import costs a dict lookup.
+
+_MADE_MODULES = {}  # module name -> function(module) that fills it in
+_AFTER_IMPORT = {}  # module name -> function(module) run once it has executed
+
+
+class _ImportHooks:
+    """The meta_path finder for _MADE_MODULES and _AFTER_IMPORT."""
 
     def find_spec(self, name, path=None, target=None):
-        if name != _INLINE:
+        if name in _MADE_MODULES:
+            import importlib.util
+            return importlib.util.spec_from_loader(name, _MadeLoader(_MADE_MODULES[name]))
+        hook = _AFTER_IMPORT.get(name)
+        if hook is None:
             return None
-        import importlib.util
-        return importlib.util.spec_from_loader(name, self)
+        for finder in sys.meta_path:  # the real module, as the others find it
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                if hasattr(spec.loader, "exec_module"):
+                    spec.loader = _HookedLoader(spec.loader, hook)
+                return spec
+        return None
+
+
+class _MadeLoader:
+    def __init__(self, fill):
+        self.fill = fill
 
     def create_module(self, spec):
         return None
 
     def exec_module(self, module):
-        from matplotlib.backend_bases import FigureManagerBase
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        module.FigureCanvas = FigureCanvasAgg
-        module.FigureManager = FigureManagerBase
-        module.show = show_figures
+        self.fill(module)
+
+
+class _HookedLoader:
+    """Runs the real loader, then the hook.  The module only ever sees the
+    real loader (as __loader__ and __spec__.loader), so source lookups and
+    resource readers work as usual."""
+
+    def __init__(self, loader, hook):
+        self.loader = loader
+        self.hook = hook
+
+    def create_module(self, spec):
+        create = getattr(self.loader, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module):
+        module.__loader__ = self.loader
+        if getattr(module, "__spec__", None) is not None:
+            module.__spec__.loader = self.loader
+        self.loader.exec_module(module)
+        try:
+            self.hook(module)
+        except Exception as exc:  # never break the user's import
+            _warn("could not adapt module %s: %s: %s" % (
+                module.__name__, type(exc).__name__, _safe_str(exc)))
+
+
+def _after_import(name, hook):
+    """Run hook(module) when the module named name is imported (now, if it is)."""
+    _AFTER_IMPORT[name] = hook
+    if name in sys.modules:
+        hook(sys.modules[name])
+
+
+# ---------------------------------------------------------------------------
+# IPython.display
+#
+# Without an InteractiveShell, IPython's display() prints the objects' repr
+# and clear_output() prints escape codes.  Its display functions are
+# replaced by ours as soon as the module defining them has run, so
+# `from IPython.display import display, HTML` (whose star import copies the
+# replaced names), DisplayHandle.update() and the display objects' own calls
+# all send display records.  IPython is never imported by the driver.
+
+_IPYTHON_DISPLAY_MODULES = ("IPython.core.display_functions",  # IPython >= 7.14
+                            "IPython.core.display",  # older ones define them here
+                            "IPython.display")
+
+
+def _adopt_ipython_display(module):
+    for obj in (display, update_display, clear_output, publish_display_data,
+                DisplayHandle):
+        if obj.__name__ in module.__dict__:
+            setattr(module, obj.__name__, obj)
+
+
+# ---------------------------------------------------------------------------
+# matplotlib, inline
+#
+# MPLBACKEND names a backend module, cellgate_inline, that no file provides:
+# the import hooks make it when matplotlib asks for it, so nothing of
+# matplotlib is imported until the user's code imports it.  plt.show() sends
+# every open figure as a PNG display and closes it; figures still open when a
+# cell ends are shown the same way, once.
+
+_INLINE = "cellgate_inline"
+
+
+def _fill_inline_backend(module):
+    from matplotlib.backend_bases import FigureManagerBase
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    module.FigureCanvas = FigureCanvasAgg
+    module.FigureManager = FigureManagerBase
+    module.show = show_figures
 
 
 def show_figures(*args, **kwargs):
@@ -886,12 +1384,17 @@ def show_figures(*args, **kwargs):
     pyplot.close("all")
 
 
-def _install_inline_backend():
-    # The user's own choice (MPLBACKEND set in the box, or matplotlib.use())
-    # wins; a cache directory in /tmp keeps /mnt/data free of it.
+def _install_import_hooks():
+    # The user's own backend choice (MPLBACKEND set in the box, or
+    # matplotlib.use()) wins; a cache directory in /tmp keeps /mnt/data free
+    # of it.
     os.environ.setdefault("MPLBACKEND", "module://" + _INLINE)
     os.environ.setdefault("MPLCONFIGDIR", "/tmp/cellgate-matplotlib")
-    sys.meta_path.append(_InlineBackend())
+    _MADE_MODULES[_INLINE] = _fill_inline_backend
+    _MADE_MODULES["cellgate"] = _fill_cellgate_module
+    for name in _IPYTHON_DISPLAY_MODULES:
+        _after_import(name, _adopt_ipython_display)
+    sys.meta_path.insert(0, _ImportHooks())
 
 
 def _user_expressions(expressions):
@@ -1396,7 +1899,8 @@ def is_complete(code):
     import warnings
     if not code.strip() or _help_request(code):
         return "complete", None
-    source = strip_leading_indent(code)  # same lines, so indents come from code
+    # same lines, so indents come from code
+    source = transform_shell_lines(strip_leading_indent(code))
     lines = code.rstrip("\n").split("\n")
     stripped = code.rstrip(" \t\f\r")
     ends_with_newline = stripped.endswith("\n")
@@ -1533,12 +2037,15 @@ def _make_user_module():
     _USER_MODULE, _USER_NS = module, module.__dict__
 
 
+def _fill_cellgate_module(module):
+    module.__doc__ = "Display helpers of the cellgate kernel."
+    for obj in _CELLGATE_API:
+        setattr(module, obj.__name__, obj)
+
+
 def _make_cellgate_module():
     module = type(sys)("cellgate")
-    module.__doc__ = "Display helpers of the cellgate kernel."
-    for obj in (display, update_display, clear_output, DisplayHandle,
-                StdinNotImplementedError):
-        setattr(module, obj.__name__, obj)
+    _fill_cellgate_module(module)
     sys.modules["cellgate"] = module
 
 
@@ -1582,7 +2089,7 @@ def _install():
     getpass.getpass = cell_getpass
     os.register_at_fork(before=_flush_before_fork, after_in_child=_after_fork_in_child)
     sys.addaudithook(_flush_before_spawn)
-    _install_inline_backend()
+    _install_import_hooks()
 
 
 def main():

@@ -675,6 +675,10 @@ def test_inspect_never_calls_user_objects(driver):
     ("1 + * 2", "invalid", None),
     (")", "invalid", None),
     ("len?", "complete", None),
+    ("!ls -l", "complete", None),
+    ("files = !ls", "complete", None),
+    ("%pip install x", "complete", None),
+    ("for f in files:\n    !echo {f}", "incomplete", "    "),
 ])
 def test_is_complete(driver, code, status, indent):
     reply = driver.request("is_complete", code=code)
@@ -738,3 +742,93 @@ def test_execute_is_acknowledged_before_user_code(fresh):
     before = fresh.started
     ok(fresh.run("x = 1"))
     assert fresh.started == before + 1
+
+
+# ---------------------------------------------------------------------------
+# IPython compatibility: its display functions, _ipython_display_, !cmd, %magic
+
+needs_ipython = pytest.mark.skipif(
+    not __import__("importlib.util").util.find_spec("IPython"), reason="no IPython")
+
+
+@needs_ipython
+def test_ipython_display_functions_are_the_drivers(fresh):
+    cell = ok(fresh.run(
+        "import sys\nprint('IPython' in sys.modules)\n"
+        "import inspect, IPython.core.display_functions as functions\n"
+        "from IPython.display import display as shown, publish_display_data, DisplayHandle\n"
+        "print(shown is display, DisplayHandle is type(display(display_id='e')))\n"
+        "print(type(functions.__loader__).__name__, type(functions.__spec__.loader).__name__,\n"
+        "      'def _new_id' in inspect.getsource(functions._new_id))\n"
+        "publish_display_data({'image/png': b'PNG', 'text/plain': 'p'}, {'m': 1},\n"
+        "                     transient={'display_id': 'x'}, update=True)\n"
+        "from IPython.display import GeoJSON\n"
+        "GeoJSON({'type': 'Point', 'coordinates': [1, 2]})"))
+    assert cell.stdout == "False\nTrue True\nSourceFileLoader SourceFileLoader True\n"
+    empty, published, geo = cell.of("display")
+    assert empty == {"t": "display", "data": {}, "metadata": {},
+                     "transient": {"display_id": "e"}}
+    assert published == {"t": "display", "data": {"image/png": "UE5H", "text/plain": "p"},
+                         "metadata": {"m": 1}, "transient": {"display_id": "x"},
+                         "update": True}
+    # GeoJSON displays itself (_ipython_display_): no execute_result
+    assert geo["data"]["application/geo+json"] == {"type": "Point", "coordinates": [1, 2]}
+    assert cell.result is None
+
+
+def test_objects_that_display_themselves(driver):
+    cell = ok(driver.run(
+        "class Self:\n"
+        "    def _ipython_display_(self):\n"
+        "        display({'text/plain': 'shown by itself'}, raw=True)\n"
+        "    def __repr__(self):\n"
+        "        return 'repr'\n"
+        "class Broken(Self):\n"
+        "    def _ipython_display_(self):\n"
+        "        raise ValueError('no')\n"
+        "display(Self(), Broken())\n"
+        "Self()"))
+    itself, broken, value = cell.of("display")
+    assert itself["data"] == value["data"] == {"text/plain": "shown by itself"}
+    assert broken["data"] == {"text/plain": "repr"}  # fell back to formatting
+    assert "_ipython_display_() of a Broken object raised ValueError: no" in cell.stderr
+    assert cell.result is None
+    cell = driver.run("display('x', update=True)")
+    assert cell.error["ename"] == "TypeError"
+
+
+def test_double_bang_and_slist(driver):
+    cell = ok(driver.run("!!echo a b"))
+    assert cell.value == "['a b']"
+    cell = ok(driver.run("lines = !printf 'ab\\ncd\\n'\n"
+                         "print(lines.grep('c'), lines.grep('c', prune=True), lines.l is lines,\n"
+                         "      type(lines).__name__, type(lines.p[0]).__name__, lines.n == 'ab\\ncd')"))
+    assert cell.stdout == "['cd'] ['ab'] True SList PosixPath True\n"
+
+
+def test_shell_escapes_work_without_the_cellgate_module(fresh):
+    cell = ok(fresh.run("import sys\ndel sys.modules['cellgate']\n!echo still here"))
+    assert cell.raw_out == b"still here\n"
+
+
+def test_matplotlib_magic(driver):
+    cell = ok(driver.run("%matplotlib inline"))
+    assert cell.records[-1]["t"] == "done" and len(cell.records) == 1
+    cell = ok(driver.run("%matplotlib qt"))
+    assert "%matplotlib qt is ignored" in cell.stderr
+
+
+def test_interrupted_shell_command_shows_only_the_users_line(fresh):
+    fresh.start("!echo go; sleep 100")
+    deadline = time.monotonic() + TIMEOUT
+    while b"go" not in fresh.raw[fresh.out_fd]:
+        assert time.monotonic() < deadline, "the command did not start"
+        fresh._pump(0.1)
+    fresh.interrupt()
+    cell = fresh.finish()
+    assert cell.error["ename"] == "KeyboardInterrupt"
+    assert cell.error["traceback"] == [
+        "Traceback (most recent call last):",
+        '  File "<cell 1>", line 1, in <module>\n    !echo go; sleep 100',
+        "KeyboardInterrupt"]
+    assert ok(fresh.run("!echo next")).raw_out == b"next\n"
