@@ -16,6 +16,8 @@
  */
 #include "tools_impl.h"
 
+#include "marker.h"
+
 #include <fcntl.h>
 #include <sodium.h>
 #include <sys/ioctl.h>
@@ -404,8 +406,7 @@ struct session {
     struct spawner *sp;
     pid_t pid;
     int master;               /* the terminal's master side; -1 once it hung up */
-    char marker[40];          /* "\033]777;cg-NONCE;" */
-    size_t marker_len;
+    struct marker mk;         /* finds the end-of-command markers */
     bool ready;               /* the set-up line ran: markers now end commands */
     bool busy;                /* a command has not printed its marker yet */
     bool finished;            /* a command finished since the job began */
@@ -414,8 +415,6 @@ struct session {
     int status;
     char *typing;             /* bytes waiting to be written to the terminal */
     size_t typing_len, typing_cap;
-    char hold[64];            /* what may be the start of a marker */
-    size_t hold_len;
     struct tool_text cut;
     struct tool_output unread; /* printed since the last reply */
 };
@@ -534,12 +533,27 @@ session_text(struct kernel *k, struct session *s, const char *text, size_t len)
     tool_output_add(k, j ? k->p.req : NULL, &s->unread, &s->cut, "stdout", text, len);
 }
 
+/* What marker callbacks need. */
+struct scan_ctx {
+    struct kernel *k;
+    struct session *s;
+};
+
+static void
+on_text(void *ctx, const char *text, size_t len)
+{
+    struct scan_ctx *c = ctx;
+    session_text(c->k, c->s, text, len);
+}
+
 /* A marker ended a command with status code. */
 static void
-session_marker(struct session *s, int code)
+on_marker(void *ctx, int code)
 {
+    struct session *s = ((struct scan_ctx *)ctx)->s;
+
     if (!s->ready) {
-        s->ready = true;
+        s->ready = true; /* the set-up line's */
         return;
     }
     s->busy = false;
@@ -547,64 +561,21 @@ session_marker(struct session *s, int code)
     s->last_exit = code;
 }
 
-/*
- * Splits what the session printed into text and markers. A marker cut by
- * the end of a read waits in s->hold for the rest; so does a tail that may
- * be a marker's start.
- */
 static void
 session_scan(struct kernel *k, struct session *s, const char *data, size_t len)
 {
-    char *buf = malloc(s->hold_len + len);
-    size_t end = s->hold_len + len, at = 0;
+    struct scan_ctx c = { k, s };
 
-    if (!buf)
-        return;
-    memcpy(buf, s->hold, s->hold_len);
-    memcpy(buf + s->hold_len, data, len);
-    s->hold_len = 0;
-    while (at < end) {
-        const char *m = memmem(buf + at, end - at, s->marker, s->marker_len);
-        if (!m) {
-            /* Keep the longest tail that is the start of a marker. */
-            size_t keep = end - at < s->marker_len ? end - at : s->marker_len - 1;
-            while (keep && memcmp(buf + end - keep, s->marker, keep) != 0)
-                keep--;
-            session_text(k, s, buf + at, end - at - keep);
-            memcpy(s->hold, buf + end - keep, keep);
-            s->hold_len = keep;
-            break;
-        }
-        size_t mat = (size_t)(m - buf), digits = mat + s->marker_len;
-        session_text(k, s, buf + at, mat - at);
-        const char *bel = memchr(buf + digits, '\a', end - digits < 8 ? end - digits : 8);
-        if (!bel && end - digits < 8) {
-            memcpy(s->hold, buf + mat, end - mat); /* the rest is still coming */
-            s->hold_len = end - mat;
-            break;
-        }
-        if (!bel) {
-            session_text(k, s, buf + mat, 1); /* not one of ours after all */
-            at = mat + 1;
-            continue;
-        }
-        char num[8] = { 0 };
-        memcpy(num, buf + digits, (size_t)(bel - buf) - digits);
-        session_marker(s, (int)strtol(num, NULL, 10));
-        at = (size_t)(bel - buf) + 1;
-    }
-    free(buf);
+    if (marker_scan(&s->mk, data, len, on_text, on_marker, &c) != 0)
+        log_error("out of memory: session output lost");
 }
 
 /* Lets out a held tail as text (a reply is about to be sent). */
 static void
 session_flush(struct kernel *k, struct session *s)
 {
-    size_t n = s->hold_len;
-
-    s->hold_len = 0;
-    if (n)
-        session_text(k, s, s->hold, n);
+    struct scan_ctx c = { k, s };
+    marker_flush(&s->mk, on_text, &c);
 }
 
 /* Reads what the terminal has; at hang-up, stops reading it. */
@@ -838,7 +809,7 @@ session_start(struct kernel *k, const char *name, json_t **error)
     snprintf(s->name, sizeof s->name, "%s", name);
     randombytes_buf(nonce, sizeof nonce);
     sodium_bin2hex(hex, sizeof hex, nonce, sizeof nonce);
-    s->marker_len = (size_t)snprintf(s->marker, sizeof s->marker, "\033]777;cg-%s;", hex);
+    marker_init(&s->mk, hex);
     /* The prompt becomes the marker; the next prompt after this line is the
      * first marker, which says the session is ready. */
     snprintf(setup, sizeof setup, "PS1=''; PS2=''; unset HISTFILE; PROMPT_COMMAND='printf "
