@@ -49,9 +49,9 @@ KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
 SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o)
 UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.c \
          tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
-         tests/unit/test_boxfs.c
+         tests/unit/test_boxfs.c tests/unit/test_download.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
-FUZZERS := wire connfile image
+FUZZERS := wire connfile image download
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
 FUZZ_SECONDS ?= 60
 

@@ -616,9 +616,9 @@ static const struct v6_range v6_ranges[] = {
     { { 0x20, 0x01, 0, 0 }, 32, ADDR_PRIVATE, "a Teredo tunnel address", -1 },
     { { 0x20, 0x01, 0x0d, 0xb8 }, 32, ADDR_PRIVATE, "a documentation address", -1 },
     { { 0x01 }, 64, ADDR_PRIVATE, "a discard-only address", -1 },
-    { { 0xfd, 0, 0x0e, 0xc2, [15] = 0x54 }, 128, ADDR_METADATA,
+    { { 0xfd, 0, 0x0e, 0xc2, [14] = 0x02, [15] = 0x54 }, 128, ADDR_METADATA,
       "a cloud metadata address", -1 }, /* fd00:ec2::254, AWS */
-    { { 0xfd, 0x20, 0, 0xce, [15] = 0x54 }, 128, ADDR_METADATA,
+    { { 0xfd, 0x20, 0, 0xce, [14] = 0x02, [15] = 0x54 }, 128, ADDR_METADATA,
       "a cloud metadata address", -1 }, /* fd20:ce::254, Google Cloud */
     { { 0xfc }, 7, ADDR_PRIVATE, "a unique local (private) address", -1 },
     { { 0xfe, 0x80 }, 10, ADDR_PRIVATE, "a link-local address", -1 },
@@ -673,7 +673,7 @@ download_addr_refused(const struct sockaddr *sa, bool allow_private, char *why, 
             memcpy(&v4, a + r->v4_at, 4);
             enum addr_kind k4 = v4_kind(ntohl(v4), &inner_what);
             inet_ntop(AF_INET, &v4, inner, sizeof inner);
-            if (k4 > kind) {
+            if (k4 != ADDR_OK && k4 >= kind) {
                 kind = k4;
                 snprintf(why, whylen, "%s is %s for %s, %s", text, what, inner, inner_what);
             }
