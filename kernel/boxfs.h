@@ -67,7 +67,8 @@ int boxfs_create_atomic(int root_fd, const char *path, uid_t uid, gid_t gid,
 /* The fd to write the new contents to (owned by f). */
 int boxfs_fd(const struct boxfs_file *f);
 
-/* The file's final path as the box sees it, normalised ("/mnt/data/x.csv"). */
+/* The file's final path as the box sees it, normalised ("/mnt/data/x.csv");
+ * owned by f, so gone after boxfs_commit / boxfs_abort: copy it first. */
 const char *boxfs_path(const struct boxfs_file *f);
 
 /*
