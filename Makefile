@@ -14,7 +14,7 @@
 PYTHON := /usr/bin/python3
 
 CC ?= cc
-PKGS := libzmq libsodium jansson libseccomp
+PKGS := libzmq libsodium jansson libseccomp libcurl
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wvla -Wwrite-strings -Wno-unused-result
 CFLAGS ?= -O2 -g
@@ -37,7 +37,8 @@ endif
 COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c
 KERNEL := kernel/main.c kernel/kernel.c kernel/cell.c kernel/handlers.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
           kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c \
-          kernel/tools.c kernel/tool_exec.c kernel/marker.c kernel/image.c
+          kernel/tools.c kernel/tool_exec.c kernel/tool_download.c kernel/marker.c kernel/image.c \
+          kernel/boxfs.c kernel/download.c
 SANDBOX := sandbox/box.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
            kernel/drivers/javascript.js kernel/drivers/ruby.rb kernel/drivers/perl.pl \
@@ -48,9 +49,10 @@ COMMON_OBJ := $(COMMON:%.c=$(B)/%.o)
 KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
 SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o)
 UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.c \
-         tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c
+         tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
+         tests/unit/test_boxfs.c tests/unit/test_download.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
-FUZZERS := wire connfile image marker
+FUZZERS := wire connfile image marker download
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
 FUZZ_SECONDS ?= 60
 
@@ -102,11 +104,14 @@ $(B)/tests/%: tests/unit/%.c $(COMMON_OBJ) $(B)/kernel/utf8.o $(B)/kernel/histor
 	$(CC) $(CFLAGS) -Icommon -Ikernel -Isandbox $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 # The calls the seccomp tests make, shared with seccomp_probe.
 $(B)/tests/test_seccomp: $(B)/tests/seccomp_calls.o
+$(B)/tests/test_boxfs: $(B)/kernel/boxfs.o
+$(B)/tests/test_download: $(B)/kernel/download.o $(B)/kernel/boxfs.o
 $(B)/tests/seccomp_calls.o: CFLAGS += -Isandbox
 
 # Each fuzz target also builds as a plain program that replays its corpus.
 $(B)/tests/replay_image: $(B)/kernel/image.o
 $(B)/tests/replay_marker: $(B)/kernel/marker.o
+$(B)/tests/replay_download: $(B)/kernel/download.o
 $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icommon $^ $(LDFLAGS) $(LDLIBS) -o $@
@@ -166,7 +171,8 @@ fuzz: deps
 	@set -e; for f in $(FUZZERS); do \
 	    mkdir -p $(B)/fuzz/$$f; \
 	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icommon \
-	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/marker.c $(LDLIBS) -o $(B)/fuzz/fuzz_$$f; \
+	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/marker.c kernel/download.c \
+	        $(LDLIBS) -o $(B)/fuzz/fuzz_$$f; \
 	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
 	done
 

@@ -19,6 +19,10 @@ cg_strerror(int err)
     case CG_ESYS: return "system call failed";
     case CG_ENOTFOUND: return "not found";
     case CG_EUNSUPP: return "not supported";
+    case CG_EREFUSED: return "refused by policy";
+    case CG_ECANCELED: return "interrupted";
+    case CG_ETIMEDOUT: return "timed out";
+    case CG_EREMOTE: return "remote error";
     }
     return "unknown error";
 }

@@ -20,6 +20,10 @@ enum {
     CG_ESYS = -6,       /* a system call failed; errno says which */
     CG_ENOTFOUND = -7,  /* a file, language or key that does not exist */
     CG_EUNSUPP = -8,    /* valid but unsupported (transport, scheme) */
+    CG_EREFUSED = -9,   /* refused by a policy (download allowlist, address) */
+    CG_ECANCELED = -10, /* stopped because the caller asked (interrupt) */
+    CG_ETIMEDOUT = -11, /* a time limit passed */
+    CG_EREMOTE = -12,   /* the other end failed or answered an error (HTTP) */
 };
 
 /* Returns a static description of an error code. Never NULL. */

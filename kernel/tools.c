@@ -5,14 +5,13 @@
  */
 #include "tools_impl.h"
 
+#include "boxfs.h"
 #include "image.h"
 
 #include <stdarg.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sodium.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 
 #define IMAGE_MAX (16u << 20) /* largest image open_image shows */
 
@@ -28,39 +27,6 @@ tool_error(const char *ename, const char *fmt, ...)
     return json_pack("{s:s, s:s, s:s}", "status", "error", "ename", ename, "evalue", evalue);
 }
 
-/*
- * Opens path as the box sees it, for reading: relative paths are under
- * /mnt/data; resolution stays inside the box's root (RESOLVE_IN_ROOT:
- * symlinks and ".." planted in the box cannot reach a host path). Without
- * the box, relative to the kernel's directory. Returns an fd or -1/errno.
- */
-static int
-open_in_box(struct kernel *k, const char *path)
-{
-    char root_path[64], full[4096];
-    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
-                            .resolve = RESOLVE_NO_MAGICLINKS };
-    int root = AT_FDCWD;
-
-    if (k->box) {
-        snprintf(root_path, sizeof root_path, "/proc/%ld/root", (long)box_init_pid(k->box));
-        root = open(root_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (root < 0)
-            return -1;
-        how.resolve |= RESOLVE_IN_ROOT;
-        if (path[0] != '/') {
-            snprintf(full, sizeof full, "%s/%s", BOX_HOME, path);
-            path = full;
-        }
-    }
-    int fd = (int)syscall(SYS_openat2, root, path, &how, sizeof how);
-    int e = errno;
-    if (root >= 0)
-        close(root);
-    errno = e;
-    return fd;
-}
-
 /* cellgate.open_image {path} -> {mime, width, height} + a display_data. */
 static json_t *
 tool_open_image(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool_job **job)
@@ -72,10 +38,16 @@ tool_open_image(struct kernel *k, const wire_msg_t *req, json_t *data, struct to
     (void)job;
     if (!path || !*path)
         return tool_error("ValueError", "open_image needs a \"path\"");
-    int fd = open_in_box(k, path);
+    int root = AT_FDCWD, fd = -1, e = 0;
+    if (k->box && boxfs_root_open(box_init_pid(k->box), &root, why, sizeof why) != CG_OK)
+        return tool_error("OSError", "%s", why);
+    if (boxfs_open_read(root, path, &fd, NULL, NULL, 0) != CG_OK)
+        e = errno;
+    if (root != AT_FDCWD)
+        close(root);
     if (fd < 0) {
-        return tool_error(errno == ENOENT ? "FileNotFoundError" : "OSError", "%s: %s", path,
-                          strerror(errno));
+        return tool_error(e == ENOENT ? "FileNotFoundError" : "OSError", "%s: %s", path,
+                          strerror(e));
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)IMAGE_MAX) {
         close(fd);
@@ -125,6 +97,7 @@ static const struct tool {
     const char *target;
     tool_fn fn;
 } tools[] = {
+    { "cellgate.download", tool_download },
     { "cellgate.open_image", tool_open_image },
     { "cellgate.exec", tool_exec },
     { "cellgate.feed", tool_feed },

@@ -94,6 +94,11 @@ json_t *tool_output_take(struct tool_output *out);
 /* How a tool starts processes: in the box or plain, with its environment. */
 struct rt_place tools_place(struct kernel *k);
 
+/* ---- tool_download.c ---------------------------------------------------- */
+
+json_t *tool_download(struct kernel *k, const wire_msg_t *req, json_t *data,
+                      struct tool_job **job);
+
 /* ---- tool_exec.c -------------------------------------------------------- */
 
 json_t *tool_exec(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool_job **job);
