@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <sys/fsuid.h>
 
 struct download_job {
     struct tool_job base;
@@ -34,6 +35,21 @@ struct download_job {
     char final_path[4200];
 };
 
+/*
+ * Switches this thread's file system ids to the box user's (on) or back.
+ * They are per thread: the box's own permissions then apply to what the
+ * thread does to the box's files, and the box's tmpfs, which knows no host
+ * root, accepts new files. The kernel's real ids allow switching back.
+ */
+static void
+as_box_user(const struct download_job *j, bool on)
+{
+    if (j->uid == (uid_t)-1)
+        return;
+    setfsgid(on ? j->gid : getgid());
+    setfsuid(on ? j->uid : getuid());
+}
+
 /* The worker: create, fetch, commit or abort. */
 static void *
 download_main(void *arg)
@@ -42,14 +58,17 @@ download_main(void *arg)
     struct boxfs_file *f = NULL;
     const char *ename = NULL;
 
+    as_box_user(j, true);
     j->rc = boxfs_create_atomic(j->root, j->path, j->uid, j->gid, &f, &ename, j->err,
                                 sizeof j->err);
     if (j->rc == CG_OK) {
         struct download_request rq = { .url = j->url, .out_fd = boxfs_fd(f),
                                        .cancel = &j->cancel };
         snprintf(j->final_path, sizeof j->final_path, "%s", boxfs_path(f));
+        as_box_user(j, false); /* the seen file is the operator's */
         j->rc = download_fetch(j->policy, &rq, &j->res, j->err, sizeof j->err);
         ename = j->res.ename;
+        as_box_user(j, true);
         if (j->rc == CG_OK)
             j->rc = boxfs_commit(&f, &ename, j->err, sizeof j->err);
         else
