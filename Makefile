@@ -96,6 +96,9 @@ run: install-kernelspecs
 	@echo "ran examples/hello.ipynb through the cellgate kernel:"
 	@echo "  notebook with outputs: $(B)/examples/hello.ipynb"
 	@echo "  HTML:                  $(B)/examples/hello.html"
+	@echo
+	@echo "an agent driving a kernel: code, download, open_image, exec sessions, feed"
+	$(PYTHON) examples/agent.py --workdir $(B)/agent
 
 # ---- tests ------------------------------------------------------------------
 

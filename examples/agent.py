@@ -57,7 +57,8 @@ class Agent:
         msg_id = self.kc.execute(code, allow_stdin=False)
         out = self._collect(msg_id)
         reply = self.kc.get_shell_msg(timeout=TIMEOUT)
-        return reply["content"]["status"], [summarize(m) for m in out]
+        return reply["content"]["status"], [summarize(m) for m in out
+                                            if m["msg_type"] != "execute_input"]
 
     def tool(self, target, **data):
         """Calls a cellgate.* tool; returns (result, other outputs)."""
