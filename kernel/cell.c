@@ -347,7 +347,9 @@ output_parent(struct kernel *k, struct runtime *rt)
 }
 
 /* Applies the per-cell output limit; returns how many bytes of len may go
- * out (0 once the limit was hit), publishing the notice when it is hit. */
+ * out (0 once the limit was hit), publishing the notice when it is hit.
+ * text is the output, published up to the limit, or NULL for output that
+ * is not text (a display) and goes out whole or not at all. */
 static size_t
 output_allowance(struct kernel *k, struct runtime *rt, const char *text, size_t len)
 {
@@ -362,7 +364,7 @@ output_allowance(struct kernel *k, struct runtime *rt, const char *text, size_t 
         p->out_bytes += len;
         return len;
     }
-    size_t room = utf8_complete_prefix(text, k->output_limit - p->out_bytes);
+    size_t room = text ? utf8_complete_prefix(text, k->output_limit - p->out_bytes) : 0;
     p->out_bytes = k->output_limit;
     p->limit_hit = true;
     if (room)
@@ -423,7 +425,7 @@ on_record(void *ctx, struct runtime *rt, json_t *rec)
                     json_pack("{s:b}", "wait", json_is_true(json_object_get(rec, "wait"))));
             return;
         }
-        if (exec && output_allowance(k, rt, "", data_size(rec)) == 0 && p->limit_hit)
+        if (exec && output_allowance(k, rt, NULL, data_size(rec)) == 0 && p->limit_hit)
             return;
         bool update = json_is_true(json_object_get(rec, "update"));
         kernel_publish(k, parent, update ? "update_display_data" : "display_data", mime_content(rec));
