@@ -7,6 +7,8 @@
  */
 #include "kernel_impl.h"
 
+#include "displayd.h"
+
 /* ---- runtimes ----------------------------------------------------------- */
 
 static void on_stream(void *ctx, struct runtime *rt, const char *name, const char *text, size_t len);
@@ -72,6 +74,7 @@ cell_runtime(struct kernel *k, const struct lang *lang, char *err, size_t errlen
     struct rt_place where = { .spawner = spawn_plain() };
     if (k->box)
         where = (struct rt_place){ .spawner = box_spawner(k->box), .home = BOX_HOME };
+    displayd_place(k, &where);
     if (runtime_start(rt, &where, err, errlen) != CG_OK) {
         runtime_destroy(&rt);
         return NULL;
@@ -374,6 +377,16 @@ output_allowance(struct kernel *k, struct runtime *rt, const char *text, size_t 
              "CELLGATE_OUTPUT_LIMIT.]\n", k->output_limit);
     kernel_publish_stream(k, p->req, "stderr", note, strlen(note));
     return 0;
+}
+
+/* Output the kernel publishes itself (cellgate-display's) counts against
+ * the pending cell's output limit too. */
+bool
+cell_output_allowed(struct kernel *k, size_t len)
+{
+    if (k->p.kind != PR_EXECUTE)
+        return true;
+    return output_allowance(k, k->p.rt, NULL, len) != 0 || !k->p.limit_hit;
 }
 
 static void

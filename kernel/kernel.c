@@ -12,6 +12,8 @@
  */
 #include "kernel_impl.h"
 
+#include "displayd.h"
+
 double
 kernel_now(void)
 {
@@ -129,6 +131,14 @@ const char *
 kernel_str_field(const wire_msg_t *m, const char *name)
 {
     return json_string_value(json_object_get(m->content, name));
+}
+
+/* ---- output parents ----------------------------------------------------- */
+
+const wire_msg_t *
+kernel_output_parent(const struct kernel *k)
+{
+    return k->p.kind != PR_NONE ? k->p.req : k->last_exec;
 }
 
 /* ---- process housekeeping ----------------------------------------------- */
@@ -308,6 +318,7 @@ teardown(struct kernel *k)
     for (size_t i = 0; i < MAX_LANGS; i++)
         runtime_destroy(&k->rts[i]);
     box_destroy(&k->box);
+    displayd_destroy(&k->displayd);
     kill_children();
     while (waitpid(-1, NULL, WNOHANG) > 0)
         ;
@@ -417,8 +428,8 @@ static void
 loop(struct kernel *k)
 {
     struct rt_sink sink = cell_sink(k);
-    zmq_pollitem_t items[6 + MAX_LANGS * RT_POLL_ITEMS];
-    size_t rt_at[MAX_LANGS], rt_n[MAX_LANGS];
+    zmq_pollitem_t items[6 + MAX_LANGS * RT_POLL_ITEMS + DISPLAYD_POLL_ITEMS];
+    size_t rt_at[MAX_LANGS], rt_n[MAX_LANGS], disp_at, disp_n;
     char err[256];
 
     while (!k->quit) {
@@ -438,8 +449,14 @@ loop(struct kernel *k)
             rt_n[i] = k->rts[i] ? runtime_poll_items(k->rts[i], &items[n]) : 0;
             n += rt_n[i];
         }
+        disp_at = n;
+        disp_n = displayd_poll_items(k, &items[n]);
+        n += disp_n;
         bool ready = (k->backlog_len && k->p.kind == PR_NONE) || k->prestart;
         long wait_ms = ready ? 0 : PARENT_CHECK_MS;
+        long disp_ms = displayd_wait_ms(k);
+        if (disp_ms >= 0 && disp_ms < wait_ms)
+            wait_ms = disp_ms;
         if (k->p.deadline) {
             double left = k->p.deadline - kernel_now();
             wait_ms = left <= 0 ? 0 : left * 1000 < wait_ms ? (long)(left * 1000) + 1 : wait_ms;
@@ -455,6 +472,7 @@ loop(struct kernel *k)
         }
         check_deadline(k);
         if (rc <= 0) {
+            displayd_service(k, NULL, 0); /* drops clients whose time is up */
             handlers_serve_backlog(k);
             prestart(k);
             continue;
@@ -478,6 +496,8 @@ loop(struct kernel *k)
                 runtime_kill(rt); /* its death is reported when it is reaped */
             }
         }
+        /* After the runtimes: a display follows what the cell printed. */
+        displayd_service(k, &items[disp_at], disp_n);
         if ((items[2].revents & ZMQ_POLLIN) && k->p.input_waiting)
             handlers_serve_stdin(k);
         handlers_serve_backlog(k);
@@ -523,6 +543,9 @@ kernel_run(const struct kernel_opts *opts)
     k.limits = opts->limits;
     if (!opts->no_sandbox)
         make_box(&k, opts);
+    k.displayd = displayd_new(&k, err, sizeof err);
+    if (!k.displayd)
+        log_warn("cellgate-display will not work: %s", err);
     if (setup_signals(&k) < 0) {
         fprintf(stderr, "cellgate: cannot set up signal handling: %s\n", strerror(errno));
         goto out;

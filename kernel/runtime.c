@@ -144,51 +144,58 @@ static const char *const driver_vars[] = {
 };
 #define N_DRIVER_VARS (sizeof driver_vars / sizeof driver_vars[0])
 
+#define BOX_PATH "/usr/local/bin:/usr/bin:/bin"
+
 /* The box's environment, from scratch: nothing of the kernel's or the
- * host's leaks in. */
+ * host's leaks in. path and display are PATH=... and
+ * CELLGATE_DISPLAY_SOCKET=... (or NULL), owned by the caller. */
 static char **
-clean_env(const char *home, const char *extra)
+clean_env(const char *home, const char *extra, const char *path, const char *display)
 {
     static char home_var[256];
     static const char *const base[] = {
-        "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "USER=user", "LOGNAME=user",
+        "LANG=C.UTF-8", "USER=user", "LOGNAME=user",
         "SHELL=/bin/bash", "TMPDIR=/tmp", "HOSTNAME=cellgate",
         "XDG_CACHE_HOME=/tmp/.cache", /* caches stay out of /mnt/data */
     };
     size_t k = 0;
-    char **env = calloc(N_DRIVER_VARS + sizeof base / sizeof base[0] + 3, sizeof *env);
+    char **env = calloc(N_DRIVER_VARS + sizeof base / sizeof base[0] + 5, sizeof *env);
 
     if (!env)
         return NULL;
     snprintf(home_var, sizeof home_var, "HOME=%s", home);
     env[k++] = home_var;
+    env[k++] = path ? (char *)path : (char *)"PATH=" BOX_PATH;
     for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
         env[k++] = (char *)base[i];
     for (size_t i = 0; i < N_DRIVER_VARS; i++)
         env[k++] = (char *)driver_vars[i];
+    if (display)
+        env[k++] = (char *)display;
     if (extra)
         env[k++] = (char *)extra;
     return env;
 }
 
 /* Without the box: our environment, less the Jupyter launcher's and our
- * own variables, plus what drivers need. */
+ * own variables, plus what drivers need (path and display as for
+ * clean_env(); path replaces our PATH). */
 static char **
-inherited_env(const char *extra)
+inherited_env(const char *extra, const char *path, const char *display)
 {
     size_t n = 0, k = 0;
     bool has_lang = false;
 
     while (environ[n])
         n++;
-    char **env = calloc(n + N_DRIVER_VARS + 3, sizeof *env);
+    char **env = calloc(n + N_DRIVER_VARS + 5, sizeof *env);
     if (!env)
         return NULL;
     for (size_t i = 0; i < n; i++) {
         const char *e = environ[i];
         if (strncmp(e, "JPY_", 4) == 0 || strncmp(e, "CELLGATE_", 9) == 0
             || strncmp(e, "TERM=", 5) == 0 || strncmp(e, "PAGER=", 6) == 0
-            || strncmp(e, "GIT_PAGER=", 10) == 0)
+            || strncmp(e, "GIT_PAGER=", 10) == 0 || (path && strncmp(e, "PATH=", 5) == 0))
             continue;
         if (strncmp(e, "LANG=", 5) == 0)
             has_lang = true;
@@ -198,6 +205,10 @@ inherited_env(const char *extra)
         env[k++] = (char *)driver_vars[i];
     if (!has_lang)
         env[k++] = (char *)"LANG=C.UTF-8";
+    if (path)
+        env[k++] = (char *)path;
+    if (display)
+        env[k++] = (char *)display;
     if (extra)
         env[k++] = (char *)extra;
     env[k] = NULL;
@@ -240,7 +251,7 @@ runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_
     size_t srclen, argc = 0;
     const char *src = drivers_source(l->driver, &srclen);
     const char *argv[16];
-    char **env = NULL;
+    char **env = NULL, *path = NULL, *display = NULL;
 
     if (!src)
         return cg_fail(err, errlen, CG_ENOTFOUND, "no driver for %s", l->name);
@@ -256,7 +267,20 @@ runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_
         rc = cg_fail(err, errlen, CG_ESYS, "creating the driver's pipes: %s", strerror(errno));
         goto out;
     }
-    env = where->home ? clean_env(where->home, l->driver_env) : inherited_env(l->driver_env);
+    /* cellgate-display: its directory first in PATH, and its socket. */
+    const char *old_path = where->home ? BOX_PATH : getenv("PATH");
+    if (where->bin_dir && asprintf(&path, "PATH=%s%s%s", where->bin_dir, old_path ? ":" : "",
+                                   old_path ? old_path : "") < 0)
+        path = NULL;
+    if (where->display_socket
+        && asprintf(&display, "CELLGATE_DISPLAY_SOCKET=%s", where->display_socket) < 0)
+        display = NULL;
+    if ((where->bin_dir && !path) || (where->display_socket && !display)) {
+        rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+        goto out;
+    }
+    env = where->home ? clean_env(where->home, l->driver_env, path, display)
+                      : inherited_env(l->driver_env, path, display);
     if (!env) {
         rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         goto out;
@@ -299,6 +323,8 @@ runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_
         set_nonblock(rt->code_in);
 out:
     free(env);
+    free(path);
+    free(display);
     close_fd(&sv[0]);
     close_fd(&sv[1]);
     close_fd(&po[0]);
@@ -417,6 +443,18 @@ runtime_drain(struct runtime *rt, const struct rt_sink *sink)
     /* Bounded, so a process flooding its pipe cannot starve the kernel. */
     for (int i = 0; i < 2; i++)
         pipe_read(&rt->out[i], rt, sink, 64);
+}
+
+static int ctl_read(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errlen);
+
+int
+runtime_catch_up(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errlen)
+{
+    int rc = ctl_read(rt, sink, err, errlen);
+
+    if (rc == CG_OK)
+        runtime_drain(rt, sink);
+    return rc;
 }
 
 /*

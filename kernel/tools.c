@@ -5,15 +5,13 @@
  */
 #include "tools.h"
 
-#include "image.h"
+#include "display.h"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sodium.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-
-#define IMAGE_MAX (16u << 20) /* largest image open_image shows */
 
 typedef json_t *(*tool_fn)(struct kernel *k, const wire_msg_t *req, json_t *data);
 
@@ -61,8 +59,11 @@ static json_t *
 tool_open_image(struct kernel *k, const wire_msg_t *req, json_t *data)
 {
     const char *path = json_string_value(json_object_get(data, "path"));
-    char why[4200];
-    struct stat st;
+    char why[4200], err[256];
+    unsigned char *bytes;
+    size_t len;
+    json_t *c;
+    struct display_shown shown;
 
     if (!path || !*path)
         return tool_error("ValueError", "open_image needs a \"path\"");
@@ -71,49 +72,20 @@ tool_open_image(struct kernel *k, const wire_msg_t *req, json_t *data)
         snprintf(why, sizeof why, "%s: %s", path, strerror(errno));
         return tool_error(errno == ENOENT ? "FileNotFoundError" : "OSError", why);
     }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)IMAGE_MAX) {
-        close(fd);
-        snprintf(why, sizeof why, "%s: %s", path, !S_ISREG(st.st_mode)
-                 ? "not a regular file" : "larger than the 16 MiB open_image shows");
-        return tool_error(S_ISREG(st.st_mode) ? "ImageTooLarge" : "NotAnImage", why);
-    }
-    unsigned char *bytes = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (bytes && got < (size_t)st.st_size) {
-        ssize_t n = read(fd, bytes + got, (size_t)st.st_size - got);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
+    int rc = display_read_fd(fd, &bytes, &len, err, sizeof err);
     close(fd);
-    unsigned width, height;
-    const char *mime = bytes ? image_sniff(bytes, got, &width, &height) : NULL;
-    if (!mime) {
-        free(bytes);
-        snprintf(why, sizeof why, "%s is not a PNG, JPEG, GIF, WebP or SVG image", path);
-        return tool_error("NotAnImage", why);
+    if (rc != CG_OK) {
+        snprintf(why, sizeof why, "%s: %s", path, err);
+        return tool_error(rc == CG_ETOOBIG ? "ImageTooLarge" : rc == CG_EINVAL ? "NotAnImage"
+                                                                              : "OSError", why);
     }
-    json_t *shown;
-    if (strcmp(mime, "image/svg+xml") == 0) {
-        bytes[got] = '\0';
-        shown = json_stringn((const char *)bytes, got); /* NULL if not UTF-8 */
-    } else {
-        size_t cap = sodium_base64_ENCODED_LEN(got, sodium_base64_VARIANT_ORIGINAL);
-        char *b64 = malloc(cap);
-        shown = b64 ? json_string(sodium_bin2base64(b64, cap, bytes, got,
-                                                    sodium_base64_VARIANT_ORIGINAL)) : NULL;
-        free(b64);
-    }
+    rc = display_bundle(bytes, len, path, NULL, DISPLAY_IMAGES, &c, &shown, why, sizeof why);
     free(bytes);
-    if (!shown)
-        return tool_error("NotAnImage", "the SVG is not valid UTF-8");
-    snprintf(why, sizeof why, "<image %s, %ux%u>", path, width, height);
-    json_t *c = json_pack("{s:{s:s}, s:{s:{s:i, s:i}}}", "data", "text/plain", why,
-                          "metadata", mime, "width", width, "height", height);
-    json_object_set_new(json_object_get(c, "data"), mime, shown);
+    if (rc != CG_OK)
+        return tool_error(rc == CG_ENOMEM ? "MemoryError" : "NotAnImage", why);
     kernel_publish(k, req, "display_data", c);
-    return json_pack("{s:s, s:s, s:i, s:i}", "status", "ok", "mime", mime, "width", width,
-                     "height", height);
+    return json_pack("{s:s, s:s, s:i, s:i}", "status", "ok", "mime", shown.mime, "width",
+                     shown.width, "height", shown.height);
 }
 
 static const struct tool {
