@@ -276,7 +276,7 @@ def test_symlink_to_a_host_path_shows_nothing_of_the_host(box, link):
 
 def test_output_limit_counts_displays(kernel_factory):
     km, kc = kernel_factory("cellgate-bash", env={"CELLGATE_OUTPUT_LIMIT": "3000"})
-    reply, out = run(kc, "head -c 2000 /dev/zero | tr '\\0' x; echo\n"
+    reply, out = run(kc, "cd \"$(mktemp -d)\"\nhead -c 2000 /dev/zero | tr '\\0' x; echo\n"
                          "printf '<p>%04000d</p>' 0 > big.html\n"
                          "cellgate-display big.html 2>err.txt; echo status=$? >>err.txt")
     assert not displays(out)
