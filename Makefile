@@ -38,7 +38,7 @@ COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c
 KERNEL := kernel/main.c kernel/kernel.c kernel/cell.c kernel/handlers.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
           kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c \
           kernel/tools.c kernel/tool_exec.c kernel/tool_download.c kernel/marker.c kernel/image.c \
-          kernel/boxfs.c kernel/download.c
+          kernel/boxfs.c kernel/download.c kernel/display.c kernel/displayd.c kernel/display_cmd.c
 SANDBOX := sandbox/box.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
            kernel/drivers/javascript.js kernel/drivers/ruby.rb kernel/drivers/perl.pl \
@@ -52,7 +52,7 @@ UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.
          tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
          tests/unit/test_boxfs.c tests/unit/test_download.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
-FUZZERS := wire connfile image marker download
+FUZZERS := wire connfile image marker download display
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
 FUZZ_SECONDS ?= 60
 
@@ -115,6 +115,7 @@ $(B)/tests/seccomp_calls.o: CFLAGS += -Isandbox
 $(B)/tests/replay_image: $(B)/kernel/image.o
 $(B)/tests/replay_marker: $(B)/kernel/marker.o
 $(B)/tests/replay_download: $(B)/kernel/download.o
+$(B)/tests/replay_display: $(B)/kernel/display.o $(B)/kernel/image.o $(B)/kernel/utf8.o
 $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icommon $^ $(LDFLAGS) $(LDLIBS) -o $@
@@ -175,6 +176,7 @@ fuzz: deps
 	    mkdir -p $(B)/fuzz/$$f; \
 	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icommon \
 	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/marker.c kernel/download.c \
+	        kernel/display.c kernel/utf8.c \
 	        $(LDLIBS) -o $(B)/fuzz/fuzz_$$f; \
 	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
 	done

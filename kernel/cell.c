@@ -7,6 +7,8 @@
  */
 #include "kernel_impl.h"
 
+#include "displayd.h"
+
 /* ---- runtimes ----------------------------------------------------------- */
 
 static void on_stream(void *ctx, struct runtime *rt, const char *name, const char *text, size_t len);
@@ -42,6 +44,17 @@ settle_death(struct kernel *k, struct runtime *rt)
     }
 }
 
+struct rt_place
+cell_place(struct kernel *k)
+{
+    struct rt_place where = { .spawner = spawn_plain() };
+
+    if (k->box)
+        where = (struct rt_place){ .spawner = box_spawner(k->box), .home = BOX_HOME };
+    displayd_place(k, &where);
+    return where;
+}
+
 /* Returns a running runtime for lang, starting one if needed; NULL with
  * err filled if it cannot start. */
 struct runtime *
@@ -69,9 +82,7 @@ cell_runtime(struct kernel *k, const struct lang *lang, char *err, size_t errlen
         cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         return NULL;
     }
-    struct rt_place where = { .spawner = spawn_plain() };
-    if (k->box)
-        where = (struct rt_place){ .spawner = box_spawner(k->box), .home = BOX_HOME };
+    struct rt_place where = cell_place(k);
     if (runtime_start(rt, &where, err, errlen) != CG_OK) {
         runtime_destroy(&rt);
         return NULL;
@@ -347,7 +358,9 @@ output_parent(struct kernel *k, struct runtime *rt)
 }
 
 /* Applies the per-cell output limit; returns how many bytes of len may go
- * out (0 once the limit was hit), publishing the notice when it is hit. */
+ * out (0 once the limit was hit), publishing the notice when it is hit.
+ * text is the output, published up to the limit, or NULL for output that
+ * is not text (a display) and goes out whole or not at all. */
 static size_t
 output_allowance(struct kernel *k, struct runtime *rt, const char *text, size_t len)
 {
@@ -362,7 +375,7 @@ output_allowance(struct kernel *k, struct runtime *rt, const char *text, size_t 
         p->out_bytes += len;
         return len;
     }
-    size_t room = utf8_complete_prefix(text, k->output_limit - p->out_bytes);
+    size_t room = text ? utf8_complete_prefix(text, k->output_limit - p->out_bytes) : 0;
     p->out_bytes = k->output_limit;
     p->limit_hit = true;
     if (room)
@@ -372,6 +385,16 @@ output_allowance(struct kernel *k, struct runtime *rt, const char *text, size_t 
              "CELLGATE_OUTPUT_LIMIT.]\n", k->output_limit);
     kernel_publish_stream(k, p->req, "stderr", note, strlen(note));
     return 0;
+}
+
+/* Output the kernel publishes itself (cellgate-display's) counts against
+ * the pending cell's output limit too. */
+bool
+cell_output_allowed(struct kernel *k, size_t len)
+{
+    if (k->p.kind != PR_EXECUTE)
+        return true;
+    return output_allowance(k, k->p.rt, NULL, len) != 0 || !k->p.limit_hit;
 }
 
 static void
@@ -423,7 +446,7 @@ on_record(void *ctx, struct runtime *rt, json_t *rec)
                     json_pack("{s:b}", "wait", json_is_true(json_object_get(rec, "wait"))));
             return;
         }
-        if (exec && output_allowance(k, rt, "", data_size(rec)) == 0 && p->limit_hit)
+        if (exec && output_allowance(k, rt, NULL, data_size(rec)) == 0 && p->limit_hit)
             return;
         bool update = json_is_true(json_object_get(rec, "update"));
         kernel_publish(k, parent, update ? "update_display_data" : "display_data", mime_content(rec));

@@ -13,6 +13,8 @@
 #include "kernel_impl.h"
 #include "tools.h"
 
+#include "displayd.h"
+
 double
 kernel_now(void)
 {
@@ -130,6 +132,14 @@ const char *
 kernel_str_field(const wire_msg_t *m, const char *name)
 {
     return json_string_value(json_object_get(m->content, name));
+}
+
+/* ---- output parents ----------------------------------------------------- */
+
+const wire_msg_t *
+kernel_output_parent(const struct kernel *k)
+{
+    return k->p.kind != PR_NONE ? k->p.req : k->last_exec;
 }
 
 /* ---- process housekeeping ----------------------------------------------- */
@@ -316,6 +326,7 @@ teardown(struct kernel *k)
     for (size_t i = 0; i < MAX_LANGS; i++)
         runtime_destroy(&k->rts[i]);
     box_destroy(&k->box);
+    displayd_destroy(&k->displayd);
     kill_children();
     while (waitpid(-1, NULL, WNOHANG) > 0)
         ;
@@ -425,8 +436,8 @@ static void
 loop(struct kernel *k)
 {
     struct rt_sink sink = cell_sink(k);
-    zmq_pollitem_t items[6 + MAX_LANGS * RT_POLL_ITEMS + TOOLS_POLL_ITEMS];
-    size_t rt_at[MAX_LANGS], rt_n[MAX_LANGS], tools_at, tools_n;
+    zmq_pollitem_t items[6 + MAX_LANGS * RT_POLL_ITEMS + DISPLAYD_POLL_ITEMS + TOOLS_POLL_ITEMS];
+    size_t rt_at[MAX_LANGS], rt_n[MAX_LANGS], disp_at, disp_n, tools_at, tools_n;
     char err[256];
 
     while (!k->quit) {
@@ -448,11 +459,17 @@ loop(struct kernel *k)
             rt_n[i] = k->rts[i] ? runtime_poll_items(k->rts[i], &items[n]) : 0;
             n += rt_n[i];
         }
+        disp_at = n;
+        disp_n = displayd_poll_items(k, &items[n]);
+        n += disp_n;
         tools_at = n;
         tools_n = tools_poll_items(k, &items[n]);
         n += tools_n;
         bool ready = (k->backlog_len && k->p.kind == PR_NONE) || k->prestart;
         long wait_ms = ready ? 0 : PARENT_CHECK_MS;
+        long disp_ms = displayd_wait_ms(k);
+        if (disp_ms >= 0 && disp_ms < wait_ms)
+            wait_ms = disp_ms;
         if (deadline) {
             double left = deadline - kernel_now();
             wait_ms = left <= 0 ? 0 : left * 1000 < wait_ms ? (long)(left * 1000) + 1 : wait_ms;
@@ -468,6 +485,7 @@ loop(struct kernel *k)
         }
         check_deadline(k);
         if (rc <= 0) {
+            displayd_service(k, NULL, 0); /* drops clients whose time is up */
             handlers_serve_backlog(k);
             prestart(k);
             continue;
@@ -491,6 +509,8 @@ loop(struct kernel *k)
                 runtime_kill(rt); /* its death is reported when it is reaped */
             }
         }
+        /* After the runtimes: a display follows what the cell printed. */
+        displayd_service(k, &items[disp_at], disp_n);
         if (tools_n && !k->quit)
             tools_service(k, &items[tools_at], tools_n);
         if ((items[2].revents & ZMQ_POLLIN) && k->p.input_waiting)
@@ -538,6 +558,9 @@ kernel_run(const struct kernel_opts *opts)
     k.limits = opts->limits;
     if (!opts->no_sandbox)
         make_box(&k, opts);
+    k.displayd = displayd_new(&k, err, sizeof err);
+    if (!k.displayd)
+        log_warn("cellgate-display will not work: %s", err);
     if (setup_signals(&k) < 0) {
         fprintf(stderr, "cellgate: cannot set up signal handling: %s\n", strerror(errno));
         goto out;

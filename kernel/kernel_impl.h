@@ -89,6 +89,7 @@ struct kernel {
     struct box *box;                    /* NULL without the sandbox */
     char box_error[512];                /* why there is no box, if it was wanted */
     struct box_limits limits;
+    struct displayd *displayd;          /* serves cellgate-display's requests */
     struct {
         char id[64];
         const char *target;             /* a tool's target name */
@@ -137,10 +138,19 @@ void kernel_reap_children(struct kernel *k);
 /* The box reported that one of its processes ended. */
 void kernel_on_box_exit(void *ctx, pid_t pid, int status);
 
+/* The parent for output the kernel publishes on its own (a display asked
+ * for from the box): the pending request, or else the last execute (NULL
+ * before the first). */
+const wire_msg_t *kernel_output_parent(const struct kernel *k);
+
 /* ---- cell.c ------------------------------------------------------------- */
 
 /* The sink through which runtimes hand their output to the kernel. */
 struct rt_sink cell_sink(struct kernel *k);
+
+/* Where processes of the box start: the spawner (box or plain), the
+ * environment's home, cellgate-display's directory and socket. */
+struct rt_place cell_place(struct kernel *k);
 
 /* A running runtime for lang, started if needed; NULL with err filled. */
 struct runtime *cell_runtime(struct kernel *k, const struct lang *lang, char *err,
@@ -166,6 +176,11 @@ void cell_backlog_fill(struct kernel *k);
 
 /* A runtime's driver was reaped with wait status: report it to its cell. */
 void cell_runtime_ended(struct kernel *k, struct runtime *rt, int status);
+
+/* Charges len bytes of output the kernel publishes itself to the pending
+ * execute's output limit: true if they may go out, false once the limit
+ * was passed (the cell was told). */
+bool cell_output_allowed(struct kernel *k, size_t len);
 
 /* ---- handlers.c --------------------------------------------------------- */
 

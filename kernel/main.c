@@ -1,9 +1,11 @@
 /*
- * main.c - the `cellgate` command: kernel, install, doctor.
+ * main.c - the `cellgate` command: kernel, install, doctor, box, display;
+ * run as `cellgate-display` (its name in the box), it is the display command.
  */
 #include "../common/log.h"
 #include "../sandbox/box.h"
 #include "../sandbox/boxlimits.h"
+#include "display_cmd.h"
 #include "doctor.h"
 #include "kernel.h"
 #include "kernelspec.h"
@@ -34,6 +36,8 @@ usage(FILE *f)
           "  doctor                          show languages and features of this machine\n"
           "  box [--keep-data] -- CMD [ARG...]\n"
           "                                  run one command in a fresh box (try the sandbox)\n"
+          "  display FILE [--mime TYPE]      in a kernel's code: show an image or HTML file\n"
+          "                                  (in the box also as cellgate-display)\n"
           "\n"
           "Run `cellgate COMMAND --help` for a command's options.\n",
           f);
@@ -356,6 +360,10 @@ cmd_box(int argc, char **argv)
     if (sp->start(sp, &spec, &pid, err, sizeof err) != 0) {
         fprintf(stderr, "cellgate box: %s\n", err);
     } else {
+        /* No kernel serves cellgate-display here: refuse its connections. */
+        int display = box_take_display_fd(b);
+        if (display >= 0)
+            close(display);
         while (status < 0) {
             struct pollfd p = { box_fd(b), POLLIN, 0 };
             if (poll(&p, 1, -1) < 0 && errno != EINTR)
@@ -377,6 +385,9 @@ cmd_box(int argc, char **argv)
 int
 main(int argc, char **argv)
 {
+    const char *self = argc > 0 ? strrchr(argv[0], '/') : NULL;
+    if (argc > 0 && strcmp(self ? self + 1 : argv[0], "cellgate-display") == 0)
+        return display_cmd_main(argc, argv, "cellgate-display");
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -395,6 +406,8 @@ main(int argc, char **argv)
         return cmd_install(argc - 1, argv + 1);
     if (strcmp(cmd, "box") == 0)
         return cmd_box(argc - 1, argv + 1);
+    if (strcmp(cmd, "display") == 0)
+        return display_cmd_main(argc - 1, argv + 1, "cellgate display");
     if (strcmp(cmd, "doctor") == 0) {
         if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
             printf("usage: cellgate doctor\n\nShows which languages this machine has (with "

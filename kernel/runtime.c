@@ -138,6 +138,8 @@ runtime_destroy(struct runtime **rtp)
     *rtp = NULL;
 }
 
+#define BOX_PATH "/usr/local/bin:/usr/bin:/bin"
+
 /* What every driver gets, in or out of the box. */
 static const char *const driver_vars[] = {
     "CELLGATE_DRIVER=1", "CELLGATE_CONTROL_FD=3", "PAGER=cat", "GIT_PAGER=cat", "TERM=dumb",
@@ -162,9 +164,9 @@ env_add(char **env, size_t *k, const char *const *vars)
 char **
 runtime_env(const struct rt_place *where, const char *const *extra)
 {
-    static char home_var[256];
+    static char home_var[256], path_var[4200], display_var[4200];
     static const char *const base[] = {
-        home_var, "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "USER=user",
+        home_var, "PATH=" BOX_PATH, "LANG=C.UTF-8", "USER=user",
         "LOGNAME=user", "SHELL=/bin/bash", "TMPDIR=/tmp", "HOSTNAME=cellgate",
         "XDG_CACHE_HOME=/tmp/.cache", /* caches stay out of /mnt/data */
         NULL,
@@ -175,7 +177,7 @@ runtime_env(const struct rt_place *where, const char *const *extra)
         n++;
     while (extra && extra[n_extra])
         n_extra++;
-    char **env = calloc(n + sizeof base / sizeof base[0] + n_extra + 2, sizeof *env);
+    char **env = calloc(n + sizeof base / sizeof base[0] + n_extra + 4, sizeof *env);
     if (!env)
         return NULL;
     if (where->home) {
@@ -193,6 +195,20 @@ runtime_env(const struct rt_place *where, const char *const *extra)
                 env_add(env, &k, one);
         }
     }
+    /* cellgate-display: its directory first in PATH, and its socket. */
+    const char *old_path = where->home ? BOX_PATH : getenv("PATH");
+    const char *display[3] = { NULL }, **d = display;
+    if (where->bin_dir) {
+        snprintf(path_var, sizeof path_var, "PATH=%s%s%s", where->bin_dir,
+                 old_path ? ":" : "", old_path ? old_path : "");
+        *d++ = path_var;
+    }
+    if (where->display_socket) {
+        snprintf(display_var, sizeof display_var, "CELLGATE_DISPLAY_SOCKET=%s",
+                 where->display_socket);
+        *d++ = display_var;
+    }
+    env_add(env, &k, display);
     env_add(env, &k, extra);
     env[k] = NULL;
     return env;
@@ -416,6 +432,18 @@ runtime_drain(struct runtime *rt, const struct rt_sink *sink)
     /* Bounded, so a process flooding its pipe cannot starve the kernel. */
     for (int i = 0; i < 2; i++)
         pipe_read(&rt->out[i], rt, sink, 64);
+}
+
+static int ctl_read(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errlen);
+
+int
+runtime_catch_up(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errlen)
+{
+    int rc = ctl_read(rt, sink, err, errlen);
+
+    if (rc == CG_OK)
+        runtime_drain(rt, sink);
+    return rc;
 }
 
 /*

@@ -54,6 +54,8 @@ struct rt_place {
     const char *cwd;          /* working directory, NULL: the spawner's */
     const char *home;         /* non-NULL: build the environment from scratch
                                  with this HOME (the box); NULL: inherit ours */
+    const char *bin_dir;      /* put first in PATH (cellgate-display's), or NULL */
+    const char *display_socket; /* CELLGATE_DISPLAY_SOCKET, or NULL */
 };
 
 /*
@@ -102,6 +104,16 @@ int runtime_service(struct runtime *rt, const zmq_pollitem_t *items, size_t n,
 
 /* Reads whatever output is waiting on the raw pipes, now, into sink. */
 void runtime_drain(struct runtime *rt, const struct rt_sink *sink);
+
+/*
+ * Hands sink, now, what the driver has sent so far: the records waiting on
+ * the control socket, then the raw pipes (each bounded as in
+ * runtime_service). For output the kernel publishes itself, which must come
+ * after everything the cell printed before asking for it. Returns CG_OK, or
+ * an error with err filled when the driver broke the protocol (the caller
+ * should kill it, as after runtime_service).
+ */
+int runtime_catch_up(struct runtime *rt, const struct rt_sink *sink, char *err, size_t errlen);
 
 /*
  * Records that the driver was reaped with wait status; after a final drain

@@ -334,7 +334,7 @@ workdir_path(struct kernel *k, const char *dir, char *buf, size_t len)
 static json_t *
 exec_once(struct kernel *k, struct exec_req *r, struct tool_job **job)
 {
-    struct rt_place where = tools_place(k);
+    struct rt_place where = cell_place(k);
     const char *argv[ARGV_MAX + 6], *extra[ENV_MAX + 2];
     int po[2] = { -1, -1 }, pe[2] = { -1, -1 }, devnull = -1;
     char err[512], cwd[4200];
@@ -769,7 +769,7 @@ session_start(struct kernel *k, const char *name, json_t **error)
                                         "-i", NULL };
     static const char *const extra[] = { "TERM=xterm-256color", "PAGER=cat", "GIT_PAGER=cat",
                                          NULL };
-    struct rt_place where = tools_place(k);
+    struct rt_place where = cell_place(k);
     struct session *s = NULL;
     unsigned char nonce[8];
     char hex[17], err[512], setup[256];

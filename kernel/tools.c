@@ -6,14 +6,10 @@
 #include "tools_impl.h"
 
 #include "boxfs.h"
-#include "image.h"
+#include "display.h"
 
-#include <stdarg.h>
 #include <fcntl.h>
-#include <sodium.h>
-#include <sys/stat.h>
-
-#define IMAGE_MAX (16u << 20) /* largest image open_image shows */
+#include <stdarg.h>
 
 json_t *
 tool_error(const char *ename, const char *fmt, ...)
@@ -33,64 +29,37 @@ tool_open_image(struct kernel *k, const wire_msg_t *req, json_t *data, struct to
 {
     const char *path = json_string_value(json_object_get(data, "path"));
     char why[4200];
-    struct stat st;
+    unsigned char *bytes;
+    size_t len;
+    json_t *c;
+    struct display_shown shown;
+    int root = AT_FDCWD, fd = -1, e = 0;
 
     (void)job;
     if (!path || !*path)
         return tool_error("ValueError", "open_image needs a \"path\"");
-    int root = AT_FDCWD, fd = -1, e = 0;
     if (k->box && boxfs_root_open(box_init_pid(k->box), &root, why, sizeof why) != CG_OK)
         return tool_error("OSError", "%s", why);
     if (boxfs_open_read(root, path, &fd, NULL, NULL, 0) != CG_OK)
         e = errno;
     if (root != AT_FDCWD)
         close(root);
-    if (fd < 0) {
+    if (fd < 0)
         return tool_error(e == ENOENT ? "FileNotFoundError" : "OSError", "%s: %s", path,
                           strerror(e));
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)IMAGE_MAX) {
-        close(fd);
-        return tool_error(S_ISREG(st.st_mode) ? "ImageTooLarge" : "NotAnImage", "%s: %s", path,
-                          S_ISREG(st.st_mode) ? "larger than the 16 MiB open_image shows"
-                                              : "not a regular file");
-    }
-    unsigned char *bytes = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (bytes && got < (size_t)st.st_size) {
-        ssize_t n = read(fd, bytes + got, (size_t)st.st_size - got);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
+    int rc = display_read_fd(fd, &bytes, &len, why, sizeof why);
     close(fd);
-    unsigned width, height;
-    const char *mime = bytes ? image_sniff(bytes, got, &width, &height) : NULL;
-    if (!mime) {
-        free(bytes);
-        return tool_error("NotAnImage", "%s is not a PNG, JPEG, GIF, WebP or SVG image", path);
-    }
-    json_t *shown;
-    if (strcmp(mime, "image/svg+xml") == 0) {
-        bytes[got] = '\0';
-        shown = json_stringn((const char *)bytes, got); /* NULL if not UTF-8 */
-    } else {
-        size_t cap = sodium_base64_ENCODED_LEN(got, sodium_base64_VARIANT_ORIGINAL);
-        char *b64 = malloc(cap);
-        shown = b64 ? json_string(sodium_bin2base64(b64, cap, bytes, got,
-                                                    sodium_base64_VARIANT_ORIGINAL)) : NULL;
-        free(b64);
-    }
+    if (rc != CG_OK)
+        return tool_error(rc == CG_ETOOBIG ? "ImageTooLarge" : rc == CG_EINVAL ? "NotAnImage"
+                                                                              : "OSError",
+                          "%s: %s", path, why);
+    rc = display_bundle(bytes, len, path, NULL, DISPLAY_IMAGES, &c, &shown, why, sizeof why);
     free(bytes);
-    if (!shown)
-        return tool_error("NotAnImage", "the SVG is not valid UTF-8");
-    snprintf(why, sizeof why, "<image %s, %ux%u>", path, width, height);
-    json_t *c = json_pack("{s:{s:s}, s:{s:{s:i, s:i}}}", "data", "text/plain", why,
-                          "metadata", mime, "width", width, "height", height);
-    json_object_set_new(json_object_get(c, "data"), mime, shown);
+    if (rc != CG_OK)
+        return tool_error(rc == CG_ENOMEM ? "MemoryError" : "NotAnImage", "%s", why);
     kernel_publish(k, req, "display_data", c);
-    return json_pack("{s:s, s:s, s:i, s:i}", "status", "ok", "mime", mime, "width", width,
-                     "height", height);
+    return json_pack("{s:s, s:s, s:i, s:i}", "status", "ok", "mime", shown.mime, "width",
+                     shown.width, "height", shown.height);
 }
 
 static const struct tool {
@@ -310,14 +279,6 @@ tools_destroy(struct kernel *k)
 }
 
 /* ---- what tools share ------------------------------------------------------ */
-
-struct rt_place
-tools_place(struct kernel *k)
-{
-    if (k->box)
-        return (struct rt_place){ .spawner = box_spawner(k->box), .home = BOX_HOME };
-    return (struct rt_place){ .spawner = spawn_plain() };
-}
 
 /* Keeps len bytes of valid UTF-8 in out, up to TOOL_OUTPUT_MAX. */
 static void

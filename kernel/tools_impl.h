@@ -91,9 +91,6 @@ void tool_output_add(struct kernel *k, const wire_msg_t *parent, struct tool_out
 /* The output as a JSON string, with a note of dropped bytes; resets it. */
 json_t *tool_output_take(struct tool_output *out);
 
-/* How a tool starts processes: in the box or plain, with its environment. */
-struct rt_place tools_place(struct kernel *k);
-
 /* ---- tool_download.c ---------------------------------------------------- */
 
 json_t *tool_download(struct kernel *k, const wire_msg_t *req, json_t *data,

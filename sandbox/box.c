@@ -40,6 +40,7 @@ struct box {
     bool attached;          /* init is in the cgroup */
     bool ready;             /* init reported its set-up done */
     char failed[512];       /* why the set-up failed, if it did */
+    int display_fd;         /* cellgate-display's listening socket, from READY; -1 */
     struct { pid_t pid; int status; } exits[MAX_QUEUED]; /* read while awaiting a reply */
     size_t n_exits;
 };
@@ -126,6 +127,35 @@ clone_error(int e, char *err, size_t errlen)
     return cg_fail(err, errlen, CG_ESYS, "cannot build the box: clone: %s", strerror(e));
 }
 
+/* Receives one message from init. An fd may come with READY (the display
+ * socket): it is kept; fds with anything else are closed. Returns what
+ * recvmsg returns. */
+static ssize_t
+recv_box(struct box *b, void *buf, size_t cap, int flags)
+{
+    char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+    struct iovec iov = { buf, cap };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof cbuf };
+    ssize_t n = recvmsg(b->ctl, &mh, flags | MSG_CMSG_CLOEXEC);
+    const struct boxmsg *m = buf;
+    bool ready = n >= (ssize_t)sizeof *m && m->type == BOXMSG_READY;
+
+    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof fd, sizeof fd);
+            if (ready && b->display_fd < 0)
+                b->display_fd = fd;
+            else
+                close(fd);
+        }
+    }
+    return n;
+}
+
 /* Waits for a message from init (bounded in time). Returns its length, 0
  * when init is gone, -1 on timeout/error. */
 static ssize_t
@@ -139,7 +169,7 @@ recv_timed(struct box *b, void *buf, size_t cap, int timeout_ms)
     while (rc < 0 && errno == EINTR);
     if (rc <= 0)
         return -1;
-    ssize_t n = recv(b->ctl, buf, cap, 0);
+    ssize_t n = recv_box(b, buf, cap, 0);
     return n < 0 ? -1 : n;
 }
 
@@ -179,6 +209,7 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
     }
     b->sp = (struct spawner){ .start = box_start, .signal = box_signal };
     b->ctl = -1;
+    b->display_fd = -1;
     b->limits = o->limits;
     b->keep_data = o->keep_data;
     b->data_dir = strdup(o->data_dir);
@@ -305,6 +336,8 @@ box_destroy(struct box **bp)
     struct box *b = *bp;
     if (b->ctl >= 0)
         close(b->ctl); /* init exits, and the pid namespace with it */
+    if (b->display_fd >= 0)
+        close(b->display_fd);
     if (b->init > 0) {
         kill(b->init, SIGKILL);
         waitpid(b->init, NULL, 0);
@@ -331,6 +364,15 @@ int
 box_fd(const struct box *b)
 {
     return b->ctl;
+}
+
+int
+box_take_display_fd(struct box *b)
+{
+    int fd = b->display_fd;
+
+    b->display_fd = -1;
+    return fd;
 }
 
 pid_t
@@ -461,7 +503,7 @@ box_events(struct box *b, void (*exited)(void *ctx, pid_t pid, int status), void
     while (b->ctl >= 0) {
         char buf[sizeof(struct boxmsg) + 600];
         struct boxmsg *m = (struct boxmsg *)buf;
-        ssize_t n = recv(b->ctl, buf, sizeof buf, MSG_DONTWAIT);
+        ssize_t n = recv_box(b, buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return CG_OK;
         if (n <= 0) {

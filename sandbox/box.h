@@ -22,6 +22,10 @@
 
 #define BOX_UID 1000           /* the user code runs as, inside */
 #define BOX_HOME "/mnt/data"   /* its home and working directory */
+/* Where the box offers the display command (this very binary, bound
+ * read-only: it runs as cellgate-display) and the socket it talks to. */
+#define BOX_BIN_DIR "/run/cellgate/bin"
+#define BOX_DISPLAY_SOCKET "/run/cellgate/display.sock"
 
 struct box_opts {
     const char *data_dir;      /* host directory seen as /mnt/data (created if missing) */
@@ -64,6 +68,14 @@ int box_fd(const struct box *b);
  * or CG_ESYS once init is gone (every process in the box is dead then).
  */
 int box_events(struct box *b, void (*exited)(void *ctx, pid_t pid, int status), void *ctx);
+
+/*
+ * The listening socket (AF_UNIX, SOCK_SEQPACKET, close-on-exec) bound at
+ * BOX_DISPLAY_SOCKET inside, which init hands over once its set-up is done:
+ * returns it, the caller owns it from then on; -1 before that (or when
+ * taken already).
+ */
+int box_take_display_fd(struct box *b);
 
 /* The host pid of the box's init (a child of the caller). */
 pid_t box_init_pid(const struct box *b);

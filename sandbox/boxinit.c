@@ -36,6 +36,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -242,11 +243,35 @@ struct sources {
     struct src etc[sizeof etc_entries / sizeof etc_entries[0]];
     struct src dev[sizeof dev_nodes / sizeof dev_nodes[0]];
     struct src data;
+    struct src self;    /* this program, shown as cellgate-display */
 };
 
 #define N_SYS (sizeof system_dirs / sizeof system_dirs[0])
 #define N_ETC (sizeof etc_entries / sizeof etc_entries[0])
 #define N_DEV (sizeof dev_nodes / sizeof dev_nodes[0])
+
+/*
+ * This program, to be shown as cellgate-display: init was forked from the
+ * kernel without exec, so it is cellgate. Opened by its path: the file
+ * /proc/self/exe leads to belongs to the kernel's mount namespace, and a
+ * bind needs one of ours. If the program is gone (replaced while the
+ * kernel runs), the box goes without cellgate-display.
+ */
+static void
+open_self(struct src *s)
+{
+    static char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+    s->host = path;
+    snprintf(s->target, sizeof s->target, ROOT BOX_BIN_DIR "/cellgate-display");
+    if (n <= 0 || path[0] != '/')
+        return;
+    path[n] = '\0';
+    s->fd = open(path, O_PATH | O_CLOEXEC);
+}
 
 /*
  * Opens the sources while init still has the kernel's identity on the
@@ -276,6 +301,43 @@ open_sources(struct sources *s, const struct boxinit_args *a)
     open_src(&s->data, a->data_dir, BOX_HOME);
     if (s->data.fd < 0 || !s->data.dir)
         setup_fail("the data directory %s cannot be opened: %s", a->data_dir, strerror(errno));
+    open_self(&s->self);
+}
+
+/* ---- cellgate-display ---------------------------------------------------- */
+
+static int display_fd = -1; /* its listening socket, handed to the kernel with READY */
+
+/* The directory of the display command and socket, with its mode exact
+ * whatever our umask (the root goes read-only later: nobody changes it). */
+static void
+make_run_dir(const char *path)
+{
+    make_dir(path, 0755);
+    if (chmod(path, 0755) < 0)
+        setup_fail("chmod %s: %s", path, strerror(errno));
+}
+
+/* Puts cellgate-display in the box: this program bound read-only at
+ * BOX_BIN_DIR, and the socket it talks to bound at BOX_DISPLAY_SOCKET,
+ * open to every user of the box. The kernel listens on it (serve() hands
+ * it over), so what the command shows is only what it could open itself. */
+static void
+setup_display(struct src *self)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    static const char path[] = ROOT BOX_DISPLAY_SOCKET;
+
+    make_run_dir(ROOT "/run");
+    make_run_dir(ROOT "/run/cellgate");
+    make_run_dir(ROOT BOX_BIN_DIR);
+    place_src(self, BIND_RO);
+    _Static_assert(sizeof path <= sizeof sa.sun_path, "display socket path too long");
+    memcpy(sa.sun_path, path, sizeof path);
+    display_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (display_fd < 0 || bind(display_fd, (struct sockaddr *)&sa, sizeof sa) < 0
+        || chmod(path, 0666) < 0 || listen(display_fd, 16) < 0)
+        setup_fail("creating the display socket %s: %s", BOX_DISPLAY_SOCKET, strerror(errno));
 }
 
 static void
@@ -297,6 +359,8 @@ setup_fs(struct sources *s, const struct boxinit_args *a)
     make_file(ROOT "/etc/group", "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n");
     make_file(ROOT "/etc/hosts", "127.0.0.1\tlocalhost cellgate\n::1\tlocalhost ip6-localhost\n");
     make_file(ROOT "/etc/hostname", "cellgate\n");
+
+    setup_display(&s->self);
 
     make_dir(ROOT "/mnt", 0755);
     make_dir(ROOT BOX_HOME, 0755);
@@ -521,8 +585,20 @@ serve(const struct boxinit_args *a, const struct sock_fprog *prog)
     int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
         setup_fail("signalfd: %s", strerror(errno));
+    /* READY carries the display socket: the kernel listens on it. */
     struct boxmsg ready = { .type = BOXMSG_READY };
-    send_msg(&ready, sizeof ready);
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { &ready, sizeof ready };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof cbuf };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &display_fd, sizeof(int));
+    if (sendmsg(ctl_fd, &mh, MSG_NOSIGNAL) < 0)
+        _exit(0); /* the kernel is gone: so is the box */
+    close(display_fd);
 
     for (;;) {
         struct pollfd p[2] = { { ctl_fd, POLLIN, 0 }, { sfd, POLLIN, 0 } };

@@ -43,10 +43,22 @@ def can_list(kc, path):
 
 # ---- files -----------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["/root", "/home", ROOT, "/var", "/srv", "/run"])
+@pytest.mark.parametrize("path", ["/root", "/home", ROOT, "/var", "/srv"])
 def test_cannot_see_host_directories(box, path):
     km, kc = box
     assert not can_list(kc, path), f"{path} is visible in the box"
+
+
+def test_run_holds_only_cellgate_display(box):
+    """The box's own /run: the display command and its socket, read-only."""
+    km, kc = box
+    assert value(kc, "sorted(__import__('os').listdir('/run'))") == ["cellgate"]
+    listed = value(kc, "sorted(__import__('os').listdir('/run/cellgate'))")
+    assert listed == ["bin", "display.sock"]
+    assert value(kc, "__import__('os').listdir('/run/cellgate/bin')") == ["cellgate-display"]
+    content, out = py(kc, "%%bash\n(cd /run/cellgate; touch x; echo x > bin/cellgate-display\n"
+                          "rm display.sock) 2>&1; echo done")
+    assert out.count("Read-only file system") == 3 and "done" in out, out
 
 
 def test_cannot_read_connection_file(box):
@@ -122,7 +134,9 @@ def test_environment_is_built_from_scratch(box):
     env = value(kc, "dict(__import__('os').environ)")
     assert "CELLGATE_TEST_SECRET" not in env
     assert not [k for k in env if k.startswith("JPY_")]
-    assert env["HOME"] == "/mnt/data" and env["PATH"].startswith("/usr/local/bin")
+    assert env["HOME"] == "/mnt/data"
+    assert env["PATH"] == "/run/cellgate/bin:/usr/local/bin:/usr/bin:/bin"
+    assert env["CELLGATE_DISPLAY_SOCKET"] == "/run/cellgate/display.sock"
     host_only = set(os.environ) - set(env)
     assert "CELLGATE_TEST_SECRET" in host_only or "CELLGATE_TEST_SECRET" not in os.environ
 

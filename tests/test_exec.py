@@ -303,3 +303,18 @@ def cmdline(pid):
 def descendants_cmdlines(pid):
     from conftest import descendants
     return [cmdline(p) for p in descendants(pid)]
+
+
+def test_cellgate_display_from_an_exec(python_kernel):
+    km, kc = python_kernel
+    ex(kc, cmd="printf '<b>shown</b>' > page.html")
+    for session in (None, "s"):
+        data = {"cmd": "echo before; cellgate-display page.html; echo after"}
+        if session:
+            data["session_name"] = session
+        _, out = comm(kc, "cellgate.exec", data)
+        kinds = [m["msg_type"] for m in out]
+        assert kinds[-2:] == ["comm_msg", "comm_close"], kinds
+        shown = [m for m in out if m["msg_type"] == "display_data"]
+        assert len(shown) == 1 and shown[0]["content"]["data"]["text/html"] == "<b>shown</b>"
+        assert result(out)["output"] == "before\nafter\n"
