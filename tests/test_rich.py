@@ -17,17 +17,22 @@ needs_matplotlib = pytest.mark.skipif(
     not __import__("importlib.util").util.find_spec("matplotlib"), reason="no matplotlib")
 
 
-@needs_matplotlib
-def test_figures_inline_through_nbclient(tmp_path):
+
+def run_notebook(tmp_path, *cells):
+    """Runs code cells through nbclient with cellgate-python; the notebook."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\n"
-                                  "plt.show()\nprint('after show')"),
-        nbformat.v4.new_code_cell("fig, axes = plt.subplots(1, 2)\nfig2 = plt.figure()"),
-        nbformat.v4.new_code_cell("print(plt.get_fignums())"),
-    ]
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     NotebookClient(nb, kernel_name="cellgate-python", timeout=120,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return nb
+
+@needs_matplotlib
+def test_figures_inline_through_nbclient(tmp_path):
+    nb = run_notebook(tmp_path,
+                      "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\n"
+                      "plt.show()\nprint('after show')",
+                      "fig, axes = plt.subplots(1, 2)\nfig2 = plt.figure()",
+                      "print(plt.get_fignums())")
     first = nb.cells[0].outputs
     assert [o.output_type for o in first] == ["display_data", "stream"]  # in order
     png = base64.b64decode(first[0].data["image/png"])
@@ -126,15 +131,10 @@ def test_ipython_display_handles_update_and_clear(python_kernel):
 def test_dataframe_pil_and_display_updates_through_nbclient(tmp_path):
     pytest.importorskip("pandas")
     pytest.importorskip("PIL")
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("import pandas as pd\n"
-                                  "pd.DataFrame({'name': ['ada', 'bob'], 'n': [1, 2]})"),
-        nbformat.v4.new_code_cell("from PIL import Image\nImage.new('RGB', (5, 4), 'blue')"),
-        nbformat.v4.new_code_cell("h = display('first', display_id=True)\nh.update('second')"),
-    ]
-    NotebookClient(nb, kernel_name="cellgate-python", timeout=120,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb = run_notebook(tmp_path,
+                      "import pandas as pd\npd.DataFrame({'name': ['ada', 'bob'], 'n': [1, 2]})",
+                      "from PIL import Image\nImage.new('RGB', (5, 4), 'blue')",
+                      "h = display('first', display_id=True)\nh.update('second')")
     frame, image, updated = (cell.outputs for cell in nb.cells)
     assert [o.output_type for o in frame] == ["execute_result"]
     assert "<table" in frame[0].data["text/html"] and "ada" in frame[0].data["text/html"]
