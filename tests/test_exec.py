@@ -2,6 +2,7 @@
 command once (pipes, timeout kill, interrupt) or in a named shell session on
 a terminal in the box (state survives, "running" at the timeout, feed types
 into it, Ctrl-C), and the kernel serving on through all of it."""
+import os
 import time
 import uuid
 
@@ -281,15 +282,17 @@ def test_sessions_without_the_box(kernel_factory):
     assert r["output"] == "once\n" and r["exit_code"] == 2
 
 
-def test_shutdown_ends_session_processes(kernel_factory):
-    from conftest import descendants, kernel_pid, wait_until
-    km, kc = kernel_factory("cellgate-python")
-    ex(kc, cmd="sleep 300 &", session_name="s")
+@pytest.mark.parametrize("sandbox", ["1", "0"])
+def test_shutdown_ends_session_processes(kernel_factory, sandbox):
+    from conftest import kernel_pid, wait_until
+    km, kc = kernel_factory("cellgate-python", env={"CELLGATE_SANDBOX": sandbox})
+    ex(kc, cmd="sleep 313 & sleep 314 & disown; sleep 315 | cat &", session_name="s")
     pid = kernel_pid(km)
-    assert any("sleep" in d for d in descendants_cmdlines(pid))
+    assert sum("sleep 31" in d for d in descendants_cmdlines(pid)) == 3
     kc.stop_channels()
     km.shutdown_kernel(now=False)
-    assert wait_until(lambda: not [p for p in descendants(1) if "sleep 300" in cmdline(p)], 10)
+    assert wait_until(lambda: not [p for p in os.listdir("/proc") if p.isdigit()
+                                   and "sleep 31" in cmdline(p)], 10)
 
 
 def cmdline(pid):
