@@ -185,6 +185,7 @@ bench: install-kernelspecs
 	$(PYTHON) ../shared/bench/kernelbench.py cellgate-python --vs python3
 	$(PYTHON) bench/ready.py cellgate-python python3
 	$(PYTHON) bench/boxbench.py --cellgate $(B)/cellgate
+	$(PYTHON) bench/toolbench.py
 
 clean:
 	rm -rf $(B)
