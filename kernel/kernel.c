@@ -191,9 +191,8 @@ box_gone(struct kernel *k, const char *why)
     for (size_t i = 0; i < langs_count(); i++)
         if (k->rts[i] && runtime_alive(k->rts[i]))
             cell_runtime_ended(k, k->rts[i], SIGKILL);
+    tools_abort(k, "RuntimeUnavailable", k->box_error);
     tools_destroy(k); /* its processes died with the box */
-    if (k->p.kind == PR_TOOL)
-        cell_clear(k);
     box_destroy(&k->box);
 }
 

@@ -265,6 +265,13 @@ tools_exited(struct kernel *k, pid_t pid, int status)
 }
 
 void
+tools_abort(struct kernel *k, const char *ename, const char *why)
+{
+    if (k->tools && k->tools->job && k->p.kind == PR_TOOL)
+        tools_finish(k, tool_error(ename, "%s", why));
+}
+
+void
 tools_destroy(struct kernel *k)
 {
     struct tools *ts = k->tools;

@@ -50,4 +50,7 @@ void tools_interrupt(struct kernel *k);
 bool tools_exited(struct kernel *k, pid_t pid, int status);
 void tools_destroy(struct kernel *k);
 
+/* Ends the running job, if any, with an error result (ename, why). */
+void tools_abort(struct kernel *k, const char *ename, const char *why);
+
 #endif

@@ -321,3 +321,50 @@ def test_cellgate_display_from_an_exec(python_kernel):
         shown = [m for m in out if m["msg_type"] == "display_data"]
         assert len(shown) == 1 and shown[0]["content"]["data"]["text/html"] == "<b>shown</b>"
         assert result(out)["output"] == "before\nafter\n"
+
+
+def test_box_gone_during_a_tool(kernel_factory):
+    """The box's init killed from outside while a command runs: the tool
+    answers with the reason, cells say so, and a restart gives a new box."""
+    from conftest import kernel_pid
+    km, kc = kernel_factory("cellgate-python")
+    kpid = kernel_pid(km)
+    exe = os.readlink(f"/proc/{kpid}/exe")
+    inits = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != kpid
+             and _ppid(p) == kpid and _exe(p) == exe]
+    assert len(inits) == 1
+    msg = kc.session.msg("comm_open", {"comm_id": uuid.uuid4().hex,
+                                       "target_name": "cellgate.exec",
+                                       "data": {"cmd": "sleep 30", "session_name": "s"}})
+    kc.shell_channel.send(msg)
+    time.sleep(0.5)
+    os.kill(int(inits[0]), 9)
+    while True:
+        m = kc.get_iopub_msg(timeout=TIMEOUT)
+        if m["parent_header"].get("msg_id") == msg["header"]["msg_id"] \
+                and m["msg_type"] == "comm_msg":
+            break
+    r = m["content"]["data"]
+    assert r["status"] == "error" and r["ename"] == "RuntimeUnavailable"
+    assert "restart the kernel" in r["evalue"]
+    reply, out = run(kc, "print(1)")
+    assert reply["content"]["ename"] == "RuntimeUnavailable"
+    km.restart_kernel(now=True)
+    kc.wait_for_ready(timeout=TIMEOUT)
+    r, _ = ex(kc, cmd="echo fresh", session_name="s")
+    assert r["output"] == "fresh\n"
+
+
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _exe(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
