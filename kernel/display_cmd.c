@@ -106,7 +106,7 @@ connect_kernel(const char *prog)
 static int
 send_request(int s, const char *req, int fd)
 {
-    char cbuf[CMSG_SPACE(sizeof(int))];
+    char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
     struct iovec iov = { (void *)req, strlen(req) };
     struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
                          .msg_controllen = sizeof cbuf };

@@ -419,7 +419,7 @@ box_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pidp, char *
     static char buf[BOXMSG_MAX];
     struct boxmsg *m = (struct boxmsg *)buf;
     size_t len = offsetof(struct boxmsg, text);
-    char cbuf[CMSG_SPACE(sizeof(int) * SPAWN_MAX_FDS)];
+    char cbuf[CMSG_SPACE(sizeof(int) * SPAWN_MAX_FDS)] = { 0 };
 
     if (b->ctl < 0)
         return cg_fail(err, errlen, CG_ESYS, "the box is gone");

@@ -587,7 +587,7 @@ serve(const struct boxinit_args *a, const struct sock_fprog *prog)
         setup_fail("signalfd: %s", strerror(errno));
     /* READY carries the display socket: the kernel listens on it. */
     struct boxmsg ready = { .type = BOXMSG_READY };
-    char cbuf[CMSG_SPACE(sizeof(int))];
+    char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
     struct iovec iov = { &ready, sizeof ready };
     struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
                          .msg_controllen = sizeof cbuf };
