@@ -14,12 +14,15 @@
 PYTHON := /usr/bin/python3
 
 CC ?= cc
-PKGS := libzmq libsodium jansson libseccomp libcurl
+PKGS := libzmq libsodium jansson libseccomp
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wvla -Wwrite-strings -Wno-unused-result
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c17 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS += -std=c17 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
 LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+# libcurl (and the TLS library it brings) is linked into cellgate-fetch only:
+# the kernel does not map it.
+CURL_LIBS := $(shell pkg-config --libs libcurl 2>/dev/null)
 ifeq ($(WERROR),1)
 CFLAGS += -Werror
 endif
@@ -38,7 +41,7 @@ COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c
 KERNEL := kernel/main.c kernel/kernel.c kernel/cell.c kernel/handlers.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
           kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c \
           kernel/tools.c kernel/tool_exec.c kernel/tool_download.c kernel/marker.c kernel/image.c \
-          kernel/boxfs.c kernel/download.c kernel/display.c kernel/displayd.c kernel/display_cmd.c
+          kernel/boxfs.c kernel/display.c kernel/displayd.c kernel/display_cmd.c
 SANDBOX := sandbox/box.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
            kernel/drivers/javascript.js kernel/drivers/ruby.rb kernel/drivers/perl.pl \
@@ -58,7 +61,7 @@ FUZZ_SECONDS ?= 60
 
 .PHONY: all deps run test unit fuzz-replay check-style pytest bench fuzz valgrind clean install-kernelspecs
 
-all: deps $(B)/cellgate
+all: deps $(B)/cellgate $(B)/cellgate-fetch
 
 deps:
 	@bash scripts/deps.sh
@@ -81,6 +84,10 @@ $(B)/kernel/kernelspec.o: $(LOGOS)
 
 $(B)/cellgate: $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# What carries out cellgate.download, beside the kernel's binary.
+$(B)/cellgate-fetch: $(B)/kernel/fetch_main.o $(B)/kernel/download.o $(COMMON_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CURL_LIBS) -o $@
 
 # ---- run --------------------------------------------------------------------
 
@@ -115,6 +122,7 @@ $(B)/tests/seccomp_calls.o: CFLAGS += -Isandbox
 $(B)/tests/replay_image: $(B)/kernel/image.o
 $(B)/tests/replay_marker: $(B)/kernel/marker.o
 $(B)/tests/replay_download: $(B)/kernel/download.o
+$(B)/tests/replay_download $(B)/tests/test_download: LDLIBS += $(CURL_LIBS)
 $(B)/tests/replay_display: $(B)/kernel/display.o $(B)/kernel/image.o $(B)/kernel/utf8.o
 $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -177,7 +185,7 @@ fuzz: deps
 	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icommon \
 	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/marker.c kernel/download.c \
 	        kernel/display.c kernel/utf8.c \
-	        $(LDLIBS) -o $(B)/fuzz/fuzz_$$f; \
+	        $(LDLIBS) $(CURL_LIBS) -o $(B)/fuzz/fuzz_$$f; \
 	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
 	done
 

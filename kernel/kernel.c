@@ -162,8 +162,7 @@ kernel_reap_children(struct kernel *k)
         for (size_t i = 0; i < langs_count() && !k->box; i++)
             if (k->rts[i] && runtime_pid(k->rts[i]) == pid)
                 cell_runtime_ended(k, k->rts[i], status);
-        if (!k->box)
-            tools_exited(k, pid, status);
+        tools_exited(k, pid, status, false);
     }
 }
 
@@ -176,7 +175,7 @@ kernel_on_box_exit(void *ctx, pid_t pid, int status)
     for (size_t i = 0; i < langs_count(); i++)
         if (k->rts[i] && runtime_pid(k->rts[i]) == pid)
             cell_runtime_ended(k, k->rts[i], status);
-    tools_exited(k, pid, status);
+    tools_exited(k, pid, status, true);
 }
 
 /* The box's init is gone, and every process in the box with it. The box

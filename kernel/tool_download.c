@@ -1,83 +1,48 @@
 /*
  * tool_download.c - cellgate.download {url, path?} -> {path, size, sha256,
- * content_type, url}. The operator's policy is checked first, in the loop
- * (a refused URL costs nothing); the fetch then runs in a worker thread
- * (download.c) writing into a temporary file inside the box (boxfs.c),
- * renamed onto the path when complete. The loop polls a pipe the worker
- * writes one byte to when it is done; an interrupt sets the cancel flag,
- * which the fetch checks at least once a second.
+ * content_type, url}. The kernel creates a temporary file inside the box
+ * (boxfs.c, as the box's user), then starts cellgate-fetch (fetch_main.c,
+ * beside the kernel's binary), which checks the operator's policy and
+ * fetches into that file, and writes one JSON line of result on a pipe the
+ * loop polls. On success the file is renamed onto the path; otherwise it is
+ * removed. An interrupt kills the fetch.
  */
 #include "tools_impl.h"
 
 #include "boxfs.h"
-#include "download.h"
 
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <sys/fsuid.h>
+
+#define RESULT_MAX 65536      /* bytes of result we read from cellgate-fetch */
+
+extern char **environ;
 
 struct download_job {
     struct tool_job base;
-    pthread_t thread;
-    bool running;                 /* the thread was started and not joined */
-    int done[2];                  /* the worker writes a byte to done[1] at the end */
-    atomic_bool cancel;
-    struct download_policy *policy;
-    int root;                     /* the box's root, or AT_FDCWD */
-    uid_t uid;
+    pid_t pid;                /* cellgate-fetch, 0 once it is gone */
+    int result;               /* its result pipe, -1 at EOF */
+    char buf[RESULT_MAX];
+    size_t len;
+    struct boxfs_file *file;
+    uid_t uid;                /* the box user's ids, or -1 without the box */
     gid_t gid;
-    char *url, *path;
-    /* Written by the worker before it signals done. */
-    int rc;
-    struct download_result res;
-    const char *ename;
-    char err[1024];
-    char final_path[4200];
+    bool interrupted;
 };
 
 /*
- * Switches this thread's file system ids to the box user's (on) or back.
- * They are per thread: the box's own permissions then apply to what the
- * thread does to the box's files, and the box's tmpfs, which knows no host
- * root, accepts new files. The kernel's real ids allow switching back.
+ * Switches the loop thread's file system ids to the box user's (on) or
+ * back. Then the box's own permissions apply to what the kernel does to the
+ * box's files, and the box's tmpfs, which knows no host root, accepts new
+ * files. The kernel's real ids allow switching back.
  */
 static void
-as_box_user(const struct download_job *j, bool on)
+as_box_user(uid_t uid, gid_t gid, bool on)
 {
-    if (j->uid == (uid_t)-1)
+    if (uid == (uid_t)-1)
         return;
-    setfsgid(on ? j->gid : getgid());
-    setfsuid(on ? j->uid : getuid());
-}
-
-/* The worker: create, fetch, commit or abort. */
-static void *
-download_main(void *arg)
-{
-    struct download_job *j = arg;
-    struct boxfs_file *f = NULL;
-    const char *ename = NULL;
-
-    as_box_user(j, true);
-    j->rc = boxfs_create_atomic(j->root, j->path, j->uid, j->gid, &f, &ename, j->err,
-                                sizeof j->err);
-    if (j->rc == CG_OK) {
-        struct download_request rq = { .url = j->url, .out_fd = boxfs_fd(f),
-                                       .cancel = &j->cancel };
-        snprintf(j->final_path, sizeof j->final_path, "%s", boxfs_path(f));
-        as_box_user(j, false); /* the seen file is the operator's */
-        j->rc = download_fetch(j->policy, &rq, &j->res, j->err, sizeof j->err);
-        ename = j->res.ename;
-        as_box_user(j, true);
-        if (j->rc == CG_OK)
-            j->rc = boxfs_commit(&f, &ename, j->err, sizeof j->err);
-        else
-            boxfs_abort(&f);
-    }
-    j->ename = ename ? ename : DOWNLOAD_E_FAILED;
-    ssize_t w = write(j->done[1], "", 1);
-    (void)w;
-    return NULL;
+    setfsgid(on ? gid : getgid());
+    setfsuid(on ? uid : getuid());
 }
 
 static size_t
@@ -85,8 +50,50 @@ download_poll(struct tool_job *job, zmq_pollitem_t *items)
 {
     struct download_job *j = (struct download_job *)job;
 
-    items[0] = (zmq_pollitem_t){ .fd = j->done[0], .events = ZMQ_POLLIN };
+    if (j->result < 0)
+        return 0;
+    items[0] = (zmq_pollitem_t){ .fd = j->result, .events = ZMQ_POLLIN };
     return 1;
+}
+
+/* The result line, as the reply: commits or drops the file. */
+static json_t *
+download_outcome(struct download_job *j)
+{
+    json_t *r = j->len ? json_loadb(j->buf, j->len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    const char *ename = "DownloadFailed";
+    char err[1024];
+
+    if (j->interrupted) {
+        json_decref(r);
+        return tool_error("Interrupted", "the download was interrupted");
+    }
+    if (!json_is_object(r)) {
+        json_decref(r);
+        return tool_error(ename, "cellgate-fetch ended without a result");
+    }
+    if (!json_is_true(json_object_get(r, "ok"))) {
+        const char *e = json_string_value(json_object_get(r, "ename"));
+        const char *v = json_string_value(json_object_get(r, "evalue"));
+        json_t *out = tool_error(e ? e : ename, "%s", v ? v : "the download failed");
+        json_decref(r);
+        return out;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s", boxfs_path(j->file));
+    as_box_user(j->uid, j->gid, true);
+    int rc = boxfs_commit(&j->file, &ename, err, sizeof err);
+    as_box_user(j->uid, j->gid, false);
+    if (rc != CG_OK) {
+        json_decref(r);
+        return tool_error(ename, "%s", err);
+    }
+    json_t *out = json_pack("{s:s, s:s, s:O, s:O, s:O, s:O}", "status", "ok", "path", path,
+                            "size", json_object_get(r, "size"), "sha256",
+                            json_object_get(r, "sha256"), "content_type",
+                            json_object_get(r, "content_type"), "url", json_object_get(r, "url"));
+    json_decref(r);
+    return out ? out : tool_error(ename, "cellgate-fetch gave a malformed result");
 }
 
 static void
@@ -94,18 +101,19 @@ download_service(struct kernel *k, struct tool_job *job, const zmq_pollitem_t *i
 {
     struct download_job *j = (struct download_job *)job;
 
-    if (n < 1 || !(items[0].revents & ZMQ_POLLIN))
+    if (n < 1 || !(items[0].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
         return;
-    pthread_join(j->thread, NULL);
-    j->running = false;
-    if (j->rc != CG_OK) {
-        tools_finish(k, tool_error(j->ename, "%s", j->err));
+    ssize_t got = read(j->result, j->buf + j->len, sizeof j->buf - j->len);
+    if (got > 0) {
+        j->len += (size_t)got;
+        if (j->len < sizeof j->buf)
+            return;
+    } else if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
         return;
     }
-    tools_finish(k, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s}", "status", "ok", "path",
-                              j->final_path, "size", (json_int_t)j->res.size, "sha256",
-                              j->res.sha256, "content_type", j->res.content_type, "url",
-                              j->res.url));
+    close(j->result); /* EOF (or a result too long to be one) */
+    j->result = -1;
+    tools_finish(k, download_outcome(j));
 }
 
 static double
@@ -114,24 +122,32 @@ download_tick(struct kernel *k, struct tool_job *job, double now)
     (void)k;
     (void)job;
     (void)now;
-    return 0; /* the fetch keeps its own time cap */
+    return 0; /* cellgate-fetch keeps its own time cap */
 }
 
 static void
 download_interrupt(struct kernel *k, struct tool_job *job)
 {
+    struct download_job *j = (struct download_job *)job;
+
     (void)k;
-    atomic_store(&((struct download_job *)job)->cancel, true);
+    if (j->pid > 0) {
+        j->interrupted = true;
+        kill(j->pid, SIGKILL); /* the result pipe's EOF ends the job */
+    }
 }
 
 static bool
-download_exited(struct kernel *k, struct tool_job *job, pid_t pid, int status)
+download_exited(struct kernel *k, struct tool_job *job, pid_t pid, int status, bool boxed)
 {
+    struct download_job *j = (struct download_job *)job;
+
     (void)k;
-    (void)job;
-    (void)pid;
     (void)status;
-    return false;
+    if (boxed || pid != j->pid || pid <= 0)
+        return false;
+    j->pid = 0;
+    return true;
 }
 
 static void
@@ -139,18 +155,15 @@ download_destroy(struct tool_job *job)
 {
     struct download_job *j = (struct download_job *)job;
 
-    if (j->running) {
-        atomic_store(&j->cancel, true);
-        pthread_join(j->thread, NULL);
+    if (j->pid > 0)
+        kill(j->pid, SIGKILL); /* reaped by the kernel */
+    if (j->result >= 0)
+        close(j->result);
+    if (j->file) {
+        as_box_user(j->uid, j->gid, true);
+        boxfs_abort(&j->file);
+        as_box_user(j->uid, j->gid, false);
     }
-    for (int i = 0; i < 2; i++)
-        if (j->done[i] >= 0)
-            close(j->done[i]);
-    if (j->root != AT_FDCWD && j->root >= 0)
-        close(j->root);
-    download_policy_destroy(&j->policy);
-    free(j->url);
-    free(j->path);
     free(j);
 }
 
@@ -162,9 +175,9 @@ static const struct job_ops download_ops = {
 /* A file name for url when the request names none: its last path segment,
  * of safe characters only, else "download". */
 static char *
-default_name(const char *canon)
+default_name(const char *url)
 {
-    const char *p = strstr(canon, "://");
+    const char *p = strstr(url, "://");
     p = p ? strchr(p + 3, '/') : NULL;
     size_t end = p ? strcspn(p, "?#") : 0;
     const char *seg = p ? p + end : NULL;
@@ -180,8 +193,7 @@ default_name(const char *canon)
 }
 
 /* True for a path the box user may write: relative (under /mnt/data), or
- * under /mnt/data or /tmp. The kernel may be host root: it must not write
- * where the box user could not. */
+ * under /mnt/data or /tmp. */
 static bool
 writable_place(const char *path)
 {
@@ -189,70 +201,109 @@ writable_place(const char *path)
            || strncmp(path, "/tmp/", 5) == 0;
 }
 
+/* cellgate-fetch's path: beside the running kernel's binary. */
+static int
+fetch_program(char *buf, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, len - 32);
+
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    snprintf(slash ? slash + 1 : buf, len - (size_t)(slash ? slash + 1 - buf : 0),
+             "cellgate-fetch");
+    return 0;
+}
+
+/* Creates the file for j in the box (or on the host without it). */
+static json_t *
+create_file(struct kernel *k, struct download_job *j, const char *path)
+{
+    char err[1024];
+    const char *ename = "OSError";
+    int root = AT_FDCWD;
+
+    if (k->box) {
+        if (!writable_place(path))
+            return tool_error("PermissionError", "%s: downloads go under %s or /tmp", path,
+                              BOX_HOME);
+        if (boxfs_root_open(box_init_pid(k->box), &root, err, sizeof err) != CG_OK
+            || boxfs_home_owner(root, &j->uid, &j->gid, err, sizeof err) != CG_OK) {
+            if (root != AT_FDCWD)
+                close(root);
+            return tool_error("OSError", "%s", err);
+        }
+    }
+    as_box_user(j->uid, j->gid, true);
+    int rc = boxfs_create_atomic(root, path, j->uid, j->gid, &j->file, &ename, err, sizeof err);
+    as_box_user(j->uid, j->gid, false);
+    if (root != AT_FDCWD)
+        close(root);
+    return rc == CG_OK ? NULL : tool_error(ename, "%s", err);
+}
+
 json_t *
 tool_download(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool_job **job)
 {
-    static bool initialised;
-    const char *url = json_string_value(json_object_get(data, "url"));
-    json_t *jpath = json_object_get(data, "path");
-    char canon[DOWNLOAD_URL_MAX + 1], err[1024];
-    struct download_policy *policy;
+    json_t *jurl = json_object_get(data, "url"), *jpath = json_object_get(data, "path");
+    char prog[4200], err[512];
+    int pipefd[2] = { -1, -1 };
     json_t *error = NULL;
+    char *path = NULL;
 
     (void)req;
-    if (!url)
+    if (!json_is_string(jurl) || strlen(json_string_value(jurl)) != json_string_length(jurl))
         return tool_error("ValueError", "download needs \"url\"");
     if (jpath && !json_is_null(jpath)
         && (!json_is_string(jpath) || !*json_string_value(jpath)
             || strlen(json_string_value(jpath)) != json_string_length(jpath)
             || json_string_length(jpath) > 4000))
         return tool_error("ValueError", "path must be a non-empty string");
-    if (!initialised) {
-        /* The loop's thread is the only one using libcurl until now. */
-        if (download_global_init(err, sizeof err) != CG_OK)
-            return tool_error(DOWNLOAD_E_FAILED, "%s", err);
-        initialised = true;
-    }
-    if (!(policy = download_policy_from_env(err, sizeof err)))
-        return tool_error(DOWNLOAD_E_CONFIG, "%s", err);
-    if (download_policy_check(policy, url, canon, sizeof canon, err, sizeof err) != CG_OK) {
-        download_policy_destroy(&policy);
-        return tool_error(DOWNLOAD_E_REFUSED, "%s", err);
-    }
+    const char *url = json_string_value(jurl);
     struct download_job *j = calloc(1, sizeof *j);
-    if (!j) {
-        download_policy_destroy(&policy);
+    if (!j)
         return tool_error("MemoryError", "out of memory");
-    }
-    *j = (struct download_job){ .base = { &download_ops }, .done = { -1, -1 },
-                                .policy = policy, .root = AT_FDCWD, .uid = (uid_t)-1,
+    *j = (struct download_job){ .base = { &download_ops }, .result = -1, .uid = (uid_t)-1,
                                 .gid = (gid_t)-1 };
-    j->url = strdup(url);
-    j->path = json_is_string(jpath) ? strdup(json_string_value(jpath)) : default_name(canon);
-    if (!j->url || !j->path || pipe2(j->done, O_CLOEXEC | O_NONBLOCK) < 0) {
-        error = tool_error("OSError", "cannot start the download: %s", strerror(errno));
+    path = json_is_string(jpath) ? strdup(json_string_value(jpath)) : default_name(url);
+    if (!path) {
+        error = tool_error("MemoryError", "out of memory");
         goto fail;
     }
-    if (k->box) {
-        if (!writable_place(j->path)) {
-            error = tool_error("PermissionError", "%s: downloads go under %s or /tmp",
-                               j->path, BOX_HOME);
-            goto fail;
-        }
-        if (boxfs_root_open(box_init_pid(k->box), &j->root, err, sizeof err) != CG_OK
-            || boxfs_home_owner(j->root, &j->uid, &j->gid, err, sizeof err) != CG_OK) {
-            error = tool_error("OSError", "%s", err);
-            goto fail;
-        }
-    }
-    if (pthread_create(&j->thread, NULL, download_main, j) != 0) {
-        error = tool_error("OSError", "cannot start the download's thread");
+    if (fetch_program(prog, sizeof prog) < 0 || access(prog, X_OK) < 0) {
+        error = tool_error("DownloadFailed", "cellgate-fetch is missing beside the kernel's "
+                           "binary (%s)", prog);
         goto fail;
     }
-    j->running = true;
+    if ((error = create_file(k, j, path)))
+        goto fail;
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        error = tool_error("OSError", "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    /* It runs beside the kernel, with the kernel's environment: the policy
+     * (CELLGATE_DOWNLOAD_*) is the operator's. */
+    const char *argv[] = { prog, url, NULL };
+    struct spawn_fd fds[] = { { 3, boxfs_fd(j->file) }, { 4, pipefd[1] } };
+    struct spawn_spec spec = { .argv = argv, .envp = (const char *const *)environ,
+                               .fds = fds, .n_fds = 2 };
+    if (spawn_plain()->start(spawn_plain(), &spec, &j->pid, err, sizeof err) != CG_OK) {
+        error = tool_error("DownloadFailed", "%s", err);
+        goto fail;
+    }
+    close(pipefd[1]);
+    j->result = pipefd[0];
+    fcntl(j->result, F_SETFL, O_NONBLOCK);
+    free(path);
     *job = &j->base;
     return NULL;
 fail:
+    if (pipefd[0] >= 0)
+        close(pipefd[0]);
+    if (pipefd[1] >= 0)
+        close(pipefd[1]);
+    free(path);
     download_destroy(&j->base);
     return error;
 }

@@ -286,11 +286,11 @@ exec_interrupt(struct kernel *k, struct tool_job *job)
 }
 
 static bool
-exec_exited(struct kernel *k, struct tool_job *job, pid_t pid, int status)
+exec_exited(struct kernel *k, struct tool_job *job, pid_t pid, int status, bool boxed)
 {
     struct exec_job *j = (struct exec_job *)job;
 
-    if (pid != j->pid || j->exited)
+    if (pid != j->pid || j->exited || boxed != (j->sp != spawn_plain()))
         return false;
     j->exited = true;
     j->status = status;
@@ -692,11 +692,11 @@ sessions_service(struct kernel *k, const zmq_pollitem_t *items, size_t n)
 }
 
 bool
-sessions_exited(struct kernel *k, pid_t pid, int status)
+sessions_exited(struct kernel *k, pid_t pid, int status, bool boxed)
 {
     for (size_t i = 0; i < SESSIONS_MAX; i++) {
         struct session *s = k->tools->sessions[i];
-        if (!s || s->pid != pid)
+        if (!s || s->pid != pid || boxed != (s->sp != spawn_plain()))
             continue;
         s->ended = true;
         s->status = status;
@@ -882,8 +882,9 @@ session_job_interrupt(struct kernel *k, struct tool_job *job)
 }
 
 static bool
-session_job_exited(struct kernel *k, struct tool_job *job, pid_t pid, int status)
+session_job_exited(struct kernel *k, struct tool_job *job, pid_t pid, int status, bool boxed)
 {
+    (void)boxed;
     (void)k;
     (void)job;
     (void)pid;

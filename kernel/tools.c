@@ -253,15 +253,15 @@ tools_interrupt(struct kernel *k)
 }
 
 bool
-tools_exited(struct kernel *k, pid_t pid, int status)
+tools_exited(struct kernel *k, pid_t pid, int status, bool boxed)
 {
     struct tools *ts = k->tools;
 
     if (!ts)
         return false;
-    if (ts->job && ts->job->ops->exited(k, ts->job, pid, status))
+    if (ts->job && ts->job->ops->exited(k, ts->job, pid, status, boxed))
         return true;
-    return sessions_exited(k, pid, status);
+    return sessions_exited(k, pid, status, boxed);
 }
 
 void

@@ -41,13 +41,14 @@ json_t *tools_comm_info(const struct kernel *k, const char *target);
  * poll (at most TOOLS_POLL_ITEMS items: the job's and the exec sessions'),
  * serves them after polling, calls tools_tick each turn (it returns the
  * next deadline in monotonic seconds, 0 for none), routes interrupts and
- * ended processes here. tools_destroy kills every tool process, at exit.
+ * ended processes here (boxed: a pid the box's init reported, else one the
+ * kernel reaped). tools_destroy kills every tool process, at exit.
  */
 size_t tools_poll_items(struct kernel *k, zmq_pollitem_t *items);
 void tools_service(struct kernel *k, const zmq_pollitem_t *items, size_t n);
 double tools_tick(struct kernel *k);
 void tools_interrupt(struct kernel *k);
-bool tools_exited(struct kernel *k, pid_t pid, int status);
+bool tools_exited(struct kernel *k, pid_t pid, int status, bool boxed);
 void tools_destroy(struct kernel *k);
 
 /* Ends the running job, if any, with an error result (ename, why). */

@@ -40,8 +40,9 @@ struct job_ops {
     double (*tick)(struct kernel *k, struct tool_job *job, double now);
     /* The client interrupted the kernel. */
     void (*interrupt)(struct kernel *k, struct tool_job *job);
-    /* A process ended (wait status); true if it was the job's. */
-    bool (*exited)(struct kernel *k, struct tool_job *job, pid_t pid, int status);
+    /* A process ended (wait status; boxed: pid is the box's, else the
+     * host's); true if it was the job's. */
+    bool (*exited)(struct kernel *k, struct tool_job *job, pid_t pid, int status, bool boxed);
     /* Frees the job (its processes are the job's to kill first). */
     void (*destroy)(struct tool_job *job);
 };
@@ -105,7 +106,7 @@ json_t *tool_feed(struct kernel *k, const wire_msg_t *req, json_t *data, struct 
  * the time (a program's output must not block it). */
 size_t sessions_poll(struct kernel *k, zmq_pollitem_t *items, size_t max);
 void sessions_service(struct kernel *k, const zmq_pollitem_t *items, size_t n);
-bool sessions_exited(struct kernel *k, pid_t pid, int status);
+bool sessions_exited(struct kernel *k, pid_t pid, int status, bool boxed);
 void sessions_destroy(struct kernel *k);
 
 
