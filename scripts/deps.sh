@@ -19,7 +19,7 @@ PKGS=(
   # `cellgate doctor` and gets no kernelspec; swift has no Debian package)
   nodejs ruby php-cli golang-go default-jdk-headless rustc kotlin
   # tools the test suite uses
-  valgrind procps
+  valgrind procps openssl
 )
 
 missing=()

@@ -235,3 +235,32 @@ def test_without_the_box(kernel_factory, server, tmp_path):
     r = download(kc, url=f"{server}/file.bin", path=str(tmp_path / "plain" / "f.bin"))
     assert r["status"] == "ok"
     assert (tmp_path / "plain" / "f.bin").read_bytes() == BODY
+
+
+def test_tls_is_verified(kernel_factory, tmp_path):
+    """An https server on 127.0.0.1 with a self-signed certificate: the
+    download fails on the certificate, and nothing is written."""
+    import shutil
+    import ssl
+    import subprocess
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl to make a certificate")
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    "/CN=127.0.0.1", "-days", "1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{srv.server_address[1]}/file.bin"
+        km, kc = kernel_factory("cellgate-python", env={
+            "CELLGATE_DOWNLOAD_ALLOW": url, "CELLGATE_DOWNLOAD_ALLOW_PRIVATE": "1"})
+        r = download(kc, url=url, path="tls.bin")
+        assert r["status"] == "error" and r["ename"] == "DownloadFailed"
+        assert "certificate" in r["evalue"].lower() or "ssl" in r["evalue"].lower(), r
+        assert box_run(kc, "import os\nprint(sorted(os.listdir('.')))") == "[]\n"
+    finally:
+        srv.shutdown()
