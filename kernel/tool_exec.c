@@ -792,6 +792,7 @@ session_start(struct kernel *k, const char *name, json_t **error)
         goto fail;
     }
     s->master = -1;
+    s->unread.keep_tail = true; /* a long-running program's latest output matters */
     if (open_terminal(&s->master, &slave) != CG_OK) {
         *error = tool_error("OSError", "cannot open a terminal: %s", strerror(errno));
         goto fail;

@@ -287,11 +287,31 @@ tools_destroy(struct kernel *k)
 
 /* ---- what tools share ------------------------------------------------------ */
 
-/* Keeps len bytes of valid UTF-8 in out, up to TOOL_OUTPUT_MAX. */
+/* Drops the oldest bytes of out so that at most keep remain, starting on
+ * a character. */
+static void
+output_drop_front(struct tool_output *out, size_t keep)
+{
+    if (out->len <= keep)
+        return;
+    size_t cut = out->len - keep;
+    while (cut < out->len && ((unsigned char)out->text[cut] & 0xC0) == 0x80)
+        cut++; /* not in the middle of a character */
+    memmove(out->text, out->text + cut, out->len - cut + 1);
+    out->len -= cut;
+    out->dropped += cut;
+}
+
+/* Keeps len bytes of valid UTF-8 in out: up to TOOL_OUTPUT_MAX of the
+ * first bytes, or with keep_tail the last TOOL_OUTPUT_MAX (compacted when
+ * twice that is reached, so a flood costs one move per megabyte). */
 static void
 output_keep(struct tool_output *out, const char *text, size_t len)
 {
-    size_t room = out->len < TOOL_OUTPUT_MAX ? TOOL_OUTPUT_MAX - out->len : 0;
+    size_t max = out->keep_tail ? 2 * TOOL_OUTPUT_MAX : TOOL_OUTPUT_MAX;
+    if (out->keep_tail && out->len + len > max)
+        output_drop_front(out, len < TOOL_OUTPUT_MAX ? TOOL_OUTPUT_MAX - len : 0);
+    size_t room = out->len < max ? max - out->len : 0;
     size_t n = len <= room ? len : utf8_complete_prefix(text, room);
 
     if (out->len + n + 1 > out->cap) {
@@ -369,16 +389,23 @@ json_t *
 tool_output_take(struct tool_output *out)
 {
     json_t *s;
+    char note[160];
 
-    if (out->dropped) {
-        char note[160];
+    if (out->keep_tail)
+        output_drop_front(out, TOOL_OUTPUT_MAX);
+    if (out->dropped && out->keep_tail) {
+        snprintf(note, sizeof note, "[cellgate: %zu earlier bytes of output are not in this "
+                 "reply]\n", out->dropped);
+        s = json_pack("s+", note, out->text ? out->text : "");
+    } else if (out->dropped) {
         snprintf(note, sizeof note, "\n[cellgate: %zu more bytes of output are not in this "
                  "reply]\n", out->dropped);
-        s = json_pack("s++", out->text ? out->text : "", "", note);
+        s = json_pack("s+", out->text ? out->text : "", note);
     } else {
         s = json_stringn(out->text ? out->text : "", out->len);
     }
     free(out->text);
-    *out = (struct tool_output){ .published = out->published, .limit_hit = out->limit_hit };
+    *out = (struct tool_output){ .published = out->published, .limit_hit = out->limit_hit,
+                                 .keep_tail = out->keep_tail };
     return s;
 }

@@ -72,8 +72,9 @@ const wire_msg_t *tools_job_req(const struct kernel *k);
  * Output of a tool, as it arrives: bytes of stream name are made valid
  * UTF-8 (a sequence cut at the end of a read waits in carry for the next),
  * published on IOPub with parent (until the kernel's output limit, then a
- * notice once) and kept in *keep (up to TOOL_OUTPUT_MAX; later bytes are
- * counted in *dropped). keep may be NULL.
+ * notice once; parent may be NULL) and kept in out (TOOL_OUTPUT_MAX bytes:
+ * the first, or the last with keep_tail; the others are counted in
+ * dropped).
  */
 struct tool_text {
     char carry[4];
@@ -82,7 +83,8 @@ struct tool_text {
 struct tool_output {
     char *text;          /* NUL-terminated, or NULL before any output */
     size_t len, cap;
-    size_t dropped;      /* bytes past TOOL_OUTPUT_MAX */
+    size_t dropped;      /* bytes left out (past TOOL_OUTPUT_MAX) */
+    bool keep_tail;      /* keep the last bytes, not the first */
     size_t published;    /* bytes sent on IOPub, for the output limit */
     bool limit_hit;
 };

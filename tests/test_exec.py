@@ -288,7 +288,7 @@ def test_shutdown_ends_session_processes(kernel_factory, sandbox):
     km, kc = kernel_factory("cellgate-python", env={"CELLGATE_SANDBOX": sandbox})
     ex(kc, cmd="sleep 313 & sleep 314 & disown; sleep 315 | cat &", session_name="s")
     pid = kernel_pid(km)
-    assert sum("sleep 31" in d for d in descendants_cmdlines(pid)) == 3
+    assert wait_until(lambda: sum("sleep 31" in d for d in descendants_cmdlines(pid)) == 3, 5)
     kc.stop_channels()
     km.shutdown_kernel(now=False)
     assert wait_until(lambda: not [p for p in os.listdir("/proc") if p.isdigit()
@@ -368,3 +368,12 @@ def _exe(pid):
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return None
+
+
+def test_session_reply_keeps_the_latest_output(kernel):
+    km, kc = kernel
+    r, out = ex(kc, cmd="head -c 3000000 /dev/zero | tr '\\0' y; echo; echo END",
+                session_name="s")
+    assert r["exit_code"] == 0 and r["output"].endswith("y\nEND\n")
+    assert r["output"].startswith("[cellgate: ") and "earlier bytes" in r["output"]
+    assert len(r["output"]) <= (1 << 20) + 100
