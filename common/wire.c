@@ -282,9 +282,20 @@ wire_decode(wire_t *w, const wire_frame_t *frames, size_t n, wire_msg_t **out,
     json_t **slots[4] = { &m->header, &m->parent, &m->metadata, &m->content };
     for (int i = 0; i < 4; i++) {
         *slots[i] = parse_object(&parts[i], names[i], err, errlen);
-        if (!*slots[i]) {
+        if (!*slots[i] && i == 0) {
             rc = CG_EINVAL;
             goto fail;
+        }
+        if (!*slots[i]) {
+            /* The sender can still be told: keep the first reason. */
+            if (!m->malformed && !(m->malformed = strdup(err))) {
+                rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+                goto fail;
+            }
+            if (!(*slots[i] = json_object())) {
+                rc = cg_fail(err, errlen, CG_ENOMEM, "out of memory");
+                goto fail;
+            }
         }
     }
     if (!json_is_string(json_object_get(m->header, "msg_type"))
@@ -511,6 +522,7 @@ wire_msg_destroy(wire_msg_t **mp)
     json_decref(m->metadata);
     json_decref(m->content);
     free(m->content_json);
+    free(m->malformed);
     free(m);
     *mp = NULL;
 }

@@ -54,6 +54,9 @@ typedef struct {
                                 (valid JSON object text), sent instead */
     wire_buf_t *buffers;     /* binary buffers, rarely used */
     size_t n_buffers;
+    char *malformed;         /* received: why parent_header, metadata or
+                                content could not be decoded (they are
+                                then empty objects), or NULL */
 } wire_msg_t;
 
 /*
@@ -75,11 +78,14 @@ const char *wire_session(const wire_t *w);
 
 /*
  * Verifies and decodes n received frames into a new message (*out, owned
- * by the caller). Returns CG_OK, or CG_EINVAL (no delimiter, bad JSON,
- * missing header fields), CG_ETOOBIG (bounds), CG_ESIG (signature missing,
- * wrong length, wrong) or CG_EREPLAY (signature seen before), with err
- * filled; *out is NULL then. A message is remembered for replay checks only
- * after its signature verified.
+ * by the caller). Returns CG_OK, or CG_EINVAL (no delimiter, bad JSON
+ * header, missing header fields), CG_ETOOBIG (bounds), CG_ESIG (signature
+ * missing, wrong length, wrong) or CG_EREPLAY (signature seen before), with
+ * err filled; *out is NULL then. A signed message with a good header but a
+ * parent_header, metadata or content that is not a JSON object is CG_OK
+ * with those empty and m->malformed saying why, so it can be answered. A
+ * message is remembered for replay checks only after its signature
+ * verified.
  */
 int wire_decode(wire_t *w, const wire_frame_t *frames, size_t n,
                 wire_msg_t **out, char *err, size_t errlen);

@@ -297,7 +297,14 @@ serve(struct kernel *k, enum channel ch, wire_msg_t *req, bool abort)
             h = &handlers[i];
     kernel_publish_status(k, req, "busy");
     k->aborting = abort;
-    if (!h) {
+    if (req->malformed) {
+        /* Signed, so from a client that holds the key: say what is wrong. */
+        log_warn("%s on %s: %s", type, ch == CH_SHELL ? "shell" : "control", req->malformed);
+        size_t n = strlen(type);
+        if (n > 8 && strcmp(type + n - 8, "_request") == 0)
+            kernel_reply(k, sock, req, kernel_error_content("BadRequest", req->malformed));
+        kernel_publish_status(k, req, "idle");
+    } else if (!h) {
         log_warn("unknown message type \"%s\" on %s: ignored", type,
                  ch == CH_SHELL ? "shell" : "control");
         kernel_publish_status(k, req, "idle");

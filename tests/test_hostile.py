@@ -119,18 +119,36 @@ def test_malformed_frames_dropped(raw, frames):
     assert raw.replies(0.5) == []
 
 
-@pytest.mark.parametrize("part,bad", [
-    (0, b"{not json"),
-    (0, b"[1, 2]"),
-    (0, b'{"msg_id": "x"}'),  # no msg_type
-    (3, b"\xff\xfe"),  # not UTF-8
-    (1, b"{" * 100000),  # deep nesting
+@pytest.mark.parametrize("bad", [
+    b"{not json",
+    b"[1, 2]",
+    b'{"msg_id": "x"}',  # no msg_type
 ])
-def test_signed_but_malformed_json_dropped(raw, part, bad):
+def test_signed_but_malformed_header_dropped(raw, bad):
     p = raw.parts("kernel_info_request")
-    p[part] = bad
+    p[0] = bad
     raw.send([b"<IDS|MSG>", raw.sign(p)] + p)
     assert raw.replies(0.5) == []
+
+
+@pytest.mark.parametrize("part,bad,why", [
+    (3, b"\xff\xfe", "content is not JSON"),  # not UTF-8
+    (3, b'{"code": "a\\u0000b"}', "content is not JSON"),  # NUL: jansson refuses it
+    (3, b"[]", "content is not a JSON object"),
+    (1, b"{" * 100000, "parent_header is not JSON"),  # deep nesting
+])
+def test_signed_request_with_malformed_content_gets_an_error(raw, part, bad, why):
+    """A signed request whose header is good is answered, with what is wrong."""
+    p = raw.parts("execute_request")
+    p[part] = bad
+    raw.send([b"<IDS|MSG>", raw.sign(p)] + p)
+    replies = raw.replies()
+    assert reply_types(replies) == ["execute_reply"]
+    content = json.loads(replies[0][-1])
+    assert content["status"] == "error" and content["ename"] == "BadRequest"
+    assert content["evalue"].startswith(why)
+    raw.send(raw.signed("kernel_info_request"))
+    assert reply_types(raw.replies()) == ["kernel_info_reply"]
 
 
 def test_unknown_message_type_ignored(raw):

@@ -195,6 +195,36 @@ test_malformed(void **state)
     assert_int_equal(wire_decode(w, ok, 7, &m, err, sizeof err), CG_OK);
     assert_int_equal(m->n_buffers, 1); /* a binary buffer survives */
     assert_int_equal(m->buffers[0].len, 2);
+    assert_null(m->malformed);
+    wire_msg_destroy(&m);
+    wire_destroy(&w);
+}
+
+/* A good header with a bad parent, metadata or content is decoded (to be
+ * answered): those become empty objects and malformed says why. */
+static void
+test_malformed_content_kept(void **state)
+{
+    (void)state;
+    wire_t *w = wire_new("", "", 0, NULL, 0);
+    wire_msg_t *m = NULL;
+    char err[256];
+    wire_frame_t bad_content[] = { { "<IDS|MSG>", 9 }, { "", 0 },
+                                   { "{\"msg_id\":\"1\",\"msg_type\":\"x\"}", 29 },
+                                   { "{}", 2 }, { "{}", 2 }, { "{\"a\":\"\\u0000\"}", 14 } };
+    wire_frame_t bad_parent[] = { { "<IDS|MSG>", 9 }, { "", 0 },
+                                  { "{\"msg_id\":\"1\",\"msg_type\":\"x\"}", 29 },
+                                  { "[]", 2 }, { "{}", 2 }, { "{\"code\":\"1\"}", 12 } };
+
+    assert_int_equal(wire_decode(w, bad_content, 6, &m, err, sizeof err), CG_OK);
+    assert_non_null(m->malformed);
+    assert_non_null(strstr(m->malformed, "content is not JSON"));
+    assert_int_equal(json_object_size(m->content), 0);
+    wire_msg_destroy(&m);
+    assert_int_equal(wire_decode(w, bad_parent, 6, &m, err, sizeof err), CG_OK);
+    assert_non_null(strstr(m->malformed, "parent_header is not a JSON object"));
+    assert_true(json_is_object(m->parent));
+    assert_string_equal(json_string_value(json_object_get(m->content, "code")), "1");
     wire_msg_destroy(&m);
     wire_destroy(&w);
 }
@@ -304,6 +334,7 @@ main(void)
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_replay_window_bounded),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_malformed_content_kept),
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_unsupported_scheme),
         cmocka_unit_test(test_msg_new_reply),
