@@ -1,7 +1,9 @@
 /*
  * tools.c - comms for the client's tools (see tools.h). Each tool is one
  * row of the table below: a target name and a function from the request's
- * data to its result ({"status": "ok", ...} or an error object).
+ * data to its result ({"status": "ok", ...} or an error object), or to a
+ * job that runs on in the loop and ends with tools_finish() (tools_impl.h).
+ * Also here: open_image, and the output handling jobs share.
  */
 #include "tools_impl.h"
 
