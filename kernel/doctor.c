@@ -5,6 +5,7 @@
 
 #include "../sandbox/box.h"
 #include "langs.h"
+#include "tools.h"
 #include "version.h"
 
 #include <errno.h>
@@ -102,6 +103,10 @@ doctor_run(void)
         }
     }
     print_sandbox();
+    char fetch[4200];
+    bool fetch_ok = tools_fetch_program(fetch, sizeof fetch) == 0 && access(fetch, X_OK) == 0;
+    printf("\ntools:\n  cellgate.download    %s %s\n", fetch_ok ? "yes" : "NO: missing",
+           fetch_ok ? fetch : "cellgate-fetch beside this binary");
     zmq_version(&major, &minor, &patch);
     printf("\nlibraries:\n  libzmq     %d.%d.%d\n  libsodium  %s\n  jansson    %s\n", major,
            minor, patch, sodium_version_string(), jansson_version_str());

@@ -201,9 +201,8 @@ writable_place(const char *path)
            || strncmp(path, "/tmp/", 5) == 0;
 }
 
-/* cellgate-fetch's path: beside the running kernel's binary. */
-static int
-fetch_program(char *buf, size_t len)
+int
+tools_fetch_program(char *buf, size_t len)
 {
     ssize_t n = readlink("/proc/self/exe", buf, len - 32);
 
@@ -271,7 +270,7 @@ tool_download(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool
         error = tool_error("MemoryError", "out of memory");
         goto fail;
     }
-    if (fetch_program(prog, sizeof prog) < 0 || access(prog, X_OK) < 0) {
+    if (tools_fetch_program(prog, sizeof prog) < 0 || access(prog, X_OK) < 0) {
         error = tool_error("DownloadFailed", "cellgate-fetch is missing beside the kernel's "
                            "binary (%s)", prog);
         goto fail;

@@ -51,6 +51,9 @@ void tools_interrupt(struct kernel *k);
 bool tools_exited(struct kernel *k, pid_t pid, int status, bool boxed);
 void tools_destroy(struct kernel *k);
 
+/* cellgate-fetch's path (beside the running binary) into buf; 0 or -1. */
+int tools_fetch_program(char *buf, size_t len);
+
 /* Ends the running job, if any, with an error result (ename, why). */
 void tools_abort(struct kernel *k, const char *ename, const char *why);
 

@@ -83,3 +83,5 @@ def test_doctor():
     assert "bash       yes  /bin/bash            5." in r.stdout
     assert "libzmq" in r.stdout and "libsodium" in r.stdout and "jansson" in r.stdout
     assert "user namespaces" in r.stdout
+    fetch = os.path.join(os.path.dirname(CELLGATE), "cellgate-fetch")
+    assert f"cellgate.download    yes {fetch}" in r.stdout
