@@ -105,7 +105,7 @@ doctor_run(void)
     print_sandbox();
     char fetch[4200];
     bool fetch_ok = tools_fetch_program(fetch, sizeof fetch) == 0 && access(fetch, X_OK) == 0;
-    printf("\ntools:\n  cellgate.download    %s %s\n", fetch_ok ? "yes" : "NO: missing",
+    printf("\ntools:\n  cellgate.download    %s %s\n", fetch_ok ? "by" : "UNAVAILABLE: no",
            fetch_ok ? fetch : "cellgate-fetch beside this binary");
     zmq_version(&major, &minor, &patch);
     printf("\nlibraries:\n  libzmq     %d.%d.%d\n  libsodium  %s\n  jansson    %s\n", major,

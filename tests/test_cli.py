@@ -84,4 +84,4 @@ def test_doctor():
     assert "libzmq" in r.stdout and "libsodium" in r.stdout and "jansson" in r.stdout
     assert "user namespaces" in r.stdout
     fetch = os.path.join(os.path.dirname(CELLGATE), "cellgate-fetch")
-    assert f"cellgate.download    yes {fetch}" in r.stdout
+    assert f"cellgate.download    by {fetch}" in r.stdout
