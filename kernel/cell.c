@@ -359,10 +359,12 @@ output_parent(struct kernel *k, struct runtime *rt)
 
 /* Applies the per-cell output limit; returns how many bytes of len may go
  * out (0 once the limit was hit), publishing the notice when it is hit.
- * text is the output, published up to the limit, or NULL for output that
- * is not text (a display) and goes out whole or not at all. */
+ * text is the output of stream name, published up to the limit, or NULL
+ * for output that is not text (a display) and goes out whole or not at
+ * all. */
 static size_t
-output_allowance(struct kernel *k, struct runtime *rt, const char *text, size_t len)
+output_allowance(struct kernel *k, struct runtime *rt, const char *name, const char *text,
+                 size_t len)
 {
     struct pending *p = &k->p;
     char note[256];
@@ -379,7 +381,7 @@ output_allowance(struct kernel *k, struct runtime *rt, const char *text, size_t 
     p->out_bytes = k->output_limit;
     p->limit_hit = true;
     if (room)
-        kernel_publish_stream(k, p->req, "stdout", text, room);
+        kernel_publish_stream(k, p->req, name, text, room);
     snprintf(note, sizeof note, "\n[cellgate: this cell's output passed the limit of %zu bytes; "
              "the rest of its output is discarded. The limit is set with --output-limit or "
              "CELLGATE_OUTPUT_LIMIT.]\n", k->output_limit);
@@ -394,7 +396,7 @@ cell_output_allowed(struct kernel *k, size_t len)
 {
     if (k->p.kind != PR_EXECUTE)
         return true;
-    return output_allowance(k, k->p.rt, NULL, len) != 0 || !k->p.limit_hit;
+    return output_allowance(k, k->p.rt, "stdout", NULL, len) != 0 || !k->p.limit_hit;
 }
 
 static void
@@ -402,7 +404,7 @@ on_stream(void *ctx, struct runtime *rt, const char *name, const char *text, siz
 {
     struct kernel *k = ctx;
 
-    if (output_allowance(k, rt, text, len) == 0 && len)
+    if (output_allowance(k, rt, name, text, len) == 0 && len)
         return;
     kernel_publish_stream(k, output_parent(k, rt), name, text, len);
 }
@@ -446,7 +448,7 @@ on_record(void *ctx, struct runtime *rt, json_t *rec)
                     json_pack("{s:b}", "wait", json_is_true(json_object_get(rec, "wait"))));
             return;
         }
-        if (exec && output_allowance(k, rt, NULL, data_size(rec)) == 0 && p->limit_hit)
+        if (exec && output_allowance(k, rt, "stdout", NULL, data_size(rec)) == 0 && p->limit_hit)
             return;
         bool update = json_is_true(json_object_get(rec, "update"));
         kernel_publish(k, parent, update ? "update_display_data" : "display_data", mime_content(rec));
