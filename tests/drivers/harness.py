@@ -376,6 +376,17 @@ def ok(cell):
     return cell
 
 
+def check_is_complete(driver, code, status, indent):
+    """An is_complete request answers status, with indent only when
+    incomplete."""
+    reply = driver.request("is_complete", code=code)
+    assert reply["status"] == status
+    if status == "incomplete":
+        assert reply["indent"] == indent
+    else:
+        assert "indent" not in reply
+
+
 def wait_for_stdout(driver, text, timeout=TIMEOUT):
     """Read records until a stdout stream containing text; return them
     (fails if the cell ends first)."""

@@ -243,10 +243,7 @@ def test_stray_input_reply_is_ignored(driver):
     (")", "invalid", None),
 ])
 def test_is_complete(driver, code, status, indent):
-    reply = driver.request("is_complete", code=code)
-    assert reply["status"] == status
-    if status == "incomplete":
-        assert reply["indent"] == indent
+    harness.check_is_complete(driver, code, status, indent)
 
 
 def test_complete(driver):

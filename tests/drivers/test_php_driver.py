@@ -341,12 +341,7 @@ def test_inspect(driver):
     (")", "invalid", None),
 ])
 def test_is_complete(driver, code, status, indent):
-    reply = driver.request("is_complete", code=code)
-    assert reply["status"] == status
-    if status == "incomplete":
-        assert reply["indent"] == indent
-    else:
-        assert "indent" not in reply
+    harness.check_is_complete(driver, code, status, indent)
 
 
 # ---------------------------------------------------------------------------

@@ -681,12 +681,7 @@ def test_inspect_never_calls_user_objects(driver):
     ("for f in files:\n    !echo {f}", "incomplete", "    "),
 ])
 def test_is_complete(driver, code, status, indent):
-    reply = driver.request("is_complete", code=code)
-    assert reply["status"] == status
-    if status == "incomplete":
-        assert reply["indent"] == indent
-    else:
-        assert "indent" not in reply
+    harness.check_is_complete(driver, code, status, indent)
 
 
 # ---------------------------------------------------------------------------

@@ -216,10 +216,7 @@ def test_interrupt_during_input(fresh):
     ("def f(x)\n  x\nend", "complete", None),
 ])
 def test_is_complete(driver, code, status, indent):
-    reply = driver.request("is_complete", code=code)
-    assert reply["status"] == status
-    if status == "incomplete":
-        assert reply["indent"] == indent
+    harness.check_is_complete(driver, code, status, indent)
 
 
 def test_complete(driver):
