@@ -357,8 +357,10 @@ output_parent(struct kernel *k, struct runtime *rt)
     return k->last_exec;
 }
 
-/* Applies the per-cell output limit; returns how many bytes of len may go
- * out (0 once the limit was hit), publishing the notice when it is hit.
+/* Applies the output limit of the pending request (a cell, for output of
+ * its runtime; or a tool, whose rt is NULL); returns how many bytes of len
+ * may go out (0 once the limit was hit), publishing the notice when it is
+ * hit. Other output is not limited.
  * text is the output of stream name, published up to the limit, or NULL
  * for output that is not text (a display) and goes out whole or not at
  * all. */
@@ -369,7 +371,7 @@ output_allowance(struct kernel *k, struct runtime *rt, const char *name, const c
     struct pending *p = &k->p;
     char note[256];
 
-    if (p->kind != PR_EXECUTE || p->rt != rt || k->output_limit == 0)
+    if ((p->kind != PR_EXECUTE && p->kind != PR_TOOL) || p->rt != rt || k->output_limit == 0)
         return len;
     if (p->limit_hit)
         return 0;
@@ -382,21 +384,25 @@ output_allowance(struct kernel *k, struct runtime *rt, const char *name, const c
     p->limit_hit = true;
     if (room)
         kernel_publish_stream(k, p->req, name, text, room);
-    snprintf(note, sizeof note, "\n[cellgate: this cell's output passed the limit of %zu bytes; "
+    snprintf(note, sizeof note, "\n[cellgate: this %s's output passed the limit of %zu bytes; "
              "the rest of its output is discarded. The limit is set with --output-limit or "
-             "CELLGATE_OUTPUT_LIMIT.]\n", k->output_limit);
+             "CELLGATE_OUTPUT_LIMIT.]\n", p->kind == PR_TOOL ? "tool" : "cell", k->output_limit);
     kernel_publish_stream(k, p->req, "stderr", note, strlen(note));
     return 0;
 }
 
 /* Output the kernel publishes itself (cellgate-display's) counts against
- * the pending cell's output limit too. */
+ * the pending request's output limit too. */
 bool
 cell_output_allowed(struct kernel *k, size_t len)
 {
-    if (k->p.kind != PR_EXECUTE)
-        return true;
     return output_allowance(k, k->p.rt, "stdout", NULL, len) != 0 || !k->p.limit_hit;
+}
+
+size_t
+cell_output_room(struct kernel *k, const char *name, const char *text, size_t len)
+{
+    return output_allowance(k, NULL, name, text, len);
 }
 
 static void

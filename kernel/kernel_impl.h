@@ -178,9 +178,15 @@ void cell_backlog_fill(struct kernel *k);
 void cell_runtime_ended(struct kernel *k, struct runtime *rt, int status);
 
 /* Charges len bytes of output the kernel publishes itself to the pending
- * execute's output limit: true if they may go out, false once the limit
- * was passed (the cell was told). */
+ * request's output limit (a cell's or a tool's): true if they may go out,
+ * false once the limit was passed (the client was told). */
 bool cell_output_allowed(struct kernel *k, size_t len);
+
+/* A running tool's output of stream name (len bytes of valid UTF-8 text)
+ * against its output limit, as for a cell's: how many bytes to publish
+ * (0 once the limit was hit; the fitting part and the notice are then
+ * published here). */
+size_t cell_output_room(struct kernel *k, const char *name, const char *text, size_t len);
 
 /* ---- handlers.c --------------------------------------------------------- */
 

@@ -207,10 +207,10 @@ exec_read(struct kernel *k, struct exec_job *j, int i)
     ssize_t n = read(j->fd[i], buf, sizeof buf);
 
     if (n > 0) {
-        tool_output_add(k, tools_job_req(k), &j->out, &j->cut[i], stream_names[i], buf,
+        tool_output_add(k, true, &j->out, &j->cut[i], stream_names[i], buf,
                         (size_t)n);
     } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-        tool_output_add(k, tools_job_req(k), &j->out, &j->cut[i], stream_names[i], "", 0);
+        tool_output_add(k, true, &j->out, &j->cut[i], stream_names[i], "", 0);
         close(j->fd[i]);
         j->fd[i] = -1;
     }
@@ -225,7 +225,7 @@ exec_maybe_finish(struct kernel *k, struct exec_job *j, double now)
     for (int i = 0; i < 2; i++)
         if (j->fd[i] >= 0) {
             exec_read(k, j, i); /* what is there now; a background child may hold it open */
-            tool_output_add(k, tools_job_req(k), &j->out, &j->cut[i], stream_names[i], "", 0);
+            tool_output_add(k, true, &j->out, &j->cut[i], stream_names[i], "", 0);
         }
     json_t *r = json_pack("{s:s, s:i, s:b, s:o}", "status", "ok", "exit_code",
                           exit_code(j->status), "timed_out", j->timed_out, "output",
@@ -529,8 +529,7 @@ session_text(struct kernel *k, struct session *s, const char *text, size_t len)
 {
     if (!s->ready || len == 0)
         return; /* the shell's start-up noise */
-    struct session_job *j = job_of(k, s);
-    tool_output_add(k, j ? k->p.req : NULL, &s->unread, &s->cut, "stdout", text, len);
+    tool_output_add(k, job_of(k, s) != NULL, &s->unread, &s->cut, "stdout", text, len);
 }
 
 /* What marker callbacks need. */
@@ -627,7 +626,7 @@ session_reply(struct kernel *k, struct session_job *j)
     struct session *s = j->s;
 
     session_flush(k, s);
-    tool_output_add(k, k->p.req, &s->unread, &s->cut, "stdout", "", 0);
+    tool_output_add(k, true, &s->unread, &s->cut, "stdout", "", 0);
     json_t *r = json_pack("{s:s, s:s, s:o, s:b}", "status", "ok", "session_name", s->name,
                           "output", tool_output_take(&s->unread), "running", s->busy);
     if (r && s->finished)
@@ -916,8 +915,6 @@ session_wait(struct session *s, bool feed, double seconds,
     *j = (struct session_job){ .base = { &session_job_ops }, .s = s, .feed = feed,
                                .reply_at = kernel_now() + seconds };
     s->finished = false;
-    s->unread.published = 0;
-    s->unread.limit_hit = false;
     if (s->master >= 0 && s->typing_len)
         session_write(s);
     *job = &j->base;

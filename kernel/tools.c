@@ -146,12 +146,6 @@ tools_finish(struct kernel *k, json_t *result)
     cell_clear(k);
 }
 
-const wire_msg_t *
-tools_job_req(const struct kernel *k)
-{
-    return k->p.kind == PR_TOOL ? k->p.req : NULL;
-}
-
 enum tool_state
 tools_comm_open(struct kernel *k, wire_msg_t *req)
 {
@@ -334,33 +328,9 @@ output_keep(struct tool_output *out, const char *text, size_t len)
     out->dropped += len - n;
 }
 
-/* Publishes len bytes of valid UTF-8 within the kernel's output limit. */
-static void
-output_publish(struct kernel *k, const wire_msg_t *parent, struct tool_output *out,
-               const char *name, const char *text, size_t len)
-{
-    char note[256];
-
-    if (!parent || out->limit_hit)
-        return;
-    if (k->output_limit && out->published + len > k->output_limit) {
-        len = utf8_complete_prefix(text, k->output_limit - out->published);
-        out->limit_hit = true;
-    }
-    if (len)
-        kernel_publish_stream(k, parent, name, text, len);
-    out->published += len;
-    if (out->limit_hit) {
-        snprintf(note, sizeof note, "\n[cellgate: this tool's output passed the limit of %zu "
-                 "bytes; the rest is not shown here (the reply keeps up to %u bytes).]\n",
-                 k->output_limit, TOOL_OUTPUT_MAX);
-        kernel_publish_stream(k, parent, "stderr", note, strlen(note));
-    }
-}
-
 void
-tool_output_add(struct kernel *k, const wire_msg_t *parent, struct tool_output *out,
-                struct tool_text *cut, const char *name, const char *bytes, size_t len)
+tool_output_add(struct kernel *k, bool publish, struct tool_output *out, struct tool_text *cut,
+                const char *name, const char *bytes, size_t len)
 {
     char stack[4096 + 4], *raw = stack;
     size_t total = cut->carry_len + len;
@@ -379,7 +349,9 @@ tool_output_add(struct kernel *k, const wire_msg_t *parent, struct tool_output *
     size_t n = clean == raw ? whole : clean ? utf8_sanitize(raw, whole, clean) : 0;
     if (clean) {
         output_keep(out, clean, n);
-        output_publish(k, parent, out, name, clean, n);
+        size_t room = publish && n ? cell_output_room(k, name, clean, n) : 0;
+        if (room)
+            kernel_publish_stream(k, k->p.req, name, clean, room);
     }
     if (clean != raw)
         free(clean);
@@ -407,7 +379,6 @@ tool_output_take(struct tool_output *out)
         s = json_stringn(out->text ? out->text : "", out->len);
     }
     free(out->text);
-    *out = (struct tool_output){ .published = out->published, .limit_hit = out->limit_hit,
-                                 .keep_tail = out->keep_tail };
+    *out = (struct tool_output){ .keep_tail = out->keep_tail };
     return s;
 }

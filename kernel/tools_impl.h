@@ -65,16 +65,13 @@ json_t *tool_error(const char *ename, const char *fmt, ...) __attribute__((forma
  * idle, and destroys the job. */
 void tools_finish(struct kernel *k, json_t *result);
 
-/* The request the running job serves (the parent of its output). */
-const wire_msg_t *tools_job_req(const struct kernel *k);
-
 /*
  * Output of a tool, as it arrives: bytes of stream name are made valid
  * UTF-8 (a sequence cut at the end of a read waits in carry for the next),
- * published on IOPub with parent (until the kernel's output limit, then a
- * notice once; parent may be NULL) and kept in out (TOOL_OUTPUT_MAX bytes:
- * the first, or the last with keep_tail; the others are counted in
- * dropped).
+ * published on IOPub if publish (parented by the running tool's request,
+ * within its output limit: cell_output_room) and kept in out
+ * (TOOL_OUTPUT_MAX bytes: the first, or the last with keep_tail; the
+ * others are counted in dropped). len 0 marks the end of the stream.
  */
 struct tool_text {
     char carry[4];
@@ -85,10 +82,8 @@ struct tool_output {
     size_t len, cap;
     size_t dropped;      /* bytes left out (past TOOL_OUTPUT_MAX) */
     bool keep_tail;      /* keep the last bytes, not the first */
-    size_t published;    /* bytes sent on IOPub, for the output limit */
-    bool limit_hit;
 };
-void tool_output_add(struct kernel *k, const wire_msg_t *parent, struct tool_output *out,
+void tool_output_add(struct kernel *k, bool publish, struct tool_output *out,
                      struct tool_text *cut, const char *name, const char *bytes, size_t len);
 
 /* The output as a JSON string, with a note of dropped bytes; resets it. */

@@ -377,3 +377,19 @@ def test_session_reply_keeps_the_latest_output(kernel):
     assert r["exit_code"] == 0 and r["output"].endswith("y\nEND\n")
     assert r["output"].startswith("[cellgate: ") and "earlier bytes" in r["output"]
     assert len(r["output"]) <= (1 << 20) + 100
+
+
+def test_tool_output_has_the_cells_output_limit(kernel_factory):
+    km, kc = kernel_factory("cellgate-python", env={"CELLGATE_OUTPUT_LIMIT": "1000"})
+    for session in (None, "s"):
+        data = {"cmd": "head -c 5000 /dev/zero | tr '\\0' x; echo; echo done"}
+        if session:
+            data["session_name"] = session
+        r, out = ex(kc, **data)
+        shown = "".join(t for name, t in streams(out) if name == "stdout")
+        notes = [t for name, t in streams(out) if name == "stderr"]
+        assert shown == "x" * 1000
+        assert len(notes) == 1 and "this tool's output passed the limit of 1000" in notes[0]
+        assert r["output"] == "x" * 5000 + "\ndone\n"  # the reply keeps it all
+    reply, out = run(kc, "print('y' * 10)")
+    assert stream_text(out, "stdout") == "y" * 10 + "\n"  # a fresh count per request
