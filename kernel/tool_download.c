@@ -245,19 +245,18 @@ create_file(struct kernel *k, struct download_job *j, const char *path)
 json_t *
 tool_download(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool_job **job)
 {
-    json_t *jurl = json_object_get(data, "url"), *jpath = json_object_get(data, "path");
+    json_t *jurl = json_object_get(data, "url");
+    bool bad = false;
+    const char *given = tool_str_member(data, "path", &bad);
     char prog[4200], err[512];
     int pipefd[2] = { -1, -1 };
     json_t *error = NULL;
     char *path = NULL;
 
     (void)req;
-    if (!json_is_string(jurl) || strlen(json_string_value(jurl)) != json_string_length(jurl))
+    if (!tool_text(jurl))
         return tool_error("ValueError", "download needs \"url\"");
-    if (jpath && !json_is_null(jpath)
-        && (!json_is_string(jpath) || !*json_string_value(jpath)
-            || strlen(json_string_value(jpath)) != json_string_length(jpath)
-            || json_string_length(jpath) > 4000))
+    if (bad || (given && (!*given || strlen(given) > 4000)))
         return tool_error("ValueError", "path must be a non-empty string");
     const char *url = json_string_value(jurl);
     struct download_job *j = calloc(1, sizeof *j);
@@ -265,7 +264,7 @@ tool_download(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool
         return tool_error("MemoryError", "out of memory");
     *j = (struct download_job){ .base = { &download_ops }, .result = -1, .uid = (uid_t)-1,
                                 .gid = (gid_t)-1 };
-    path = json_is_string(jpath) ? strdup(json_string_value(jpath)) : default_name(url);
+    path = given ? strdup(given) : default_name(url);
     if (!path) {
         error = tool_error("MemoryError", "out of memory");
         goto fail;

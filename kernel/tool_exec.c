@@ -67,22 +67,6 @@ valid_name(const char *s)
     return true;
 }
 
-/* A string member without NUL bytes, or NULL (and *bad set if present
- * but not such a string). */
-static const char *
-str_member(json_t *data, const char *name, bool *bad)
-{
-    json_t *v = json_object_get(data, name);
-
-    if (!v || json_is_null(v))
-        return NULL;
-    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
-        *bad = true;
-        return NULL;
-    }
-    return json_string_value(v);
-}
-
 /* A session name: 1-63 of [A-Za-z0-9_.-]. */
 static bool
 valid_session(const char *s)
@@ -105,8 +89,7 @@ parse_exec(json_t *data, struct exec_req *r)
     *r = (struct exec_req){ .timeout = EXEC_TIMEOUT };
     if (json_is_string(cmd)) {
         r->cmd = json_string_value(cmd);
-        if (json_string_length(cmd) > CMD_MAX || strlen(r->cmd) != json_string_length(cmd)
-            || !*r->cmd)
+        if (!tool_text(cmd) || json_string_length(cmd) > CMD_MAX || !*r->cmd)
             return tool_error("ValueError", "cmd must be a non-empty string of at most %u bytes "
                               "without NUL", CMD_MAX);
     } else if (json_is_array(cmd) && json_array_size(cmd) >= 1
@@ -114,7 +97,7 @@ parse_exec(json_t *data, struct exec_req *r)
         size_t i, total = 0;
         json_t *a;
         json_array_foreach(cmd, i, a) {
-            if (!json_is_string(a) || strlen(json_string_value(a)) != json_string_length(a))
+            if (!tool_text(a))
                 return tool_error("ValueError", "cmd[%zu] must be a string without NUL", i);
             total += json_string_length(a) + 1;
         }
@@ -125,8 +108,8 @@ parse_exec(json_t *data, struct exec_req *r)
         return tool_error("ValueError", "exec needs \"cmd\": a shell string or an argv list "
                           "(1 to %d strings)", ARGV_MAX);
     }
-    r->session = str_member(data, "session_name", &bad);
-    r->workdir = str_member(data, "workdir", &bad);
+    r->session = tool_str_member(data, "session_name", &bad);
+    r->workdir = tool_str_member(data, "workdir", &bad);
     if (bad)
         return tool_error("ValueError", "session_name and workdir must be strings");
     if (r->session && !valid_session(r->session))
@@ -146,8 +129,7 @@ parse_exec(json_t *data, struct exec_req *r)
             return tool_error("ValueError", "env must be an object of at most %d strings",
                               ENV_MAX);
         json_object_foreach(env, name, v) {
-            if (!valid_name(name) || !json_is_string(v)
-                || strlen(json_string_value(v)) != json_string_length(v)) {
+            if (!valid_name(name) || !tool_text(v)) {
                 exec_req_free(r);
                 return tool_error("ValueError", "env: \"%.64s\" must be a variable name with a "
                                   "string value without NUL", name);
@@ -993,7 +975,7 @@ tool_feed(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool_job
 {
     json_t *chars = json_object_get(data, "chars"), *yield = json_object_get(data, "yield_ms");
     bool bad = false;
-    const char *name = str_member(data, "session_name", &bad);
+    const char *name = tool_str_member(data, "session_name", &bad);
     double ms = FEED_YIELD_MS;
 
     (void)req;

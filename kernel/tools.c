@@ -283,6 +283,26 @@ tools_destroy(struct kernel *k)
 
 /* ---- what tools share ------------------------------------------------------ */
 
+bool
+tool_text(const json_t *v)
+{
+    return json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v);
+}
+
+const char *
+tool_str_member(const json_t *data, const char *name, bool *bad)
+{
+    json_t *v = json_object_get(data, name);
+
+    if (!v || json_is_null(v))
+        return NULL;
+    if (!tool_text(v)) {
+        *bad = true;
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
 /* Drops the oldest bytes of out so that at most keep remain, starting on
  * a character. */
 static void

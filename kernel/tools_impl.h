@@ -60,6 +60,14 @@ typedef json_t *(*tool_fn)(struct kernel *k, const wire_msg_t *req, json_t *data
 /* An error result {"status": "error", ename, evalue}. */
 json_t *tool_error(const char *ename, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* True for a JSON string without NUL bytes (jansson keeps them inside a
+ * string; C code would stop at the first). */
+bool tool_text(const json_t *v);
+
+/* The string member name of data, or NULL when absent or null (and *bad
+ * set when present but not such a string). */
+const char *tool_str_member(const json_t *data, const char *name, bool *bad);
+
 /* Ends the running job with result (stolen): publishes it on the job's
  * comm (and comm_close when the request came with the comm_open), then
  * idle, and destroys the job. */
