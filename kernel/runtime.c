@@ -380,16 +380,14 @@ static int
 deliver_text(struct runtime *rt, const struct rt_sink *sink, const char *name, const char *text,
              size_t len)
 {
-    if (utf8_valid(text, len)) {
-        sink->stream(sink->ctx, rt, name, text, len);
-        return CG_OK;
-    }
-    char *clean = malloc(3 * len + 1);
+    size_t n;
+    const char *clean = utf8_clean(text, len, &n);
+
     if (!clean)
         return CG_ENOMEM;
-    size_t n = utf8_sanitize(text, len, clean);
     sink->stream(sink->ctx, rt, name, clean, n);
-    free(clean);
+    if (clean != text)
+        free((char *)clean);
     return CG_OK;
 }
 

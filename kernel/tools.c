@@ -365,8 +365,8 @@ tool_output_add(struct kernel *k, bool publish, struct tool_output *out, struct 
     size_t whole = len ? utf8_complete_prefix(raw, total) : total;
     cut->carry_len = total - whole;
     memcpy(cut->carry, raw + whole, cut->carry_len);
-    char *clean = utf8_valid(raw, whole) ? raw : malloc(3 * whole + 1);
-    size_t n = clean == raw ? whole : clean ? utf8_sanitize(raw, whole, clean) : 0;
+    size_t n;
+    const char *clean = utf8_clean(raw, whole, &n);
     if (clean) {
         output_keep(out, clean, n);
         size_t room = publish && n ? cell_output_room(k, name, clean, n) : 0;
@@ -374,7 +374,7 @@ tool_output_add(struct kernel *k, bool publish, struct tool_output *out, struct 
             kernel_publish_stream(k, k->p.req, name, clean, room);
     }
     if (clean != raw)
-        free(clean);
+        free((char *)clean);
     if (raw != stack)
         free(raw);
 }

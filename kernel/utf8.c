@@ -4,6 +4,7 @@
 #include "utf8.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Length of the valid sequence starting at s (bounded by len), 0 if the
@@ -130,4 +131,17 @@ utf8_offset(const char *s, size_t len, size_t cp)
             n++;
         }
     return len;
+}
+
+const char *
+utf8_clean(const char *s, size_t len, size_t *out_len)
+{
+    if (utf8_valid(s, len)) {
+        *out_len = len;
+        return s;
+    }
+    char *clean = malloc(3 * len + 1);
+    if (clean)
+        *out_len = utf8_sanitize(s, len, clean);
+    return clean;
 }

@@ -26,6 +26,13 @@ size_t utf8_sanitize(const char *s, size_t len, char *out);
  * would copy it unchanged). */
 bool utf8_valid(const char *s, size_t len);
 
+/*
+ * s[0..len) made valid: s itself when utf8_valid, else a malloc'd copy
+ * made by utf8_sanitize (the caller frees it when it is not s). Sets
+ * *out_len. NULL when out of memory.
+ */
+const char *utf8_clean(const char *s, size_t len, size_t *out_len);
+
 /* Number of code points in the valid UTF-8 string s[0..len). */
 size_t utf8_count(const char *s, size_t len);
 

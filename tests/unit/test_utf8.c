@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
+
 #include "utf8.h"
 
 #include <string.h>
@@ -65,6 +67,23 @@ test_valid(void **state)
 }
 
 static void
+test_clean(void **state)
+{
+    (void)state;
+    const char good[] = "caf\xc3\xa9", bad[] = "a\xff" "b";
+    size_t n;
+    const char *c = utf8_clean(good, 5, &n);
+
+    assert_ptr_equal(c, good); /* valid text is not copied */
+    assert_int_equal(n, 5);
+    c = utf8_clean(bad, 3, &n);
+    assert_ptr_not_equal(c, bad);
+    assert_int_equal(n, 5);
+    assert_memory_equal(c, "a\xef\xbf\xbd" "b", 5);
+    free((char *)c);
+}
+
+static void
 test_offsets(void **state)
 {
     (void)state;
@@ -85,6 +104,7 @@ main(void)
         cmocka_unit_test(test_complete_prefix),
         cmocka_unit_test(test_valid),
         cmocka_unit_test(test_offsets),
+        cmocka_unit_test(test_clean),
     };
     return cmocka_run_group_tests_name("utf8", tests, NULL, NULL);
 }
