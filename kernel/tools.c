@@ -92,6 +92,18 @@ state(struct kernel *k)
     return k->tools;
 }
 
+/* Publishes result (stolen; NULL: out of memory) as the comm_msg on comm
+ * id, and comm_close if close. */
+static void
+answer(struct kernel *k, const wire_msg_t *req, const char *id, bool close, json_t *result)
+{
+    if (!result)
+        result = tool_error("MemoryError", "out of memory");
+    kernel_publish(k, req, "comm_msg", json_pack("{s:s, s:o}", "comm_id", id, "data", result));
+    if (close)
+        kernel_publish(k, req, "comm_close", json_pack("{s:s, s:{}}", "comm_id", id, "data"));
+}
+
 /* Runs one request on comm id: publishes the result as a comm_msg (and
  * comm_close if close), or leaves a job running. Returns TOOL_DONE, or
  * TOOL_PENDING when a job runs on (k->p owns req then). */
@@ -116,11 +128,7 @@ run_tool(struct kernel *k, const struct tool *t, wire_msg_t *req, const char *id
         k->p = (struct pending){ .kind = PR_TOOL, .req = req };
         return TOOL_PENDING;
     }
-    if (!result)
-        result = tool_error("MemoryError", "out of memory");
-    kernel_publish(k, req, "comm_msg", json_pack("{s:s, s:o}", "comm_id", id, "data", result));
-    if (close)
-        kernel_publish(k, req, "comm_close", json_pack("{s:s, s:{}}", "comm_id", id, "data"));
+    answer(k, req, id, close, result);
     return TOOL_DONE;
 }
 
@@ -134,12 +142,7 @@ tools_finish(struct kernel *k, json_t *result)
         json_decref(result);
         return;
     }
-    kernel_publish(k, req, "comm_msg", json_pack("{s:s, s:o}", "comm_id", ts->comm_id, "data",
-                                                 result ? result : tool_error("MemoryError",
-                                                                              "out of memory")));
-    if (ts->close_comm)
-        kernel_publish(k, req, "comm_close",
-                       json_pack("{s:s, s:{}}", "comm_id", ts->comm_id, "data"));
+    answer(k, req, ts->comm_id, ts->close_comm, result);
     ts->job->ops->destroy(ts->job);
     ts->job = NULL;
     kernel_publish_status(k, req, "idle");
