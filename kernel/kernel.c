@@ -235,37 +235,6 @@ serve_signals(struct kernel *k)
     }
 }
 
-/* Kills whatever child processes remain (orphans of runtimes included). */
-static void
-kill_children(void)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    pid_t me = getpid();
-
-    if (!d)
-        return;
-    while ((e = readdir(d))) {
-        char path[64], buf[512];
-        pid_t pid = (pid_t)strtol(e->d_name, NULL, 10);
-        if (pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        const char *rp = strrchr(buf, ')'); /* the comm may contain spaces */
-        long ppid = 0;
-        char state;
-        if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == me)
-            kill(pid, SIGKILL);
-    }
-    closedir(d);
-}
-
 static void *
 heartbeat_main(void *sock)
 {
@@ -320,12 +289,14 @@ teardown(struct kernel *k)
         if (k->rts[i])
             runtime_kill(k->rts[i]);
     tools_destroy(k);
-    kill_children();
+    /* Everything started under us, orphans and disowned jobs included
+     * (we are their subreaper), up to a second for them to die. */
+    spawn_kill_descendants(1000);
     for (size_t i = 0; i < MAX_LANGS; i++)
         runtime_destroy(&k->rts[i]);
     box_destroy(&k->box);
     displayd_destroy(&k->displayd);
-    kill_children();
+    spawn_kill_descendants(1000);
     while (waitpid(-1, NULL, WNOHANG) > 0)
         ;
     cell_clear(k);

@@ -20,7 +20,6 @@
 #include "utf8.h"
 #include "version.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>

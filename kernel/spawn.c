@@ -6,14 +6,18 @@
 
 #include "../common/cgerr.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define STAGING_FD 100 /* sources go here first, so sources and targets never clash */
@@ -167,4 +171,98 @@ spawn_plain(void)
 {
     static struct spawner plain = { .start = plain_start, .signal = plain_signal };
     return &plain;
+}
+
+/* ---- ending every descendant -------------------------------------------- */
+
+struct proc_entry {
+    pid_t pid, ppid;
+    bool doomed;
+};
+
+/* Reads every live (not zombie) process's pid and parent from /proc into
+ * *out; returns how many, or 0 when /proc cannot be read. */
+static size_t
+read_procs(struct proc_entry **out)
+{
+    DIR *d = opendir("/proc");
+    struct proc_entry *v = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+
+    *out = NULL;
+    if (!d)
+        return 0;
+    while ((e = readdir(d))) {
+        char path[64], buf[512], state;
+        long ppid;
+        pid_t pid = (pid_t)strtol(e->d_name, NULL, 10);
+        if (pid <= 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        const char *rp = strrchr(buf, ')'); /* the comm may contain spaces */
+        if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2 || state == 'Z')
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            struct proc_entry *nv = realloc(v, ncap * sizeof *nv);
+            if (!nv)
+                break;
+            v = nv;
+            cap = ncap;
+        }
+        v[n++] = (struct proc_entry){ .pid = pid, .ppid = (pid_t)ppid };
+    }
+    closedir(d);
+    *out = v;
+    return n;
+}
+
+/* Marks the descendants of root in v (parents before children need not
+ * hold, so it repeats until nothing changes) and SIGKILLs them. Returns how
+ * many it signalled. */
+static size_t
+kill_tree(struct proc_entry *v, size_t n, pid_t root)
+{
+    size_t killed = 0;
+    bool changed = true;
+
+    while (changed) {
+        changed = false;
+        for (size_t i = 0; i < n; i++) {
+            if (v[i].doomed)
+                continue;
+            bool below = v[i].ppid == root;
+            for (size_t j = 0; j < n && !below; j++)
+                below = v[j].doomed && v[j].pid == v[i].ppid;
+            if (below) {
+                v[i].doomed = changed = true;
+                kill(v[i].pid, SIGKILL);
+                killed++;
+            }
+        }
+    }
+    return killed;
+}
+
+void
+spawn_kill_descendants(int max_ms)
+{
+    struct timespec pause = { 0, 5 * 1000 * 1000 };
+
+    for (int waited = 0;; waited += 5) {
+        struct proc_entry *v;
+        size_t n = read_procs(&v);
+        size_t killed = kill_tree(v, n, getpid());
+        free(v);
+        if (!killed || waited >= max_ms)
+            return;
+        nanosleep(&pause, NULL);
+    }
 }

@@ -76,4 +76,13 @@ int spawn_wait_exec(int report_fd, const struct spawn_spec *spec, const struct s
 /* Creates a close-on-exec pipe whose write end is >= SPAWN_REPORT_FD_MIN. */
 int spawn_report_pipe(int fds[2]);
 
+/*
+ * SIGKILLs every descendant of this process, whoever its parent is now,
+ * and repeats (every 5 ms) until a pass finds none left alive or max_ms
+ * passed. Zombies are left for the caller to reap. The caller should be a
+ * child subreaper, so a process whose parent died in between comes back
+ * to it and is found by the next pass.
+ */
+void spawn_kill_descendants(int max_ms);
+
 #endif

@@ -3,6 +3,7 @@ command once (pipes, timeout kill, interrupt) or in a named shell session on
 a terminal in the box (state survives, "running" at the timeout, feed types
 into it, Ctrl-C), and the kernel serving on through all of it."""
 import os
+import signal
 import time
 import uuid
 
@@ -291,8 +292,12 @@ def test_shutdown_ends_session_processes(kernel_factory, sandbox):
     assert wait_until(lambda: sum("sleep 31" in d for d in descendants_cmdlines(pid)) == 3, 5)
     kc.stop_channels()
     km.shutdown_kernel(now=False)
-    assert wait_until(lambda: not [p for p in os.listdir("/proc") if p.isdigit()
-                                   and "sleep 31" in cmdline(p)], 10)
+    left = lambda: [p for p in os.listdir("/proc") if p.isdigit() and "sleep 31" in cmdline(p)]
+    try:
+        assert wait_until(lambda: not left(), 10)
+    finally:
+        for p in left():  # so a failure here does not spill into later runs
+            os.kill(int(p), signal.SIGKILL)
 
 
 def cmdline(pid):
