@@ -14,7 +14,7 @@
 PYTHON := /usr/bin/python3
 
 CC ?= cc
-PKGS := libzmq libsodium jansson libseccomp
+PKGS := libzmq libsodium nettle jansson libseccomp
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wvla -Wwrite-strings -Wno-unused-result
 CFLAGS ?= -O2 -g

@@ -6,6 +6,7 @@
 #include "cgerr.h"
 
 #include <errno.h>
+#include <nettle/hmac.h>
 #include <sodium.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,8 +31,8 @@ struct digest_set {
 };
 
 struct wire {
-    unsigned char *key;        /* signing key, may be empty */
-    size_t keylen;
+    bool signing;              /* false: the key is empty, nothing is signed */
+    struct hmac_sha256_ctx keyed; /* HMAC state after the key, copied per message */
     size_t max_bytes;          /* bound on a whole message */
     char session[33];          /* this process's session id */
     struct digest_set gen[2];  /* current and previous generation */
@@ -137,11 +138,8 @@ wire_new(const char *scheme, const char *key, size_t max_bytes, char *err, size_
     w = calloc(1, sizeof *w);
     if (!w)
         goto nomem;
-    w->keylen = strlen(key);
-    w->key = malloc(w->keylen + 1);
-    if (!w->key)
-        goto nomem;
-    memcpy(w->key, key, w->keylen + 1);
+    w->signing = key[0] != '\0';
+    hmac_sha256_set_key(&w->keyed, strlen(key), (const uint8_t *)key);
     w->max_bytes = max_bytes ? max_bytes : WIRE_DEFAULT_MAX_BYTES;
     wire_new_id(w->session);
     return w;
@@ -157,10 +155,7 @@ wire_destroy(wire_t **wp)
     if (!wp || !*wp)
         return;
     wire_t *w = *wp;
-    if (w->key) {
-        sodium_memzero(w->key, w->keylen);
-        free(w->key);
-    }
+    sodium_memzero(&w->keyed, sizeof w->keyed);
     free(w->gen[0].slots);
     free(w->gen[1].slots);
     free(w);
@@ -178,17 +173,20 @@ wire_session(const wire_t *w)
 void
 wire_sign(const wire_t *w, const wire_frame_t parts[4], char hex[65])
 {
-    crypto_auth_hmacsha256_state st;
+    struct hmac_sha256_ctx st;
     unsigned char mac[DIGEST_LEN];
 
-    if (w->keylen == 0) {
+    if (!w->signing) {
         hex[0] = '\0';
         return;
     }
-    crypto_auth_hmacsha256_init(&st, w->key, w->keylen);
+    /* Nettle's SHA-256 uses the CPU's SHA instructions where there are
+     * some: about four times libsodium's speed on large outputs. */
+    st = w->keyed;
     for (int i = 0; i < 4; i++)
-        crypto_auth_hmacsha256_update(&st, parts[i].data, parts[i].len);
-    crypto_auth_hmacsha256_final(&st, mac);
+        hmac_sha256_update(&st, parts[i].len, parts[i].data);
+    hmac_sha256_digest(&st, sizeof mac, mac);
+    sodium_memzero(&st, sizeof st);
     sodium_bin2hex(hex, 65, mac, sizeof mac);
 }
 
@@ -259,7 +257,7 @@ wire_decode(wire_t *w, const wire_frame_t *frames, size_t n, wire_msg_t **out,
         if (parts[i].len > WIRE_MAX_DICT)
             return cg_fail(err, errlen, CG_ETOOBIG, "%s of %zu bytes", names[i], parts[i].len);
 
-    if (w->keylen) {
+    if (w->signing) {
         char want[65];
         unsigned char digest[DIGEST_LEN];
 

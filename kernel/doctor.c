@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <nettle/version.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -108,7 +109,8 @@ doctor_run(void)
     printf("\ntools:\n  cellgate.download    %s %s\n", fetch_ok ? "by" : "UNAVAILABLE: no",
            fetch_ok ? fetch : "cellgate-fetch beside this binary");
     zmq_version(&major, &minor, &patch);
-    printf("\nlibraries:\n  libzmq     %d.%d.%d\n  libsodium  %s\n  jansson    %s\n", major,
-           minor, patch, sodium_version_string(), jansson_version_str());
+    printf("\nlibraries:\n  libzmq     %d.%d.%d\n  libsodium  %s\n  nettle     %d.%d\n"
+           "  jansson    %s\n", major, minor, patch, sodium_version_string(),
+           nettle_version_major(), nettle_version_minor(), jansson_version_str());
     return available ? 0 : 1;
 }
