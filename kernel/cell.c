@@ -93,8 +93,10 @@ cell_runtime(struct kernel *k, const struct lang *lang, char *err, size_t errlen
 }
 
 /* Splits a leading "%%name" line off code. Returns the language (primary
- * when there is no magic) and sets *body and *shift (code points removed);
- * NULL with *unknown set to the name when no such language exists. */
+ * when there is no magic) and sets *body and *shift (code points removed).
+ * A name that is no language's is left in the code for a primary language
+ * whose driver has cell magics of its own (Python's %%time); otherwise the
+ * result is NULL with *unknown set to the name. */
 const struct lang *
 cell_language(struct kernel *k, const char *code, const char **body, size_t *shift,
               char unknown[64])
@@ -111,7 +113,7 @@ cell_language(struct kernel *k, const char *code, const char **body, size_t *shi
     snprintf(unknown, 64, "%.*s", (int)(n < 63 ? n : 63), p + 2);
     const struct lang *l = n < 63 ? langs_find(unknown) : NULL;
     if (!l)
-        return NULL;
+        return k->primary->cell_magics ? k->primary : NULL;
     const char *nl = strchr(p, '\n');
     *body = nl ? nl + 1 : p + strlen(p);
     *shift = utf8_count(code, (size_t)(*body - code));
@@ -333,6 +335,8 @@ cell_runtime_ended(struct kernel *k, struct runtime *rt, int status)
             snprintf(limit, sizeof limit, " after running past the time limit of %llu s "
                      "(--timeout)", (unsigned long long)k->limits.timeout);
             cause = limit;
+        } else if (k->p.force_killed) {
+            cause = " by a second interrupt (it had not stopped at the first)";
         } else if (k->box && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL
                    && box_oom_kills(k->box) > k->p.oom_before) {
             snprintf(limit, sizeof limit, " by the box's memory limit of %llu MiB (--memory)",
@@ -344,6 +348,44 @@ cell_runtime_ended(struct kernel *k, struct runtime *rt, int status)
                  runtime_lang(rt)->name, runtime_death(rt), cause);
         fail_pending(k, k->p.timeouts ? "CellTimeout" : "RuntimeExited", why);
     }
+}
+
+void
+cell_interrupt(struct kernel *k)
+{
+    struct pending *p = &k->p;
+    double now = kernel_now();
+
+    if (p->kind == PR_EXECUTE && p->interrupted_at
+        && now - p->interrupted_at >= CELL_INTERRUPT_FORCE_S) {
+        log_info("second interrupt: ending the %s runtime", runtime_lang(p->rt)->name);
+        p->force_killed = true;
+        runtime_kill(p->rt); /* the cell ends when it is reaped */
+        return;
+    }
+    if (p->kind == PR_EXECUTE && !p->interrupted_at)
+        p->interrupted_at = now;
+    p->input_waiting = false; /* a pending input is cancelled */
+    runtime_interrupt(p->rt);
+}
+
+double
+cell_tick(struct kernel *k)
+{
+    struct pending *p = &k->p;
+
+    if (p->kind != PR_EXECUTE || !p->interrupted_at || p->interrupt_noted || p->force_killed)
+        return 0;
+    double due = p->interrupted_at + CELL_INTERRUPT_FORCE_S;
+    if (kernel_now() < due)
+        return due;
+    char note[256];
+    snprintf(note, sizeof note, "[cellgate: the cell is still running %.0f s after the "
+             "interrupt; interrupt again to end the %s runtime (its variables and imports "
+             "are lost)]\n", CELL_INTERRUPT_FORCE_S, runtime_lang(p->rt)->name);
+    kernel_publish_stream(k, p->req, "stderr", note, strlen(note));
+    p->interrupt_noted = true;
+    return 0;
 }
 
 /* ---- what runtimes send ------------------------------------------------- */

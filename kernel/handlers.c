@@ -239,8 +239,7 @@ handlers_interrupt(struct kernel *k)
         tools_interrupt(k);
     if (k->p.kind == PR_NONE || !k->p.rt)
         return;
-    k->p.input_waiting = false; /* a pending input is cancelled */
-    runtime_interrupt(k->p.rt);
+    cell_interrupt(k);
 }
 
 static int

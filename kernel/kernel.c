@@ -413,6 +413,9 @@ loop(struct kernel *k)
         size_t n = 0;
         /* Tool deadlines first: a job that ends here polls nothing below. */
         double deadline = k->p.kind == PR_TOOL ? tools_tick(k) : k->p.deadline;
+        double notice = cell_tick(k);
+        if (notice && (!deadline || notice < deadline))
+            deadline = notice;
         items[n++] = (zmq_pollitem_t){ .socket = k->sock[CH_CONTROL], .events = ZMQ_POLLIN };
         items[n++] = (zmq_pollitem_t){ .fd = k->sigfd, .events = ZMQ_POLLIN };
         items[n++] = (zmq_pollitem_t){ .socket = k->sock[CH_STDIN],

@@ -56,6 +56,9 @@ struct pending {
     bool limit_hit;             /* output past the limit is dropped */
     double deadline;            /* monotonic seconds when the cell times out, 0: never */
     int timeouts;               /* 1: interrupted for the time limit; 2: killed */
+    double interrupted_at;      /* monotonic seconds of the client's first interrupt, 0: none */
+    bool interrupt_noted;       /* the "interrupt again" notice went out */
+    bool force_killed;          /* a second interrupt ended the runtime */
     uint64_t oom_before;        /* the box's OOM kills when the cell started */
     bool started;               /* the driver acknowledged the execute ("started") */
     bool resent;                /* already resent once to a fresh runtime */
@@ -175,6 +178,24 @@ void cell_backlog_fill(struct kernel *k);
 
 /* A runtime's driver was reaped with wait status: report it to its cell. */
 void cell_runtime_ended(struct kernel *k, struct runtime *rt, int status);
+
+/* Seconds after a client's interrupt when a cell still running is told it
+ * can be ended by another interrupt (which then kills its runtime). */
+#define CELL_INTERRUPT_FORCE_S 1.0
+
+/*
+ * The client interrupts the running cell: SIGINT to its runtime (a pending
+ * input is cancelled). A runtime that ignores it (a JavaScript busy loop
+ * after an await, Python code that catches KeyboardInterrupt) is killed
+ * by a second interrupt that comes CELL_INTERRUPT_FORCE_S or more after
+ * the first; the cell ends with RuntimeExited and the next one gets a
+ * fresh runtime.
+ */
+void cell_interrupt(struct kernel *k);
+
+/* Time-driven work of the running cell (the "interrupt again" notice);
+ * returns the monotonic time it next needs a call, or 0. */
+double cell_tick(struct kernel *k);
 
 /* Charges len bytes of output the kernel publishes itself to the pending
  * request's output limit (a cell's or a tool's): true if they may go out,

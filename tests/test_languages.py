@@ -5,6 +5,7 @@ compile errors, exit statuses, stdin, the build cache) and of sharing one
 box across languages with %%magics."""
 import json
 import os
+import queue
 import time
 
 import jupyter_kernel_test as jkt
@@ -283,3 +284,61 @@ def test_stdin_through_the_kernel(kernel_factory, lang):
     assert "hi ada" in stream_text(out, "stdout")
     reply, out = run(kc, READ[lang])  # without allow_stdin: a clear error
     assert reply["content"]["status"] == "error"
+
+
+# ---- a cell that ignores the interrupt: a second one ends its runtime -------------
+
+STUBBORN = {  # (a variable, a cell that keeps running through SIGINT)
+    "python": ("kept = 7", "import time\nwhile True:\n    try:\n        time.sleep(0.05)\n"
+               "    except KeyboardInterrupt:\n        pass"),
+    # a busy loop after an await runs outside vm's breakOnSigint
+    "javascript": ("let kept = 7", "await new Promise(r => setTimeout(r, 10)); while (true) {}"),
+}
+
+
+@pytest.mark.parametrize("lang", sorted(STUBBORN))
+def test_second_interrupt_ends_a_stubborn_cell(kernel_factory, lang):
+    if f"cellgate-{lang}" not in INSTALLED:
+        pytest.skip(f"no {lang}")
+    km, kc = kernel_factory(f"cellgate-{lang}")
+    setup, stubborn = STUBBORN[lang]
+    run(kc, setup)
+    msg_id = kc.execute(stubborn)
+    time.sleep(0.5)
+    km.interrupt_kernel()
+    # still running: after a second the cell says how to end it
+    deadline, note = time.monotonic() + 10, None
+    while note is None and time.monotonic() < deadline:
+        msg = kc.get_iopub_msg(timeout=10)
+        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream"
+                and "interrupt again" in msg["content"]["text"]):
+            note = msg["content"]["text"]
+    assert note and msg["content"]["name"] == "stderr" and f"end the {lang} runtime" in note
+    with pytest.raises(queue.Empty):
+        kc.get_shell_msg(timeout=0.2)  # the first interrupt did not end it
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=20)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert time.monotonic() - t0 < 1.0
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "RuntimeExited"
+    assert "second interrupt" in reply["content"]["evalue"]
+    # the kernel serves on, with a fresh runtime that says its state is gone
+    reply, out = run(kc, "1 + 1")
+    assert reply["content"]["status"] == "ok"
+    assert "fresh one" in stream_text(out, "stderr")
+
+
+def test_one_interrupt_never_kills(kernel_factory):
+    """An interrupt the cell obeys late (it cleans up for 1.5 s) costs no state."""
+    km, kc = kernel_factory("cellgate-python")
+    run(kc, "kept = 7")
+    msg_id = kc.execute("import time\ntry:\n    time.sleep(30)\nexcept KeyboardInterrupt:\n"
+                        "    time.sleep(1.5)\n    print('cleaned up')")
+    time.sleep(0.5)
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=20)
+    assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok"
+    reply, out = run(kc, "print(kept)")
+    assert stream_text(out, "stdout") == "7\n"
