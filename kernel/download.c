@@ -29,6 +29,7 @@
 #define ENV_PRIVATE "CELLGATE_DOWNLOAD_ALLOW_PRIVATE"
 #define ENV_MAX_BYTES "CELLGATE_DOWNLOAD_MAX_BYTES"
 #define ENV_TIMEOUT "CELLGATE_DOWNLOAD_TIMEOUT"
+#define ENV_CA_FILE "CELLGATE_DOWNLOAD_CA_FILE"
 #define TIMEOUT_MAX 86400
 
 struct download_policy {
@@ -37,6 +38,7 @@ struct download_policy {
     bool allow_private;   /* private addresses may be reached */
     uint64_t max_bytes;   /* size cap */
     unsigned timeout_s;   /* time cap, whole download */
+    char *ca_file;        /* PEM CA bundle trusted instead of the system's, or NULL */
 };
 
 int
@@ -57,6 +59,30 @@ static char *
 dup_or_null(const char *s)
 {
     return s && *s ? strdup(s) : NULL;
+}
+
+/*
+ * Opens path, the file the variable var names, for reading. Returns the fd,
+ * or -1 with why saying (naming var) that it cannot be read or is not a
+ * regular file.
+ */
+static int
+open_regular(const char *var, const char *path, char *why, size_t whylen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+
+    if (fd < 0) {
+        snprintf(why, whylen, "%s names %s, which cannot be read: %s", var, path,
+                 strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(why, whylen, "%s names %s, which is not a regular file", var, path);
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 struct download_policy *
@@ -82,6 +108,17 @@ download_policy_new(const struct download_config *cfg, char *err, size_t errlen)
             }
         }
     }
+    if (cfg->ca_file && *cfg->ca_file) {
+        /* Refused now, so that no download goes ahead without the CAs the
+         * operator meant (libcurl would refuse https only, later). */
+        char why[512];
+        int fd = open_regular(ENV_CA_FILE, cfg->ca_file, why, sizeof why);
+        if (fd < 0) {
+            cg_fail(err, errlen, CG_EINVAL, "%s; no download is made without it", why);
+            return NULL;
+        }
+        close(fd);
+    }
     struct download_policy *p = calloc(1, sizeof *p);
     if (!p) {
         cg_fail(err, errlen, CG_ENOMEM, "out of memory");
@@ -89,8 +126,10 @@ download_policy_new(const struct download_config *cfg, char *err, size_t errlen)
     }
     p->allow = dup_or_null(cfg->allow);
     p->seen_file = dup_or_null(cfg->seen_file);
+    p->ca_file = dup_or_null(cfg->ca_file);
     if ((cfg->allow && *cfg->allow && !p->allow)
-        || (cfg->seen_file && *cfg->seen_file && !p->seen_file)) {
+        || (cfg->seen_file && *cfg->seen_file && !p->seen_file)
+        || (cfg->ca_file && *cfg->ca_file && !p->ca_file)) {
         download_policy_destroy(&p);
         cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         return NULL;
@@ -125,7 +164,8 @@ parse_size(const char *s, uint64_t *out)
 struct download_policy *
 download_policy_from_env(char *err, size_t errlen)
 {
-    struct download_config cfg = { .allow = getenv(ENV_ALLOW), .seen_file = getenv(ENV_SEEN) };
+    struct download_config cfg = { .allow = getenv(ENV_ALLOW), .seen_file = getenv(ENV_SEEN),
+                                   .ca_file = getenv(ENV_CA_FILE) };
     const char *priv = getenv(ENV_PRIVATE);
     const char *max = getenv(ENV_MAX_BYTES);
     const char *timeout = getenv(ENV_TIMEOUT);
@@ -162,6 +202,7 @@ download_policy_destroy(struct download_policy **pp)
         return;
     free((*pp)->allow);
     free((*pp)->seen_file);
+    free((*pp)->ca_file);
     free(*pp);
     *pp = NULL;
 }
@@ -490,19 +531,14 @@ download_seen_fd_contains(int fd, const char *url, const char *alt)
 static bool
 seen_contains(const char *path, const char *url, const char *canon, char *why, size_t whylen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    struct stat st;
-    bool found = false;
+    char reason[480];
+    int fd = open_regular(ENV_SEEN, path, reason, sizeof reason);
 
     if (fd < 0) {
-        snprintf(why, whylen, "; %s names %s, which cannot be read: %s", ENV_SEEN, path,
-                 strerror(errno));
+        snprintf(why, whylen, "; %s", reason);
         return false;
     }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        snprintf(why, whylen, "; %s names %s, which is not a regular file", ENV_SEEN, path);
-    else
-        found = download_seen_fd_contains(fd, url, canon);
+    bool found = download_seen_fd_contains(fd, url, canon);
     close(fd);
     return found;
 }
@@ -897,6 +933,12 @@ setup(struct fetch *f, struct curl_slist **resolve, char *curl_err)
     rc |= curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
     rc |= curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
     rc |= curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (f->p->ca_file) {
+        /* The operator's CAs replace the system's: the bundle, and no
+         * directory of hashed certificates beside it. */
+        rc |= curl_easy_setopt(c, CURLOPT_CAINFO, f->p->ca_file);
+        rc |= curl_easy_setopt(c, CURLOPT_CAPATH, (char *)NULL);
+    }
     rc |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     rc |= curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     rc |= curl_easy_setopt(c, CURLOPT_USERAGENT, "cellgate/" CELLGATE_VERSION);
@@ -966,6 +1008,11 @@ hop(struct fetch *f, const char *url, const struct timespec *deadline, char **ne
             return fail(res, DOWNLOAD_E_REFUSED, err, errlen, CG_EREFUSED,
                         "%s refused: %s%s", url, f->refusal,
                         f->allowable ? "; set " ENV_PRIVATE "=1 to allow" : "");
+        if (rc == CURLE_SSL_CACERT_BADFILE && f->p->ca_file)
+            return fail(res, DOWNLOAD_E_CONFIG, err, errlen, CG_EINVAL,
+                        "%s: %s names %s, which holds no CA certificate libcurl could "
+                        "load (PEM): %s", url, ENV_CA_FILE, f->p->ca_file,
+                        curl_err[0] ? curl_err : curl_easy_strerror(rc));
         if (rc == CURLE_OPERATION_TIMEDOUT)
             return fail(res, DOWNLOAD_E_TIMEOUT, err, errlen, CG_ETIMEDOUT,
                         "%s: no complete answer within the time allowed (%u s, %s): %s", url,

@@ -18,8 +18,18 @@
  *   CELLGATE_DOWNLOAD_MAX_BYTES      size cap in bytes (default 256 MiB)
  *   CELLGATE_DOWNLOAD_TIMEOUT        time cap in seconds for the whole
  *                                    download, redirects included (300)
+ *   CELLGATE_DOWNLOAD_CA_FILE        a PEM file of CA certificates that
+ *                                    replaces the system's CA store for
+ *                                    https (an internal mirror's CA), read
+ *                                    by the process that fetches
  *
  * With neither ALLOW nor SEEN set nothing is allowed, and the error says so.
+ * TLS is always verified, peer and host name, against the system's CA store
+ * or CA_FILE's certificates; there is no setting that turns that off. A
+ * CA_FILE that cannot be read, or is not a regular file, fails every
+ * download (DownloadConfigError, naming the variable); one that holds no
+ * certificate fails every https download the same way. Neither falls back
+ * to the system's store.
  *
  * URLs. A URL must be http:// or https:// (scheme in any case), at most
  * DOWNLOAD_URL_MAX bytes of printable ASCII with no spaces, backslashes or
@@ -97,14 +107,17 @@ struct download_config {
     bool allow_private;       /* reach loopback, private, link-local... addresses */
     uint64_t max_bytes;       /* size cap; 0 for DOWNLOAD_MAX_BYTES_DEFAULT */
     unsigned timeout_s;       /* time cap; 0 for DOWNLOAD_TIMEOUT_DEFAULT */
+    const char *ca_file;      /* PEM CA bundle replacing the system's store, or NULL */
 };
 
 struct download_policy;
 
 /*
- * A policy from cfg (strings are copied). Returns NULL with err filled when
- * allow is longer than DOWNLOAD_ALLOW_MAX or has a pattern longer than
- * DOWNLOAD_PATTERN_MAX, or on no memory.
+ * A policy from cfg (strings are copied; "" is NULL). Returns NULL with err
+ * filled when allow is longer than DOWNLOAD_ALLOW_MAX or has a pattern
+ * longer than DOWNLOAD_PATTERN_MAX, when ca_file cannot be opened for
+ * reading or is not a regular file (err names CELLGATE_DOWNLOAD_CA_FILE),
+ * or on no memory.
  */
 struct download_policy *download_policy_new(const struct download_config *cfg, char *err,
                                             size_t errlen);
@@ -112,7 +125,8 @@ struct download_policy *download_policy_new(const struct download_config *cfg, c
 /*
  * The policy of the environment variables above, read now. Returns NULL
  * with err saying which variable is malformed (MAX_BYTES not a positive
- * integer, TIMEOUT not 1..86400, ALLOW_PRIVATE not 0 or 1, ...).
+ * integer, TIMEOUT not 1..86400, ALLOW_PRIVATE not 0 or 1, CA_FILE not a
+ * readable regular file, ...).
  */
 struct download_policy *download_policy_from_env(char *err, size_t errlen);
 
@@ -193,7 +207,9 @@ struct download_result {
  *   CG_ETIMEDOUT DownloadTimeout
  *   CG_ECANCELED Interrupted
  *   CG_EREMOTE   HTTPError         a status not 2xx (or a redirect too many)
- *   CG_ESYS      DownloadFailed    network, TLS, or writing out_fd failed
+ *   CG_ESYS      DownloadFailed    network, TLS (an untrusted certificate, a
+ *                                  name that does not match), or writing out_fd
+ *   CG_EINVAL    DownloadConfigError  p's CA file holds no usable certificate
  * On error the fd may hold part of a body: the caller discards it
  * (boxfs_abort); res->size and res->sha256 are then zero and empty.
  */

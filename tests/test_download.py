@@ -1,12 +1,17 @@
 """cellgate.download through jupyter_client against an HTTP server on
 127.0.0.1 (issue 5): allowed, refused by policy, redirected out of the
 policy or to a refused address, oversized, interrupted, and the symlink and
-".." tricks code in the box can play on the kernel that writes the file.
-No traffic leaves this machine: refused addresses are refused before a
-socket exists."""
+".." tricks code in the box can play on the kernel that writes the file;
+and https against a throwaway CA the operator trusts
+(CELLGATE_DOWNLOAD_CA_FILE) or does not. No traffic leaves this machine:
+refused addresses are refused before a socket exists."""
+import contextlib
 import hashlib
 import http.server
 import os
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -60,12 +65,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(404, b"no")
 
 
+@contextlib.contextmanager
+def serving(tls=None):
+    """Serves Handler on 127.0.0.1, over TLS when tls is a (key, cert) pair
+    of paths; yields the base URL."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls:
+        key, cert = tls
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.fixture(scope="module")
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
+    with serving() as url:
+        yield url
 
 
 def download(kc, **data):
@@ -78,6 +99,16 @@ def box_run(kc, code):
     reply, out = run(kc, code)
     assert reply["content"]["status"] == "ok", out
     return stream_text(out, "stdout")
+
+
+def box_files(kc):
+    """The names in the box's /mnt/data."""
+    return box_run(kc, "import os\nprint(sorted(os.listdir('.')))")
+
+
+def assert_box_empty(kc):
+    """Nothing, not even a half-written file, is left in /mnt/data."""
+    assert box_files(kc) == "[]\n"
 
 
 @pytest.fixture
@@ -142,7 +173,7 @@ def test_http_errors_and_bad_requests(allowed, server):
     r = download(allowed, url=f"{server}/file.bin", path="/etc/passwd")
     assert r["ename"] == "PermissionError"
     # Nothing half-written was left behind.
-    assert box_run(allowed, "import os\nprint(sorted(os.listdir('.')))") == "[]\n"
+    assert_box_empty(allowed)
 
 
 def test_nothing_is_allowed_by_default(kernel_factory, server):
@@ -181,7 +212,7 @@ def test_size_cap(kernel_factory, server):
     assert r["ename"] == "DownloadTooLarge"
     r = download(kc, url=f"{server}/slow", path="slow.bin")  # no early Content-Length verdict
     assert r["ename"] == "DownloadTooLarge"
-    assert box_run(kc, "import os\nprint(sorted(os.listdir('.')))") == "[]\n"
+    assert_box_empty(kc)
 
 
 def test_interrupt_stops_a_download(allowed, server):
@@ -200,7 +231,7 @@ def test_interrupt_stops_a_download(allowed, server):
             break
     assert time.monotonic() - t0 < 1.5
     assert m["content"]["data"]["ename"] == "Interrupted"
-    assert box_run(allowed, "import os\nprint(sorted(os.listdir('.')))") == "[]\n"
+    assert_box_empty(allowed)
 
 
 def test_symlinks_and_dotdot_planted_in_the_box(allowed, server, tmp_path):
@@ -237,30 +268,115 @@ def test_without_the_box(kernel_factory, server, tmp_path):
     assert (tmp_path / "plain" / "f.bin").read_bytes() == BODY
 
 
-def test_tls_is_verified(kernel_factory, tmp_path):
-    """An https server on 127.0.0.1 with a self-signed certificate: the
-    download fails on the certificate, and nothing is written."""
-    import shutil
-    import ssl
-    import subprocess
+def openssl(*args):
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+def new_key_and_request(key, out, subject, *extra):
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-subj", subject, "-keyout", key, "-out", out, *extra)
+
+
+def make_ca(d, name):
+    """A self-signed CA in d: returns (key, cert) paths."""
+    key, cert = d / f"{name}.key", d / f"{name}.pem"
+    new_key_and_request(key, cert, f"/CN=cellgate test {name}", "-x509", "-days", "1",
+                        "-addext", "basicConstraints=critical,CA:TRUE",
+                        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return key, cert
+
+
+def make_cert(d, name, ca, san):
+    """A server certificate in d for the subjectAltName san, signed by ca:
+    returns (key, cert) paths."""
+    key, csr, cert, ext = (d / f"{name}{x}" for x in (".key", ".csr", ".pem", ".ext"))
+    ext.write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+                   "extendedKeyUsage=serverAuth\n")
+    new_key_and_request(key, csr, f"/CN={name}")
+    openssl("x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0], "-days", "1",
+            "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-extfile", ext,
+            "-out", cert)
+    return key, cert
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A throwaway CA; certificates it signed for localhost and 127.0.0.1
+    ("good") and for other.example only ("wrong_name"); and one for
+    localhost and 127.0.0.1 from another CA that nobody trusts
+    ("stranger")."""
     if not shutil.which("openssl"):
-        pytest.skip("no openssl to make a certificate")
-    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
-                    "/CN=127.0.0.1", "-days", "1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        url = f"https://127.0.0.1:{srv.server_address[1]}/file.bin"
-        km, kc = kernel_factory("cellgate-python", env={
-            "CELLGATE_DOWNLOAD_ALLOW": url, "CELLGATE_DOWNLOAD_ALLOW_PRIVATE": "1"})
-        r = download(kc, url=url, path="tls.bin")
-        assert r["status"] == "error" and r["ename"] == "DownloadFailed"
-        assert "certificate" in r["evalue"].lower() or "ssl" in r["evalue"].lower(), r
-        assert box_run(kc, "import os\nprint(sorted(os.listdir('.')))") == "[]\n"
-    finally:
-        srv.shutdown()
+        pytest.skip("no openssl to make certificates (scripts/deps.sh installs it)")
+    d = tmp_path_factory.mktemp("pki")
+    ca, stranger_ca = make_ca(d, "ca"), make_ca(d, "stranger-ca")
+    return {"ca": ca[1],
+            "good": make_cert(d, "localhost", ca, "DNS:localhost,IP:127.0.0.1"),
+            "wrong_name": make_cert(d, "other.example", ca, "DNS:other.example"),
+            "stranger": make_cert(d, "stranger", stranger_ca, "DNS:localhost,IP:127.0.0.1")}
+
+
+def tls_kernel(kernel_factory, **env):
+    """A kernel allowed http and https on 127.0.0.1, any port."""
+    km, kc = kernel_factory("cellgate-python", env={
+        "CELLGATE_DOWNLOAD_ALLOW": "http*://127.0.0.1:*/*",
+        "CELLGATE_DOWNLOAD_ALLOW_PRIVATE": "1", **env})
+    return kc
+
+
+def test_tls_is_verified(kernel_factory, pki):
+    """Without CELLGATE_DOWNLOAD_CA_FILE, a certificate from a CA the system
+    does not trust is refused (the same one the next test accepts with the
+    CA file), and nothing is written."""
+    kc = tls_kernel(kernel_factory)
+    Handler.seen.clear()
+    with serving(pki["good"]) as base:
+        r = download(kc, url=f"{base}/file.bin", path="tls.bin")
+    assert r["status"] == "error" and r["ename"] == "DownloadFailed", r
+    assert "certificate" in r["evalue"].lower(), r
+    assert Handler.seen == []  # refused in the handshake, before any request
+    assert_box_empty(kc)
+
+
+def test_tls_with_the_operators_ca(kernel_factory, pki):
+    """With CELLGATE_DOWNLOAD_CA_FILE naming the throwaway CA, its server
+    certificate is trusted; one it signed for another name, or one from
+    another CA, is still refused: the file adds no way around verification."""
+    kc = tls_kernel(kernel_factory, CELLGATE_DOWNLOAD_CA_FILE=str(pki["ca"]))
+    with serving(pki["good"]) as base:
+        r = download(kc, url=f"{base}/file.bin", path="tls.bin")
+    assert r == {"status": "ok", "path": "/mnt/data/tls.bin", "size": len(BODY),
+                 "sha256": hashlib.sha256(BODY).hexdigest(),
+                 "content_type": "application/octet-stream", "url": f"{base}/file.bin"}
+    out = box_run(kc, "import hashlib\n"
+                      "print(hashlib.sha256(open('tls.bin', 'rb').read()).hexdigest())")
+    assert out == f"{hashlib.sha256(BODY).hexdigest()}\n"
+
+    Handler.seen.clear()
+    with serving(pki["wrong_name"]) as base:
+        r = download(kc, url=f"{base}/file.bin", path="wrong-name.bin")
+    assert r["status"] == "error" and r["ename"] == "DownloadFailed", r
+    # Refused on the name (curl: "no alternative certificate subject name
+    # matches target host name"), not on trust: the CA signed it.
+    assert "name" in r["evalue"] and "issuer" not in r["evalue"], r
+    with serving(pki["stranger"]) as base:
+        r = download(kc, url=f"{base}/file.bin", path="stranger.bin")
+    assert r["status"] == "error" and r["ename"] == "DownloadFailed", r
+    assert "certificate" in r["evalue"].lower(), r
+    assert Handler.seen == []
+    assert box_files(kc) == "['tls.bin']\n"
+
+
+def test_ca_file_that_cannot_be_read(kernel_factory, pki, server, tmp_path):
+    """A CA file that is not there fails every download, http too, with an
+    error naming the variable: never a fallback to another store."""
+    missing = tmp_path / "no-such-ca.pem"
+    kc = tls_kernel(kernel_factory, CELLGATE_DOWNLOAD_CA_FILE=str(missing))
+    Handler.seen.clear()
+    with serving(pki["good"]) as base:
+        for url in (f"{base}/file.bin", f"{server}/file.bin"):
+            r = download(kc, url=url, path="ca.bin")
+            assert r["status"] == "error" and r["ename"] == "DownloadConfigError", r
+            assert f"CELLGATE_DOWNLOAD_CA_FILE names {missing}" in r["evalue"], r
+            assert "cannot be read" in r["evalue"], r
+    assert Handler.seen == []
+    assert_box_empty(kc)

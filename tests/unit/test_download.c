@@ -241,6 +241,7 @@ unset_policy_env(void)
     unsetenv("CELLGATE_DOWNLOAD_ALLOW_PRIVATE");
     unsetenv("CELLGATE_DOWNLOAD_MAX_BYTES");
     unsetenv("CELLGATE_DOWNLOAD_TIMEOUT");
+    unsetenv("CELLGATE_DOWNLOAD_CA_FILE");
 }
 
 static int
@@ -1071,6 +1072,63 @@ test_fetch_write_error(void **state)
     download_policy_destroy(&p);
 }
 
+/*
+ * CELLGATE_DOWNLOAD_CA_FILE. A file that cannot be read stops every
+ * download before any connection; one that holds no certificate stops
+ * https (libcurl reads it only for TLS), and never lets the download go
+ * ahead unverified. The positive case, a server certificate signed by the
+ * operator's CA, is in tests/test_download.py (it needs a TLS server).
+ */
+static void
+test_fetch_ca_file(void **state)
+{
+    (void)state;
+    struct out o;
+    struct download_result res;
+    char err[1024], allow[128], url[128], junk[] = "/tmp/cg-ca-XXXXXX";
+    int before = atomic_load(&srv.requests);
+
+    unset_policy_env();
+    snprintf(allow, sizeof allow, "http*://127.0.0.1:%d/ok/*", srv.port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/ok/hello", srv.port);
+    setenv("CELLGATE_DOWNLOAD_ALLOW", allow, 1);
+    setenv("CELLGATE_DOWNLOAD_ALLOW_PRIVATE", "1", 1);
+    out_open(&o);
+    struct download_request rq = { .url = url, .out_fd = o.fd };
+
+    setenv("CELLGATE_DOWNLOAD_CA_FILE", "/nonexistent/cellgate-ca.pem", 1);
+    assert_int_equal(download_run(&rq, &res, err, sizeof err), CG_EINVAL);
+    assert_string_equal(res.ename, DOWNLOAD_E_CONFIG);
+    assert_non_null(strstr(err, "CELLGATE_DOWNLOAD_CA_FILE names /nonexistent/cellgate-ca.pem"));
+    assert_non_null(strstr(err, "cannot be read"));
+    setenv("CELLGATE_DOWNLOAD_CA_FILE", "/tmp", 1);
+    assert_int_equal(download_run(&rq, &res, err, sizeof err), CG_EINVAL);
+    assert_string_equal(res.ename, DOWNLOAD_E_CONFIG);
+    assert_non_null(strstr(err, "not a regular file"));
+    assert_int_equal(atomic_load(&srv.requests), before); /* refused before connecting */
+
+    setenv("CELLGATE_DOWNLOAD_CA_FILE", "", 1); /* empty is unset */
+    assert_int_equal(download_run(&rq, &res, err, sizeof err), CG_OK);
+
+    /* Readable, but no certificate in it: http needs none, https fails. */
+    int fd = mkstemp(junk);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "not a certificate\n", 18), 18);
+    close(fd);
+    setenv("CELLGATE_DOWNLOAD_CA_FILE", junk, 1);
+    assert_int_equal(download_run(&rq, &res, err, sizeof err), CG_OK);
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/ok/hello", srv.port);
+    assert_int_equal(download_run(&rq, &res, err, sizeof err), CG_EINVAL);
+    assert_string_equal(res.ename, DOWNLOAD_E_CONFIG);
+    assert_non_null(strstr(err, "CELLGATE_DOWNLOAD_CA_FILE"));
+    assert_non_null(strstr(err, junk));
+    assert_int_equal(res.size, 0);
+
+    unlink(junk);
+    unset_policy_env();
+    out_close(&o);
+}
+
 static void
 test_run_from_env(void **state)
 {
@@ -1121,6 +1179,7 @@ main(void)
         cmocka_unit_test(test_fetch_cancel),
         cmocka_unit_test(test_fetch_timeout),
         cmocka_unit_test(test_fetch_write_error),
+        cmocka_unit_test(test_fetch_ca_file),
         cmocka_unit_test(test_run_from_env),
     };
     return cmocka_run_group_tests_name("download", tests, server_start, server_stop);
