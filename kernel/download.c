@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <nettle/sha2.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -734,7 +735,7 @@ struct fetch {
     const struct download_policy *p;
     const struct download_request *rq;
     CURL *curl;
-    crypto_hash_sha256_state sha;
+    struct sha256_ctx sha;    /* of the body (Nettle: uses the CPU's SHA instructions) */
     uint64_t size;            /* body bytes written */
     bool body_seen;           /* this hop's first body bytes were looked at */
     enum stop stop;           /* why a callback stopped the transfer */
@@ -804,7 +805,7 @@ on_body(char *data, size_t size, size_t nmemb, void *ctx)
         }
         done += (size_t)w;
     }
-    crypto_hash_sha256_update(&f->sha, (const unsigned char *)data, n);
+    sha256_update(&f->sha, n, (const uint8_t *)data);
     f->size += n;
     return n;
 }
@@ -1055,7 +1056,7 @@ download_fetch(const struct download_policy *p, const struct download_request *r
     memcpy(res->url, url, strlen(url) + 1);
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += p->timeout_s;
-    crypto_hash_sha256_init(&f.sha);
+    sha256_init(&f.sha);
     curl_err[0] = '\0';
     f.curl = curl_easy_init();
     if (!f.curl || setup(&f, &resolve, curl_err) != 0) {
@@ -1082,9 +1083,9 @@ download_fetch(const struct download_policy *p, const struct download_request *r
         next = NULL;
     }
     if (rc == CG_OK) {
-        unsigned char digest[crypto_hash_sha256_BYTES];
+        unsigned char digest[SHA256_DIGEST_SIZE];
         const char *ct = NULL;
-        crypto_hash_sha256_final(&f.sha, digest);
+        sha256_digest(&f.sha, sizeof digest, digest);
         sodium_bin2hex(res->sha256, sizeof res->sha256, digest, sizeof digest);
         res->size = f.size;
         if (curl_easy_getinfo(f.curl, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
