@@ -93,8 +93,10 @@ cell_runtime(struct kernel *k, const struct lang *lang, char *err, size_t errlen
 }
 
 /* Splits a leading "%%name" line off code. Returns the language (primary
- * when there is no magic) and sets *body and *shift (code points removed);
- * NULL with *unknown set to the name when no such language exists. */
+ * when there is no magic) and sets *body and *shift (code points removed).
+ * A name that is no language goes, with the whole code, to a primary
+ * language whose driver has cell magics (%%time in Python); otherwise the
+ * result is NULL with *unknown set to the name. */
 const struct lang *
 cell_language(struct kernel *k, const char *code, const char **body, size_t *shift,
               char unknown[64])
@@ -111,7 +113,7 @@ cell_language(struct kernel *k, const char *code, const char **body, size_t *shi
     snprintf(unknown, 64, "%.*s", (int)(n < 63 ? n : 63), p + 2);
     const struct lang *l = n < 63 ? langs_find(unknown) : NULL;
     if (!l)
-        return NULL;
+        return k->primary->cell_magics ? k->primary : NULL;
     const char *nl = strchr(p, '\n');
     *body = nl ? nl + 1 : p + strlen(p);
     *shift = utf8_count(code, (size_t)(*body - code));

@@ -42,7 +42,7 @@ static const struct lang table[] = {
         .program = "/usr/bin/python3",
         .version_bare = "-c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'",
         .driver = "python-boot", .preload = "python", .kind = RT_JSONL,
-        .argv = python_argv, .acks_execute = true,
+        .argv = python_argv, .acks_execute = true, .cell_magics = true,
         .banner = "cellgate: Python in a Jupyter kernel written in C",
     },
     {

@@ -34,6 +34,9 @@ struct lang {
     const char *const *argv;      /* driver command line; "@DRIVER@" => source */
     const char *driver_env;       /* one more VAR=value for the driver, or NULL */
     bool acks_execute;            /* the driver sends "started" before running a cell */
+    bool cell_magics;             /* as the primary language, its driver runs `%%name`
+                                     cells whose name is no language (IPython's cell
+                                     magics: %%time, %%writefile, ...) */
     const char *banner;           /* kernel_info banner */
 };
 
