@@ -159,7 +159,8 @@ struct runtime *cell_runtime(struct kernel *k, const struct lang *lang, char *er
                              size_t errlen);
 
 /* Splits a leading %%name line off code; the language, or NULL (unknown
- * name copied to unknown). */
+ * name copied to unknown). A primary language with cell magics takes
+ * unknown names, and the code whole. */
 const struct lang *cell_language(struct kernel *k, const char *code, const char **body,
                                  size_t *shift, char unknown[64]);
 

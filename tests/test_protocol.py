@@ -302,7 +302,7 @@ def test_large_output_arrives_complete(python_kernel):
 
 # ---- magics ------------------------------------------------------------------------
 
-def test_cellgate_kernel_runs_bash_and_python_in_one_session(multi_kernel):
+def test_cellgate_kernel_runs_bash_and_python_in_one_session(multi_kernel, bash_kernel):
     km, kc = multi_kernel
     reply, out = run(kc, "%%bash\necho shared > cg_shared_file.txt; echo $BASH_VERSION")
     assert reply["content"]["status"] == "ok"
@@ -311,8 +311,14 @@ def test_cellgate_kernel_runs_bash_and_python_in_one_session(multi_kernel):
     assert stream_text(out) == "shared\n"
     reply, out = run(kc, "%%python\n40 + 2")
     assert out[-1]["content"]["data"]["text/plain"] == "42"
+    # Python takes %%names that are no language: they are its cell magics
+    reply, out = run(kc, "%%nosuchlang\nx")
+    assert reply["content"]["ename"] == "UsageError"
+    assert reply["content"]["evalue"] == "Cell magic `%%nosuchlang` not found."
+    km, kc = bash_kernel
     reply, out = run(kc, "%%nosuchlang\nx")
     assert reply["content"]["ename"] == "UnknownLanguage"
+    assert reply["content"]["evalue"] == 'no language named "nosuchlang" in %%nosuchlang'
 
 
 def test_magic_complete_and_is_complete(multi_kernel):

@@ -3,15 +3,18 @@ every figure shown with plt.show(), and every figure still open when a cell
 ends, appears once as display_data (image/png + text/plain) and is closed;
 IPython.display objects, display handles and clear_output produce real
 display messages; DataFrames and PIL images are rich results; and cells take
-IPython's `!cmd`, `var = !cmd`, `%pip`, `%cd` and `%env`."""
+IPython's `!cmd`, `var = !cmd`, `%pip`, `%cd` and `%env`, `%time`, `%timeit`
+and cell magics (`%%time`, `%%writefile`, `%%capture`, `%%html`, ...)."""
 import base64
+import re
 import time
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import descendants, kernel_pid, pid_alive, run, stream_text, wait_until
+from conftest import (TIMEOUT, descendants, kernel_pid, pid_alive, run, stream_text,
+                      wait_until)
 
 needs_matplotlib = pytest.mark.skipif(
     not __import__("importlib.util").util.find_spec("matplotlib"), reason="no matplotlib")
@@ -325,3 +328,54 @@ def test_interrupt_stops_a_shell_command(kernel_factory):
     assert wait_until(lambda: not sleepers()), "sleep survived the interrupt"
     reply, out = run(kc, "!echo alive\nprint('and well')")
     assert stream_text(out, "stdout") == "alive\nand well\n"
+
+
+# ---------------------------------------------------------------------------
+# %time, %timeit and cell magics
+
+TIME = r"\d+(?:\.\d+)? (?:s|ms|µs|ns)"
+
+
+def test_magics_through_nbclient(tmp_path):
+    nb = run_notebook(tmp_path,
+                      "%%time\nx = 6\nx * 7",
+                      "%timeit -n 10 -r 2 sum(range(10))",
+                      "%%writefile magic.txt\nhello from {x}",
+                      "print(repr(open('magic.txt').read()))",
+                      "%%html\n<b>bold</b>",
+                      "%%markdown\n# Title",
+                      "%%capture captured\nprint('hidden')\n!echo hidden too\ndisplay(x)",
+                      "captured.stdout, [o.data for o in captured.outputs]")
+    timed = nb.cells[0].outputs
+    assert [o.output_type for o in timed] == ["stream", "execute_result"]
+    assert re.fullmatch(r"CPU times: user {0}, sys: {0}, total: {0}\nWall time: {0}\n"
+                        .format(TIME), timed[0].text), timed[0].text
+    assert timed[1].data["text/plain"] == "42"
+    text = nb.cells[1].outputs[0].text
+    assert re.fullmatch(r"{0} ± {0} per loop \(mean ± std\. dev\. of 2 runs, 10 loops each\)\n"
+                        .format(TIME), text), text
+    assert nb.cells[2].outputs[0].text == "Writing magic.txt\n"
+    assert nb.cells[3].outputs[0].text == repr("hello from {x}\n") + "\n"  # the body as written
+    html, markdown = nb.cells[4].outputs[0], nb.cells[5].outputs[0]
+    assert html.output_type == markdown.output_type == "display_data"
+    assert html.data["text/html"] == "<b>bold</b>\n"
+    assert markdown.data["text/markdown"] == "# Title\n"
+    assert nb.cells[6].outputs == []
+    assert nb.cells[7].outputs[0].data["text/plain"] == repr(
+        ("hidden\nhidden too\n", [{"text/plain": "6"}]))
+
+
+def test_cell_magics_in_the_cellgate_kernel(multi_kernel):
+    km, kc = multi_kernel
+    reply, out = run(kc, "\n%%time\nimport time\ntime.sleep(0.2)\n1/0")
+    assert reply["content"]["ename"] == "ZeroDivisionError"
+    assert any("line 5" in line and "1/0" in line for line in reply["content"]["traceback"])
+    reply, out = run(kc, "tr = %timeit -o -q -n 3 -r 2 sum(range(5))\n(tr.loops, tr.repeat)")
+    assert out[-1]["content"]["data"]["text/plain"] == "(3, 2)"
+    reply, out = run(kc, "%%sh\necho $0")  # %%sh is Bash here: a language of the kernel
+    assert stream_text(out, "stdout") == "/bin/bash\n"
+    reply, out = run(kc, "%%nosuchmagic\nx")
+    assert reply["content"]["evalue"] == "Cell magic `%%nosuchmagic` not found."
+    for code, status in (("%%time\nx = 1", "incomplete"), ("%%time\nx = 1\n\n", "complete")):
+        kc.is_complete(code)
+        assert kc.get_shell_msg(timeout=TIMEOUT)["content"]["status"] == status

@@ -14,8 +14,13 @@ The goal is to feel like ipykernel to a notebook user or to an agent driving
 jupyter_client: state persists in a real `__main__` module, the value of a
 cell's last expression is shown with the IPython display protocol
 (`_repr_html_` and friends), tracebacks show only the user's frames,
-`input()`, `display()` (IPython's too), `!cmd`, `%pip`, `obj?`, completion,
-inspection and is_complete work.
+`input()`, `display()` (IPython's too), `!cmd`, `obj?`, completion,
+inspection and is_complete work, and so do the IPython magics notebooks use
+most: the line magics %pip, %cd, %env, %pwd, %matplotlib, %time and %timeit,
+and the cell magics %%time, %%timeit, %%writefile, %%capture, %%bash, %%sh,
+%%html, %%markdown, %%svg, %%latex and %%javascript (%%js).  (Run by the
+kernel, a cell whose first line names a language, such as %%bash or %%js,
+goes to that language's runtime instead; see langs.c.)
 
 Layout of this file:
   * start-up constants; only modules the interpreter has already loaded are
@@ -24,8 +29,9 @@ Layout of this file:
   * sys.stdout/sys.stderr replacements that buffer and send `stream` records;
   * mime bundles and display();
   * execute: compiling, running, results, errors, input(), `obj?` paging;
-  * IPython's `!cmd` and line magics (%pip, %cd, %env), rewritten to calls
-    before a cell is compiled;
+  * IPython's `!cmd` and line magics (%pip, %cd, %env, ...), rewritten to
+    calls before a cell is compiled;
+  * cell magics (a whole cell becomes one call) and the timing magics;
   * import hooks: IPython.display made to send records, matplotlib inline;
   * complete / inspect / is_complete;
   * installation into the interpreter and the request loop.
@@ -519,6 +525,9 @@ def mime_bundle(obj, include=None, exclude=None):
     return data, metadata
 
 
+_DISPLAY_CAPTURES = []  # one list of RichOutput per running %%capture, innermost last
+
+
 def _new_display_id():
     return os.urandom(16).hex()
 
@@ -558,13 +567,18 @@ def _raw_bundle(data):
 def publish_display_data(data, metadata=None, source=None, *, transient=None,
                          update=False, **kwargs):
     """Send one mime bundle as display_data (update_display_data when
-    update), like IPython.display.publish_display_data."""
+    update), like IPython.display.publish_display_data.  Inside %%capture
+    the output is kept by the capture instead."""
     record = {"t": "display", "data": _raw_bundle(data),
               "metadata": dict(metadata) if isinstance(metadata, dict) else {}}
     if transient:
         record["transient"] = dict(transient)
     if update:
         record["update"] = True
+    if _DISPLAY_CAPTURES:
+        _DISPLAY_CAPTURES[-1].append(RichOutput(record["data"], record["metadata"],
+                                                transient, update))
+        return
     send(record)
 
 
@@ -608,7 +622,11 @@ def update_display(obj, *, display_id, **kwargs):
 
 
 def clear_output(wait=False):
-    """Clear the cell's output (wait=True: when the next output arrives)."""
+    """Clear the cell's output (wait=True: when the next output arrives);
+    inside %%capture, forget the displays captured so far."""
+    if _DISPLAY_CAPTURES:
+        del _DISPLAY_CAPTURES[-1][:]
+        return
     flush_streams()
     send({"t": "clear", "wait": bool(wait)})
 
@@ -785,10 +803,15 @@ def _interruptibly(function, *args):
 def _cell_filename(count, code):
     """"<cell N>", registered in linecache so tracebacks show the source.
     A count seen before with other code (silent executes) gets a suffix."""
+    return _source_filename("<cell %s>" % count if count is not None else "<cell>", code)
+
+
+def _source_filename(base, code):
+    """base ("<...>"), or base with a suffix if base is taken by other code,
+    registered in linecache with code's lines."""
     lines = code.splitlines(True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    base = "<cell %s>" % count if count is not None else "<cell>"
     name, copy = base, 1
     while name in linecache.cache and linecache.cache[name][2] != lines:
         copy += 1
@@ -818,9 +841,11 @@ def _ends_with_semicolon(code, node):
     return rest.lstrip().startswith(";")
 
 
-def _compile_cell(code, filename):
+def _compile_cell(code, filename, column=0):
     """(body, last, quiet): the cell without its last expression, that
-    expression compiled in 'eval' mode (or None), and whether ';' hides it."""
+    expression compiled in 'eval' mode (or None), and whether ';' hides it.
+    column: UTF-8 bytes before the code on its line as the user wrote it
+    (the statement of a line magic), so tracebacks point at the right place."""
     global _future_flags
     flags = _future_flags | PyCF_ALLOW_TOP_LEVEL_AWAIT
     tree = compile(code, filename, "exec", flags | PyCF_ONLY_AST, dont_inherit=True)
@@ -828,14 +853,17 @@ def _compile_cell(code, filename):
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         node = tree.body.pop()
         quiet = _ends_with_semicolon(code, node)
+        _shift_columns(node, column)
         last = compile(ast.Expression(node.value), filename, "eval", flags, dont_inherit=True)
+    _shift_columns(tree, column)
     body = compile(tree, filename, "exec", flags, dont_inherit=True)
     _future_flags |= body.co_flags & _FUTURE_MASK
     return body, last, quiet
 
 
-def _run_code(code):
-    result = eval(code, _USER_NS)
+def _run_code(code, globals_=None, locals_=None):
+    """Run compiled code (in the user namespace unless told otherwise)."""
+    result = eval(code, _USER_NS if globals_ is None else globals_, locals_)
     if code.co_flags & CO_COROUTINE:  # top-level await
         global _event_loop
         if _event_loop is None:
@@ -845,9 +873,9 @@ def _run_code(code):
     return result
 
 
-def _run_body_and_last(body, last):
-    _run_code(body)
-    return None if last is None else _run_code(last)
+def _run_body_and_last(body, last, globals_=None, locals_=None):
+    _run_code(body, globals_, locals_)
+    return None if last is None else _run_code(last, globals_, locals_)
 
 
 def _remember_result(value, count, store):
@@ -873,7 +901,7 @@ def _run_cell(code, count, silent, store, color):
             return None
         code = strip_leading_indent(code)
         filename = _cell_filename(count, code)  # tracebacks show what was written
-        body, last, quiet = _compile_cell(transform_shell_lines(code), filename)
+        body, last, quiet = _compile_cell(transform_cell(code), filename)
         value = _interruptibly(_run_body_and_last, body, last)
         if value is not None and not silent and not quiet:
             _remember_result(value, count, store)
@@ -913,9 +941,10 @@ def _shell_patterns():
     if _SHELL_PATTERNS is None:
         import re
         _SHELL_PATTERNS = (
-            re.compile(r"([ \t]*)(!!?|%(?=[A-Za-z_]))(.*)", re.S),
+            # `%%name` too: a cell magic below the first line, named in the error
+            re.compile(r"([ \t]*)(!!?|%(?=%?[A-Za-z_]))(.*)", re.S),
             re.compile(r"""([ \t]*)((?:[^=!'"#\\]|'[^'\\]*'|"[^"\\]*")+?)"""
-                       r"""[ \t]*=[ \t]*(!!?|%(?=[A-Za-z_]))(.*)""", re.S),
+                       r"""[ \t]*=[ \t]*(!!?|%(?=%?[A-Za-z_]))(.*)""", re.S),
         )
     return _SHELL_PATTERNS
 
@@ -1098,23 +1127,29 @@ class SList(list):
 
 
 class UsageError(Exception):
-    """A line magic that does not exist or was used wrongly."""
+    """A magic that does not exist or was used wrongly."""
 
 
-def _run_shell(command, capture=False):
-    """/bin/sh -c command, with the cell's stdout/stderr (or captured
-    output, stderr merged into it, when capture).  Sets _exit_code.  An
-    interrupt reaches the shell too (same process group); the
-    KeyboardInterrupt that ends the cell shows only the user's line."""
+def _run_shell(command, capture=False, shell="/bin/sh"):
+    """shell -c command, with the cell's stdout/stderr (or captured output,
+    stderr merged into it, when capture).  When sys.stdout or sys.stderr is
+    not ours (%%capture, contextlib.redirect_stdout) the output is read and
+    written there once the command ends, as ipykernel does.  Sets
+    _exit_code.  An interrupt reaches the shell too (same process group);
+    the KeyboardInterrupt that ends the cell shows only the user's line."""
     import subprocess
     flush_streams()
     _flush_process_streams()
-    pipe = subprocess.PIPE if capture else None
+    redirected = not capture and (sys.stdout is not _STDOUT or sys.stderr is not _STDERR)
+    pipe = subprocess.PIPE if capture or redirected else None
     try:
-        done = subprocess.run(["/bin/sh", "-c", command], stdout=pipe,
-                              stderr=subprocess.STDOUT if capture else None)
+        done = subprocess.run([shell, "-c", command], stdout=pipe,
+                              stderr=subprocess.STDOUT if capture else pipe)
     except KeyboardInterrupt:
         raise KeyboardInterrupt from None
+    if redirected:
+        sys.stdout.write(done.stdout.decode("utf-8", "replace"))
+        sys.stderr.write(done.stderr.decode("utf-8", "replace"))
     _USER_NS["_exit_code"] = done.returncode
     return done
 
@@ -1132,7 +1167,7 @@ def getoutput(command):
     return SList(done.stdout.decode("utf-8", "replace").splitlines())
 
 
-def _magic_pip(args):
+def _magic_pip(args, frame):
     import shlex
     command = "%s -m pip %s" % (shlex.quote(sys.executable), args)
     status = _run_shell(command).returncode
@@ -1163,7 +1198,7 @@ def _has_pip():
 _previous_dir = None  # for `%cd -`
 
 
-def _magic_cd(args):
+def _magic_cd(args, frame):
     global _previous_dir
     target = args.strip()
     quiet = target == "-q" or target.startswith("-q ")
@@ -1190,7 +1225,7 @@ def _magic_cd(args):
         _STDOUT.write(os.getcwd() + "\n")
 
 
-def _magic_env(args):
+def _magic_env(args, frame):
     args = args.strip()
     if not args:  # the whole environment, likely secrets hidden (as IPython)
         env = dict(os.environ)
@@ -1211,35 +1246,553 @@ def _magic_env(args):
     _STDOUT.write("env: %s=%s\n" % (name, value))
 
 
-def _magic_pwd(args):
+def _magic_pwd(args, frame):
     return os.getcwd()
 
 
-def _magic_matplotlib(args):
+def _magic_matplotlib(args, frame):
     if args.strip() not in ("", "inline"):
         _warn("figures are always shown inline here; %%matplotlib %s is ignored"
               % args.strip())
 
 
+# ---------------------------------------------------------------------------
+# Cell magics and the timing magics, as in IPython
+#
+# A cell whose first line (after blank lines) is `%%name line` becomes one
+# call, cell_magic(name, line, body), on that line; as in IPython the body
+# ends with a newline and only `line` is expanded.  Magics that run Python
+# code (%time, %timeit and their cell forms, %%capture) compile it with the
+# caller's file name, after as many newlines as put it on the lines it was
+# written on, so tracebacks show the user's source; a cell magic's body
+# starts on the line after the call when that line holds the `%%` (it does,
+# unless cellgate.cell_magic is called by hand).
+
+def _split_cell_magic(code):
+    """(blank lines before it, name, line, body) when code's first line
+    that is not blank starts with `%%`, else None."""
+    lines = code.split("\n")
+    skip = 0
+    while skip < len(lines) and not lines[skip].strip():
+        skip += 1
+    if skip == len(lines) or not lines[skip].startswith("%%"):
+        return None
+    name, line = (lines[skip][2:].split(None, 1) + ["", ""])[:2]
+    body = "\n".join(lines[skip + 1:])
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return skip, name, line.strip(), body
+
+
+def transform_cell(code):
+    """code as Python: a cell magic becomes one call, and otherwise the
+    `!cmd` and `%magic` lines become calls (transform_shell_lines)."""
+    found = _split_cell_magic(code)
+    if found is None:
+        return transform_shell_lines(code)
+    skip, name, line, body = found
+    return "\n" * skip + "%scell_magic(%r, %r, %r)" % (_SHELL_CALL, name, line, body)
+
+
+def _magic_function(name, cell):
+    """The function of the cell magic (or line magic) name; a UsageError
+    worded as IPython's when there is none."""
+    table, other = (_CELL_MAGICS, _LINE_MAGICS) if cell else (_LINE_MAGICS, _CELL_MAGICS)
+    if name in table:
+        return table[name]
+    if cell:
+        message, hint = "Cell magic `%%%%%s` not found" % name, "line magic `%%%s`" % name
+    else:
+        message, hint = "Line magic function `%%%s` not found" % name, "cell magic `%%%%%s`" % name
+    if name in other:
+        message += " (But %s exists, did you mean that instead?)" % hint
+    elif not cell and name[:1] == "%":
+        message += " (a cell magic must start the cell)"
+    raise UsageError(message + ".")
+
+
+def _magic_line(name, line, frame):
+    """line with `{expr}` / `$name` expanded, unless the magic takes Python."""
+    return line if name in _CODE_MAGICS else expand(line, frame)
+
+
+def magic(name, args=""):
+    """`%name args`: run a line magic (_LINE_MAGICS) and return its value.
+    `{expr}` / `$name` in args are expanded, except for %time and %timeit."""
+    function = _magic_function(name, cell=False)
+    frame = sys._getframe(1)
+    return function(_magic_line(name, args, frame), frame)
+
+
+def cell_magic(name, line, cell):
+    """A cell `%%name line` followed by cell: run the cell magic
+    (_CELL_MAGICS) and return its value.  `{expr}` / `$name` in line are
+    expanded, except for %%time and %%timeit; cell is passed as written."""
+    function = _magic_function(name, cell=True)
+    frame = sys._getframe(1)
+    return function(_magic_line(name, line, frame), frame, cell)
+
+
+def _code_origin(frame, name, source, cell):
+    """(file name, first line, column) under which a magic called from frame
+    compiles source, so that tracebacks show what the user wrote: a cell
+    magic's body is the lines after the `%%` line (or, when cell_magic was
+    called by hand, a file "<%%name>" of its own); a line magic's code is
+    the end of the caller's line."""
+    filename, lineno = frame.f_code.co_filename, frame.f_lineno
+    written = linecache.getline(filename, lineno).rstrip()
+    if not cell:
+        code = source.strip()
+        column = len(written) - len(code) if code and written.endswith(code) else 0
+        return filename, lineno, len(written[:column].encode("utf-8"))
+    if written.lstrip().startswith("%%"):
+        return filename, lineno + 1, 0
+    return _source_filename("<%%%%%s>" % name, source), 1, 0
+
+
+def _shift_columns(tree, column):
+    """Move every node of a one-line tree column bytes to the right."""
+    if not column:
+        return
+    nodes = [tree]
+    while nodes:
+        node = nodes.pop()
+        for field in ("col_offset", "end_col_offset"):
+            if getattr(node, field, None) is not None:
+                setattr(node, field, getattr(node, field) + column)
+        for field in node._fields:
+            value = getattr(node, field, None)
+            if isinstance(value, ast.AST):
+                nodes.append(value)
+            elif isinstance(value, list):
+                nodes.extend(item for item in value if isinstance(item, ast.AST))
+
+
+def _placed(source, first_line):
+    """source (magics and all) as Python, after first_line - 1 newlines."""
+    return "\n" * (first_line - 1) + transform_cell(strip_leading_indent(source))
+
+
+def _compile_at(source, origin):
+    """_compile_cell's (body, last expression, quiet) for source from
+    origin (see _code_origin)."""
+    filename, line, column = origin
+    return _compile_cell(_placed(source, line), filename, column)
+
+
+def _run_at(source, frame, name, cell):
+    """Run the code of a magic called from frame (see _code_origin) in
+    frame's namespaces; the value of a last expression, or None."""
+    body, last, quiet = _compile_at(source, _code_origin(frame, name, source, cell))
+    value = _run_body_and_last(body, last, *_namespaces(frame))
+    return None if quiet else value
+
+
+def _namespaces(frame):
+    """(globals, locals) to run code in as if in frame: locals is None at
+    module level (a cell), a snapshot of a function's variables otherwise."""
+    if frame.f_locals is frame.f_globals:
+        return frame.f_globals, None
+    return frame.f_globals, frame.f_locals
+
+
+def _format_time(seconds, precision=3):
+    """A duration as IPython writes it: `precision` significant digits in
+    s, ms, µs or ns ("1.23 ms", "850 ns"); from a minute on, whole days,
+    hours, minutes and seconds ("1h 2min 5s")."""
+    if seconds >= 60:
+        parts, left = [], seconds
+        for unit, length in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+            count = int(left // length)
+            if count:
+                parts.append("%d%s" % (count, unit))
+                left -= count * length
+        return " ".join(parts)
+    rounded = float("%.*g" % (precision, seconds))  # 999.9 µs is "1 ms"
+    for unit, scale in (("s", 1), ("ms", 1e3), ("µs", 1e6), ("ns", 1e9)):
+        if rounded * scale >= 1:
+            break
+    return "%.*g %s" % (precision, seconds * scale, unit)
+
+
+def _magic_time(line, frame, cell=None):
+    """%time STATEMENT and %%time: run the code once, then print the CPU
+    (user, sys) and wall time it took; returns the value of a last
+    expression.  An exception propagates and nothing is printed."""
+    import resource
+    if cell is not None and line.strip():
+        raise UsageError("Can't use statement directly after '%%time'!")
+    source = line if cell is None else cell
+    started = time.perf_counter()
+    body, last, quiet = _compile_at(source, _code_origin(frame, "time", source, cell is not None))
+    compiling = time.perf_counter() - started
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    value = _run_body_and_last(body, last, *_namespaces(frame))
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    print("CPU times: user %s, sys: %s, total: %s"
+          % (_format_time(user), _format_time(system), _format_time(user + system)))
+    print("Wall time: %s" % _format_time(wall))
+    if compiling > 0.1:
+        print("Compiler : %s" % _format_time(compiling))
+    return None if quiet else value
+
+
+class TimeitResult:
+    """What `%timeit -o` returns: loops (per run), repeat (runs), all_runs
+    (seconds each run took), timings (per loop), best, worst, average and
+    stdev (per loop), compile_time; str() is the line %timeit prints."""
+
+    def __init__(self, loops, repeat, best, worst, all_runs, compile_time, precision):
+        self.loops = loops
+        self.repeat = repeat
+        self.best = best
+        self.worst = worst
+        self.all_runs = all_runs
+        self.compile_time = compile_time
+        self._precision = precision
+        self.timings = [run / loops for run in all_runs]
+
+    @property
+    def average(self):
+        return sum(self.timings) / len(self.timings)
+
+    @property
+    def stdev(self):
+        mean = self.average
+        return (sum((t - mean) ** 2 for t in self.timings) / len(self.timings)) ** 0.5
+
+    def __str__(self):
+        return "%s ± %s per loop (mean ± std. dev. of %d run%s, %s loop%s each)" % (
+            _format_time(self.average, self._precision),
+            _format_time(self.stdev, self._precision),
+            self.repeat, "" if self.repeat == 1 else "s",
+            format(self.loops, ","), "" if self.loops == 1 else "s")
+
+    def __repr__(self):
+        return "<TimeitResult : %s>" % self
+
+
+# The function %timeit times; the setup replaces the first `pass`, the
+# statement the second.  Statement and setup run with the cell's globals.
+_TIMEIT_TEMPLATE = """\
+def inner(_it, _timer):
+    pass
+    _t0 = _timer()
+    for _i in _it:
+        pass
+    return _timer() - _t0
+"""
+
+
+def _timeit_function(stmt, setup, frame, cell):
+    """inner(iterations, timer) -> seconds: runs setup (written on the
+    caller's line) once, then stmt iterations times, compiled so that names
+    resolve as they do in frame."""
+    filename, first, column = _code_origin(frame, "timeit", stmt, cell)
+    template = compile(_TIMEIT_TEMPLATE, filename, "exec", PyCF_ONLY_AST, dont_inherit=True)
+    function = template.body[0]
+    loop = function.body[-2]
+    setup_origin = _code_origin(frame, "timeit", setup, False)
+    for source, (_, line, shift), body in ((stmt, (filename, first, column), loop.body),
+                                           (setup, setup_origin, function.body)):
+        tree = compile(_placed(source, line), filename, "exec",
+                       _future_flags | PyCF_ONLY_AST, dont_inherit=True)
+        _shift_columns(tree, shift)
+        if tree.body:  # in place of the `pass` that starts body
+            body[:1] = tree.body
+    code = compile(template, filename, "exec", _future_flags, dont_inherit=True)
+    globals_, locals_ = _namespaces(frame)
+    if locals_ is not None:  # called in a function: its variables too
+        globals_ = dict(globals_)
+        globals_.update(locals_)
+    made = {}
+    exec(code, globals_, made)
+    return made["inner"]
+
+
+def _time_loops(inner, loops):
+    """Seconds inner takes for loops iterations, the garbage collector off
+    as in timeit."""
+    import gc
+    import itertools
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return inner(itertools.repeat(None, loops), time.perf_counter)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _autorange(inner, budget=0.2):
+    """The first of 1, 2, 5, 10, 20, 50, ... loops that take budget seconds
+    or more (timeit.Timer.autorange's rule)."""
+    base = 1
+    while True:
+        for factor in (1, 2, 5):
+            if _time_loops(inner, base * factor) >= budget:
+                return base * factor
+        base *= 10
+
+
+def _short_options(line, spec, name):
+    """getopt-style options at the start of line: ({letter: value, or True
+    for a flag}, the rest of line as written).  spec lists the letters, a
+    `:` after those that take a value (`-n 10`, `-n10`); options end at
+    `--` or at a word that is not `-` and a letter (`-1` is code)."""
+    import re
+    options, rest = {}, line.strip()
+    while True:
+        match = re.match(r"-(\S*)\s*", rest)
+        if not match or not (match.group(1)[:1].isalpha() or match.group(1) == "-"):
+            break
+        rest = rest[match.end():]
+        letters = match.group(1)
+        if letters == "-":
+            break
+        while letters:
+            letter, letters = letters[0], letters[1:]
+            where = spec.find(letter)
+            if not letter.isalpha() or where < 0:
+                raise UsageError("%%%s: option -%s not recognized (allowed: %s)"
+                                 % (name, letter, " ".join("-" + c for c in spec if c != ":")))
+            if spec[where + 1:where + 2] != ":":
+                options[letter] = True
+                continue
+            if not letters:
+                if not rest:
+                    raise UsageError("%%%s: option -%s needs a value" % (name, letter))
+                letters, rest = re.match(r"(\S*)\s*(.*)", rest, re.S).groups()
+            options[letter], letters = letters, ""
+    return options, rest
+
+
+def _count_option(options, letter, default, name, least):
+    """The integer value of option letter (default when absent)."""
+    text = options.get(letter, default)
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise UsageError("%%%s: -%s takes a whole number of at least %d, not %r"
+                         % (name, letter, least, text))
+    return value
+
+
+def _magic_timeit(line, frame, cell=None):
+    """%timeit [-n N] [-r R] [-p P] [-q] [-o] STATEMENT, and %%timeit
+    [options] [SETUP] with the cell as the statement: R runs (default 7) of
+    N loops each (default: enough loops for a run to take 0.2 s), then
+    `mean ± std. dev. per loop`.  -q prints nothing, -o returns the
+    TimeitResult; -t and -c are accepted (the clock is always perf_counter)."""
+    options, rest = _short_options(line, "n:r:p:qotc", "timeit")
+    loops = _count_option(options, "n", 0, "timeit", 0)
+    repeat = _count_option(options, "r", 7, "timeit", 1)
+    precision = _count_option(options, "p", 3, "timeit", 1)
+    if cell is None and not rest.strip():
+        return None
+    stmt, setup = (rest, "") if cell is None else (cell, rest)
+    started = time.perf_counter()
+    inner = _timeit_function(stmt, setup, frame, cell is not None)
+    compiling = time.perf_counter() - started
+    loops = loops or _autorange(inner)
+    all_runs = [_time_loops(inner, loops) for _ in range(repeat)]
+    per_loop = [run / loops for run in all_runs]
+    result = TimeitResult(loops, repeat, min(per_loop), max(per_loop), all_runs,
+                          compiling, precision)
+    if "q" not in options:
+        if result.worst > 4 * result.best > 0 and result.worst > 1e-6:
+            print("The slowest run took %0.2f times longer than the fastest. This could mean "
+                  "that an intermediate result is being cached." % (result.worst / result.best))
+        print(result)
+        if compiling > 0.1:
+            print("Compiler time: %.2f s" % compiling)
+    return result if "o" in options else None
+
+
+def _words(line, name, flags, most):
+    """(the flags given, the other words) of a magic's line split as a shell
+    would; flags maps each accepted spelling (`-a`, `--append`) to a name,
+    and at most `most` other words are allowed."""
+    import shlex
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError("%%%s: %s" % (name, exc)) from None
+    given, others = set(), []
+    for word in words:
+        if word[:1] == "-" and len(word) > 1:
+            if word not in flags:
+                raise UsageError("%%%s: unrecognized argument: %s (allowed: %s)"
+                                 % (name, word, " ".join(flags) or "none"))
+            given.add(flags[word])
+        else:
+            others.append(word)
+    if len(others) > most:
+        raise UsageError("%%%s: unrecognized arguments: %s" % (name, " ".join(others[most:])))
+    return given, others
+
+
+def _magic_writefile(line, frame, cell):
+    """%%writefile [-a] FILE: write the cell to FILE (-a: append to it)."""
+    given, words = _words(line, "writefile", {"-a": "append", "--append": "append"}, 1)
+    if not words:
+        raise UsageError("usage: %%writefile [-a] FILE")
+    path = os.path.expanduser(words[0])
+    append = "append" in given
+    if not os.path.exists(path):
+        print("Writing %s" % path)
+    else:
+        print(("Appending to %s" if append else "Overwriting %s") % path)
+    with open(path, "a" if append else "w", encoding="utf-8") as file:
+        file.write(cell)
+
+
+def _run_script(shell, name, line, cell):
+    """Run cell with shell, its output the cell's, as `!cmd` runs; a
+    failure raises CalledProcessError unless --no-raise-error."""
+    given, _ = _words(line, name, {"--no-raise-error": "no-raise"}, 0)
+    status = _run_shell(cell, shell=shell).returncode
+    if status and "no-raise" not in given:
+        import subprocess
+        raise subprocess.CalledProcessError(status, cell)
+
+
+def _magic_bash(line, frame, cell):
+    """%%bash [--no-raise-error]: run the cell with /bin/bash."""
+    _run_script("/bin/bash", "bash", line, cell)
+
+
+def _magic_sh(line, frame, cell):
+    """%%sh [--no-raise-error]: run the cell with /bin/sh."""
+    _run_script("/bin/sh", "sh", line, cell)
+
+
+def _display_magic(mime, kind):
+    """A cell magic that shows the cell as mime, as IPython.display.<kind>
+    would (%%html also takes --isolated)."""
+    flags = {"--isolated": "isolated"} if mime == "text/html" else {}
+
+    def show(line, frame, cell):
+        given, _ = _words(line, kind.lower(), flags, 0)
+        publish_display_data({mime: cell, "text/plain": "<IPython.core.display.%s object>" % kind},
+                             {mime: {"isolated": True}} if given else {})
+    show.__doc__ = "%%%%%s: show the cell as %s." % (kind.lower(), mime)
+    return show
+
+
+class RichOutput:
+    """A display kept by %%capture: .data (a mime bundle) and .metadata.
+    display() shows it; as a cell's value it shows as what it holds."""
+
+    def __init__(self, data, metadata=None, transient=None, update=False):
+        self.data = data
+        self.metadata = metadata or {}
+        self.transient = transient
+        self.update = update
+
+    def display(self):
+        publish_display_data(self.data, self.metadata, transient=self.transient,
+                             update=self.update)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.data, self.metadata
+
+
+class CapturedIO:
+    """What %%capture keeps: .stdout and .stderr (str) and .outputs (a
+    list of RichOutput); show(), or calling it, shows them all."""
+
+    def __init__(self, stdout, stderr, outputs):
+        self._stdout = stdout  # io.StringIO, or None when not captured
+        self._stderr = stderr
+        self.outputs = outputs
+
+    @property
+    def stdout(self):
+        return self._stdout.getvalue() if self._stdout else ""
+
+    @property
+    def stderr(self):
+        return self._stderr.getvalue() if self._stderr else ""
+
+    def __str__(self):
+        return self.stdout
+
+    def show(self):
+        sys.stdout.write(self.stdout)
+        sys.stderr.write(self.stderr)
+        for output in self.outputs:
+            output.display()
+
+    __call__ = show
+
+
+def _magic_capture(line, frame, cell):
+    """%%capture [--no-stdout] [--no-stderr] [--no-display] [NAME]: run the
+    cell, keeping its output (and the value of a last expression, as a
+    display) in a CapturedIO stored as NAME instead of showing it.  Shell
+    commands' output is captured too; an exception still propagates."""
+    given, words = _words(line, "capture", {"--no-stdout": "no-stdout", "--no-stderr":
+                                            "no-stderr", "--no-display": "no-display"}, 1)
+    out = None if "no-stdout" in given else io.StringIO()
+    err = None if "no-stderr" in given else io.StringIO()
+    displays = "no-display" not in given
+    captured = CapturedIO(out, err, [])
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out or sys.stdout, err or sys.stderr
+    if displays:
+        _DISPLAY_CAPTURES.append(captured.outputs)
+    try:
+        value = _run_at(cell, frame, "capture", True)
+        if displays:
+            if value is not None:
+                display(value)
+                value = None
+            if "matplotlib.pyplot" in sys.modules:
+                show_figures()
+        return value
+    finally:
+        sys.stdout, sys.stderr = saved
+        if displays:
+            _DISPLAY_CAPTURES.pop()
+        if words:
+            frame.f_globals[words[0]] = captured
+
+
+# Line magics are called as function(line, frame), cell magics as
+# function(line, frame, cell); frame is the caller's (the cell's).
 _LINE_MAGICS = {
     "pip": _magic_pip,
     "cd": _magic_cd,
     "env": _magic_env,
     "pwd": _magic_pwd,
     "matplotlib": _magic_matplotlib,
+    "time": _magic_time,
+    "timeit": _magic_timeit,
 }
+_CELL_MAGICS = {
+    "time": _magic_time,
+    "timeit": _magic_timeit,
+    "capture": _magic_capture,
+    "writefile": _magic_writefile,
+    "bash": _magic_bash,
+    "sh": _magic_sh,
+    "html": _display_magic("text/html", "HTML"),
+    "markdown": _display_magic("text/markdown", "Markdown"),
+    "svg": _display_magic("image/svg+xml", "SVG"),
+    "latex": _display_magic("text/latex", "Latex"),
+    "javascript": _display_magic("application/javascript", "Javascript"),
+    "js": _display_magic("application/javascript", "Javascript"),
+}
+_CODE_MAGICS = frozenset(("time", "timeit"))  # their line is Python: never expanded
 
-
-def magic(name, args=""):
-    """`%name args`: run a line magic (pip, cd, env, pwd, matplotlib) with
-    `{expr}` / `$name` in args expanded; returns the magic's value."""
-    function = _LINE_MAGICS.get(name)
-    if function is None:
-        raise UsageError("Line magic function `%%%s` not found." % name)
-    return function(expand(args, sys._getframe(1)))
-
-
-_CELLGATE_API += [system, getoutput, magic, expand, SList, UsageError]
+_CELLGATE_API += [system, getoutput, magic, cell_magic, expand, SList, UsageError,
+                  TimeitResult, RichOutput, CapturedIO]
 for _public in _CELLGATE_API:
     _public.__module__ = "cellgate"  # so pickle and help() find them there
 del _public
@@ -1378,9 +1931,8 @@ def show_figures(*args, **kwargs):
         figure.savefig(buffer, format="png", bbox_inches="tight")
         width, height = figure.get_size_inches() * figure.dpi
         text = "<Figure size %dx%d with %d Axes>" % (width, height, len(figure.axes))
-        send({"t": "display", "metadata": {},
-              "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
-                       "text/plain": text}})
+        publish_display_data({"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                              "text/plain": text})
     pyplot.close("all")
 
 
@@ -1899,6 +2451,9 @@ def is_complete(code):
     import warnings
     if not code.strip() or _help_request(code):
         return "complete", None
+    if _split_cell_magic(code) is not None:  # as IPython: a blank line ends it
+        last_line = (code if code.endswith("\n") else code + "\n").splitlines()[-1]
+        return ("incomplete", _indent_of(last_line)) if last_line.strip() else ("complete", None)
     # same lines, so indents come from code
     source = transform_shell_lines(strip_leading_indent(code))
     lines = code.rstrip("\n").split("\n")
