@@ -17,10 +17,10 @@ cell's last expression is shown with the IPython display protocol
 `input()`, `display()` (IPython's too), `!cmd`, `obj?`, completion,
 inspection and is_complete work, and so do the IPython magics notebooks use
 most: the line magics %pip, %cd, %env, %pwd, %matplotlib, %time and %timeit,
-and the cell magics %%time, %%timeit, %%writefile, %%capture, %%bash, %%sh,
-%%html, %%markdown, %%svg, %%latex and %%javascript (%%js).  (Run by the
-kernel, a cell whose first line names a language, such as %%bash or %%js,
-goes to that language's runtime instead; see langs.c.)
+and the cell magics %%time, %%timeit, %%writefile, %%capture, %%html,
+%%markdown, %%svg and %%latex.  (A cell whose first line names a language,
+such as %%bash or %%js, never reaches this driver: the kernel runs it in
+that language's runtime; see langs.c.)
 
 Layout of this file:
   * start-up constants; only modules the interpreter has already loaded are
@@ -1130,8 +1130,8 @@ class UsageError(Exception):
     """A magic that does not exist or was used wrongly."""
 
 
-def _run_shell(command, capture=False, shell="/bin/sh"):
-    """shell -c command, with the cell's stdout/stderr (or captured output,
+def _run_shell(command, capture=False):
+    """/bin/sh -c command, with the cell's stdout/stderr (or captured output,
     stderr merged into it, when capture).  When sys.stdout or sys.stderr is
     not ours (%%capture, contextlib.redirect_stdout) the output is read and
     written there once the command ends, as ipykernel does.  Sets
@@ -1143,7 +1143,7 @@ def _run_shell(command, capture=False, shell="/bin/sh"):
     redirected = not capture and (sys.stdout is not _STDOUT or sys.stderr is not _STDERR)
     pipe = subprocess.PIPE if capture or redirected else None
     try:
-        done = subprocess.run([shell, "-c", command], stdout=pipe,
+        done = subprocess.run(["/bin/sh", "-c", command], stdout=pipe,
                               stderr=subprocess.STDOUT if capture else pipe)
     except KeyboardInterrupt:
         raise KeyboardInterrupt from None
@@ -1652,26 +1652,6 @@ def _magic_writefile(line, frame, cell):
         file.write(cell)
 
 
-def _run_script(shell, name, line, cell):
-    """Run cell with shell, its output the cell's, as `!cmd` runs; a
-    failure raises CalledProcessError unless --no-raise-error."""
-    given, _ = _words(line, name, {"--no-raise-error": "no-raise"}, 0)
-    status = _run_shell(cell, shell=shell).returncode
-    if status and "no-raise" not in given:
-        import subprocess
-        raise subprocess.CalledProcessError(status, cell)
-
-
-def _magic_bash(line, frame, cell):
-    """%%bash [--no-raise-error]: run the cell with /bin/bash."""
-    _run_script("/bin/bash", "bash", line, cell)
-
-
-def _magic_sh(line, frame, cell):
-    """%%sh [--no-raise-error]: run the cell with /bin/sh."""
-    _run_script("/bin/sh", "sh", line, cell)
-
-
 def _display_magic(mime, kind):
     """A cell magic that shows the cell as mime, as IPython.display.<kind>
     would (%%html also takes --isolated)."""
@@ -1780,14 +1760,10 @@ _CELL_MAGICS = {
     "timeit": _magic_timeit,
     "capture": _magic_capture,
     "writefile": _magic_writefile,
-    "bash": _magic_bash,
-    "sh": _magic_sh,
     "html": _display_magic("text/html", "HTML"),
     "markdown": _display_magic("text/markdown", "Markdown"),
     "svg": _display_magic("image/svg+xml", "SVG"),
     "latex": _display_magic("text/latex", "Latex"),
-    "javascript": _display_magic("application/javascript", "Javascript"),
-    "js": _display_magic("application/javascript", "Javascript"),
 }
 _CODE_MAGICS = frozenset(("time", "timeit"))  # their line is Python: never expanded
 

@@ -1,6 +1,6 @@
 """Tests of the Python driver's IPython magics: %time, %timeit and their
-cell forms, %%writefile, %%bash / %%sh, %%capture, the display cell magics
-(%%html, %%markdown, %%svg, %%latex, %%javascript) and unknown magics.
+cell forms, %%writefile, %%capture, the display cell magics (%%html,
+%%markdown, %%svg, %%latex) and unknown magics.
 
 The driver runs standalone, as in test_python_driver.py (the kernel sends a
 cell whose first line names a language, such as %%bash, to that language's
@@ -189,30 +189,6 @@ def test_writefile(driver, tmp_path):
     assert cell.error["ename"] == "FileNotFoundError"
 
 
-# ---------------------------------------------------------------------------
-# %%bash and %%sh
-
-def test_bash_and_sh(driver):
-    cell = ok(driver.run("%%bash\necho out ${BASH_VERSION:+bash}\necho err >&2\n"
-                         "sleep 0.1\necho out2\n"))
-    assert (cell.raw_out, cell.raw_err) == (b"out bash\nout2\n", b"err\n")
-    assert cell.records == [cell.done]  # the output is the command's own
-    cell = ok(driver.run("%%sh\necho $0\nx=1; echo \"$x\""))
-    assert cell.raw_out == b"/bin/sh\n1\n"
-
-
-def test_script_failure_raises_unless_told_not_to(driver):
-    cell = driver.run("%%bash\necho before\nexit 3")
-    assert cell.raw_out == b"before\n"
-    assert cell.error["ename"] == "CalledProcessError"
-    assert cell.error["evalue"] == ("Command 'echo before\nexit 3\n' returned non-zero "
-                                   "exit status 3.")
-    assert traceback(cell)[1] == '  File "<cell>", line 1, in <module>\n    %%bash'
-    ok(driver.run("%%sh --no-raise-error\nexit 4"))
-    assert ok(driver.run("_exit_code")).value == "4"
-    assert "unrecognized argument: --bg" in usage_error(driver.run("%%sh --bg\ntrue"))
-
-
 def test_script_output_keeps_its_place_among_records(driver):
     cell = ok(driver.run("%%time\nprint('a')\n!echo b\nprint('c')"))
     assert cell.raw_out == b"b\n"
@@ -264,8 +240,6 @@ def test_capture_options_and_errors(driver):
     ("markdown", "text/markdown", "Markdown"),
     ("svg", "image/svg+xml", "SVG"),
     ("latex", "text/latex", "Latex"),
-    ("javascript", "application/javascript", "Javascript"),
-    ("js", "application/javascript", "Javascript"),
 ])
 def test_display_cell_magics(driver, magic, mime, kind):
     cell = ok(driver.run("%%" + magic + "\nsome {body}\n$x"))
