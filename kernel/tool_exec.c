@@ -464,32 +464,33 @@ type_quoted(struct session *s, const char *src, size_t len)
 }
 
 /*
- * Types a command as one logical line: `[export N=$'v';...] [cd -- $'dir'
- * &&] eval $'part'\<newline>$'part'...` - quoted parts joined by
+ * Types a command as one logical line: `[cd -- $'dir' &&] [N=$'v' ...]
+ * eval $'part'\<newline>$'part'...` - quoted parts joined by
  * backslash-newline, so no physical line outgrows the terminal's line
- * buffer and the shell runs it as one command (one marker).
+ * buffer and the shell runs it as one command (one marker). The cd stays
+ * (as if typed); the variables are the command's alone: Bash (not in
+ * POSIX mode) scopes assignments before `eval` to it and what it starts,
+ * while what the command itself sets or exports survives.
  */
 static int
 type_command(struct session *s, const struct exec_req *r)
 {
     int rc = CG_OK;
 
-    for (size_t i = 0; r->env[i] && rc == CG_OK; i++) {
-        const char *eq = strchr(r->env[i], '=');
-        rc = type_bytes(s, "export ", 7);
-        if (rc == CG_OK)
-            rc = type_bytes(s, r->env[i], (size_t)(eq - r->env[i]) + 1);
-        if (rc == CG_OK)
-            rc = type_quoted(s, eq + 1, strlen(eq + 1));
-        if (rc == CG_OK)
-            rc = type_bytes(s, ";\\\n", 3);
-    }
-    if (r->workdir && *r->workdir && rc == CG_OK) {
+    if (r->workdir && *r->workdir) {
         rc = type_bytes(s, "cd -- ", 6);
         if (rc == CG_OK)
             rc = type_quoted(s, r->workdir, strlen(r->workdir));
         if (rc == CG_OK)
             rc = type_bytes(s, " &&\\\n", 5);
+    }
+    for (size_t i = 0; r->env[i] && rc == CG_OK; i++) {
+        const char *eq = strchr(r->env[i], '=');
+        rc = type_bytes(s, r->env[i], (size_t)(eq - r->env[i]) + 1);
+        if (rc == CG_OK)
+            rc = type_quoted(s, eq + 1, strlen(eq + 1));
+        if (rc == CG_OK)
+            rc = type_bytes(s, " \\\n", 3);
     }
     if (rc == CG_OK)
         rc = type_bytes(s, "eval ", 5);

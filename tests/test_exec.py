@@ -197,6 +197,15 @@ def test_session_keeps_state(kernel):
     assert r["output"] == "/mnt/data\n"  # sessions are separate
 
 
+def test_session_env_is_the_commands_workdir_stays(kernel):
+    km, kc = kernel
+    r, _ = ex(kc, cmd="echo \"$A\"; sh -c 'echo \"child $A\"'; export KEPT=$A; B=2",
+              session_name="s", env={"A": "it's $1 `x`"}, workdir="/tmp")
+    assert r["output"] == "it's $1 `x`\nchild it's $1 `x`\n" and r["exit_code"] == 0
+    r, _ = ex(kc, cmd="echo \"[$A] $KEPT $B $(pwd)\"", session_name="s")
+    assert r["output"] == "[] it's $1 `x` 2 /tmp\n"
+
+
 def test_session_timeout_leaves_it_running_and_feed_follows(kernel):
     km, kc = kernel
     prog = "for i in 1 2 3 4 5 6; do echo line$i; sleep 0.4; done"
