@@ -379,3 +379,27 @@ def test_cell_magics_in_the_cellgate_kernel(multi_kernel):
     for code, status in (("%%time\nx = 1", "incomplete"), ("%%time\nx = 1\n\n", "complete")):
         kc.is_complete(code)
         assert kc.get_shell_msg(timeout=TIMEOUT)["content"]["status"] == status
+
+
+def test_get_ipython_runs_what_nbconvert_scripts_call(python_kernel):
+    """`jupyter nbconvert --to script` writes magics and !cmd as calls on
+    get_ipython(); those run, while IPython's own get_ipython() stays None so
+    libraries do not take the kernel for IPython's shell."""
+    km, kc = python_kernel
+    reply, out = run(kc, "n = 3\n"
+                         "get_ipython().run_line_magic('env', 'CG_SHIM=v$n')\n"
+                         "get_ipython().run_cell_magic('writefile', 'shim.txt', 'n={n}\\n')\n"
+                         "get_ipython().system('echo sys $n; cat shim.txt')\n"
+                         "lines = get_ipython().getoutput('echo a; echo b')\n"
+                         "t = get_ipython().run_line_magic('time', 'n * 2')\n"
+                         "get_ipython().push({'pushed': 1})\n"
+                         "import os\n"
+                         "(os.environ['CG_SHIM'], lines, t, get_ipython().ev('pushed + n'),\n"
+                         " type(get_ipython()).__name__)")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    text = stream_text(out, "stdout")
+    assert text.startswith("env: CG_SHIM=v3\nWriting shim.txt\nsys 3\nn={n}\nCPU times: ")
+    assert out[-1]["content"]["data"]["text/plain"] == "('v3', ['a', 'b'], 6, 4, 'Shell')"
+    reply, out = run(kc, "try:\n    import IPython\nexcept ImportError:\n    print(None)\n"
+                         "else:\n    print(IPython.get_ipython())")
+    assert stream_text(out, "stdout") == "None\n"

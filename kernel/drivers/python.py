@@ -1319,18 +1319,72 @@ def _magic_line(name, line, frame):
 def magic(name, args=""):
     """`%name args`: run a line magic (_LINE_MAGICS) and return its value.
     `{expr}` / `$name` in args are expanded, except for %time and %timeit."""
-    function = _magic_function(name, cell=False)
-    frame = sys._getframe(1)
-    return function(_magic_line(name, args, frame), frame)
+    return _line_magic(name, args, sys._getframe(1))
 
 
 def cell_magic(name, line, cell):
     """A cell `%%name line` followed by cell: run the cell magic
     (_CELL_MAGICS) and return its value.  `{expr}` / `$name` in line are
     expanded, except for %%time and %%timeit; cell is passed as written."""
-    function = _magic_function(name, cell=True)
-    frame = sys._getframe(1)
-    return function(_magic_line(name, line, frame), frame, cell)
+    return _cell_magic(name, line, cell, sys._getframe(1))
+
+
+def _line_magic(name, args, frame):
+    """The line magic name run with args as if written in frame."""
+    return _magic_function(name, cell=False)(_magic_line(name, args, frame), frame)
+
+
+def _cell_magic(name, line, cell, frame):
+    """The cell magic name run with line and cell as if written in frame."""
+    return _magic_function(name, cell=True)(_magic_line(name, line, frame), frame, cell)
+
+
+class Shell:
+    """What get_ipython() returns: the part of IPython's shell that notebook
+    code and `jupyter nbconvert --to script` output call (run_line_magic,
+    run_cell_magic, system, getoutput, user_ns, ev, ex, push).  It is not
+    IPython's ZMQInteractiveShell and does not pretend to be: code that
+    looks for that class (to use widgets, say) takes its plain path."""
+
+    @property
+    def user_ns(self):
+        return _USER_NS
+
+    def run_line_magic(self, magic_name, line, _stack_depth=1):
+        return _line_magic(magic_name, line, sys._getframe(_stack_depth))
+
+    def run_cell_magic(self, magic_name, line, cell):
+        return _cell_magic(magic_name, line, cell, sys._getframe(1))
+
+    def system(self, cmd):
+        _run_shell(expand(cmd, sys._getframe(1)))
+
+    def getoutput(self, cmd, split=True):
+        done = _run_shell(expand(cmd, sys._getframe(1)), capture=True)
+        text = done.stdout.decode("utf-8", "replace")
+        return SList(text.splitlines()) if split else text
+
+    def ev(self, expr):
+        return eval(expr, _USER_NS)
+
+    def ex(self, cmd):
+        exec(cmd, _USER_NS)
+
+    def push(self, variables):
+        """Put variables (a dict, or names of the caller's) in user_ns."""
+        if isinstance(variables, str):
+            frame = sys._getframe(1)
+            names = variables.replace(",", " ").split()
+            variables = {n: eval(n, frame.f_globals, frame.f_locals) for n in names}
+        _USER_NS.update(variables)
+
+
+_SHELL = Shell()
+
+
+def get_ipython():
+    """The kernel's shell (a builtin, as in IPython): see Shell."""
+    return _SHELL
 
 
 def _code_origin(frame, name, source, cell):
@@ -1768,7 +1822,7 @@ _CELL_MAGICS = {
 _CODE_MAGICS = frozenset(("time", "timeit"))  # their line is Python: never expanded
 
 _CELLGATE_API += [system, getoutput, magic, cell_magic, expand, SList, UsageError,
-                  TimeitResult, RichOutput, CapturedIO]
+                  TimeitResult, RichOutput, CapturedIO, Shell, get_ipython]
 for _public in _CELLGATE_API:
     _public.__module__ = "cellgate"  # so pickle and help() find them there
 del _public
@@ -2616,6 +2670,7 @@ def _install():
     sys.stdout, sys.stderr = _STDOUT, _STDERR
     builtins.input = cell_input
     builtins.display = display
+    builtins.get_ipython = get_ipython
     import getpass
     getpass.getpass = cell_getpass
     os.register_at_fork(before=_flush_before_fork, after_in_child=_after_fork_in_child)
