@@ -13,7 +13,7 @@ PKGS=(
   # runtimes and the Jupyter side (Debian's /usr/bin/python3, never pyenv's)
   python3 bash
   python3-jupyter-client python3-nbclient python3-jupyter-kernel-test
-  python3-nbformat python3-nbconvert python3-ipykernel python3-zmq python3-matplotlib python3-pandas python3-pil
+  python3-nbformat python3-nbconvert python3-ipykernel python3-zmq python3-matplotlib python3-pandas python3-pil python3-plotly
   python3-pytest python3-jsonschema jupyter-console
   # toolchains of the languages cellgate runs (a missing one is reported by
   # `cellgate doctor` and gets no kernelspec; swift has no Debian package)

@@ -403,3 +403,28 @@ def test_get_ipython_runs_what_nbconvert_scripts_call(python_kernel):
     reply, out = run(kc, "try:\n    import IPython\nexcept ImportError:\n    print(None)\n"
                          "else:\n    print(IPython.get_ipython())")
     assert stream_text(out, "stdout") == "None\n"
+
+
+PLOTLY_FIGURE = ("import plotly.graph_objects as go\n"
+                 "fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2]))\n")
+
+
+def test_plotly_figures_show_as_in_a_notebook(kernel_factory):
+    """fig.show() and a figure as the last value give plotly's mimetype, as
+    under ipykernel; a renderer the user chose wins; scripts run from a cell
+    keep plotly's own choice."""
+    km, kc = kernel_factory("cellgate-python")
+    reply, out = run(kc, PLOTLY_FIGURE + "fig.show()")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    shown = [m["content"]["data"] for m in out if m["msg_type"] == "display_data"]
+    figures = [d for d in shown if "application/vnd.plotly.v1+json" in d]
+    assert len(figures) == 1 and figures[0]["application/vnd.plotly.v1+json"]["data"][0]["y"] == [3, 1, 2]
+    reply, out = run(kc, "fig")
+    assert "application/vnd.plotly.v1+json" in out[-1]["content"]["data"]
+    reply, out = run(kc, "!/usr/bin/python3 -c 'import plotly.io as p; print(p.renderers.default)'")
+    assert "plotly_mimetype" not in stream_text(out, "stdout")
+    km, kc = kernel_factory("cellgate-python")
+    reply, out = run(kc, "import os\nos.environ['PLOTLY_RENDERER'] = 'json'\n"
+                         + PLOTLY_FIGURE + "fig.show()")
+    shown = [m["content"]["data"] for m in out if m["msg_type"] == "display_data"]
+    assert [list(d) for d in shown] == [["application/json"]]

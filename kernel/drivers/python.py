@@ -1930,6 +1930,21 @@ def _adopt_ipython_display(module):
 
 
 # ---------------------------------------------------------------------------
+# plotly
+#
+# plotly picks its renderer when plotly.io._renderers runs: a notebook's
+# ("plotly_mimetype+notebook") only when IPython.get_ipython() is a shell,
+# which here it is not, so fig.show() showed nothing.  Unless the user chose
+# one (PLOTLY_RENDERER), it gets what it gets under ipykernel.  Not set
+# through the environment, so plotly in a script run from a cell keeps its
+# own choice.
+
+def _plotly_renderer(module):
+    if not os.environ.get("PLOTLY_RENDERER"):
+        module.renderers.default = "plotly_mimetype+notebook"
+
+
+# ---------------------------------------------------------------------------
 # matplotlib, inline
 #
 # MPLBACKEND names a backend module, cellgate_inline, that no file provides:
@@ -1976,6 +1991,7 @@ def _install_import_hooks():
     _MADE_MODULES["cellgate"] = _fill_cellgate_module
     for name in _IPYTHON_DISPLAY_MODULES:
         _after_import(name, _adopt_ipython_display)
+    _after_import("plotly.io._renderers", _plotly_renderer)
     sys.meta_path.insert(0, _ImportHooks())
 
 
