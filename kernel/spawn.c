@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -180,8 +181,29 @@ struct proc_entry {
     bool doomed;
 };
 
-/* Reads every live (not zombie) process's pid and parent from /proc into
- * *out; returns how many, or 0 when /proc cannot be read. */
+/* The parent of a live process, from /proc/PID/stat; 0 when pid is gone or
+ * a zombie. */
+static pid_t
+parent_of(pid_t pid)
+{
+    char path[64], buf[512], state;
+    long ppid;
+
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    const char *rp = strrchr(buf, ')'); /* the comm may contain spaces and ')' */
+    if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2 || state == 'Z')
+        return 0;
+    return (pid_t)ppid;
+}
+
+/* Reads every live process's pid and parent into *out; returns how many,
+ * or 0 when /proc cannot be read. */
 static size_t
 read_procs(struct proc_entry **out)
 {
@@ -194,20 +216,8 @@ read_procs(struct proc_entry **out)
     if (!d)
         return 0;
     while ((e = readdir(d))) {
-        char path[64], buf[512], state;
-        long ppid;
-        pid_t pid = (pid_t)strtol(e->d_name, NULL, 10);
-        if (pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        const char *rp = strrchr(buf, ')'); /* the comm may contain spaces */
-        if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2 || state == 'Z')
+        pid_t pid = (pid_t)strtol(e->d_name, NULL, 10), ppid;
+        if (pid <= 0 || (ppid = parent_of(pid)) == 0)
             continue;
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 256;
@@ -217,11 +227,30 @@ read_procs(struct proc_entry **out)
             v = nv;
             cap = ncap;
         }
-        v[n++] = (struct proc_entry){ .pid = pid, .ppid = (pid_t)ppid };
+        v[n++] = (struct proc_entry){ .pid = pid, .ppid = ppid };
     }
     closedir(d);
     *out = v;
     return n;
+}
+
+/* SIGKILLs pid if it is still the child of parent or of root (where it
+ * goes when parent dies). Through a pidfd taken before that check, so a
+ * pid reused since the scan is never signalled. */
+static void
+kill_if_below(pid_t pid, pid_t parent, pid_t root)
+{
+    int fd = pidfd_open(pid, 0);
+
+    if (fd < 0) {
+        if (errno == ENOSYS) /* Linux before 5.3: the scan's word must do */
+            kill(pid, SIGKILL);
+        return;
+    }
+    pid_t now = parent_of(pid);
+    if (now == parent || now == root)
+        pidfd_send_signal(fd, SIGKILL, NULL, 0);
+    close(fd);
 }
 
 /* Marks the descendants of root in v (parents before children need not
@@ -243,7 +272,7 @@ kill_tree(struct proc_entry *v, size_t n, pid_t root)
                 below = v[j].doomed && v[j].pid == v[i].ppid;
             if (below) {
                 v[i].doomed = changed = true;
-                kill(v[i].pid, SIGKILL);
+                kill_if_below(v[i].pid, v[i].ppid, root);
                 killed++;
             }
         }
