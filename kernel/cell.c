@@ -369,15 +369,37 @@ cell_interrupt(struct kernel *k)
     runtime_interrupt(p->rt);
 }
 
-double
-cell_tick(struct kernel *k)
+/* The per-cell wall clock: SIGINT at the limit, SIGKILL of the runtime two
+ * seconds later if the cell is still running. Returns when it is next due,
+ * or 0. */
+static double
+time_limit_tick(struct pending *p, double now)
+{
+    if (!p->deadline || now < p->deadline)
+        return p->deadline;
+    if (p->timeouts == 0) {
+        p->timeouts = 1;
+        p->deadline = now + 2.0;
+        runtime_interrupt(p->rt);
+    } else {
+        p->timeouts = 2;
+        p->deadline = 0;
+        runtime_kill(p->rt);
+    }
+    return p->deadline;
+}
+
+/* A cell still running CELL_INTERRUPT_FORCE_S after the client's interrupt
+ * is told how to end it. Returns when it is next due, or 0. */
+static double
+interrupt_notice_tick(struct kernel *k, double now)
 {
     struct pending *p = &k->p;
 
-    if (p->kind != PR_EXECUTE || !p->interrupted_at || p->interrupt_noted || p->force_killed)
+    if (!p->interrupted_at || p->interrupt_noted || p->force_killed)
         return 0;
     double due = p->interrupted_at + CELL_INTERRUPT_FORCE_S;
-    if (kernel_now() < due)
+    if (now < due)
         return due;
     char note[256];
     snprintf(note, sizeof note, "[cellgate: the cell is still running %.0f s after the "
@@ -386,6 +408,17 @@ cell_tick(struct kernel *k)
     kernel_publish_stream(k, p->req, "stderr", note, strlen(note));
     p->interrupt_noted = true;
     return 0;
+}
+
+double
+cell_tick(struct kernel *k)
+{
+    if (k->p.kind != PR_EXECUTE)
+        return 0;
+    double now = kernel_now();
+    double limit = time_limit_tick(&k->p, now);
+    double notice = interrupt_notice_tick(k, now);
+    return !limit || (notice && notice < limit) ? notice : limit;
 }
 
 /* ---- what runtimes send ------------------------------------------------- */

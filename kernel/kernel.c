@@ -195,26 +195,6 @@ box_gone(struct kernel *k, const char *why)
     box_destroy(&k->box);
 }
 
-/* Enforces the per-cell wall clock: SIGINT at the limit, SIGKILL of the
- * runtime two seconds later if the cell is still running. */
-static void
-check_deadline(struct kernel *k)
-{
-    struct pending *p = &k->p;
-
-    if (p->kind != PR_EXECUTE || !p->deadline || kernel_now() < p->deadline)
-        return;
-    if (p->timeouts == 0) {
-        p->timeouts = 1;
-        p->deadline = kernel_now() + 2.0;
-        runtime_interrupt(p->rt);
-    } else if (p->timeouts == 1) {
-        p->timeouts = 2;
-        p->deadline = 0;
-        runtime_kill(p->rt);
-    }
-}
-
 static void
 serve_signals(struct kernel *k)
 {
@@ -296,7 +276,6 @@ teardown(struct kernel *k)
         runtime_destroy(&k->rts[i]);
     box_destroy(&k->box);
     displayd_destroy(&k->displayd);
-    spawn_kill_descendants(1000);
     while (waitpid(-1, NULL, WNOHANG) > 0)
         ;
     cell_clear(k);
@@ -412,10 +391,7 @@ loop(struct kernel *k)
     while (!k->quit) {
         size_t n = 0;
         /* Tool deadlines first: a job that ends here polls nothing below. */
-        double deadline = k->p.kind == PR_TOOL ? tools_tick(k) : k->p.deadline;
-        double notice = cell_tick(k);
-        if (notice && (!deadline || notice < deadline))
-            deadline = notice;
+        double deadline = k->p.kind == PR_TOOL ? tools_tick(k) : cell_tick(k);
         items[n++] = (zmq_pollitem_t){ .socket = k->sock[CH_CONTROL], .events = ZMQ_POLLIN };
         items[n++] = (zmq_pollitem_t){ .fd = k->sigfd, .events = ZMQ_POLLIN };
         items[n++] = (zmq_pollitem_t){ .socket = k->sock[CH_STDIN],
@@ -455,7 +431,6 @@ loop(struct kernel *k)
             log_info("parent process is gone: shutting down");
             break;
         }
-        check_deadline(k);
         if (rc <= 0) {
             displayd_service(k, NULL, 0); /* drops clients whose time is up */
             handlers_serve_backlog(k);

@@ -194,8 +194,9 @@ void cell_runtime_ended(struct kernel *k, struct runtime *rt, int status);
  */
 void cell_interrupt(struct kernel *k);
 
-/* Time-driven work of the running cell (the "interrupt again" notice);
- * returns the monotonic time it next needs a call, or 0. */
+/* Time-driven work of the running cell: its time limit (--timeout) and the
+ * "interrupt again" notice. Returns the monotonic time it next needs a
+ * call, or 0. */
 double cell_tick(struct kernel *k);
 
 /* Charges len bytes of output the kernel publishes itself to the pending
