@@ -1160,11 +1160,12 @@ def system(command):
     _run_shell(expand(command, sys._getframe(1)))
 
 
-def getoutput(command):
+def getoutput(command, split=True):
     """`lines = !command`: run it through /bin/sh and return its output
-    (stdout and stderr) as an SList of lines."""
+    (stdout and stderr) as an SList of lines (as one string if not split)."""
     done = _run_shell(expand(command, sys._getframe(1)), capture=True)
-    return SList(done.stdout.decode("utf-8", "replace").splitlines())
+    text = done.stdout.decode("utf-8", "replace")
+    return SList(text.splitlines()) if split else text
 
 
 def _magic_pip(args, frame):
@@ -1326,17 +1327,13 @@ def cell_magic(name, line, cell):
     """A cell `%%name line` followed by cell: run the cell magic
     (_CELL_MAGICS) and return its value.  `{expr}` / `$name` in line are
     expanded, except for %%time and %%timeit; cell is passed as written."""
-    return _cell_magic(name, line, cell, sys._getframe(1))
+    frame = sys._getframe(1)
+    return _magic_function(name, cell=True)(_magic_line(name, line, frame), frame, cell)
 
 
 def _line_magic(name, args, frame):
     """The line magic name run with args as if written in frame."""
     return _magic_function(name, cell=False)(_magic_line(name, args, frame), frame)
-
-
-def _cell_magic(name, line, cell, frame):
-    """The cell magic name run with line and cell as if written in frame."""
-    return _magic_function(name, cell=True)(_magic_line(name, line, frame), frame, cell)
 
 
 class Shell:
@@ -1353,16 +1350,11 @@ class Shell:
     def run_line_magic(self, magic_name, line, _stack_depth=1):
         return _line_magic(magic_name, line, sys._getframe(_stack_depth))
 
-    def run_cell_magic(self, magic_name, line, cell):
-        return _cell_magic(magic_name, line, cell, sys._getframe(1))
-
-    def system(self, cmd):
-        _run_shell(expand(cmd, sys._getframe(1)))
-
-    def getoutput(self, cmd, split=True):
-        done = _run_shell(expand(cmd, sys._getframe(1)), capture=True)
-        text = done.stdout.decode("utf-8", "replace")
-        return SList(text.splitlines()) if split else text
+    # The module's own functions: as static methods they add no frame, so
+    # they expand names from the caller's as they do when called directly.
+    run_cell_magic = staticmethod(cell_magic)
+    system = staticmethod(system)
+    getoutput = staticmethod(getoutput)
 
     def ev(self, expr):
         return eval(expr, _USER_NS)
