@@ -970,8 +970,7 @@ hop(struct fetch *f, const char *url, const struct timespec *deadline, char **ne
                     "the download of %s was interrupted", url);
     if (left <= 0)
         return fail(res, DOWNLOAD_E_TIMEOUT, err, errlen, CG_ETIMEDOUT,
-                    "the download took longer than %u s (%s)", f->p->timeout_s,
-                    "CELLGATE_DOWNLOAD_TIMEOUT");
+                    "the download took longer than %u s (%s)", f->p->timeout_s, ENV_TIMEOUT);
     f->body_seen = false;
     f->stop = STOP_NONE;
     f->attempts = f->refused = 0;
@@ -1017,7 +1016,7 @@ hop(struct fetch *f, const char *url, const struct timespec *deadline, char **ne
         if (rc == CURLE_OPERATION_TIMEDOUT)
             return fail(res, DOWNLOAD_E_TIMEOUT, err, errlen, CG_ETIMEDOUT,
                         "%s: no complete answer within the time allowed (%u s, %s): %s", url,
-                        f->p->timeout_s, "CELLGATE_DOWNLOAD_TIMEOUT",
+                        f->p->timeout_s, ENV_TIMEOUT,
                         curl_err[0] ? curl_err : curl_easy_strerror(rc));
         return fail(res, DOWNLOAD_E_FAILED, err, errlen, CG_ESYS, "%s: %s", url,
                     curl_err[0] ? curl_err : curl_easy_strerror(rc));
