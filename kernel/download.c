@@ -559,17 +559,14 @@ download_policy_check(const struct download_policy *p, const char *url, char *ca
                        "comma-separated URL patterns such as https://files.example.com/*, "
                        "or %s to a file of allowed URLs, one a line)", ENV_ALLOW, ENV_SEEN);
     for (const char *s = p->allow; s && *s;) {
-        size_t n = strcspn(s, ",");
-        const char *e = s + n;
+        const char *end = s + strcspn(s, ","), *e = end;
         while (s < e && isspace((unsigned char)*s))
             s++;
         while (e > s && isspace((unsigned char)e[-1]))
             e--;
         if (e > s && download_glob_match(s, (size_t)(e - s), canon))
             return CG_OK;
-        s += strcspn(s, ",");
-        if (*s == ',')
-            s++;
+        s = *end ? end + 1 : end;
     }
     if (p->seen_file && seen_contains(p->seen_file, url, canon, why, sizeof why))
         return CG_OK;
