@@ -559,17 +559,14 @@ download_policy_check(const struct download_policy *p, const char *url, char *ca
                        "comma-separated URL patterns such as https://files.example.com/*, "
                        "or %s to a file of allowed URLs, one a line)", ENV_ALLOW, ENV_SEEN);
     for (const char *s = p->allow; s && *s;) {
-        size_t n = strcspn(s, ",");
-        const char *e = s + n;
+        const char *end = s + strcspn(s, ","), *e = end;
         while (s < e && isspace((unsigned char)*s))
             s++;
         while (e > s && isspace((unsigned char)e[-1]))
             e--;
         if (e > s && download_glob_match(s, (size_t)(e - s), canon))
             return CG_OK;
-        s += strcspn(s, ",");
-        if (*s == ',')
-            s++;
+        s = *end ? end + 1 : end;
     }
     if (p->seen_file && seen_contains(p->seen_file, url, canon, why, sizeof why))
         return CG_OK;
@@ -970,8 +967,7 @@ hop(struct fetch *f, const char *url, const struct timespec *deadline, char **ne
                     "the download of %s was interrupted", url);
     if (left <= 0)
         return fail(res, DOWNLOAD_E_TIMEOUT, err, errlen, CG_ETIMEDOUT,
-                    "the download took longer than %u s (%s)", f->p->timeout_s,
-                    "CELLGATE_DOWNLOAD_TIMEOUT");
+                    "the download took longer than %u s (%s)", f->p->timeout_s, ENV_TIMEOUT);
     f->body_seen = false;
     f->stop = STOP_NONE;
     f->attempts = f->refused = 0;
@@ -1017,7 +1013,7 @@ hop(struct fetch *f, const char *url, const struct timespec *deadline, char **ne
         if (rc == CURLE_OPERATION_TIMEDOUT)
             return fail(res, DOWNLOAD_E_TIMEOUT, err, errlen, CG_ETIMEDOUT,
                         "%s: no complete answer within the time allowed (%u s, %s): %s", url,
-                        f->p->timeout_s, "CELLGATE_DOWNLOAD_TIMEOUT",
+                        f->p->timeout_s, ENV_TIMEOUT,
                         curl_err[0] ? curl_err : curl_easy_strerror(rc));
         return fail(res, DOWNLOAD_E_FAILED, err, errlen, CG_ESYS, "%s: %s", url,
                     curl_err[0] ? curl_err : curl_easy_strerror(rc));
