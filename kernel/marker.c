@@ -19,13 +19,19 @@ marker_scan(struct marker *m, const char *data, size_t len, marker_text_fn on_te
             marker_end_fn on_end, void *ctx)
 {
     size_t end = m->hold_len + len, at = 0;
-    char *buf = malloc(end ? end : 1);
+    char *joined = NULL;
+    const char *buf = data;
 
-    if (!buf)
-        return -1;
-    memcpy(buf, m->hold, m->hold_len);
-    if (len)
-        memcpy(buf + m->hold_len, data, len);
+    /* Joined in a buffer only behind a held tail: a read is otherwise
+     * scanned where it is. */
+    if (m->hold_len) {
+        if (!(joined = malloc(end)))
+            return -1;
+        memcpy(joined, m->hold, m->hold_len);
+        if (len)
+            memcpy(joined + m->hold_len, data, len);
+        buf = joined;
+    }
     m->hold_len = 0;
     while (at < end) {
         const char *hit = memmem(buf + at, end - at, m->text, m->len);
@@ -61,7 +67,7 @@ marker_scan(struct marker *m, const char *data, size_t len, marker_text_fn on_te
         on_end(ctx, (int)status);
         at = (size_t)(bel - buf) + 1;
     }
-    free(buf);
+    free(joined);
     return 0;
 }
 

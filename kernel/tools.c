@@ -355,15 +355,21 @@ void
 tool_output_add(struct kernel *k, bool publish, struct tool_output *out, struct tool_text *cut,
                 const char *name, const char *bytes, size_t len)
 {
-    char stack[4096 + 4], *raw = stack;
+    char stack[4096 + 4], *joined = NULL;
+    const char *raw = bytes;
     size_t total = cut->carry_len + len;
 
-    if (total > sizeof stack && !(raw = malloc(total))) {
-        out->dropped += len;
-        return;
+    /* Joined in a buffer only behind a cut sequence: a read (up to 64 KiB)
+     * is otherwise used where it is. */
+    if (cut->carry_len) {
+        if (!(joined = total <= sizeof stack ? stack : malloc(total))) {
+            out->dropped += len;
+            return;
+        }
+        memcpy(joined, cut->carry, cut->carry_len);
+        memcpy(joined + cut->carry_len, bytes, len);
+        raw = joined;
     }
-    memcpy(raw, cut->carry, cut->carry_len);
-    memcpy(raw + cut->carry_len, bytes, len);
     /* len 0 means the end: a cut sequence is let out as it is. */
     size_t whole = len ? utf8_complete_prefix(raw, total) : total;
     cut->carry_len = total - whole;
@@ -378,8 +384,8 @@ tool_output_add(struct kernel *k, bool publish, struct tool_output *out, struct 
     }
     if (clean != raw)
         free((char *)clean);
-    if (raw != stack)
-        free(raw);
+    if (joined != stack)
+        free(joined);
 }
 
 json_t *
