@@ -37,7 +37,7 @@ B := build
 ifneq ($(SANITIZE),)
 B := build-$(subst $(comma),-,$(SANITIZE))
 endif
-COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c
+COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c common/buf.c
 KERNEL := kernel/main.c kernel/kernel.c kernel/cell.c kernel/handlers.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
           kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c \
           kernel/tools.c kernel/tool_exec.c kernel/tool_download.c kernel/marker.c kernel/image.c \
@@ -51,7 +51,7 @@ LOGOS := kernelspecs/logo-32x32.png kernelspecs/logo-64x64.png kernelspecs/logo-
 COMMON_OBJ := $(COMMON:%.c=$(B)/%.o)
 KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
 SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o)
-UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.c \
+UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.c tests/unit/test_buf.c \
          tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
          tests/unit/test_boxfs.c tests/unit/test_download.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)

@@ -3,6 +3,7 @@
  */
 #include "runtime.h"
 
+#include "../common/buf.h"
 #include "../common/cgerr.h"
 #include "../common/log.h"
 #include "utf8.h"
@@ -23,11 +24,6 @@
 extern char **environ;
 
 /* A growable byte buffer. */
-struct buf {
-    char *data;
-    size_t len, cap;
-};
-
 /* One raw output pipe and the cut UTF-8 sequence left from its last read. */
 struct pipe_in {
     int fd;
@@ -50,35 +46,6 @@ struct runtime {
     char *version;          /* from the ready record */
     char death[128];        /* why it ended */
 };
-
-/* ---- buffers ------------------------------------------------------------ */
-
-static int buf_reserve(struct buf *b, size_t n);
-
-static int
-buf_add(struct buf *b, const void *p, size_t n)
-{
-    if (buf_reserve(b, n) != CG_OK)
-        return CG_ENOMEM;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return CG_OK;
-}
-
-static void
-buf_consume(struct buf *b, size_t n)
-{
-    memmove(b->data, b->data + n, b->len - n);
-    b->len -= n;
-}
-
-static void
-buf_free(struct buf *b)
-{
-    free(b->data);
-    *b = (struct buf){ 0 };
-}
 
 /* ---- lifetime ----------------------------------------------------------- */
 
@@ -510,23 +477,6 @@ take_record(struct runtime *rt, const char *p, size_t avail, const char *nl,
 out:
     json_decref(rec);
     return rc;
-}
-
-/* Makes room for at least n more bytes in b. */
-static int
-buf_reserve(struct buf *b, size_t n)
-{
-    if (b->len + n + 1 <= b->cap)
-        return CG_OK;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n + 1)
-        cap *= 2;
-    char *d = realloc(b->data, cap);
-    if (!d)
-        return CG_ENOMEM;
-    b->data = d;
-    b->cap = cap;
-    return CG_OK;
 }
 
 /* Reads the control socket and handles every complete record. */

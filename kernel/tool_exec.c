@@ -291,7 +291,7 @@ exec_destroy(struct tool_job *job)
     for (int i = 0; i < 2; i++)
         if (j->fd[i] >= 0)
             close(j->fd[i]);
-    free(j->out.text);
+    buf_free(&j->out.text);
     free(j);
 }
 
@@ -395,8 +395,7 @@ struct session {
     int last_exit;
     bool ended;               /* the shell exited (status) */
     int status;
-    char *typing;             /* bytes waiting to be written to the terminal */
-    size_t typing_len, typing_cap;
+    struct buf typing;        /* bytes waiting to be written to the terminal */
     struct tool_text cut;
     struct tool_output unread; /* printed since the last reply */
 };
@@ -427,19 +426,7 @@ job_of(struct kernel *k, struct session *s)
 static int
 type_bytes(struct session *s, const char *bytes, size_t len)
 {
-    if (s->typing_len + len > s->typing_cap) {
-        size_t cap = s->typing_cap ? s->typing_cap : 4096;
-        while (cap < s->typing_len + len)
-            cap *= 2;
-        char *t = realloc(s->typing, cap);
-        if (!t)
-            return CG_ENOMEM;
-        s->typing = t;
-        s->typing_cap = cap;
-    }
-    memcpy(s->typing + s->typing_len, bytes, len);
-    s->typing_len += len;
-    return CG_OK;
+    return buf_add(&s->typing, bytes, len);
 }
 
 /* Appends src[0..len) to *line as bash $'...' text (no raw newline, no
@@ -582,11 +569,10 @@ session_read(struct kernel *k, struct session *s)
 static void
 session_write(struct session *s)
 {
-    ssize_t n = write(s->master, s->typing, s->typing_len);
+    ssize_t n = write(s->master, s->typing.data, s->typing.len);
 
     if (n > 0) {
-        memmove(s->typing, s->typing + n, s->typing_len - (size_t)n);
-        s->typing_len -= (size_t)n;
+        buf_consume(&s->typing, (size_t)n);
     }
 }
 
@@ -597,8 +583,8 @@ session_free(struct session *s)
         s->sp->signal(s->sp, s->pid, SIGKILL);
     if (s->master >= 0)
         close(s->master);
-    free(s->typing);
-    free(s->unread.text);
+    buf_free(&s->typing);
+    buf_free(&s->unread.text);
     free(s);
 }
 
@@ -648,7 +634,7 @@ sessions_poll(struct kernel *k, zmq_pollitem_t *items, size_t max)
         if (s && s->master >= 0)
             items[n++] = (zmq_pollitem_t){ .fd = s->master,
                                            .events = ZMQ_POLLIN
-                                                     | (s->typing_len ? ZMQ_POLLOUT : 0) };
+                                                     | (s->typing.len ? ZMQ_POLLOUT : 0) };
     }
     return n;
 }
@@ -812,7 +798,7 @@ fail:
     if (s && s->master >= 0)
         close(s->master);
     if (s)
-        free(s->typing);
+        buf_free(&s->typing);
     free(s);
     free(env);
     return NULL;
@@ -898,7 +884,7 @@ session_wait(struct session *s, bool feed, double seconds,
     *j = (struct session_job){ .base = { &session_job_ops }, .s = s, .feed = feed,
                                .reply_at = kernel_now() + seconds };
     s->finished = false;
-    if (s->master >= 0 && s->typing_len)
+    if (s->master >= 0 && s->typing.len)
         session_write(s);
     *job = &j->base;
     return NULL;

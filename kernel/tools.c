@@ -311,13 +311,14 @@ tool_str_member(const json_t *data, const char *name, bool *bad)
 static void
 output_drop_front(struct tool_output *out, size_t keep)
 {
-    if (out->len <= keep)
+    struct buf *b = &out->text;
+
+    if (b->len <= keep)
         return;
-    size_t cut = out->len - keep;
-    while (cut < out->len && ((unsigned char)out->text[cut] & 0xC0) == 0x80)
+    size_t cut = b->len - keep;
+    while (cut < b->len && ((unsigned char)b->data[cut] & 0xC0) == 0x80)
         cut++; /* not in the middle of a character */
-    memmove(out->text, out->text + cut, out->len - cut + 1);
-    out->len -= cut;
+    buf_consume(b, cut);
     out->dropped += cut;
 }
 
@@ -328,26 +329,15 @@ static void
 output_keep(struct tool_output *out, const char *text, size_t len)
 {
     size_t max = out->keep_tail ? 2 * TOOL_OUTPUT_MAX : TOOL_OUTPUT_MAX;
-    if (out->keep_tail && out->len + len > max)
+    if (out->keep_tail && out->text.len + len > max)
         output_drop_front(out, len < TOOL_OUTPUT_MAX ? TOOL_OUTPUT_MAX - len : 0);
-    size_t room = out->len < max ? max - out->len : 0;
+    size_t room = out->text.len < max ? max - out->text.len : 0;
     size_t n = len <= room ? len : utf8_complete_prefix(text, room);
 
-    if (out->len + n + 1 > out->cap) {
-        size_t cap = out->cap ? out->cap : 4096;
-        while (cap < out->len + n + 1)
-            cap *= 2;
-        char *t = realloc(out->text, cap);
-        if (!t) {
-            out->dropped += len;
-            return;
-        }
-        out->text = t;
-        out->cap = cap;
+    if (buf_add(&out->text, text, n) != CG_OK) {
+        out->dropped += len;
+        return;
     }
-    memcpy(out->text + out->len, text, n);
-    out->len += n;
-    out->text[out->len] = '\0';
     out->dropped += len - n;
 }
 
@@ -393,21 +383,22 @@ tool_output_take(struct tool_output *out)
 {
     json_t *s;
     char note[160];
+    const char *text = out->text.data ? out->text.data : "";
 
     if (out->keep_tail)
         output_drop_front(out, TOOL_OUTPUT_MAX);
     if (out->dropped && out->keep_tail) {
         snprintf(note, sizeof note, "[cellgate: %zu earlier bytes of output are not in this "
                  "reply]\n", out->dropped);
-        s = json_pack("s+", note, out->text ? out->text : "");
+        s = json_pack("s+", note, text);
     } else if (out->dropped) {
         snprintf(note, sizeof note, "\n[cellgate: %zu more bytes of output are not in this "
                  "reply]\n", out->dropped);
-        s = json_pack("s+", out->text ? out->text : "", note);
+        s = json_pack("s+", text, note);
     } else {
-        s = json_stringn(out->text ? out->text : "", out->len);
+        s = json_stringn(text, out->text.len);
     }
-    free(out->text);
+    buf_free(&out->text);
     *out = (struct tool_output){ .keep_tail = out->keep_tail };
     return s;
 }

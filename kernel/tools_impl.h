@@ -15,6 +15,8 @@
 
 #include "tools.h"
 
+#include "../common/buf.h"
+
 #define TOOL_OUTPUT_MAX (1u << 20) /* bytes of output a reply carries */
 
 struct tool_job;
@@ -86,8 +88,7 @@ struct tool_text {
     size_t carry_len;
 };
 struct tool_output {
-    char *text;          /* NUL-terminated, or NULL before any output */
-    size_t len, cap;
+    struct buf text;     /* data NULL before any output */
     size_t dropped;      /* bytes left out (past TOOL_OUTPUT_MAX) */
     bool keep_tail;      /* keep the last bytes, not the first */
 };
