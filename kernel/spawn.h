@@ -57,9 +57,8 @@ struct spawn_hook {
  * report_fd (close-on-exec, must be >= SPAWN_REPORT_FD_MIN), resets signal
  * dispositions and mask, takes fd 0 as controlling terminal if spec->tty
  * (the caller made the child a session leader), changes directory, runs
- * hook (may be NULL) and
- * execs. On failure writes {stage, errno} (two ints) to report_fd and
- * exits 127. Never returns. Async-signal-safe.
+ * hook (may be NULL) and execs. On failure writes {stage, errno} (two
+ * ints) to report_fd and exits 127. Never returns. Async-signal-safe.
  */
 #define SPAWN_REPORT_FD_MIN 200
 void spawn_exec_child(const struct spawn_spec *spec, int report_fd, const struct spawn_hook *hook)
