@@ -398,3 +398,13 @@ def wait_for_stdout(driver, text, timeout=TIMEOUT):
         if record["t"] == "stream" and text in record["text"]:
             return records
         assert record["t"] != "done", records
+
+
+def interrupt_cell(driver, timeout=TIMEOUT, within=1.0):
+    """SIGINT the running cell and return it; its `done` must come within
+    `within` seconds of the signal (finish() waits up to timeout)."""
+    sent = time.monotonic()
+    driver.interrupt()
+    cell = driver.finish(timeout=timeout)
+    assert time.monotonic() - sent < within
+    return cell
