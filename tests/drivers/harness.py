@@ -408,3 +408,12 @@ def interrupt_cell(driver, timeout=TIMEOUT, within=1.0):
     cell = driver.finish(timeout=timeout)
     assert time.monotonic() - sent < within
     return cell
+
+
+def sigint_between_cells(driver, settle=0.2):
+    """Three SIGINTs while no cell runs: the driver must ignore them (it
+    is still running settle seconds later)."""
+    for _ in range(3):
+        driver.interrupt()
+    time.sleep(settle)
+    assert driver.proc.poll() is None

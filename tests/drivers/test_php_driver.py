@@ -233,10 +233,7 @@ def test_interrupt_during_a_flood_of_echo(fresh):
 
 
 def test_sigint_between_cells_is_ignored(fresh):
-    for _ in range(3):
-        fresh.interrupt()
-    time.sleep(0.2)
-    assert fresh.proc.poll() is None
+    harness.sigint_between_cells(fresh)
     assert plain(fresh.run("'alive'")) == "'alive'"
 
 

@@ -282,10 +282,7 @@ def test_keyboard_interrupt_during_sleep(fresh):
 
 def test_sigint_between_requests_is_ignored(fresh):
     ok(fresh.run("ig = 5"))
-    for _ in range(3):
-        fresh.interrupt()
-    time.sleep(0.1)
-    assert fresh.proc.poll() is None
+    harness.sigint_between_cells(fresh, settle=0.1)
     assert ok(fresh.run("ig")).result["data"]["text/plain"] == "5"
 
 

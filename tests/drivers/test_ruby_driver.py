@@ -160,10 +160,7 @@ def test_interrupt_keeps_state(fresh, code):
 
 def test_sigint_between_cells_is_ignored(fresh):
     ok(fresh.run("ig = 5"))
-    for _ in range(3):
-        fresh.interrupt()
-    time.sleep(0.2)
-    assert fresh.proc.poll() is None
+    harness.sigint_between_cells(fresh)
     assert ok(fresh.run("ig")).value == "5"
 
 
