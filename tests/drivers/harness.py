@@ -417,3 +417,17 @@ def sigint_between_cells(driver, settle=0.2):
         driver.interrupt()
     time.sleep(settle)
     assert driver.proc.poll() is None
+
+
+def interrupt_during_input(driver, code, ename, timeout=1.0, input_timeout=TIMEOUT):
+    """Start code, which asks for input; SIGINT it while it waits, check the
+    cell ends with the error ename (within timeout), then send the reply
+    too late, as a reply racing the interrupt would be (the driver must
+    ignore it).  Returns the cell."""
+    driver.start(code, allow_stdin=True)
+    assert driver.recv(input_timeout)["t"] == "input"
+    driver.interrupt()
+    cell = driver.finish(timeout=timeout)
+    assert cell.error["ename"] == ename
+    driver.send(t="input_reply", value="too late")
+    return cell

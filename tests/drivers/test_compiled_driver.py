@@ -341,12 +341,8 @@ def test_interrupt_a_program_that_ignores_sigint(fresh_c):
 
 def test_interrupt_while_waiting_for_input(fresh_c):
     code = fresh_code('#include <stdio.h>\nint main(void) { char b[9]; return !fgets(b, 9, stdin); }\n')
-    fresh_c.start(code, allow_stdin=True)
-    assert fresh_c.recv(COMPILE_TIMEOUT)["t"] == "input"
-    fresh_c.interrupt()
-    cell = fresh_c.finish(2.0)
-    assert cell.error["ename"] == "KeyboardInterrupt"
-    fresh_c.send(t="input_reply", value="too late")  # a reply racing the interrupt: ignored
+    harness.interrupt_during_input(fresh_c, code, "KeyboardInterrupt", timeout=2.0,
+                                   input_timeout=COMPILE_TIMEOUT)
     ok(fresh_c.run("int main(void) { return 0; }\n"))
 
 

@@ -234,12 +234,7 @@ def test_input_without_allow_stdin(driver):
 
 
 def test_interrupt_during_input(fresh):
-    fresh.start("$answer = <STDIN>;", allow_stdin=True)
-    assert fresh.recv()["t"] == "input"
-    fresh.interrupt()
-    cell = fresh.finish(timeout=1.0)
-    assert cell.error["ename"] == "KeyboardInterrupt"
-    fresh.send(t="input_reply", value="too late")  # a reply racing the interrupt
+    harness.interrupt_during_input(fresh, "$answer = <STDIN>;", "KeyboardInterrupt")
     assert ok(fresh.run('print defined $answer ? "set" : "unset"')).stdout == "unset"
 
 

@@ -265,12 +265,7 @@ def test_input_without_allow_stdin(driver):
 
 
 def test_interrupt_during_input(fresh):
-    fresh.start("$answer = input('wait: ');", allow_stdin=True)
-    assert fresh.recv()["t"] == "input"
-    fresh.interrupt()
-    cell = fresh.finish(timeout=1.0)
-    assert cell.error["ename"] == "KeyboardInterrupt"
-    fresh.send(t="input_reply", value="too late")
+    harness.interrupt_during_input(fresh, "$answer = input('wait: ');", "KeyboardInterrupt")
     assert plain(fresh.run("isset($answer)")) == "false"
 
 

@@ -354,12 +354,7 @@ def test_stray_input_reply_is_ignored(driver):
 
 
 def test_interrupt_during_input(fresh):
-    fresh.start("answer = input('wait: ')", allow_stdin=True)
-    assert fresh.recv()["t"] == "input"
-    fresh.interrupt()
-    cell = fresh.finish(timeout=1.0)
-    assert cell.error["ename"] == "KeyboardInterrupt"
-    fresh.send(t="input_reply", value="too late")  # a reply racing the interrupt
+    harness.interrupt_during_input(fresh, "answer = input('wait: ')", "KeyboardInterrupt")
     cell = ok(fresh.run("'answer' in globals()"))
     assert cell.result["data"]["text/plain"] == "False"
 

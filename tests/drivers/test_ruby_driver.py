@@ -186,11 +186,7 @@ def test_input_without_allow_stdin(driver):
 
 
 def test_interrupt_during_input(fresh):
-    fresh.start("answer = gets", allow_stdin=True)
-    assert fresh.recv()["t"] == "input"
-    fresh.interrupt()
-    assert fresh.finish(timeout=1.0).error["ename"] == "Interrupt"
-    fresh.send(t="input_reply", value="too late")  # stray: ignored
+    harness.interrupt_during_input(fresh, "answer = gets", "Interrupt")
     assert ok(fresh.run("answer")).result is None  # parsed, so defined, but nil
 
 
