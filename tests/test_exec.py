@@ -35,22 +35,35 @@ def feed(kc, **data):
     return result(out), out
 
 
-def interrupted(km, kc, data):
-    """Starts an exec, interrupts the kernel half a second later; the
-    result, which must come within two seconds of the interrupt."""
+def exec_running(kc, data):
+    """Opens a cellgate.exec comm and gives its command half a second to
+    get going; the comm_open message."""
     msg = kc.session.msg("comm_open", {"comm_id": uuid.uuid4().hex,
                                        "target_name": "cellgate.exec", "data": data})
     kc.shell_channel.send(msg)
     time.sleep(0.5)
-    t0 = time.monotonic()
-    km.interrupt_kernel()
+    return msg
+
+
+def exec_result(kc, msg):
+    """The result the tool sends for the exec opened by msg (its first
+    comm_msg)."""
     while True:
         m = kc.get_iopub_msg(timeout=TIMEOUT)
         if m["parent_header"].get("msg_id") == msg["header"]["msg_id"] \
                 and m["msg_type"] == "comm_msg":
-            break
+            return m["content"]["data"]
+
+
+def interrupted(km, kc, data):
+    """Starts an exec, interrupts the kernel half a second later; the
+    result, which must come within two seconds of the interrupt."""
+    msg = exec_running(kc, data)
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    r = exec_result(kc, msg)
     assert time.monotonic() - t0 < 2
-    return m["content"]["data"]
+    return r
 
 
 @pytest.fixture
@@ -347,18 +360,9 @@ def test_box_gone_during_a_tool(kernel_factory):
     inits = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != kpid
              and _ppid(p) == kpid and _exe(p) == exe]
     assert len(inits) == 1
-    msg = kc.session.msg("comm_open", {"comm_id": uuid.uuid4().hex,
-                                       "target_name": "cellgate.exec",
-                                       "data": {"cmd": "sleep 30", "session_name": "s"}})
-    kc.shell_channel.send(msg)
-    time.sleep(0.5)
+    msg = exec_running(kc, {"cmd": "sleep 30", "session_name": "s"})
     os.kill(int(inits[0]), 9)
-    while True:
-        m = kc.get_iopub_msg(timeout=TIMEOUT)
-        if m["parent_header"].get("msg_id") == msg["header"]["msg_id"] \
-                and m["msg_type"] == "comm_msg":
-            break
-    r = m["content"]["data"]
+    r = exec_result(kc, msg)
     assert r["status"] == "error" and r["ename"] == "RuntimeUnavailable"
     assert "restart the kernel" in r["evalue"]
     reply, out = run(kc, "print(1)")

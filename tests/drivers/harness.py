@@ -398,3 +398,36 @@ def wait_for_stdout(driver, text, timeout=TIMEOUT):
         if record["t"] == "stream" and text in record["text"]:
             return records
         assert record["t"] != "done", records
+
+
+def interrupt_cell(driver, timeout=TIMEOUT, within=1.0):
+    """SIGINT the running cell and return it; its `done` must come within
+    `within` seconds of the signal (finish() waits up to timeout)."""
+    sent = time.monotonic()
+    driver.interrupt()
+    cell = driver.finish(timeout=timeout)
+    assert time.monotonic() - sent < within
+    return cell
+
+
+def sigint_between_cells(driver, settle=0.2):
+    """Three SIGINTs while no cell runs: the driver must ignore them (it
+    is still running settle seconds later)."""
+    for _ in range(3):
+        driver.interrupt()
+    time.sleep(settle)
+    assert driver.proc.poll() is None
+
+
+def interrupt_during_input(driver, code, ename, timeout=1.0, input_timeout=TIMEOUT):
+    """Start code, which asks for input; SIGINT it while it waits, check the
+    cell ends with the error ename (within timeout), then send the reply
+    too late, as a reply racing the interrupt would be (the driver must
+    ignore it).  Returns the cell."""
+    driver.start(code, allow_stdin=True)
+    assert driver.recv(input_timeout)["t"] == "input"
+    driver.interrupt()
+    cell = driver.finish(timeout=timeout)
+    assert cell.error["ename"] == ename
+    driver.send(t="input_reply", value="too late")
+    return cell

@@ -322,10 +322,7 @@ def test_interrupt_infinite_loop(fresh_c):
     ok(fresh_c.run("int main(void) { return 0; }\n"))
     fresh_c.start(code)
     time.sleep(1.0)  # compiled and running by now (gcc takes ~0.1 s)
-    fresh_c.interrupt()
-    started = time.monotonic()
-    cell = fresh_c.finish(2.0)
-    assert time.monotonic() - started < 1.0
+    cell = harness.interrupt_cell(fresh_c, timeout=2.0)
     assert cell.error["ename"] == "KeyboardInterrupt"
     assert cell.error["evalue"] == "interrupted"
     assert fresh_c.proc.poll() is None  # the driver survived
@@ -344,12 +341,8 @@ def test_interrupt_a_program_that_ignores_sigint(fresh_c):
 
 def test_interrupt_while_waiting_for_input(fresh_c):
     code = fresh_code('#include <stdio.h>\nint main(void) { char b[9]; return !fgets(b, 9, stdin); }\n')
-    fresh_c.start(code, allow_stdin=True)
-    assert fresh_c.recv(COMPILE_TIMEOUT)["t"] == "input"
-    fresh_c.interrupt()
-    cell = fresh_c.finish(2.0)
-    assert cell.error["ename"] == "KeyboardInterrupt"
-    fresh_c.send(t="input_reply", value="too late")  # a reply racing the interrupt: ignored
+    harness.interrupt_during_input(fresh_c, code, "KeyboardInterrupt", timeout=2.0,
+                                   input_timeout=COMPILE_TIMEOUT)
     ok(fresh_c.run("int main(void) { return 0; }\n"))
 
 
@@ -359,10 +352,7 @@ def test_interrupt_during_compile(fresh_c):
         "#define A%d A%d A%d A%d A%d\n" % (i, i - 1, i - 1, i - 1, i - 1) for i in range(1, 13))
     fresh_c.start(fresh_code(macros + "int main(void) { int x = 0; return A12 - A12; }\n"))
     time.sleep(0.5)
-    fresh_c.interrupt()
-    started = time.monotonic()
-    cell = fresh_c.finish(2.0)
-    assert time.monotonic() - started < 1.0
+    cell = harness.interrupt_cell(fresh_c, timeout=2.0)
     assert cell.error["ename"] == "KeyboardInterrupt"
     ok(fresh_c.run("int main(void) { return 0; }\n"))
 

@@ -203,10 +203,7 @@ def test_interrupt_busy_loop_keeps_state(fresh):
     fresh.start('echo "spinning\\n";\n$n = 0;\nwhile (true) { $n++; }')
     wait_for_stdout(fresh, "spinning")
     time.sleep(0.2)  # into the loop: the traceback names its line
-    sent = time.monotonic()
-    fresh.interrupt()
-    cell = fresh.finish(timeout=1.0)
-    assert time.monotonic() - sent < 1.0
+    cell = harness.interrupt_cell(fresh, timeout=1.0)
     assert cell.error["ename"] == "KeyboardInterrupt"
     assert "while (true)" in "\n".join(cell.error["traceback"])
     assert plain(fresh.run("$kept")) == "'yes'"
@@ -218,10 +215,7 @@ def test_interrupt_sleep_keeps_state(fresh):
     fresh.start('echo "sleeping\\n"; sleep(30); $after = 1;')
     wait_for_stdout(fresh, "sleeping")
     time.sleep(0.1)
-    sent = time.monotonic()
-    fresh.interrupt()
-    cell = fresh.finish(timeout=1.0)
-    assert time.monotonic() - sent < 1.0
+    cell = harness.interrupt_cell(fresh, timeout=1.0)
     assert cell.error["ename"] == "KeyboardInterrupt"
     assert plain(fresh.run("[$kept, isset($after)]")) == "array (\n  0 => 'still',\n  1 => false,\n)"
 
@@ -239,10 +233,7 @@ def test_interrupt_during_a_flood_of_echo(fresh):
 
 
 def test_sigint_between_cells_is_ignored(fresh):
-    for _ in range(3):
-        fresh.interrupt()
-    time.sleep(0.2)
-    assert fresh.proc.poll() is None
+    harness.sigint_between_cells(fresh)
     assert plain(fresh.run("'alive'")) == "'alive'"
 
 
@@ -274,12 +265,7 @@ def test_input_without_allow_stdin(driver):
 
 
 def test_interrupt_during_input(fresh):
-    fresh.start("$answer = input('wait: ');", allow_stdin=True)
-    assert fresh.recv()["t"] == "input"
-    fresh.interrupt()
-    cell = fresh.finish(timeout=1.0)
-    assert cell.error["ename"] == "KeyboardInterrupt"
-    fresh.send(t="input_reply", value="too late")
+    harness.interrupt_during_input(fresh, "$answer = input('wait: ');", "KeyboardInterrupt")
     assert plain(fresh.run("isset($answer)")) == "false"
 
 

@@ -272,10 +272,7 @@ def test_keyboard_interrupt_during_sleep(fresh):
     fresh.start("import time\nprint('started', flush=True)\ntime.sleep(30)\nki_after = 1")
     wait_for_stdout(fresh, "started")
     time.sleep(0.1)  # let the cell get from print() into sleep()
-    sent = time.monotonic()
-    fresh.interrupt()
-    cell = fresh.finish(timeout=1.0)
-    assert time.monotonic() - sent < 1.0
+    cell = harness.interrupt_cell(fresh, timeout=1.0)
     assert cell.error["ename"] == "KeyboardInterrupt"
     text = "\n".join(cell.error["traceback"])
     assert "time.sleep(30)" in text and "<string>" not in text
@@ -285,10 +282,7 @@ def test_keyboard_interrupt_during_sleep(fresh):
 
 def test_sigint_between_requests_is_ignored(fresh):
     ok(fresh.run("ig = 5"))
-    for _ in range(3):
-        fresh.interrupt()
-    time.sleep(0.1)
-    assert fresh.proc.poll() is None
+    harness.sigint_between_cells(fresh, settle=0.1)
     assert ok(fresh.run("ig")).result["data"]["text/plain"] == "5"
 
 
@@ -360,12 +354,7 @@ def test_stray_input_reply_is_ignored(driver):
 
 
 def test_interrupt_during_input(fresh):
-    fresh.start("answer = input('wait: ')", allow_stdin=True)
-    assert fresh.recv()["t"] == "input"
-    fresh.interrupt()
-    cell = fresh.finish(timeout=1.0)
-    assert cell.error["ename"] == "KeyboardInterrupt"
-    fresh.send(t="input_reply", value="too late")  # a reply racing the interrupt
+    harness.interrupt_during_input(fresh, "answer = input('wait: ')", "KeyboardInterrupt")
     cell = ok(fresh.run("'answer' in globals()"))
     assert cell.result["data"]["text/plain"] == "False"
 

@@ -151,10 +151,7 @@ def test_interrupt_keeps_state(fresh, code):
     fresh.start(code)
     wait_for_stdout(fresh, "started")
     time.sleep(0.2)
-    sent = time.monotonic()
-    fresh.interrupt()
-    cell = fresh.finish(timeout=1.0)
-    assert time.monotonic() - sent < 1.0
+    cell = harness.interrupt_cell(fresh, timeout=1.0)
     assert cell.error["ename"] == "Interrupt"
     assert "-e:" not in "\n".join(cell.error["traceback"])
     # ki_after may exist (Ruby defines a parsed local as nil) but was never set
@@ -163,10 +160,7 @@ def test_interrupt_keeps_state(fresh, code):
 
 def test_sigint_between_cells_is_ignored(fresh):
     ok(fresh.run("ig = 5"))
-    for _ in range(3):
-        fresh.interrupt()
-    time.sleep(0.2)
-    assert fresh.proc.poll() is None
+    harness.sigint_between_cells(fresh)
     assert ok(fresh.run("ig")).value == "5"
 
 
@@ -192,11 +186,7 @@ def test_input_without_allow_stdin(driver):
 
 
 def test_interrupt_during_input(fresh):
-    fresh.start("answer = gets", allow_stdin=True)
-    assert fresh.recv()["t"] == "input"
-    fresh.interrupt()
-    assert fresh.finish(timeout=1.0).error["ename"] == "Interrupt"
-    fresh.send(t="input_reply", value="too late")  # stray: ignored
+    harness.interrupt_during_input(fresh, "answer = gets", "Interrupt")
     assert ok(fresh.run("answer")).result is None  # parsed, so defined, but nil
 
 
