@@ -18,7 +18,7 @@ PKGS := libzmq libsodium nettle jansson libseccomp
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wvla -Wwrite-strings -Wno-unused-result
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c17 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
+CFLAGS += -std=c17 -D_GNU_SOURCE -I. $(WARN) $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
 LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 # libcurl (and the TLS library it brings) is linked into cellgate-fetch only:
 # the kernel does not map it.
@@ -37,20 +37,32 @@ B := build
 ifneq ($(SANITIZE),)
 B := build-$(subst $(comma),-,$(SANITIZE))
 endif
-COMMON := common/cgerr.c common/log.c common/wire.c common/connfile.c common/buf.c
-KERNEL := kernel/main.c kernel/kernel.c kernel/cell.c kernel/handlers.c kernel/runtime.c kernel/spawn.c kernel/langs.c \
-          kernel/drivers.c kernel/history.c kernel/utf8.c kernel/kernelspec.c kernel/doctor.c \
-          kernel/tools.c kernel/tool_exec.c kernel/tool_download.c kernel/marker.c kernel/image.c \
-          kernel/boxfs.c kernel/display.c kernel/displayd.c kernel/display_cmd.c
-SANDBOX := sandbox/box.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c
+# One object list per program; folders say which programs link them
+# (README, "Layout"). scripts/layers.py checks that includes and calls only
+# go down: cli -> kernel -> sandbox -> common, fetch -> common.
+COMMON := common/buf.c common/cgerr.c common/connfile.c common/langs.c common/log.c \
+          common/utf8.c common/wire.c
+SANDBOX := sandbox/box.c sandbox/boxfs.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c \
+           sandbox/spawn.c
+KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/runtime.c kernel/drivers.c \
+          kernel/history.c kernel/display.c kernel/displayd.c kernel/image.c \
+          kernel/tools/tools.c kernel/tools/exec.c kernel/tools/download.c kernel/tools/marker.c
+CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c
+FETCH := fetch/main.c fetch/download.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
            kernel/drivers/javascript.js kernel/drivers/ruby.rb kernel/drivers/perl.pl \
            kernel/drivers/php.php kernel/drivers/compiled.py \
            $(B)/kernel/drivers/python.bin $(B)/kernel/drivers/compiled.bin
 LOGOS := kernelspecs/logo-32x32.png kernelspecs/logo-64x64.png kernelspecs/logo-svg.svg
 COMMON_OBJ := $(COMMON:%.c=$(B)/%.o)
-KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
 SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o)
+KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
+CLI_OBJ := $(CLI:%.c=$(B)/%.o)
+FETCH_OBJ := $(FETCH:%.c=$(B)/%.o)
+# the `cellgate` command: its subcommands, the kernel, the box
+CELLGATE_OBJ := $(CLI_OBJ) $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
+# cellgate-fetch: libcurl lives here, never in the kernel
+CELLGATE_FETCH_OBJ := $(FETCH_OBJ) $(COMMON_OBJ)
 UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.c tests/unit/test_buf.c \
          tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
          tests/unit/test_boxfs.c tests/unit/test_download.c
@@ -66,7 +78,8 @@ all: deps $(B)/cellgate $(B)/cellgate-fetch
 deps:
 	@bash scripts/deps.sh
 
-$(B)/%.o: %.c
+# Order-only on deps, so `make -j` never compiles before the headers exist.
+$(B)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -80,13 +93,13 @@ $(B)/kernel/drivers/%.bin: kernel/drivers/%.py scripts/pycompile.py
 $(B)/kernel/drivers.o: $(DRIVERS)
 $(B)/kernel/drivers.o: CFLAGS += -DCG_PYTHON_COMPILED='"$(B)/kernel/drivers/python.bin"' \
     -DCG_COMPILED_COMPILED='"$(B)/kernel/drivers/compiled.bin"'
-$(B)/kernel/kernelspec.o: $(LOGOS)
+$(B)/cli/kernelspec.o: $(LOGOS)
 
-$(B)/cellgate: $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
+$(B)/cellgate: $(CELLGATE_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # What carries out cellgate.download, beside the kernel's binary.
-$(B)/cellgate-fetch: $(B)/kernel/fetch_main.o $(B)/kernel/download.o $(COMMON_OBJ)
+$(B)/cellgate-fetch: $(CELLGATE_FETCH_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CURL_LIBS) -o $@
 
 # ---- run --------------------------------------------------------------------
@@ -109,30 +122,29 @@ run: install-kernelspecs
 
 # ---- tests ------------------------------------------------------------------
 
-$(B)/tests/%: tests/unit/%.c $(COMMON_OBJ) $(B)/kernel/utf8.o $(B)/kernel/history.o $(B)/kernel/spawn.o $(SANDBOX_OBJ)
+$(B)/tests/%: tests/unit/%.c $(SANDBOX_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Icommon -Ikernel -Isandbox $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
+	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 # The calls the seccomp tests make, shared with seccomp_probe.
 $(B)/tests/test_seccomp: $(B)/tests/seccomp_calls.o
-$(B)/tests/test_boxfs: $(B)/kernel/boxfs.o
-$(B)/tests/test_download: $(B)/kernel/download.o $(B)/kernel/boxfs.o
-$(B)/tests/seccomp_calls.o: CFLAGS += -Isandbox
+$(B)/tests/test_history: $(B)/kernel/history.o
+$(B)/tests/test_download: $(B)/fetch/download.o
 
 # Each fuzz target also builds as a plain program that replays its corpus.
 $(B)/tests/replay_image: $(B)/kernel/image.o
-$(B)/tests/replay_marker: $(B)/kernel/marker.o
-$(B)/tests/replay_download: $(B)/kernel/download.o
+$(B)/tests/replay_marker: $(B)/kernel/tools/marker.o
+$(B)/tests/replay_download: $(B)/fetch/download.o
 $(B)/tests/replay_download $(B)/tests/test_download: LDLIBS += $(CURL_LIBS)
-$(B)/tests/replay_display: $(B)/kernel/display.o $(B)/kernel/image.o $(B)/kernel/utf8.o
+$(B)/tests/replay_display: $(B)/kernel/display.o $(B)/kernel/image.o
 $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Icommon $^ $(LDFLAGS) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
 
 # The seccomp probe: loads the box's filter, calls each refused syscall with
 # harmless bad arguments and checks every errno (and that normal work goes on).
 $(B)/tests/seccomp_probe: tests/seccomp_probe.c $(B)/tests/seccomp_calls.o $(B)/sandbox/seccomp.o $(B)/common/cgerr.o
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Icommon -Isandbox $^ $(LDFLAGS) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
 
 unit: all $(UNIT_BINS) $(B)/tests/seccomp_probe
 	@set -e; for t in $(UNIT_BINS); do $$t; done
@@ -182,9 +194,9 @@ valgrind: all $(UNIT_BINS) $(REPLAYS)
 fuzz: deps
 	@set -e; for f in $(FUZZERS); do \
 	    mkdir -p $(B)/fuzz/$$f; \
-	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icommon \
-	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/marker.c kernel/download.c \
-	        kernel/display.c kernel/utf8.c \
+	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
+	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/tools/marker.c fetch/download.c \
+	        kernel/display.c \
 	        $(LDLIBS) $(CURL_LIBS) -o $(B)/fuzz/fuzz_$$f; \
 	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
 	done

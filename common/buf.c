@@ -1,8 +1,8 @@
 /*
  * buf.c - a growable byte buffer (see buf.h).
  */
-#include "buf.h"
-#include "cgerr.h"
+#include "common/buf.h"
+#include "common/cgerr.h"
 
 #include <stdlib.h>
 #include <string.h>

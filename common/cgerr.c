@@ -1,7 +1,7 @@
 /*
  * cgerr.c - error strings and the cg_fail() helper (see cgerr.h).
  */
-#include "cgerr.h"
+#include "common/cgerr.h"
 
 #include <stdarg.h>
 #include <stdio.h>

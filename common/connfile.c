@@ -1,9 +1,9 @@
 /*
  * connfile.c - connection file parsing (see connfile.h).
  */
-#include "connfile.h"
+#include "common/connfile.h"
 
-#include "cgerr.h"
+#include "common/cgerr.h"
 
 #include <errno.h>
 #include <jansson.h>

@@ -1,7 +1,7 @@
 /*
  * log.c - diagnostics on stderr (see log.h).
  */
-#include "log.h"
+#include "common/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>

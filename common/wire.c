@@ -1,9 +1,9 @@
 /*
  * wire.c - Jupyter wire protocol codec (see wire.h).
  */
-#include "wire.h"
+#include "common/wire.h"
 
-#include "cgerr.h"
+#include "common/cgerr.h"
 
 #include <errno.h>
 #include <nettle/hmac.h>

@@ -5,9 +5,9 @@
  * the one error, input requests), and finishing the request - or failing
  * it when the runtime dies (see kernel_impl.h).
  */
-#include "kernel_impl.h"
+#include "kernel/kernel_impl.h"
 
-#include "displayd.h"
+#include "kernel/displayd.h"
 
 /* ---- runtimes ----------------------------------------------------------- */
 

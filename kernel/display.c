@@ -2,11 +2,11 @@
  * display.c - a file's bytes as display_data content, and the request of
  * cellgate-display (see display.h).
  */
-#include "display.h"
+#include "kernel/display.h"
 
-#include "../common/cgerr.h"
-#include "image.h"
-#include "utf8.h"
+#include "common/cgerr.h"
+#include "kernel/image.h"
+#include "common/utf8.h"
 
 #include <errno.h>
 #include <sodium.h>

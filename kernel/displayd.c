@@ -2,9 +2,9 @@
  * displayd.c - serving cellgate-display's requests in the kernel's loop
  * (see displayd.h; what a file shows as is display.c's).
  */
-#include "displayd.h"
+#include "kernel/displayd.h"
 
-#include "display.h"
+#include "kernel/display.h"
 
 #include <fcntl.h>
 #include <limits.h>

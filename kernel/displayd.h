@@ -15,7 +15,7 @@
 #ifndef CG_DISPLAYD_H
 #define CG_DISPLAYD_H
 
-#include "kernel_impl.h"
+#include "kernel/kernel_impl.h"
 
 #define DISPLAYD_MAX_CONNS 8     /* clients served at once; more wait in the backlog */
 #define DISPLAYD_POLL_ITEMS (1 + DISPLAYD_MAX_CONNS)

@@ -2,8 +2,8 @@
  * drivers.c - the in-box drivers (kernel/drivers/), embedded in the binary so a
  * kernel needs no file of ours where its runtimes run.
  */
-#include "embed.h"
-#include "langs.h"
+#include "common/embed.h"
+#include "common/langs.h"
 
 #include <string.h>
 

@@ -3,8 +3,8 @@
  * which channel, and their handlers; plus serving shell, control, stdin and
  * IOPub subscriptions (see kernel_impl.h). Unknown requests are refused.
  */
-#include "kernel_impl.h"
-#include "tools.h"
+#include "kernel/kernel_impl.h"
+#include "kernel/tools/tools.h"
 
 /* ---- handlers ----------------------------------------------------------- */
 

@@ -1,9 +1,9 @@
 /*
  * history.c - input history (see history.h).
  */
-#include "history.h"
+#include "kernel/history.h"
 
-#include "../common/cgerr.h"
+#include "common/cgerr.h"
 
 #include <fnmatch.h>
 #include <stdlib.h>

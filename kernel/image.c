@@ -1,7 +1,7 @@
 /*
  * image.c - image type and size from a file's bytes (see image.h).
  */
-#include "image.h"
+#include "kernel/image.h"
 
 #include <stdlib.h>
 #include <string.h>

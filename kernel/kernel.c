@@ -10,10 +10,10 @@
  * the driver answers; meanwhile shell is not read (Jupyter serialises
  * shell requests) but control is, so interrupt and shutdown always work.
  */
-#include "kernel_impl.h"
-#include "tools.h"
+#include "kernel/kernel_impl.h"
+#include "kernel/tools/tools.h"
 
-#include "displayd.h"
+#include "kernel/displayd.h"
 
 double
 kernel_now(void)

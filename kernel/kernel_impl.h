@@ -8,17 +8,17 @@
 #ifndef CG_KERNEL_IMPL_H
 #define CG_KERNEL_IMPL_H
 
-#include "kernel.h"
+#include "kernel/kernel.h"
 
-#include "../common/cgerr.h"
-#include "../common/connfile.h"
-#include "../common/log.h"
-#include "../common/wire.h"
-#include "../sandbox/box.h"
-#include "history.h"
-#include "runtime.h"
-#include "utf8.h"
-#include "version.h"
+#include "common/cgerr.h"
+#include "common/connfile.h"
+#include "common/log.h"
+#include "common/wire.h"
+#include "sandbox/box.h"
+#include "kernel/history.h"
+#include "kernel/runtime.h"
+#include "common/utf8.h"
+#include "common/version.h"
 
 #include <errno.h>
 #include <malloc.h>

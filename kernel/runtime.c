@@ -1,12 +1,12 @@
 /*
  * runtime.c - a driver process and its fds (see runtime.h).
  */
-#include "runtime.h"
+#include "kernel/runtime.h"
 
-#include "../common/buf.h"
-#include "../common/cgerr.h"
-#include "../common/log.h"
-#include "utf8.h"
+#include "common/buf.h"
+#include "common/cgerr.h"
+#include "common/log.h"
+#include "common/utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>

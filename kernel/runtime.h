@@ -11,8 +11,8 @@
 #ifndef CG_RUNTIME_H
 #define CG_RUNTIME_H
 
-#include "langs.h"
-#include "spawn.h"
+#include "common/langs.h"
+#include "sandbox/spawn.h"
 
 #include <jansson.h>
 #include <stdbool.h>

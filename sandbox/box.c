@@ -2,12 +2,12 @@
  * box.c - creating, using and removing a box, from the kernel's side (see
  * box.h; the inside is boxinit.c, the messages boxproto.h).
  */
-#include "box.h"
+#include "sandbox/box.h"
 
-#include "../common/cgerr.h"
-#include "../common/log.h"
-#include "boxinit.h"
-#include "boxproto.h"
+#include "common/cgerr.h"
+#include "common/log.h"
+#include "sandbox/boxinit.h"
+#include "sandbox/boxproto.h"
 
 #include <errno.h>
 #include <fcntl.h>

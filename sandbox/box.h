@@ -14,8 +14,8 @@
 #ifndef CG_BOX_H
 #define CG_BOX_H
 
-#include "../kernel/spawn.h"
-#include "boxlimits.h"
+#include "sandbox/spawn.h"
+#include "sandbox/boxlimits.h"
 
 #include <stdbool.h>
 #include <sys/types.h>

@@ -10,13 +10,13 @@
  * seccomp last, exec), signals process groups and reports exits. It exits
  * when the kernel closes the socket, taking the pid namespace with it.
  */
-#include "boxinit.h"
+#include "sandbox/boxinit.h"
 
-#include "box.h"
+#include "sandbox/box.h"
 
-#include "../common/cgerr.h"
-#include "boxproto.h"
-#include "boxseccomp.h"
+#include "common/cgerr.h"
+#include "sandbox/boxproto.h"
+#include "sandbox/boxseccomp.h"
 
 #include <errno.h>
 #include <fcntl.h>

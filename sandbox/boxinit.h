@@ -5,7 +5,7 @@
 #ifndef CG_BOXINIT_H
 #define CG_BOXINIT_H
 
-#include "boxlimits.h"
+#include "sandbox/boxlimits.h"
 
 #include <stdbool.h>
 #include <stdint.h>

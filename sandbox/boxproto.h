@@ -8,7 +8,7 @@
 #ifndef CG_BOXPROTO_H
 #define CG_BOXPROTO_H
 
-#include "../kernel/spawn.h"
+#include "sandbox/spawn.h"
 
 #include <stdint.h>
 

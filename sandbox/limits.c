@@ -13,10 +13,10 @@
  * keeps any limit put on the kernel itself binding on its boxes. The
  * "cellgate" parent is created on demand and left in place.
  */
-#include "boxlimits.h"
+#include "sandbox/boxlimits.h"
 
-#include "../common/cgerr.h"
-#include "../common/log.h"
+#include "common/cgerr.h"
+#include "common/log.h"
 
 #include <ctype.h>
 #include <dirent.h>

@@ -39,9 +39,9 @@
 
 #include <seccomp.h> /* libseccomp's */
 
-#include "boxseccomp.h"
+#include "sandbox/boxseccomp.h"
 
-#include "../common/cgerr.h"
+#include "common/cgerr.h"
 
 /*
  * The newest system call whose meaning we reviewed for this table:

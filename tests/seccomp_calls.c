@@ -7,8 +7,8 @@
  * The probe loads the filter into itself, the unit tests into the children
  * of call_in_child().
  */
-#include "seccomp_calls.h"
-#include "boxseccomp.h"
+#include "tests/seccomp_calls.h"
+#include "sandbox/boxseccomp.h"
 
 #include <errno.h>
 #include <fcntl.h>

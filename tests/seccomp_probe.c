@@ -12,9 +12,9 @@
  * `make test` builds and runs it (the unit step) and fails if any line is
  * not as the policy says.
  */
-#include "cgerr.h"
-#include "boxseccomp.h"
-#include "seccomp_calls.h"
+#include "common/cgerr.h"
+#include "sandbox/boxseccomp.h"
+#include "tests/seccomp_calls.h"
 
 #include <errno.h>
 #include <signal.h>

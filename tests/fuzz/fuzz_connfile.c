@@ -1,8 +1,8 @@
 /*
  * fuzz_connfile.c - libFuzzer target for connection file parsing.
  */
-#include "cgerr.h"
-#include "connfile.h"
+#include "common/cgerr.h"
+#include "common/connfile.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -4,9 +4,9 @@
  * request, then display_bundle() on the file's bytes. An input is the
  * request, a NUL byte, then the file (no NUL: the whole input is both).
  */
-#include "../../kernel/display.h"
+#include "kernel/display.h"
 
-#include "cgerr.h"
+#include "common/cgerr.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -4,8 +4,8 @@
  * the address table. An input is three parts separated by newlines: the
  * allow list, a URL, and the rest is a seen file.
  */
-#include "../../kernel/download.h"
-#include "cgerr.h"
+#include "fetch/download.h"
+#include "common/cgerr.h"
 
 #include <netinet/in.h>
 #include <stdint.h>

@@ -2,7 +2,7 @@
  * fuzz_image.c - libFuzzer target for image_sniff(), which reads files that
  * code in the box wrote (cellgate.open_image).
  */
-#include "../../kernel/image.h"
+#include "kernel/image.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
  * Checks: no crash, and every byte comes out exactly once, as text or as
  * part of a marker (text + markers put back together == the input).
  */
-#include "../../kernel/marker.h"
+#include "kernel/tools/marker.h"
 
 #include <stdint.h>
 #include <stdio.h>

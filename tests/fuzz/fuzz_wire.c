@@ -7,8 +7,8 @@
  * 2-byte little-endian length and that many bytes (a short last frame is
  * cut). A decoded message must re-encode and decode again.
  */
-#include "cgerr.h"
-#include "wire.h"
+#include "common/cgerr.h"
+#include "common/wire.h"
 
 #include <stdint.h>
 #include <stdlib.h>

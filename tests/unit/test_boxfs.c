@@ -10,8 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "boxfs.h"
-#include "cgerr.h"
+#include "sandbox/boxfs.h"
+#include "common/cgerr.h"
 
 #include <dirent.h>
 #include <errno.h>

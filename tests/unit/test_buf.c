@@ -9,8 +9,8 @@
 
 #include <string.h>
 
-#include "buf.h"
-#include "cgerr.h"
+#include "common/buf.h"
+#include "common/cgerr.h"
 
 static void
 test_add_keeps_a_c_string(void **state)

@@ -7,8 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cgerr.h"
-#include "connfile.h"
+#include "common/cgerr.h"
+#include "common/connfile.h"
 
 #include <stdio.h>
 #include <stdlib.h>

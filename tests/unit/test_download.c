@@ -12,9 +12,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "boxfs.h"
-#include "cgerr.h"
-#include "download.h"
+#include "sandbox/boxfs.h"
+#include "common/cgerr.h"
+#include "fetch/download.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "history.h"
+#include "kernel/history.h"
 
 static json_t *
 query(struct history *h, const char *req_json)

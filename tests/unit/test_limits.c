@@ -12,8 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cgerr.h"
-#include "boxlimits.h"
+#include "common/cgerr.h"
+#include "sandbox/boxlimits.h"
 
 #include <errno.h>
 #include <mntent.h>

@@ -16,9 +16,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cgerr.h"
-#include "boxseccomp.h"
-#include "../seccomp_calls.h"
+#include "common/cgerr.h"
+#include "sandbox/boxseccomp.h"
+#include "tests/seccomp_calls.h"
 
 #include <errno.h>
 #include <stdbool.h>

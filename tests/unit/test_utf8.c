@@ -9,7 +9,7 @@
 
 #include <stdlib.h>
 
-#include "utf8.h"
+#include "common/utf8.h"
 
 #include <string.h>
 

@@ -8,8 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cgerr.h"
-#include "wire.h"
+#include "common/cgerr.h"
+#include "common/wire.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -13,9 +13,9 @@
  * {"ok": false, "ename", "evalue"}. Exit status 0 once a result was
  * written, 2 for a usage error.
  */
-#include "download.h"
+#include "fetch/download.h"
 
-#include "../common/cgerr.h"
+#include "common/cgerr.h"
 
 #include <fcntl.h>
 #include <jansson.h>

@@ -1,7 +1,7 @@
 /*
  * marker.c - end-of-command markers in a session's output (see marker.h).
  */
-#include "marker.h"
+#include "kernel/tools/marker.h"
 
 #include <stdio.h>
 #include <stdlib.h>

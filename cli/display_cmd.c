@@ -8,11 +8,11 @@
  * with a small request, then waits for the kernel's answer: whatever the
  * calling program prints afterwards comes after the display.
  */
-#include "display_cmd.h"
+#include "cli/display_cmd.h"
 
-#include "../sandbox/box.h"
-#include "display.h"
-#include "utf8.h"
+#include "sandbox/box.h"
+#include "kernel/display.h"
+#include "common/utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>

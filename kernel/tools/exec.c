@@ -14,9 +14,9 @@
  * returns what it printed meanwhile. Everything a session prints between
  * requests is kept (up to TOOL_OUTPUT_MAX) for the next reply.
  */
-#include "tools_impl.h"
+#include "kernel/tools/tools_impl.h"
 
-#include "marker.h"
+#include "kernel/tools/marker.h"
 
 #include <fcntl.h>
 #include <sodium.h>

@@ -5,10 +5,10 @@
  * job that runs on in the loop and ends with tools_finish() (tools_impl.h).
  * Also here: open_image, and the output handling jobs share.
  */
-#include "tools_impl.h"
+#include "kernel/tools/tools_impl.h"
 
-#include "boxfs.h"
-#include "display.h"
+#include "sandbox/boxfs.h"
+#include "kernel/display.h"
 
 #include <fcntl.h>
 #include <stdarg.h>

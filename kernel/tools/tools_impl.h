@@ -13,9 +13,9 @@
 #ifndef CG_TOOLS_IMPL_H
 #define CG_TOOLS_IMPL_H
 
-#include "tools.h"
+#include "kernel/tools/tools.h"
 
-#include "../common/buf.h"
+#include "common/buf.h"
 
 #define TOOL_OUTPUT_MAX (1u << 20) /* bytes of output a reply carries */
 

@@ -1,12 +1,12 @@
 /*
  * doctor.c - report toolchains, sandbox features and libraries (see doctor.h).
  */
-#include "doctor.h"
+#include "cli/doctor.h"
 
-#include "../sandbox/box.h"
-#include "langs.h"
-#include "tools.h"
-#include "version.h"
+#include "sandbox/box.h"
+#include "common/langs.h"
+#include "kernel/tools/tools.h"
+#include "common/version.h"
 
 #include <errno.h>
 #include <jansson.h>

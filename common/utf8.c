@@ -1,7 +1,7 @@
 /*
  * utf8.c - UTF-8 validation and offsets (see utf8.h).
  */
-#include "utf8.h"
+#include "common/utf8.h"
 
 #include <stdint.h>
 #include <stdlib.h>

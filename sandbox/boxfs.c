@@ -5,10 +5,10 @@
  * RESOLVE_NO_SYMLINKS, create a temporary file there and rename it onto
  * the final name, so no symlink the box plants is ever followed out.
  */
-#include "boxfs.h"
+#include "sandbox/boxfs.h"
 
-#include "../common/cgerr.h"
-#include "../sandbox/box.h"
+#include "common/cgerr.h"
+#include "sandbox/box.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -4,10 +4,10 @@
  * through, and a libcurl easy transfer per hop, redirects followed here so
  * that each hop is checked like the first.
  */
-#include "download.h"
+#include "fetch/download.h"
 
-#include "../common/cgerr.h"
-#include "version.h"
+#include "common/cgerr.h"
+#include "common/version.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

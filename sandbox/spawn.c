@@ -2,9 +2,9 @@
  * spawn.c - starting runtime processes: the code every child runs between
  * fork and exec, and the plain spawner (see spawn.h).
  */
-#include "spawn.h"
+#include "sandbox/spawn.h"
 
-#include "../common/cgerr.h"
+#include "common/cgerr.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -2,7 +2,7 @@
  * langs.c - the language table (see langs.h). Adding a language is one
  * entry here plus its driver in drivers/.
  */
-#include "langs.h"
+#include "common/langs.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -2,15 +2,15 @@
  * main.c - the `cellgate` command: kernel, install, doctor, box, display;
  * run as `cellgate-display` (its name in the box), it is the display command.
  */
-#include "../common/log.h"
-#include "../sandbox/box.h"
-#include "../sandbox/boxlimits.h"
-#include "display_cmd.h"
-#include "doctor.h"
-#include "kernel.h"
-#include "kernelspec.h"
-#include "langs.h"
-#include "version.h"
+#include "common/log.h"
+#include "sandbox/box.h"
+#include "sandbox/boxlimits.h"
+#include "cli/display_cmd.h"
+#include "cli/doctor.h"
+#include "kernel/kernel.h"
+#include "cli/kernelspec.h"
+#include "common/langs.h"
+#include "common/version.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -1,11 +1,11 @@
 /*
  * kernelspec.c - write kernelspecs (see kernelspec.h).
  */
-#include "kernelspec.h"
+#include "cli/kernelspec.h"
 
-#include "../common/cgerr.h"
-#include "langs.h"
-#include "embed.h"
+#include "common/cgerr.h"
+#include "common/langs.h"
+#include "common/embed.h"
 
 #include <errno.h>
 #include <jansson.h>

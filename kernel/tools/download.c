@@ -7,9 +7,9 @@
  * loop polls. On success the file is renamed onto the path; otherwise it is
  * removed. An interrupt kills the fetch.
  */
-#include "tools_impl.h"
+#include "kernel/tools/tools_impl.h"
 
-#include "boxfs.h"
+#include "sandbox/boxfs.h"
 
 #include <fcntl.h>
 #include <sys/fsuid.h>

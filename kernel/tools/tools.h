@@ -7,7 +7,7 @@
 #ifndef CG_TOOLS_H
 #define CG_TOOLS_H
 
-#include "kernel_impl.h"
+#include "kernel/kernel_impl.h"
 
 #define JOB_POLL_ITEMS 3      /* poll items the running job may use */
 #define SESSIONS_MAX 8        /* cellgate.exec sessions a kernel keeps */
