@@ -40,13 +40,15 @@ endif
 # One object list per program; folders say which programs link them
 # (README, "Layout"). scripts/layers.py checks that includes and calls only
 # go down: cli -> kernel -> sandbox -> common, fetch -> common.
-COMMON := common/buf.c common/cgerr.c common/connfile.c common/langs.c common/log.c \
-          common/utf8.c common/wire.c
+COMMON := common/buf.c common/cgerr.c common/clock.c common/connfile.c common/langs.c \
+          common/log.c common/msg.c common/sibling.c common/utf8.c common/wire.c
 SANDBOX := sandbox/box.c sandbox/boxfs.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c \
            sandbox/spawn.c
-KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/runtime.c kernel/drivers.c \
-          kernel/history.c kernel/display.c kernel/displayd.c kernel/image.c \
-          kernel/tools/tools.c kernel/tools/exec.c kernel/tools/download.c kernel/tools/marker.c
+KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/chan.c kernel/site.c \
+          kernel/runtime.c kernel/drivers.c kernel/history.c kernel/display.c kernel/displayd.c \
+          kernel/image.c kernel/tools/tools.c kernel/tools/tool.c kernel/tools/exec.c \
+          kernel/tools/session.c kernel/tools/download.c kernel/tools/open_image.c \
+          kernel/tools/marker.c
 CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c
 FETCH := fetch/main.c fetch/download.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
@@ -59,19 +61,24 @@ SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o)
 KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
 CLI_OBJ := $(CLI:%.c=$(B)/%.o)
 FETCH_OBJ := $(FETCH:%.c=$(B)/%.o)
+# the kernel's modules under its loop (kernel.c), for C tests that drive
+# them against the channel module on inproc:// sockets
+KERNEL_MODULES_OBJ := $(filter-out $(B)/kernel/kernel.o,$(KERNEL_OBJ))
 # the `cellgate` command: its subcommands, the kernel, the box
 CELLGATE_OBJ := $(CLI_OBJ) $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
 # cellgate-fetch: libcurl lives here, never in the kernel
 CELLGATE_FETCH_OBJ := $(FETCH_OBJ) $(COMMON_OBJ)
 UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.c tests/unit/test_buf.c \
          tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
-         tests/unit/test_boxfs.c tests/unit/test_download.c
+         tests/unit/test_boxfs.c tests/unit/test_download.c tests/unit/test_chan.c \
+         tests/unit/test_kernel_modules.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
 FUZZERS := wire connfile image marker download display
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps run test unit fuzz-replay check-style pytest bench fuzz valgrind clean install-kernelspecs
+.PHONY: all deps run test unit fuzz-replay check-style check-layers pytest bench fuzz valgrind \
+        clean install-kernelspecs
 
 all: deps $(B)/cellgate $(B)/cellgate-fetch
 
@@ -129,6 +136,8 @@ $(B)/tests/%: tests/unit/%.c $(SANDBOX_OBJ) $(COMMON_OBJ)
 $(B)/tests/test_seccomp: $(B)/tests/seccomp_calls.o
 $(B)/tests/test_history: $(B)/kernel/history.o
 $(B)/tests/test_download: $(B)/fetch/download.o
+$(B)/tests/test_chan: $(KERNEL_MODULES_OBJ)
+$(B)/tests/test_kernel_modules: $(KERNEL_MODULES_OBJ)
 
 # Each fuzz target also builds as a plain program that replays its corpus.
 $(B)/tests/replay_image: $(B)/kernel/image.o
@@ -158,6 +167,10 @@ fuzz-replay: $(REPLAYS)
 check-style:
 	@bash scripts/checksrc.sh
 
+# Includes and calls go down the layers, never in a circle (scripts/layers.py).
+check-layers: all
+	@$(PYTHON) scripts/layers.py --build $(B)
+
 # Under sanitizers, kernels write reports to files (pytest would swallow a
 # passing test's stderr); any report fails the run.
 SAN_LOG := $(abspath $(B))/sanitizer
@@ -171,7 +184,7 @@ pytest: all
 	@if ls "$(SAN_LOG)".* >/dev/null 2>&1; then \
 	    cat "$(SAN_LOG)".*; echo "sanitizer reports above"; exit 1; fi
 
-test: all check-style unit fuzz-replay pytest
+test: all check-style check-layers unit fuzz-replay pytest
 
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
 # The C tests, then real kernels under valgrind through jupyter_client and

@@ -3,10 +3,11 @@
  */
 #include "cli/doctor.h"
 
-#include "sandbox/box.h"
+#include "common/cgerr.h"
 #include "common/langs.h"
-#include "kernel/tools/tools.h"
+#include "common/sibling.h"
 #include "common/version.h"
+#include "sandbox/box.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -105,7 +106,7 @@ doctor_run(void)
     }
     print_sandbox();
     char fetch[4200];
-    bool fetch_ok = tools_fetch_program(fetch, sizeof fetch) == 0 && access(fetch, X_OK) == 0;
+    bool fetch_ok = sibling_path("cellgate-fetch", fetch, sizeof fetch) == CG_OK && access(fetch, X_OK) == 0;
     printf("\ntools:\n  cellgate.download    %s %s\n", fetch_ok ? "by" : "UNAVAILABLE: no",
            fetch_ok ? fetch : "cellgate-fetch beside this binary");
     zmq_version(&major, &minor, &patch);

@@ -1,25 +1,126 @@
 /*
- * cell.c - a shell request's life on a runtime: starting the runtime it
- * needs, handing it the request, turning what the driver sends back into
- * Jupyter messages (streams under the output limit, displays, results,
- * the one error, input requests), and finishing the request - or failing
- * it when the runtime dies (see kernel_impl.h).
+ * cell.c - shell requests on a runtime (see cell.h): starting the runtime
+ * a request needs, handing it the request, turning what the driver sends
+ * back into Jupyter messages, and finishing the request - or failing it
+ * when the runtime dies.
  */
-#include "kernel/kernel_impl.h"
+#include "kernel/cell.h"
 
-#include "kernel/displayd.h"
+#include "common/cgerr.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/msg.h"
+#include "common/utf8.h"
 
-/* ---- runtimes ----------------------------------------------------------- */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-static void on_stream(void *ctx, struct runtime *rt, const char *name, const char *text, size_t len);
+enum pending_kind { PR_NONE, PR_EXECUTE, PR_COMPLETE, PR_INSPECT, PR_IS_COMPLETE };
+
+/* The shell request a runtime is working on; the request itself is the
+ * channel's request in service. */
+struct pending {
+    enum pending_kind kind;
+    struct runtime *rt;
+    size_t shift;               /* code points of a %%magic line removed */
+    char *code;                 /* the whole cell, for history */
+    json_t *error;              /* the cell's error record, owned */
+    json_t *payload;            /* execute_reply payload list, owned */
+    char *result_text;          /* text/plain of the result, for history */
+    int count;                  /* execution_count of this cell */
+    bool silent, store_history, stop_on_error, allow_stdin;
+    bool input_waiting;         /* an input_request is out */
+    double deadline;            /* monotonic seconds when the cell times out, 0: never */
+    int timeouts;               /* 1: interrupted for the time limit; 2: killed */
+    double interrupted_at;      /* monotonic seconds of the client's first interrupt, 0: none */
+    bool interrupt_noted;       /* the "interrupt again" notice went out */
+    bool force_killed;          /* a second interrupt ended the runtime */
+    uint64_t oom_before;        /* the box's OOM kills when the cell started */
+    bool started;               /* the driver acknowledged the execute ("started") */
+    bool resent;                /* already resent once to a fresh runtime */
+};
+
+struct cells {
+    struct cells_opts o;
+    struct runtime *rts[CELL_MAX_LANGS]; /* by language index, started lazily */
+    bool state_lost[CELL_MAX_LANGS];     /* a runtime died: tell the next cell */
+    size_t rt_n[CELL_MAX_LANGS];         /* poll items each filled this turn */
+    struct pending p;
+    int execution_count;
+};
+
+static void on_stream(void *ctx, struct runtime *rt, const char *name, const char *text,
+                      size_t len);
 static void on_record(void *ctx, struct runtime *rt, json_t *rec);
+static void runtime_ended(struct cells *cs, struct runtime *rt, int status);
 
-struct rt_sink
-cell_sink(struct kernel *k)
+/* The sink through which runtimes hand their output to the cells. */
+static struct rt_sink
+sink_of(struct cells *cs)
 {
-    return (struct rt_sink){ .ctx = k, .stream = on_stream, .record = on_record };
+    return (struct rt_sink){ .ctx = cs, .stream = on_stream, .record = on_record };
 }
 
+/* ---- set-up and tear-down ----------------------------------------------- */
+
+struct cells *
+cells_new(const struct cells_opts *opts)
+{
+    struct cells *cs = langs_count() <= CELL_MAX_LANGS ? calloc(1, sizeof *cs) : NULL;
+
+    if (!langs_count() || langs_count() > CELL_MAX_LANGS)
+        log_error("%zu languages: cells hold at most %d", langs_count(), CELL_MAX_LANGS);
+    if (cs)
+        cs->o = *opts;
+    return cs;
+}
+
+void
+cells_kill(struct cells *cs)
+{
+    for (size_t i = 0; i < CELL_MAX_LANGS; i++)
+        if (cs->rts[i])
+            runtime_kill(cs->rts[i]);
+}
+
+/* Frees what the pending request holds; no request is pending after. */
+static void
+pending_free(struct pending *p)
+{
+    json_decref(p->error);
+    json_decref(p->payload);
+    free(p->code);
+    free(p->result_text);
+    *p = (struct pending){ .kind = PR_NONE };
+}
+
+/* Forgets the pending request, which ends on the channel (idle); with
+ * keep it stays the parent of late output. */
+static void
+pending_clear(struct cells *cs, bool keep)
+{
+    pending_free(&cs->p);
+    chan_end(cs->o.chan, keep);
+}
+
+void
+cells_destroy(struct cells **csp)
+{
+    if (!csp || !*csp)
+        return;
+    struct cells *cs = *csp;
+    pending_free(&cs->p);
+    for (size_t i = 0; i < CELL_MAX_LANGS; i++)
+        runtime_destroy(&cs->rts[i]);
+    free(cs);
+    *csp = NULL;
+}
+
+/* ---- runtimes ----------------------------------------------------------- */
 
 /*
  * A runtime whose control socket hung up is dead or dying, though its exit
@@ -28,68 +129,69 @@ cell_sink(struct kernel *k)
  * runtime instead of a dead one.
  */
 static void
-settle_death(struct kernel *k, struct runtime *rt)
+settle_death(struct cells *cs, struct runtime *rt)
 {
     for (int i = 0; i < 100 && runtime_alive(rt); i++) {
-        if (k->box)
-            box_events(k->box, kernel_on_box_exit, k);
-        else
-            kernel_reap_children(k);
+        if (cs->o.reap)
+            cs->o.reap(cs->o.reap_ctx);
         if (runtime_alive(rt))
             usleep(10000);
     }
     if (runtime_alive(rt)) {
         runtime_kill(rt);
-        cell_runtime_ended(k, rt, SIGKILL);
+        runtime_ended(cs, rt, SIGKILL);
     }
 }
 
-struct rt_place
-cell_place(struct kernel *k)
-{
-    struct rt_place where = { .spawner = spawn_plain() };
-
-    if (k->box)
-        where = (struct rt_place){ .spawner = box_spawner(k->box), .home = BOX_HOME };
-    displayd_place(k, &where);
-    return where;
-}
-
-/* Returns a running runtime for lang, starting one if needed; NULL with
- * err filled if it cannot start. */
-struct runtime *
-cell_runtime(struct kernel *k, const struct lang *lang, char *err, size_t errlen)
+/* A running runtime for lang, started if needed; NULL with err filled. */
+static struct runtime *
+runtime_for(struct cells *cs, const struct lang *lang, char *err, size_t errlen)
 {
     size_t i = langs_index(lang);
-    struct runtime *rt = k->rts[i];
+    struct runtime *rt = cs->rts[i];
+    struct rt_place where;
 
     if (rt && runtime_alive(rt) && runtime_hung_up(rt))
-        settle_death(k, rt);
+        settle_death(cs, rt);
     if (rt && runtime_alive(rt))
         return rt;
-    runtime_destroy(&k->rts[i]);
+    runtime_destroy(&cs->rts[i]);
     if (!lang_available(lang)) {
         cg_fail(err, errlen, CG_ENOTFOUND, "%s is not installed on this machine (%s is missing)",
                 lang->name, lang->program);
         return NULL;
     }
-    if (k->box_error[0]) {
-        cg_fail(err, errlen, CG_ESYS, "%s", k->box_error);
+    if (site_place(cs->o.site, &where, err, errlen) != CG_OK)
         return NULL;
-    }
     rt = runtime_new(lang);
     if (!rt) {
         cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         return NULL;
     }
-    struct rt_place where = cell_place(k);
     if (runtime_start(rt, &where, err, errlen) != CG_OK) {
         runtime_destroy(&rt);
         return NULL;
     }
     log_debug("started %s runtime, pid %ld", lang->name, (long)runtime_pid(rt));
-    k->rts[i] = rt;
+    cs->rts[i] = rt;
     return rt;
+}
+
+void
+cell_prestart(struct cells *cs)
+{
+    char err[512];
+
+    if (cs->p.kind == PR_NONE && !runtime_for(cs, cs->o.primary, err, sizeof err))
+        log_warn("%s", err);
+}
+
+const char *
+cell_language_version(const struct cells *cs)
+{
+    const struct runtime *rt = cs->rts[langs_index(cs->o.primary)];
+
+    return rt ? runtime_version(rt) : NULL;
 }
 
 /* Splits a leading "%%name" line off code. Returns the language (primary
@@ -97,8 +199,8 @@ cell_runtime(struct kernel *k, const struct lang *lang, char *err, size_t errlen
  * A name that is no language's is left in the code for a primary language
  * whose driver has cell magics of its own (Python's %%time); otherwise the
  * result is NULL with *unknown set to the name. */
-const struct lang *
-cell_language(struct kernel *k, const char *code, const char **body, size_t *shift,
+static const struct lang *
+cell_language(struct cells *cs, const char *code, const char **body, size_t *shift,
               char unknown[64])
 {
     const char *p = code;
@@ -108,12 +210,12 @@ cell_language(struct kernel *k, const char *code, const char **body, size_t *shi
     while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
         p++;
     if (strncmp(p, "%%", 2) != 0)
-        return k->primary;
+        return cs->o.primary;
     size_t n = strcspn(p + 2, " \t\r\n");
     snprintf(unknown, 64, "%.*s", (int)(n < 63 ? n : 63), p + 2);
     const struct lang *l = n < 63 ? langs_find(unknown) : NULL;
     if (!l)
-        return k->primary->cell_magics ? k->primary : NULL;
+        return cs->o.primary->cell_magics ? cs->o.primary : NULL;
     const char *nl = strchr(p, '\n');
     *body = nl ? nl + 1 : p + strlen(p);
     *shift = utf8_count(code, (size_t)(*body - code));
@@ -121,23 +223,24 @@ cell_language(struct kernel *k, const char *code, const char **body, size_t *shi
 }
 
 /* Tells the cell (stderr) that l's runtime is fresh: earlier state is gone. */
-void
-cell_note_fresh_runtime(struct kernel *k, const wire_msg_t *req, const struct lang *l)
+static void
+note_fresh_runtime(struct cells *cs, const wire_msg_t *req, const struct lang *l)
 {
     char note[256];
 
     snprintf(note, sizeof note, "[cellgate: the %s runtime had ended; this cell runs in a "
              "fresh one, so earlier variables and imports are gone]\n", l->name);
-    kernel_publish_stream(k, req, "stderr", note, strlen(note));
-    k->state_lost[langs_index(l)] = false;
+    chan_stream(cs->o.chan, req, "stderr", note, strlen(note));
+    cs->state_lost[langs_index(l)] = false;
 }
 
-/* Sends the pending execute (its req, code and options are in k->p) to rt. */
-int
-cell_send_execute(struct kernel *k, struct runtime *rt)
+/* Sends the pending execute (its code and options are in cs->p) to rt. */
+static int
+send_execute(struct cells *cs, struct runtime *rt)
 {
-    struct pending *p = &k->p;
-    json_t *ue = json_object_get(p->req->content, "user_expressions");
+    struct pending *p = &cs->p;
+    const wire_msg_t *req = chan_current(cs->o.chan);
+    json_t *ue = json_object_get(req->content, "user_expressions");
     json_t *empty = json_object();
 
     if (!p->code || !empty) {
@@ -147,7 +250,7 @@ cell_send_execute(struct kernel *k, struct runtime *rt)
     struct rt_exec x = {
         .code = p->code + utf8_offset(p->code, strlen(p->code), p->shift),
         .silent = p->silent, .store_history = p->store_history, .allow_stdin = p->allow_stdin,
-        .color = k->color, .user_expressions = json_is_object(ue) ? ue : empty,
+        .color = cs->o.color, .user_expressions = json_is_object(ue) ? ue : empty,
         .execution_count = p->count,
     };
     int rc = runtime_execute(rt, &x);
@@ -155,68 +258,174 @@ cell_send_execute(struct kernel *k, struct runtime *rt)
     return rc;
 }
 
+/* ---- starting requests -------------------------------------------------- */
+
+/* Starts a pending request of kind on the runtime for the cell's language.
+ * Returns the runtime, or NULL after answering the request with an error. */
+static struct runtime *
+begin_pending(struct cells *cs, const wire_msg_t *req, enum pending_kind kind, const char *code,
+              const char **body)
+{
+    char unknown[64], err[512];
+    size_t shift;
+    const struct lang *l = cell_language(cs, code, body, &shift, unknown);
+    struct runtime *rt;
+
+    if (!l) {
+        snprintf(err, sizeof err, "no language named \"%s\" in %%%%%s", unknown, unknown);
+        rt = NULL;
+    } else {
+        rt = runtime_for(cs, l, err, sizeof err);
+    }
+    if (!rt) {
+        json_t *c = msg_error_content(l ? "RuntimeUnavailable" : "UnknownLanguage", err);
+        if (kind == PR_EXECUTE) {
+            chan_publish(cs->o.chan, req, "error",
+                         json_pack("{s:O, s:O, s:O}", "ename", json_object_get(c, "ename"),
+                                   "evalue", json_object_get(c, "evalue"), "traceback",
+                                   json_object_get(c, "traceback")));
+            json_object_set_new(c, "execution_count", json_integer(cs->p.count));
+            if (cs->p.stop_on_error)
+                chan_backlog_fill(cs->o.chan);
+        }
+        chan_reply(cs->o.chan, CH_SHELL, req, c);
+        return NULL;
+    }
+    if (cs->state_lost[langs_index(l)] && kind == PR_EXECUTE)
+        note_fresh_runtime(cs, req, l);
+    cs->p.kind = kind;
+    cs->p.rt = rt;
+    cs->p.shift = shift;
+    return rt;
+}
+
+bool
+cell_execute(struct cells *cs, const wire_msg_t *req)
+{
+    struct pending *p = &cs->p;
+    const char *code = msg_str(req, "code"), *body;
+
+    if (!code) {
+        chan_reply(cs->o.chan, CH_SHELL, req,
+                   msg_error_content("BadRequest", "execute_request without \"code\""));
+        return false;
+    }
+    *p = (struct pending){ .kind = PR_NONE };
+    p->silent = msg_bool(req, "silent", false);
+    p->store_history = msg_bool(req, "store_history", !p->silent) && !p->silent;
+    p->allow_stdin = msg_bool(req, "allow_stdin", true);
+    p->stop_on_error = msg_bool(req, "stop_on_error", true);
+    p->count = p->store_history ? ++cs->execution_count : cs->execution_count;
+    if (!p->silent)
+        chan_publish(cs->o.chan, req, "execute_input",
+                     json_pack("{s:s, s:i}", "code", code, "execution_count", p->count));
+
+    struct runtime *rt = begin_pending(cs, req, PR_EXECUTE, code, &body);
+    if (!rt)
+        return false;
+    p->code = strdup(code);
+    p->payload = json_array();
+    p->deadline = cs->o.site->limits.timeout
+                      ? clock_now() + (double)cs->o.site->limits.timeout : 0;
+    p->oom_before = site_oom_kills(cs->o.site);
+    int rc = send_execute(cs, rt);
+    if (!p->code || !p->payload || rc != CG_OK) {
+        pending_free(p);
+        chan_reply(cs->o.chan, CH_SHELL, req, msg_error_content("MemoryError", "out of memory"));
+        return false;
+    }
+    return true;
+}
+
+bool
+cell_request(struct cells *cs, const wire_msg_t *req)
+{
+    static const struct {
+        const char *type, *driver;
+        enum pending_kind kind;
+    } kinds[] = {
+        { "complete_request", "complete", PR_COMPLETE },
+        { "inspect_request", "inspect", PR_INSPECT },
+        { "is_complete_request", "is_complete", PR_IS_COMPLETE },
+    };
+    const char *code = msg_str(req, "code"), *body, *type = NULL;
+    enum pending_kind kind = PR_NONE;
+    json_t *cp = json_object_get(req->content, "cursor_pos");
+    size_t cursor = json_is_integer(cp) && json_integer_value(cp) >= 0
+                        ? (size_t)json_integer_value(cp)
+                        : (code ? utf8_count(code, strlen(code)) : 0);
+    json_t *dl = json_object_get(req->content, "detail_level");
+
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strcmp(wire_msg_type(req), kinds[i].type) == 0) {
+            type = kinds[i].driver;
+            kind = kinds[i].kind;
+        }
+    if (!code || !type) {
+        chan_reply(cs->o.chan, CH_SHELL, req,
+                   msg_error_content("BadRequest", type ? "request without \"code\""
+                                                        : "not a request for a runtime"));
+        return false;
+    }
+    cs->p = (struct pending){ .kind = PR_NONE };
+    struct runtime *rt = begin_pending(cs, req, kind, code, &body);
+    if (!rt)
+        return false;
+    json_t *answer = NULL;
+    if (kind != PR_IS_COMPLETE && cursor < cs->p.shift) {
+        /* The cursor is on the %%magic line: nothing to offer there. */
+        answer = kind == PR_COMPLETE
+                     ? json_pack("{s:s, s:[], s:I, s:I, s:{}}", "status", "ok", "matches",
+                                 "cursor_start", (json_int_t)cursor, "cursor_end",
+                                 (json_int_t)cursor, "metadata")
+                     : json_pack("{s:s, s:b, s:{}, s:{}}", "status", "ok", "found", 0, "data",
+                                 "metadata");
+    } else if (kind == PR_IS_COMPLETE && body == code + strlen(code) && cs->p.shift) {
+        /* only "%%lang" so far: more is to come */
+        answer = json_pack("{s:s, s:s}", "status", "incomplete", "indent", "");
+    } else if (runtime_request(rt, type, body, cursor - (kind == PR_IS_COMPLETE ? 0 : cs->p.shift),
+                               json_is_integer(dl) ? (int)json_integer_value(dl) : 0) != CG_OK) {
+        answer = msg_error_content("MemoryError", "out of memory");
+    }
+    if (answer) {
+        cs->p.kind = PR_NONE;
+        chan_reply(cs->o.chan, CH_SHELL, req, answer);
+        return false;
+    }
+    if (kind == PR_IS_COMPLETE)
+        cs->p.shift = 0;
+    return true;
+}
+
+bool
+cell_pending(const struct cells *cs)
+{
+    return cs->p.kind != PR_NONE;
+}
+
+bool
+cell_input_waiting(const struct cells *cs)
+{
+    return cs->p.input_waiting;
+}
+
+void
+cell_input_reply(struct cells *cs, const char *value)
+{
+    if (!cs->p.input_waiting || !cs->p.rt)
+        return;
+    cs->p.input_waiting = false;
+    if (runtime_input_reply(cs->p.rt, value) != CG_OK)
+        log_error("out of memory forwarding input");
+}
+
 /* ---- finishing requests ------------------------------------------------- */
 
-void
-cell_clear(struct kernel *k)
-{
-    struct pending *p = &k->p;
-
-    if (p->kind == PR_EXECUTE) {
-        /* After a cell with a lot of output, give the freed buffers back:
-         * an idle kernel should be small again. */
-        if (p->out_bytes > (1u << 20))
-            malloc_trim(0);
-        wire_msg_destroy(&k->last_exec);
-        k->last_exec = p->req; /* keep as parent for late output */
-        p->req = NULL;
-    }
-    wire_msg_destroy(&p->req);
-    json_decref(p->error);
-    json_decref(p->payload);
-    free(p->code);
-    free(p->result_text);
-    *p = (struct pending){ .kind = PR_NONE };
-}
-
-/* Moves every request waiting on the shell socket into the backlog, each
- * marked to be aborted if it is an execute. */
-void
-cell_backlog_fill(struct kernel *k)
-{
-    wire_msg_t *m;
-    char err[256];
-    int rc;
-
-    while ((rc = wire_recv(k->wire, k->sock[CH_SHELL], ZMQ_DONTWAIT, &m, err, sizeof err))
-           != CG_ESYS) {
-        if (rc != CG_OK) {
-            log_warn("dropped a message on shell: %s", err);
-            continue;
-        }
-        if (k->backlog_len == k->backlog_cap) {
-            size_t cap = k->backlog_cap ? 2 * k->backlog_cap : 16;
-            wire_msg_t **b = realloc(k->backlog, cap * sizeof *b);
-            bool *a = b ? realloc(k->backlog_abort, cap * sizeof *a) : NULL;
-            if (b)
-                k->backlog = b;
-            if (!b || !a) {
-                log_error("out of memory queueing a request: dropped");
-                wire_msg_destroy(&m);
-                return;
-            }
-            k->backlog_abort = a;
-            k->backlog_cap = cap;
-        }
-        k->backlog[k->backlog_len] = m;
-        k->backlog_abort[k->backlog_len++] = true;
-    }
-}
-
 static void
-finish_execute(struct kernel *k, json_t *user_expressions)
+finish_execute(struct cells *cs, json_t *user_expressions)
 {
-    struct pending *p = &k->p;
+    struct pending *p = &cs->p;
+    const wire_msg_t *req = chan_current(cs->o.chan);
     json_t *content;
 
     if (p->error) {
@@ -233,19 +442,18 @@ finish_execute(struct kernel *k, json_t *user_expressions)
      * off the socket before the reply goes out, so a request the client
      * sends after seeing the error is never caught by it. */
     if (p->error && p->stop_on_error)
-        cell_backlog_fill(k);
-    kernel_reply(k, k->sock[CH_SHELL], p->req, content);
-    if (p->store_history && history_add(k->hist, p->count, p->code, p->result_text) != CG_OK)
+        chan_backlog_fill(cs->o.chan);
+    chan_reply(cs->o.chan, CH_SHELL, req, content);
+    if (p->store_history && history_add(cs->o.hist, p->count, p->code, p->result_text) != CG_OK)
         log_warn("out of memory recording history");
-    kernel_publish_status(k, p->req, "idle");
-    cell_clear(k);
+    pending_clear(cs, true); /* the parent of what its threads print later */
 }
 
 /* Answers complete / inspect / is_complete from the driver's reply record. */
 static void
-finish_request(struct kernel *k, json_t *rec)
+finish_request(struct cells *cs, json_t *rec)
 {
-    struct pending *p = &k->p;
+    struct pending *p = &cs->p;
     json_t *c = json_deep_copy(rec);
 
     json_object_del(c, "t");
@@ -254,9 +462,9 @@ finish_request(struct kernel *k, json_t *rec)
         json_t *m = json_object_get(c, "matches");
         if (!json_is_array(m))
             json_object_set_new(c, "matches", json_array());
-        json_int_t cs = json_integer_value(json_object_get(c, "cursor_start"));
+        json_int_t start = json_integer_value(json_object_get(c, "cursor_start"));
         json_int_t ce = json_integer_value(json_object_get(c, "cursor_end"));
-        json_object_set_new(c, "cursor_start", json_integer(cs + (json_int_t)p->shift));
+        json_object_set_new(c, "cursor_start", json_integer(start + (json_int_t)p->shift));
         json_object_set_new(c, "cursor_end", json_integer(ce + (json_int_t)p->shift));
         if (!json_is_object(json_object_get(c, "metadata")))
             json_object_set_new(c, "metadata", json_object());
@@ -278,84 +486,116 @@ finish_request(struct kernel *k, json_t *rec)
         if (!json_is_string(json_object_get(c, "indent")))
             json_object_set_new(c, "indent", json_string(""));
     }
-    kernel_reply(k, k->sock[CH_SHELL], p->req, c);
-    kernel_publish_status(k, p->req, "idle");
-    cell_clear(k);
+    chan_reply(cs->o.chan, CH_SHELL, chan_current(cs->o.chan), c);
+    pending_clear(cs, false);
 }
 
 /* The pending request's runtime died or broke the protocol. */
 static void
-fail_pending(struct kernel *k, const char *ename, const char *why)
+fail_pending(struct cells *cs, const char *ename, const char *why)
 {
-    struct pending *p = &k->p;
+    struct pending *p = &cs->p;
+    const wire_msg_t *req = chan_current(cs->o.chan);
 
     if (p->kind == PR_NONE)
         return;
     if (p->kind != PR_EXECUTE) {
-        kernel_reply(k, k->sock[CH_SHELL], p->req, kernel_error_content(ename, why));
-        kernel_publish_status(k, p->req, "idle");
-        cell_clear(k);
+        chan_reply(cs->o.chan, CH_SHELL, req, msg_error_content(ename, why));
+        pending_clear(cs, false);
         return;
     }
     if (!p->error) {
         p->error = json_pack("{s:s, s:s, s:[s]}", "ename", ename, "evalue", why, "traceback", why);
-        kernel_publish(k, p->req, "error", json_deep_copy(p->error));
+        chan_publish(cs->o.chan, req, "error", json_deep_copy(p->error));
     }
-    finish_execute(k, NULL);
+    finish_execute(cs, NULL);
+}
+
+/* Why a runtime that died under its cell died, beyond its exit status:
+ * the time limit, a second interrupt, the box's memory limit; or "". */
+static const char *
+death_cause(struct cells *cs, int status, char *buf, size_t len)
+{
+    const struct site *site = cs->o.site;
+
+    if (cs->p.timeouts) {
+        snprintf(buf, len, " after running past the time limit of %llu s (--timeout)",
+                 (unsigned long long)site->limits.timeout);
+        return buf;
+    }
+    if (cs->p.force_killed)
+        return " by a second interrupt (it had not stopped at the first)";
+    if (site->box && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL
+        && site_oom_kills(site) > cs->p.oom_before) {
+        snprintf(buf, len, " by the box's memory limit of %llu MiB (--memory)",
+                 (unsigned long long)(site->limits.memory >> 20));
+        return buf;
+    }
+    return "";
 }
 
 /* Called once a runtime's driver was reaped. */
-void
-cell_runtime_ended(struct kernel *k, struct runtime *rt, int status)
+static void
+runtime_ended(struct cells *cs, struct runtime *rt, int status)
 {
-    struct rt_sink sink = cell_sink(k);
-    char why[512];
+    struct rt_sink sink = sink_of(cs);
+    char why[512], cause[160];
 
     runtime_exited(rt, status, &sink);
-    k->state_lost[langs_index(runtime_lang(rt))] = true;
+    cs->state_lost[langs_index(runtime_lang(rt))] = true;
     log_info("%s runtime %s", runtime_lang(rt)->name, runtime_death(rt));
-    if (k->p.kind == PR_EXECUTE && k->p.rt == rt && !k->p.started && !k->p.resent
+    if (cs->p.kind == PR_EXECUTE && cs->p.rt == rt && !cs->p.started && !cs->p.resent
         && runtime_lang(rt)->acks_execute) {
         /* It died before it saw the cell (killed between cells, e.g. by
          * `kill -9 -1` in the box): the cell never ran, so it is safe to
          * give it to a fresh runtime, once. */
         char err[512];
-        struct runtime *fresh = cell_runtime(k, runtime_lang(rt), err, sizeof err);
-        k->p.resent = true;
-        if (fresh && cell_send_execute(k, fresh) == CG_OK) {
-            k->p.rt = fresh;
-            cell_note_fresh_runtime(k, k->p.req, runtime_lang(fresh));
+        struct runtime *fresh = runtime_for(cs, runtime_lang(rt), err, sizeof err);
+        cs->p.resent = true;
+        if (fresh && send_execute(cs, fresh) == CG_OK) {
+            cs->p.rt = fresh;
+            note_fresh_runtime(cs, chan_current(cs->o.chan), runtime_lang(fresh));
             return;
         }
     }
-    if (k->p.kind != PR_NONE && k->p.rt == rt) {
-        const char *cause = "";
-        char limit[160] = "";
-        if (k->p.timeouts) {
-            snprintf(limit, sizeof limit, " after running past the time limit of %llu s "
-                     "(--timeout)", (unsigned long long)k->limits.timeout);
-            cause = limit;
-        } else if (k->p.force_killed) {
-            cause = " by a second interrupt (it had not stopped at the first)";
-        } else if (k->box && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL
-                   && box_oom_kills(k->box) > k->p.oom_before) {
-            snprintf(limit, sizeof limit, " by the box's memory limit of %llu MiB (--memory)",
-                     (unsigned long long)(k->limits.memory >> 20));
-            cause = limit;
-        }
+    if (cs->p.kind != PR_NONE && cs->p.rt == rt) {
         snprintf(why, sizeof why, "the %s runtime %s%s; its state (variables, imports, "
                  "working directory) was lost. The next cell starts a fresh runtime.",
-                 runtime_lang(rt)->name, runtime_death(rt), cause);
-        fail_pending(k, k->p.timeouts ? "CellTimeout" : "RuntimeExited", why);
+                 runtime_lang(rt)->name, runtime_death(rt),
+                 death_cause(cs, status, cause, sizeof cause));
+        fail_pending(cs, cs->p.timeouts ? "CellTimeout" : "RuntimeExited", why);
     }
 }
 
-void
-cell_interrupt(struct kernel *k)
+bool
+cell_exited(struct cells *cs, pid_t pid, int status)
 {
-    struct pending *p = &k->p;
-    double now = kernel_now();
+    for (size_t i = 0; i < langs_count(); i++)
+        if (cs->rts[i] && runtime_alive(cs->rts[i]) && runtime_pid(cs->rts[i]) == pid) {
+            runtime_ended(cs, cs->rts[i], status);
+            return true;
+        }
+    return false;
+}
 
+void
+cell_box_gone(struct cells *cs)
+{
+    for (size_t i = 0; i < langs_count(); i++)
+        if (cs->rts[i] && runtime_alive(cs->rts[i]))
+            runtime_ended(cs, cs->rts[i], SIGKILL);
+}
+
+/* ---- interrupts and time ------------------------------------------------ */
+
+void
+cell_interrupt(struct cells *cs)
+{
+    struct pending *p = &cs->p;
+    double now = clock_now();
+
+    if (p->kind == PR_NONE || !p->rt)
+        return;
     if (p->kind == PR_EXECUTE && p->interrupted_at
         && now - p->interrupted_at >= CELL_INTERRUPT_FORCE_S) {
         log_info("second interrupt: ending the %s runtime", runtime_lang(p->rt)->name);
@@ -392,9 +632,9 @@ time_limit_tick(struct pending *p, double now)
 /* A cell still running CELL_INTERRUPT_FORCE_S after the client's interrupt
  * is told how to end it. Returns when it is next due, or 0. */
 static double
-interrupt_notice_tick(struct kernel *k, double now)
+interrupt_notice_tick(struct cells *cs, double now)
 {
-    struct pending *p = &k->p;
+    struct pending *p = &cs->p;
 
     if (!p->interrupted_at || p->interrupt_noted || p->force_killed)
         return 0;
@@ -405,89 +645,92 @@ interrupt_notice_tick(struct kernel *k, double now)
     snprintf(note, sizeof note, "[cellgate: the cell is still running %.0f s after the "
              "interrupt; interrupt again to end the %s runtime (its variables and imports "
              "are lost)]\n", CELL_INTERRUPT_FORCE_S, runtime_lang(p->rt)->name);
-    kernel_publish_stream(k, p->req, "stderr", note, strlen(note));
+    chan_stream(cs->o.chan, chan_current(cs->o.chan), "stderr", note, strlen(note));
     p->interrupt_noted = true;
     return 0;
 }
 
 double
-cell_tick(struct kernel *k)
+cell_tick(struct cells *cs)
 {
-    if (k->p.kind != PR_EXECUTE)
+    if (cs->p.kind != PR_EXECUTE)
         return 0;
-    double now = kernel_now();
-    double limit = time_limit_tick(&k->p, now);
-    double notice = interrupt_notice_tick(k, now);
+    double now = clock_now();
+    double limit = time_limit_tick(&cs->p, now);
+    double notice = interrupt_notice_tick(cs, now);
     return !limit || (notice && notice < limit) ? notice : limit;
+}
+
+/* ---- polling ------------------------------------------------------------ */
+
+size_t
+cell_poll_items(struct cells *cs, zmq_pollitem_t *items)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < langs_count(); i++) {
+        cs->rt_n[i] = cs->rts[i] ? runtime_poll_items(cs->rts[i], &items[n]) : 0;
+        n += cs->rt_n[i];
+    }
+    return n;
+}
+
+void
+cell_service(struct cells *cs, const zmq_pollitem_t *items)
+{
+    struct rt_sink sink = sink_of(cs);
+    char err[256];
+    size_t at = 0;
+
+    for (size_t i = 0; i < langs_count(); i++) {
+        struct runtime *rt = cs->rts[i];
+        size_t n = cs->rt_n[i];
+        if (rt && n && runtime_service(rt, &items[at], n, &sink, err, sizeof err) != CG_OK) {
+            log_error("%s: killing the runtime", err);
+            runtime_kill(rt); /* its death is reported when it is reaped */
+        }
+        at += n;
+    }
+}
+
+void
+cell_catch_up(void *ctx)
+{
+    struct cells *cs = ctx;
+    struct rt_sink sink = sink_of(cs);
+    struct runtime *rt = cs->p.kind != PR_NONE ? cs->p.rt : NULL;
+    char err[256];
+
+    if (rt && runtime_alive(rt) && runtime_catch_up(rt, &sink, err, sizeof err) != CG_OK) {
+        log_error("%s: killing the runtime", err);
+        runtime_kill(rt); /* its death is reported when it is reaped */
+    }
 }
 
 /* ---- what runtimes send ------------------------------------------------- */
 
-/* The parent of output from rt: its pending execute, or the last one. */
+/* True if output of rt belongs to the running execute (and its budget). */
+static bool
+is_running_cell(const struct cells *cs, const struct runtime *rt)
+{
+    return cs->p.kind == PR_EXECUTE && cs->p.rt == rt;
+}
+
+/* The parent of output from rt: its running execute, or the last one. */
 static const wire_msg_t *
-output_parent(struct kernel *k, struct runtime *rt)
+output_parent(const struct cells *cs, const struct runtime *rt)
 {
-    if (k->p.kind == PR_EXECUTE && k->p.rt == rt)
-        return k->p.req;
-    return k->last_exec;
-}
-
-/* Applies the output limit of the pending request (a cell, for output of
- * its runtime; or a tool, whose rt is NULL); returns how many bytes of len
- * may go out (0 once the limit was hit), publishing the notice when it is
- * hit. Other output is not limited.
- * text is the output of stream name, published up to the limit, or NULL
- * for output that is not text (a display) and goes out whole or not at
- * all. */
-static size_t
-output_allowance(struct kernel *k, struct runtime *rt, const char *name, const char *text,
-                 size_t len)
-{
-    struct pending *p = &k->p;
-    char note[256];
-
-    if ((p->kind != PR_EXECUTE && p->kind != PR_TOOL) || p->rt != rt || k->output_limit == 0)
-        return len;
-    if (p->limit_hit)
-        return 0;
-    if (p->out_bytes + len <= k->output_limit) {
-        p->out_bytes += len;
-        return len;
-    }
-    size_t room = text ? utf8_complete_prefix(text, k->output_limit - p->out_bytes) : 0;
-    p->out_bytes = k->output_limit;
-    p->limit_hit = true;
-    if (room)
-        kernel_publish_stream(k, p->req, name, text, room);
-    snprintf(note, sizeof note, "\n[cellgate: this %s's output passed the limit of %zu bytes; "
-             "the rest of its output is discarded. The limit is set with --output-limit or "
-             "CELLGATE_OUTPUT_LIMIT.]\n", p->kind == PR_TOOL ? "tool" : "cell", k->output_limit);
-    kernel_publish_stream(k, p->req, "stderr", note, strlen(note));
-    return 0;
-}
-
-/* Output the kernel publishes itself (cellgate-display's) counts against
- * the pending request's output limit too. */
-bool
-cell_output_allowed(struct kernel *k, size_t len)
-{
-    return output_allowance(k, k->p.rt, "stdout", NULL, len) != 0 || !k->p.limit_hit;
-}
-
-size_t
-cell_output_room(struct kernel *k, const char *name, const char *text, size_t len)
-{
-    return output_allowance(k, NULL, name, text, len);
+    return is_running_cell(cs, rt) ? chan_current(cs->o.chan) : chan_last(cs->o.chan);
 }
 
 static void
 on_stream(void *ctx, struct runtime *rt, const char *name, const char *text, size_t len)
 {
-    struct kernel *k = ctx;
+    struct cells *cs = ctx;
 
-    if (output_allowance(k, rt, name, text, len) == 0 && len)
+    if (is_running_cell(cs, rt) && chan_output_room(cs->o.chan, name, text, len) == 0 && len)
         return;
-    kernel_publish_stream(k, output_parent(k, rt), name, text, len);
+    chan_stream(cs->o.chan, output_parent(cs, rt), name, text, len);
 }
 
 /* Copies the members of a display-like record that Jupyter defines. */
@@ -513,42 +756,39 @@ data_size(json_t *rec)
     return n;
 }
 
+/* display / clear records: display_data, update_display_data, clear_output. */
 static void
-on_record(void *ctx, struct runtime *rt, json_t *rec)
+on_display(struct cells *cs, struct runtime *rt, json_t *rec, bool clear)
 {
-    struct kernel *k = ctx;
-    struct pending *p = &k->p;
-    const char *t = json_string_value(json_object_get(rec, "t"));
-    bool mine = p->kind != PR_NONE && p->rt == rt;
-    bool exec = mine && p->kind == PR_EXECUTE;
+    const wire_msg_t *parent = output_parent(cs, rt);
 
-    if (strcmp(t, "display") == 0 || strcmp(t, "clear") == 0) {
-        const wire_msg_t *parent = output_parent(k, rt);
-        if (strcmp(t, "clear") == 0) {
-            kernel_publish(k, parent, "clear_output",
-                    json_pack("{s:b}", "wait", json_is_true(json_object_get(rec, "wait"))));
-            return;
-        }
-        if (exec && output_allowance(k, rt, "stdout", NULL, data_size(rec)) == 0 && p->limit_hit)
-            return;
-        bool update = json_is_true(json_object_get(rec, "update"));
-        kernel_publish(k, parent, update ? "update_display_data" : "display_data", mime_content(rec));
-    } else if (strcmp(t, "result") == 0 && exec) {
-        json_t *c = mime_content(rec);
-        const char *txt = json_string_value(json_object_get(json_object_get(rec, "data"),
-                                                            "text/plain"));
-        if (txt && !p->result_text)
-            p->result_text = strdup(txt);
-        if (p->silent) {
-            json_decref(c);
-            return;
-        }
-        json_object_del(c, "transient");
-        json_object_set_new(c, "execution_count", json_integer(p->count));
-        kernel_publish(k, p->req, "execute_result", c);
-    } else if (strcmp(t, "error") == 0 && exec) {
-        if (p->error)
-            return; /* one error per cell */
+    if (clear) {
+        chan_publish(cs->o.chan, parent, "clear_output",
+                     json_pack("{s:b}", "wait", json_is_true(json_object_get(rec, "wait"))));
+        return;
+    }
+    if (is_running_cell(cs, rt) && !chan_output_allowed(cs->o.chan, data_size(rec)))
+        return;
+    bool update = json_is_true(json_object_get(rec, "update"));
+    chan_publish(cs->o.chan, parent, update ? "update_display_data" : "display_data",
+                 mime_content(rec));
+}
+
+/* The cell's one error (later ones are dropped). */
+static void
+on_error(struct cells *cs, json_t *rec)
+{
+    struct pending *p = &cs->p;
+
+    if (p->error)
+        return;
+    if (p->timeouts) { /* the interrupt was ours: say why */
+        char why[160];
+        snprintf(why, sizeof why, "the cell ran past the time limit of %llu s (--timeout)",
+                 (unsigned long long)cs->o.site->limits.timeout);
+        p->error = json_pack("{s:s, s:s, s:[s]}", "ename", "CellTimeout", "evalue", why,
+                             "traceback", why);
+    } else {
         const char *ename = json_string_value(json_object_get(rec, "ename"));
         const char *evalue = json_string_value(json_object_get(rec, "evalue"));
         json_t *tb = json_object_get(rec, "traceback");
@@ -556,18 +796,45 @@ on_record(void *ctx, struct runtime *rt, json_t *rec)
         for (size_t i = 0; json_is_array(tb) && i < json_array_size(tb); i++)
             if (json_is_string(json_array_get(tb, i)))
                 json_array_append(tbc, json_array_get(tb, i));
-        if (p->timeouts) { /* the interrupt was ours: say why */
-            char why[160];
-            snprintf(why, sizeof why, "the cell ran past the time limit of %llu s (--timeout)",
-                     (unsigned long long)k->limits.timeout);
-            json_decref(tbc);
-            p->error = json_pack("{s:s, s:s, s:[s]}", "ename", "CellTimeout", "evalue", why,
-                                 "traceback", why);
-        } else {
-            p->error = json_pack("{s:s, s:s, s:o}", "ename", ename ? ename : "Error", "evalue",
-                                 evalue ? evalue : "", "traceback", tbc);
-        }
-        kernel_publish(k, p->req, "error", json_deep_copy(p->error));
+        p->error = json_pack("{s:s, s:s, s:o}", "ename", ename ? ename : "Error", "evalue",
+                             evalue ? evalue : "", "traceback", tbc);
+    }
+    chan_publish(cs->o.chan, chan_current(cs->o.chan), "error", json_deep_copy(p->error));
+}
+
+/* The result of the cell's last expression. */
+static void
+on_result(struct cells *cs, json_t *rec)
+{
+    struct pending *p = &cs->p;
+    const char *txt = json_string_value(json_object_get(json_object_get(rec, "data"),
+                                                        "text/plain"));
+
+    if (txt && !p->result_text)
+        p->result_text = strdup(txt);
+    if (p->silent)
+        return;
+    json_t *c = mime_content(rec);
+    json_object_del(c, "transient");
+    json_object_set_new(c, "execution_count", json_integer(p->count));
+    chan_publish(cs->o.chan, chan_current(cs->o.chan), "execute_result", c);
+}
+
+static void
+on_record(void *ctx, struct runtime *rt, json_t *rec)
+{
+    struct cells *cs = ctx;
+    struct pending *p = &cs->p;
+    const char *t = json_string_value(json_object_get(rec, "t"));
+    bool mine = p->kind != PR_NONE && p->rt == rt;
+    bool exec = mine && p->kind == PR_EXECUTE;
+
+    if (strcmp(t, "display") == 0 || strcmp(t, "clear") == 0) {
+        on_display(cs, rt, rec, strcmp(t, "clear") == 0);
+    } else if (strcmp(t, "result") == 0 && exec) {
+        on_result(cs, rec);
+    } else if (strcmp(t, "error") == 0 && exec) {
+        on_error(cs, rec);
     } else if (strcmp(t, "page") == 0 && exec) {
         json_t *data = json_object_get(rec, "data");
         if (json_is_object(data))
@@ -575,16 +842,16 @@ on_record(void *ctx, struct runtime *rt, json_t *rec)
                                                         "data", data, "start", 0));
     } else if (strcmp(t, "input") == 0 && exec && p->allow_stdin) {
         const char *prompt = json_string_value(json_object_get(rec, "prompt"));
-        kernel_send(k, k->sock[CH_STDIN], p->req, "input_request",
-                 json_pack("{s:s, s:b}", "prompt", prompt ? prompt : "", "password",
-                           json_is_true(json_object_get(rec, "password"))));
+        chan_send(cs->o.chan, CH_STDIN, chan_current(cs->o.chan), "input_request",
+                  json_pack("{s:s, s:b}", "prompt", prompt ? prompt : "", "password",
+                            json_is_true(json_object_get(rec, "password"))));
         p->input_waiting = true;
     } else if (strcmp(t, "started") == 0 && exec) {
         p->started = true;
     } else if (strcmp(t, "done") == 0 && exec) {
-        finish_execute(k, json_object_get(rec, "user_expressions"));
+        finish_execute(cs, json_object_get(rec, "user_expressions"));
     } else if (strcmp(t, "reply") == 0 && mine && !exec) {
-        finish_request(k, rec);
+        finish_request(cs, rec);
     } else {
         log_debug("ignored \"%s\" record from the %s driver", t, runtime_lang(rt)->name);
     }

@@ -4,8 +4,16 @@
  */
 #include "kernel/displayd.h"
 
+#include "common/cgerr.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "kernel/display.h"
 
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/socket.h>
@@ -22,6 +30,9 @@ struct conn {
 };
 
 struct displayd {
+    struct chan *chan;
+    struct site *site;
+    struct displayd_hook hook;
     int listen;          /* -1 until the box hands it over */
     struct conn conns[DISPLAYD_MAX_CONNS];
     size_t n_conns;
@@ -78,7 +89,8 @@ make_private(struct displayd *d, char *err, size_t errlen)
 }
 
 struct displayd *
-displayd_new(struct kernel *k, char *err, size_t errlen)
+displayd_new(struct chan *chan, struct site *site, struct displayd_hook hook, char *err,
+             size_t errlen)
 {
     struct displayd *d = calloc(1, sizeof *d);
 
@@ -86,10 +98,10 @@ displayd_new(struct kernel *k, char *err, size_t errlen)
         cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         return NULL;
     }
-    d->listen = -1;
+    *d = (struct displayd){ .chan = chan, .site = site, .hook = hook, .listen = -1 };
     /* With the box, its init hands the socket over (displayd_poll_items
      * takes it); with a box that failed, no runtime ever starts. */
-    if (!k->box && !k->box_error[0] && make_private(d, err, errlen) != CG_OK)
+    if (!site->box && !site->error[0] && make_private(d, err, errlen) != CG_OK)
         displayd_destroy(&d);
     return d;
 }
@@ -122,13 +134,11 @@ displayd_destroy(struct displayd **dp)
 }
 
 void
-displayd_place(const struct kernel *k, struct rt_place *where)
+displayd_place(const struct displayd *d, struct rt_place *where)
 {
-    const struct displayd *d = k->displayd;
-
     if (!d)
         return;
-    if (k->box) {
+    if (d->site->box) {
         where->bin_dir = BOX_BIN_DIR;
         where->display_socket = BOX_DISPLAY_SOCKET;
     } else if (d->dir[0] && d->listen >= 0) {
@@ -140,14 +150,13 @@ displayd_place(const struct kernel *k, struct rt_place *where)
 /* ---- polling ------------------------------------------------------------ */
 
 size_t
-displayd_poll_items(struct kernel *k, zmq_pollitem_t *items)
+displayd_poll_items(struct displayd *d, zmq_pollitem_t *items)
 {
-    struct displayd *d = k->displayd;
     size_t n = 0;
 
     if (!d)
         return 0;
-    if (d->listen < 0 && k->box && (d->listen = box_take_display_fd(k->box)) >= 0
+    if (d->listen < 0 && d->site->box && (d->listen = box_take_display_fd(d->site->box)) >= 0
         && set_nonblock(d->listen) < 0) {
         log_warn("display socket: %s", strerror(errno));
         close(d->listen);
@@ -162,10 +171,9 @@ displayd_poll_items(struct kernel *k, zmq_pollitem_t *items)
 }
 
 long
-displayd_wait_ms(const struct kernel *k)
+displayd_wait_ms(const struct displayd *d)
 {
-    const struct displayd *d = k->displayd;
-    double now = kernel_now(), first = 0;
+    double now = clock_now(), first = 0;
 
     for (size_t i = 0; d && i < d->n_conns; i++)
         if (!first || d->conns[i].deadline < first)
@@ -185,25 +193,9 @@ answer(int fd, const char *text)
     (void)n;
 }
 
-/* The cell's output so far comes first: what its runtime has sent, read
- * now (the client waits for our answer, so nothing it prints later can
- * be in there). */
-static void
-catch_up(struct kernel *k)
-{
-    struct rt_sink sink = cell_sink(k);
-    struct runtime *rt = k->p.kind != PR_NONE ? k->p.rt : NULL;
-    char err[256];
-
-    if (rt && runtime_alive(rt) && runtime_catch_up(rt, &sink, err, sizeof err) != CG_OK) {
-        log_error("%s: killing the runtime", err);
-        runtime_kill(rt); /* its death is reported when it is reaped */
-    }
-}
-
 /* One request: buf[0..len) as received, fd the file it came with. */
 static int
-handle(struct kernel *k, const char *buf, size_t len, int fd, char *err, size_t errlen)
+handle(struct displayd *d, const char *buf, size_t len, int fd, char *err, size_t errlen)
 {
     struct display_req req;
     struct display_shown shown;
@@ -223,23 +215,26 @@ handle(struct kernel *k, const char *buf, size_t len, int fd, char *err, size_t 
     free(bytes);
     if (rc != CG_OK)
         return rc;
-    catch_up(k);
+    /* The cell's output so far comes first: the client waits for our
+     * answer, so nothing it prints later can be in there. */
+    if (d->hook.catch_up)
+        d->hook.catch_up(d->hook.ctx);
     json_t *data = json_object_get(c, "data");
     size_t size = json_string_length(json_object_get(data, shown.mime))
                   + json_string_length(json_object_get(data, "text/plain"));
-    if (!cell_output_allowed(k, size)) {
+    if (!chan_output_allowed(d->chan, size)) {
         json_decref(c);
         return cg_fail(err, errlen, CG_ETOOBIG, "not shown: this cell's output passed its "
                        "limit (--output-limit)");
     }
-    kernel_publish(k, kernel_output_parent(k), "display_data", c);
+    chan_publish(d->chan, chan_output_parent(d->chan), "display_data", c);
     return CG_OK;
 }
 
 /* Reads the request waiting on conn i, serves it and answers; drops the
  * connection unless nothing was there after all. */
 static void
-serve_conn(struct kernel *k, struct displayd *d, size_t i)
+serve_conn(struct displayd *d, size_t i)
 {
     char buf[DISPLAY_REQ_MAX], cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS)], err[512];
     struct iovec iov = { buf, sizeof buf };
@@ -274,7 +269,7 @@ serve_conn(struct kernel *k, struct displayd *d, size_t i)
         rc = cg_fail(err, sizeof err, CG_EINVAL, "%s", n_fds ? "attach exactly one file"
                                                           : "no file attached to the request");
     else
-        rc = handle(k, buf, (size_t)n, fds[0], err, sizeof err);
+        rc = handle(d, buf, (size_t)n, fds[0], err, sizeof err);
     for (size_t j = 0; j < n_fds; j++)
         close(fds[j]);
     if (rc != CG_OK)
@@ -294,14 +289,13 @@ accept_conns(struct displayd *d)
                 log_warn("display socket: accept: %s", strerror(errno));
             return;
         }
-        d->conns[d->n_conns++] = (struct conn){ fd, kernel_now() + CONN_WAIT_S };
+        d->conns[d->n_conns++] = (struct conn){ fd, clock_now() + CONN_WAIT_S };
     }
 }
 
 void
-displayd_service(struct kernel *k, const zmq_pollitem_t *items, size_t n)
+displayd_service(struct displayd *d, const zmq_pollitem_t *items, size_t n)
 {
-    struct displayd *d = k->displayd;
     bool listen_ready = false;
 
     if (!d)
@@ -316,13 +310,13 @@ displayd_service(struct kernel *k, const zmq_pollitem_t *items, size_t n)
         }
         for (size_t j = 0; j < d->n_conns; j++)
             if (d->conns[j].fd == items[i].fd) {
-                serve_conn(k, d, j);
+                serve_conn(d, j);
                 break;
             }
     }
     if (listen_ready)
         accept_conns(d);
-    double now = kernel_now();
+    double now = clock_now();
     for (size_t i = 0; i < d->n_conns;) {
         if (d->conns[i].deadline > now) {
             i++;

@@ -5,8 +5,8 @@
 #ifndef CG_KERNEL_H
 #define CG_KERNEL_H
 
-#include "sandbox/boxlimits.h"
 #include "common/langs.h"
+#include "sandbox/boxlimits.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -14,18 +14,13 @@
 #ifndef CG_BOX_H
 #define CG_BOX_H
 
-#include "sandbox/spawn.h"
 #include "sandbox/boxlimits.h"
+#include "sandbox/boxpaths.h"
+#include "sandbox/spawn.h"
 
 #include <stdbool.h>
 #include <sys/types.h>
 
-#define BOX_UID 1000           /* the user code runs as, inside */
-#define BOX_HOME "/mnt/data"   /* its home and working directory */
-/* Where the box offers the display command (this very binary, bound
- * read-only: it runs as cellgate-display) and the socket it talks to. */
-#define BOX_BIN_DIR "/run/cellgate/bin"
-#define BOX_DISPLAY_SOCKET "/run/cellgate/display.sock"
 
 struct box_opts {
     const char *data_dir;      /* host directory seen as /mnt/data (created if missing) */

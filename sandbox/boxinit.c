@@ -12,7 +12,7 @@
  */
 #include "sandbox/boxinit.h"
 
-#include "sandbox/box.h"
+#include "sandbox/boxpaths.h"
 
 #include "common/cgerr.h"
 #include "sandbox/boxproto.h"

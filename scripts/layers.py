@@ -7,7 +7,8 @@ Two checks, both computed from the code itself, not from a list kept by hand:
 1. Includes: each top folder may include only its own layer and those
    below it (FOLDER_MAY_INCLUDE). common/ includes no other project folder,
    sandbox/ only common/, gateway/ and registry/ never kernel/ or sandbox/.
-   Includes are written from the repository root ("common/wire.h").
+   Includes are written from the repository root ("common/wire.h"). No two
+   modules (a .c and its .h) include each other, directly or in a circle.
 
 2. Calls: for every object file of the build, `nm` tells which symbols it
    defines and which it uses. File A depends on file B when A uses a symbol
@@ -57,7 +58,9 @@ def source_files(root):
 def check_includes(root):
     """Returns a list of human messages, one per include that breaks the rules."""
     problems = []
+    modules = {}
     for f in source_files(root):
+        modules.setdefault(os.path.splitext(f)[0], {})
         top = f.split(os.sep)[0]
         allowed = FOLDER_MAY_INCLUDE[top]
         with open(os.path.join(root, f), encoding="utf-8", errors="replace") as fh:
@@ -75,6 +78,17 @@ def check_includes(root):
                                              ", ".join(sorted(a + "/" for a in allowed))))
             elif not os.path.exists(os.path.join(root, inc)):
                 problems.append('%s:%d: include "%s" names no file' % (f, line, inc))
+            else:
+                a, b = os.path.splitext(f)[0], os.path.splitext(inc)[0]
+                if a != b:
+                    modules[a].setdefault(b, []).append(f + " includes " + inc)
+    for comp in strongly_connected(modules):
+        if len(comp) > 1:
+            members = set(comp)
+            why = [w for a in comp for b in sorted(modules[a]) if b in members
+                   for w in modules[a][b][:1]]
+            problems.append("these modules include each other in a circle: %s\n  %s"
+                            % (", ".join(comp), "\n  ".join(why)))
     return problems
 
 

@@ -367,6 +367,20 @@ def test_box_gone_during_a_tool(kernel_factory):
     assert "restart the kernel" in r["evalue"]
     reply, out = run(kc, "print(1)")
     assert reply["content"]["ename"] == "RuntimeUnavailable"
+    # Nothing falls back to the host once the box is gone: not a command,
+    # not a file the kernel would open or create for the box.
+    marker = f"/tmp/cellgate-box-gone-{uuid.uuid4().hex}"
+    for target, data in [("cellgate.exec", {"cmd": f"touch {marker}"}),
+                         ("cellgate.exec", {"cmd": f"touch {marker}", "session_name": "t"}),
+                         ("cellgate.open_image", {"path": "/etc/hostname"}),
+                         ("cellgate.download", {"url": "http://127.0.0.1:9/x",
+                                                "path": marker})]:
+        _, out = comm(kc, target, data)
+        r = result(out)
+        assert r["status"] == "error", (target, r)
+        assert r["ename"] == "RuntimeUnavailable", (target, r)
+        assert "box is gone" in r["evalue"], (target, r)
+    assert not os.path.exists(marker)
     km.restart_kernel(now=True)
     kc.wait_for_ready(timeout=TIMEOUT)
     r, _ = ex(kc, cmd="echo fresh", session_name="s")

@@ -1,18 +1,26 @@
 /*
- * tool_download.c - cellgate.download {url, path?} -> {path, size, sha256,
+ * download.c - cellgate.download {url, path?} -> {path, size, sha256,
  * content_type, url}. The kernel creates a temporary file inside the box
- * (boxfs.c, as the box's user), then starts cellgate-fetch (fetch_main.c,
+ * (sandbox/boxfs.c, as the box's user), then starts cellgate-fetch (fetch/,
  * beside the kernel's binary), which checks the operator's policy and
  * fetches into that file, and writes one JSON line of result on a pipe the
  * loop polls. On success the file is renamed onto the path; otherwise it is
  * removed. An interrupt kills the fetch.
  */
-#include "kernel/tools/tools_impl.h"
+#include "kernel/tools/tool.h"
 
+#include "common/cgerr.h"
+#include "common/sibling.h"
 #include "sandbox/boxfs.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/fsuid.h>
+#include <unistd.h>
 
 #define RESULT_MAX 65536      /* bytes of result we read from cellgate-fetch */
 
@@ -97,10 +105,11 @@ download_outcome(struct download_job *j)
 }
 
 static void
-download_service(struct kernel *k, struct tool_job *job, const zmq_pollitem_t *items, size_t n)
+download_service(struct tool_env *env, struct tool_job *job, const zmq_pollitem_t *items, size_t n)
 {
     struct download_job *j = (struct download_job *)job;
 
+    (void)env;
     if (n < 1 || !(items[0].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
         return;
     ssize_t got = read(j->result, j->buf + j->len, sizeof j->buf - j->len);
@@ -113,24 +122,24 @@ download_service(struct kernel *k, struct tool_job *job, const zmq_pollitem_t *i
     }
     close(j->result); /* EOF (or a result too long to be one) */
     j->result = -1;
-    tools_finish(k, download_outcome(j));
+    job_finish(&j->base, download_outcome(j));
 }
 
 static double
-download_tick(struct kernel *k, struct tool_job *job, double now)
+download_tick(struct tool_env *env, struct tool_job *job, double now)
 {
-    (void)k;
+    (void)env;
     (void)job;
     (void)now;
     return 0; /* cellgate-fetch keeps its own time cap */
 }
 
 static void
-download_interrupt(struct kernel *k, struct tool_job *job)
+download_interrupt(struct tool_env *env, struct tool_job *job)
 {
     struct download_job *j = (struct download_job *)job;
 
-    (void)k;
+    (void)env;
     if (j->pid > 0) {
         j->interrupted = true;
         kill(j->pid, SIGKILL); /* the result pipe's EOF ends the job */
@@ -138,11 +147,11 @@ download_interrupt(struct kernel *k, struct tool_job *job)
 }
 
 static bool
-download_exited(struct kernel *k, struct tool_job *job, pid_t pid, int status, bool boxed)
+download_exited(struct tool_env *env, struct tool_job *job, pid_t pid, int status, bool boxed)
 {
     struct download_job *j = (struct download_job *)job;
 
-    (void)k;
+    (void)env;
     (void)status;
     if (boxed || pid != j->pid || pid <= 0)
         return false;
@@ -201,38 +210,22 @@ writable_place(const char *path)
            || strncmp(path, "/tmp/", 5) == 0;
 }
 
-int
-tools_fetch_program(char *buf, size_t len)
-{
-    ssize_t n = readlink("/proc/self/exe", buf, len - 32);
-
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    char *slash = strrchr(buf, '/');
-    snprintf(slash ? slash + 1 : buf, len - (size_t)(slash ? slash + 1 - buf : 0),
-             "cellgate-fetch");
-    return 0;
-}
-
 /* Creates the file for j in the box (or on the host without it). */
 static json_t *
-create_file(struct kernel *k, struct download_job *j, const char *path)
+create_file(struct tool_env *env, struct download_job *j, const char *path)
 {
     char err[1024];
     const char *ename = "OSError";
-    int root = AT_FDCWD;
+    int root;
 
-    if (k->box) {
-        if (!writable_place(path))
-            return tool_error("PermissionError", "%s: downloads go under %s or /tmp", path,
-                              BOX_HOME);
-        if (boxfs_root_open(box_init_pid(k->box), &root, err, sizeof err) != CG_OK
-            || boxfs_home_owner(root, &j->uid, &j->gid, err, sizeof err) != CG_OK) {
-            if (root != AT_FDCWD)
-                close(root);
-            return tool_error("OSError", "%s", err);
-        }
+    if (env->site->box && !writable_place(path))
+        return tool_error("PermissionError", "%s: downloads go under %s or /tmp", path,
+                          BOX_HOME);
+    if (site_root_open(env->site, &root, err, sizeof err) != CG_OK
+        || (env->site->box && boxfs_home_owner(root, &j->uid, &j->gid, err, sizeof err) != CG_OK)) {
+        if (root != AT_FDCWD)
+            close(root);
+        return tool_error(env->site->error[0] ? "RuntimeUnavailable" : "OSError", "%s", err);
     }
     as_box_user(j->uid, j->gid, true);
     int rc = boxfs_create_atomic(root, path, j->uid, j->gid, &j->file, &ename, err, sizeof err);
@@ -243,7 +236,7 @@ create_file(struct kernel *k, struct download_job *j, const char *path)
 }
 
 json_t *
-tool_download(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool_job **job)
+tool_download(struct tool_env *env, const wire_msg_t *req, json_t *data, struct tool_job **job)
 {
     json_t *jurl = json_object_get(data, "url");
     bool bad = false;
@@ -269,12 +262,12 @@ tool_download(struct kernel *k, const wire_msg_t *req, json_t *data, struct tool
         error = tool_error("MemoryError", "out of memory");
         goto fail;
     }
-    if (tools_fetch_program(prog, sizeof prog) < 0 || access(prog, X_OK) < 0) {
+    if (sibling_path("cellgate-fetch", prog, sizeof prog) != CG_OK || access(prog, X_OK) < 0) {
         error = tool_error("DownloadFailed", "cellgate-fetch is missing beside the kernel's "
                            "binary (%s)", prog);
         goto fail;
     }
-    if ((error = create_file(k, j, path)))
+    if ((error = create_file(env, j, path)))
         goto fail;
     if (pipe2(pipefd, O_CLOEXEC) < 0) {
         error = tool_error("OSError", "pipe: %s", strerror(errno));

@@ -1,0 +1,24 @@
+/*
+ * sibling.c - programs beside the running binary (see sibling.h).
+ */
+#include "common/sibling.h"
+
+#include "common/cgerr.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int
+sibling_path(const char *name, char *buf, size_t len)
+{
+    ssize_t n = len > 1 ? readlink("/proc/self/exe", buf, len - 1) : -1;
+
+    if (n <= 0)
+        return CG_ESYS;
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    size_t dir = slash ? (size_t)(slash + 1 - buf) : 0;
+    int w = snprintf(buf + dir, len - dir, "%s", name);
+    return w < 0 || (size_t)w >= len - dir ? CG_ETOOBIG : CG_OK;
+}

@@ -1,0 +1,16 @@
+/*
+ * sibling.h - finding the programs installed beside the running binary
+ * (cellgate-fetch next to cellgate), without a search of PATH that the
+ * environment could steer.
+ */
+#ifndef CG_SIBLING_H
+#define CG_SIBLING_H
+
+#include <stddef.h>
+
+/* The path of program name in the directory of /proc/self/exe, into buf.
+ * Returns CG_OK, or CG_ESYS (the binary cannot be found) or CG_ETOOBIG
+ * (buf too small). Does not check that the program exists. */
+int sibling_path(const char *name, char *buf, size_t len);
+
+#endif

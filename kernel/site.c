@@ -1,0 +1,69 @@
+/*
+ * site.c - where a kernel's code runs (see site.h).
+ */
+#include "kernel/site.h"
+
+#include "common/cgerr.h"
+#include "common/log.h"
+#include "sandbox/boxfs.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+
+void
+site_init(struct site *s, struct box *box, const char *error, const struct box_limits *limits)
+{
+    *s = (struct site){ .box = box, .limits = *limits };
+    snprintf(s->error, sizeof s->error, "%s", error ? error : "");
+    if (box)
+        s->place = (struct rt_place){ .spawner = box_spawner(box), .home = BOX_HOME };
+    else
+        s->place = (struct rt_place){ .spawner = spawn_plain() };
+}
+
+int
+site_place(const struct site *s, struct rt_place *where, char *err, size_t errlen)
+{
+    if (s->error[0])
+        return cg_fail(err, errlen, CG_ESYS, "%s", s->error);
+    *where = s->place;
+    return CG_OK;
+}
+
+int
+site_root_open(const struct site *s, int *root, char *err, size_t errlen)
+{
+    *root = AT_FDCWD;
+    if (s->error[0])
+        return cg_fail(err, errlen, CG_ESYS, "%s", s->error);
+    return s->box ? boxfs_root_open(box_init_pid(s->box), root, err, errlen) : CG_OK;
+}
+
+const char *
+site_path(const struct site *s, const char *path, char *buf, size_t len)
+{
+    if (path[0] == '/' || !s->box)
+        return path;
+    snprintf(buf, len, "%s/%s", BOX_HOME, path);
+    return buf;
+}
+
+uint64_t
+site_oom_kills(const struct site *s)
+{
+    return s->box ? box_oom_kills(s->box) : 0;
+}
+
+void
+site_lost(struct site *s, const char *why)
+{
+    log_error("the box is gone: %s", why);
+    snprintf(s->error, sizeof s->error, "the box is gone (%s): restart the kernel for a fresh "
+             "one", why);
+}
+
+void
+site_close(struct site *s)
+{
+    box_destroy(&s->box);
+}

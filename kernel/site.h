@@ -1,0 +1,59 @@
+/*
+ * site.h - where a kernel's code runs: in its box, or as plain processes
+ * when the operator turned the sandbox off. Cells start runtimes here and
+ * tools start commands and reach files here; the kernel builds it and
+ * marks it lost when the box dies, so nothing falls back to running on
+ * the host on its own.
+ */
+#ifndef CG_SITE_H
+#define CG_SITE_H
+
+#include "kernel/runtime.h"
+#include "sandbox/box.h"
+#include "sandbox/boxlimits.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct site {
+    struct box *box;            /* NULL without the sandbox, or once it is gone */
+    char error[512];            /* why code cannot run ("" while it can) */
+    struct rt_place place;      /* spawner, home, cellgate-display's dir and socket */
+    struct box_limits limits;   /* as given to the box (time limit, memory) */
+};
+
+/*
+ * Sets up s: with box (may be NULL when error says why there is none, or
+ * when the sandbox is off) its spawner and home, else plain processes.
+ * error (may be NULL) is copied.
+ */
+void site_init(struct site *s, struct box *box, const char *error,
+               const struct box_limits *limits);
+
+/* Where a process starts: *where filled, CG_OK; or CG_ESYS with err
+ * saying why code cannot run (the box failed or is gone). */
+int site_place(const struct site *s, struct rt_place *where, char *err, size_t errlen);
+
+/*
+ * An fd for the root of the files code sees, for resolving paths inside
+ * it (sandbox/boxfs.h): the box's root (the caller closes it), or
+ * AT_FDCWD without the box. CG_OK, or an error with err filled.
+ */
+int site_root_open(const struct site *s, int *root, char *err, size_t errlen);
+
+/* A path the request named, as the box sees it: relative paths are under
+ * the box's home; without the box, relative to the kernel's directory. */
+const char *site_path(const struct site *s, const char *path, char *buf, size_t len);
+
+/* Processes the box's memory limit killed so far (0 without the box). */
+uint64_t site_oom_kills(const struct site *s);
+
+/* The box died (why: for humans): code cannot run any more and every
+ * place says so. The box object stays until site_close, so that what was
+ * started in it can still be told to stop. */
+void site_lost(struct site *s, const char *why);
+
+/* Destroys the box (if any); s->box is NULL after. */
+void site_close(struct site *s);
+
+#endif
