@@ -36,6 +36,14 @@ def plant(root, files):
     return objects
 
 
+def check_tree(root, files):
+    """Plants files in root and runs both checks on it; the failing result."""
+    plant(str(root), files)
+    r = layers("--root", str(root), "--build", str(root / "build"))
+    assert r.returncode == 1, r.stdout
+    return r.stderr
+
+
 def test_the_build_is_layered():
     build = os.path.dirname(os.path.abspath(os.environ.get("CELLGATE_BIN", "build/cellgate")))
     r = layers("--root", ROOT, "--build", build)
@@ -51,62 +59,53 @@ def test_a_planted_call_cycle_fails_naming_the_files(tmp_path):
     })
     r = layers("--objects", *objs)
     assert r.returncode == 1
-    assert "call each other in a circle: ping.c, pong.c" in r.stderr
-    assert "ping.c -> pong.c (pong)" in r.stderr and "pong.c -> ping.c (ping)" in r.stderr
-    assert "top.c" not in r.stderr.split("circle:")[1].splitlines()[0]
+    err = r.stderr
+    assert "call each other in a circle: ping.c, pong.c" in err
+    assert "ping.c -> pong.c (pong)" in err and "pong.c -> ping.c (ping)" in err
+    assert "top.c" not in err.split("circle:")[1].splitlines()[0]
 
 
 def test_a_longer_cycle_through_a_build_tree_fails(tmp_path):
-    plant(str(tmp_path), {
+    err = check_tree(tmp_path, {
         "kernel/a.c": "/* a */\nvoid b(void);\nvoid a(void) { b(); }\n",
         "kernel/b.c": "/* b */\nvoid c(void);\nvoid b(void) { c(); }\n",
         "kernel/c.c": "/* c */\nvoid a(void);\nvoid c(void) { a(); }\n",
     })
-    r = layers("--root", str(tmp_path), "--build", str(tmp_path / "build"))
-    assert r.returncode == 1
-    assert "kernel/a.c, kernel/b.c, kernel/c.c" in r.stderr
+    assert "kernel/a.c, kernel/b.c, kernel/c.c" in err
 
 
 def test_a_lower_folder_including_a_higher_one_fails(tmp_path):
-    plant(str(tmp_path), {
+    err = check_tree(tmp_path, {
         "kernel/chan.h": "/* chan */\nvoid chan_send(void);\n",
         "common/wire.c": '/* wire */\n#include "kernel/chan.h"\nvoid wire(void) {}\n',
         "sandbox/box.c": '/* box */\n#include "common/wire.h"\nvoid box(void) {}\n',
         "common/wire.h": "/* wire */\nvoid wire(void);\n",
     })
-    r = layers("--root", str(tmp_path), "--build", str(tmp_path / "build"))
-    assert r.returncode == 1
-    assert 'common/wire.c:2: common/ may not include kernel/ ("kernel/chan.h")' in r.stderr
-    assert "sandbox/box.c" not in r.stderr
+    assert 'common/wire.c:2: common/ may not include kernel/ ("kernel/chan.h")' in err
+    assert "sandbox/box.c" not in err
 
 
 @pytest.mark.parametrize("folder", ["gateway", "registry"])
 def test_the_gateways_may_not_include_the_kernel_or_the_box(tmp_path, folder):
-    plant(str(tmp_path), {
+    err = check_tree(tmp_path, {
         "sandbox/box.h": "/* box */\nvoid box(void);\n",
         folder + "/main.c": '/* main */\n#include "sandbox/box.h"\nint main(void) { return 0; }\n',
     })
-    r = layers("--root", str(tmp_path), "--build", str(tmp_path / "build"))
-    assert r.returncode == 1
-    assert "%s/ may not include sandbox/" % folder in r.stderr
+    assert "%s/ may not include sandbox/" % folder in err
 
 
 def test_modules_that_include_each_other_fail(tmp_path):
-    plant(str(tmp_path), {
+    err = check_tree(tmp_path, {
         "sandbox/box.h": '/* box */\n#ifndef BOX_H\n#define BOX_H\n#include "sandbox/init.h"\n#endif\n',
         "sandbox/init.h": '/* init */\n#ifndef INIT_H\n#define INIT_H\n#include "sandbox/box.h"\n#endif\n',
         "sandbox/box.c": '/* box */\n#include "sandbox/box.h"\nvoid box(void) {}\n',
     })
-    r = layers("--root", str(tmp_path), "--build", str(tmp_path / "build"))
-    assert r.returncode == 1
-    assert "include each other in a circle: sandbox/box, sandbox/init" in r.stderr
+    assert "include each other in a circle: sandbox/box, sandbox/init" in err
 
 
 def test_includes_are_written_from_the_root(tmp_path):
-    plant(str(tmp_path), {
+    err = check_tree(tmp_path, {
         "common/buf.h": "/* buf */\n",
         "common/buf.c": '/* buf */\n#include "buf.h"\nvoid buf(void) {}\n',
     })
-    r = layers("--root", str(tmp_path), "--build", str(tmp_path / "build"))
-    assert r.returncode == 1
-    assert 'include "buf.h" is not written from the repository root' in r.stderr
+    assert 'include "buf.h" is not written from the repository root' in err
