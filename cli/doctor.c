@@ -4,6 +4,7 @@
 #include "cli/doctor.h"
 
 #include "common/cgerr.h"
+#include "common/clock.h"
 #include "common/langs.h"
 #include "common/sibling.h"
 #include "common/version.h"
@@ -43,7 +44,7 @@ print_box_check(void)
 {
     char dir[] = "/tmp/cellgate-doctor-XXXXXX", data[64], err[512];
     struct box_opts o = { .name = "doctor" };
-    struct timespec t0, t1;
+    double t0;
 
     if (!mkdtemp(dir)) {
         printf("  box                  cannot test: mkdtemp: %s\n", strerror(errno));
@@ -52,14 +53,13 @@ print_box_check(void)
     snprintf(data, sizeof data, "%s/data", dir);
     o.data_dir = data;
     limits_defaults(&o.limits);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t0 = clock_now();
     struct box *b = box_new(&o, err, sizeof err);
     if (b && box_ready(b, err, sizeof err) != 0)
         box_destroy(&b);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (clock_now() - t0) * 1e3;
     if (b)
-        printf("  box                  works (built in %.1f ms; memory limit by %s)\n",
-               (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+        printf("  box                  works (built in %.1f ms; memory limit by %s)\n", ms,
                mem_mechanism_name(box_mem_mechanism(b)));
     else
         printf("  box                  FAILS: %s\n", err);

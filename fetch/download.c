@@ -7,6 +7,7 @@
 #include "fetch/download.h"
 
 #include "common/cgerr.h"
+#include "common/clock.h"
 #include "common/version.h"
 
 #include <arpa/inet.h>
@@ -858,12 +859,11 @@ refuse:
     return CURL_SOCKET_BAD;
 }
 
+/* Milliseconds until deadline (monotonic seconds); negative once past. */
 static long
-ms_left(const struct timespec *deadline)
+ms_left(double deadline)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (long)(deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+    return (long)((deadline - clock_now()) * 1000);
 }
 
 static bool
@@ -956,7 +956,7 @@ setup(struct fetch *f, struct curl_slist **resolve, char *curl_err)
  * in the fd), 1 with *next set when it is a redirect, or an error.
  */
 static int
-hop(struct fetch *f, const char *url, const struct timespec *deadline, char **next,
+hop(struct fetch *f, const char *url, double deadline, char **next,
     struct download_result *res, char *curl_err, char *err, size_t errlen)
 {
     long left = ms_left(deadline), status = 0;
@@ -1038,7 +1038,7 @@ download_fetch(const struct download_policy *p, const struct download_request *r
     struct curl_slist *resolve = NULL;
     char *url = malloc(DOWNLOAD_URL_MAX + 1), *next = NULL;
     char curl_err[CURL_ERROR_SIZE], why[1024];
-    struct timespec deadline;
+    double deadline;
     int rc;
 
     memset(res, 0, sizeof *res);
@@ -1050,8 +1050,7 @@ download_fetch(const struct download_policy *p, const struct download_request *r
         goto out;
     }
     memcpy(res->url, url, strlen(url) + 1);
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += p->timeout_s;
+    deadline = clock_now() + (double)p->timeout_s;
     sha256_init(&f.sha);
     curl_err[0] = '\0';
     f.curl = curl_easy_init();
@@ -1060,7 +1059,7 @@ download_fetch(const struct download_policy *p, const struct download_request *r
         goto out;
     }
     for (int hops = 0;; hops++) {
-        rc = hop(&f, url, &deadline, &next, res, curl_err, err, errlen);
+        rc = hop(&f, url, deadline, &next, res, curl_err, err, errlen);
         if (rc != 1)
             break;
         if (hops == DOWNLOAD_MAX_HOPS) {
