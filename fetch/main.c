@@ -1,6 +1,6 @@
 /*
- * fetch_main.c - cellgate-fetch, the program that carries out one
- * cellgate.download for the kernel (tool_download.c). libcurl and the TLS
+ * main.c - cellgate-fetch, the program that carries out one
+ * cellgate.download for the kernel (kernel/tools/download.c). libcurl and the TLS
  * library it brings live only here: the kernel does not map them (smaller,
  * faster to start), and what parses responses from the network runs in a
  * process of its own that the kernel kills to cancel.

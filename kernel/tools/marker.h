@@ -1,6 +1,6 @@
 /*
  * marker.h - finds the end-of-command markers in what an exec session's
- * shell prints (tool_exec.c). The shell's prompt is the marker
+ * shell prints (session.c). The shell's prompt is the marker
  * "ESC ] 777 ; cg-NONCE ; STATUS BEL"; everything else is the programs'
  * output, untrusted bytes that may contain anything, markers cut across
  * reads included.
