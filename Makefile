@@ -44,7 +44,7 @@ COMMON := common/buf.c common/cgerr.c common/clock.c common/connfile.c common/la
           common/log.c common/msg.c common/sibling.c common/utf8.c common/wire.c
 SANDBOX := sandbox/box.c sandbox/boxfs.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c \
            sandbox/spawn.c
-KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/chan.c kernel/site.c \
+KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/chan.c kernel/site.c kernel/egress.c \
           kernel/runtime.c kernel/drivers.c kernel/history.c kernel/display.c kernel/displayd.c \
           kernel/image.c kernel/tools/tools.c kernel/tools/tool.c kernel/tools/exec.c \
           kernel/tools/session.c kernel/tools/download.c kernel/tools/open_image.c \

@@ -83,6 +83,8 @@ reap_children(struct kernel *k)
             box_gone(k, "its init exited");
             continue;
         }
+        if (egress_exited(k->site.egress, pid, status))
+            continue;
         if (!k->site.box && !k->site.error[0])
             cell_exited(k->cells, pid, status);
         tools_exited(k->tools, pid, status, false);
@@ -139,6 +141,7 @@ teardown(struct kernel *k)
     if (k->cells)
         cells_kill(k->cells);
     tools_destroy(&k->tools);
+    egress_destroy(&k->site.egress);
     /* Everything started under us, orphans and disowned jobs included
      * (we are their subreaper), up to a second for them to die. */
     spawn_kill_descendants(1000);
@@ -177,7 +180,7 @@ kernel_id(const char *connection_file, const char *session, char *out, size_t le
 static void
 make_site(struct kernel *k, const struct kernel_opts *opts)
 {
-    char id[80], data[4096], name[96], err[512] = "";
+    char id[80], data[4096], name[96], cache[4200], err[512] = "";
     struct box *box = NULL;
 
     if (!opts->no_sandbox) {
@@ -185,12 +188,17 @@ make_site(struct kernel *k, const struct kernel_opts *opts)
         snprintf(data, sizeof data, "%s/%s", opts->state_dir, id);
         snprintf(name, sizeof name, "kernel-%s", id);
         struct box_opts bo = { .data_dir = data, .keep_data = opts->keep_data, .name = name,
-                               .limits = opts->limits };
+                               .limits = opts->limits, .registry = egress_wanted() };
         box = box_new(&bo, err, sizeof err);
         if (!box)
             log_error("%s", err);
     }
     site_init(&k->site, box, box || opts->no_sandbox ? NULL : err, &opts->limits);
+    if (box && egress_wanted()) {
+        /* One artifact cache for the kernels of a host, beside their data. */
+        snprintf(cache, sizeof cache, "%s/registry-cache", opts->state_dir);
+        k->site.egress = egress_new(id, cache);
+    }
 }
 
 /* Blocks the signals we serve through a signalfd. Done before any thread

@@ -144,6 +144,8 @@ runtime_env(const struct rt_place *where, const char *const *extra)
         n++;
     while (extra && extra[n_extra])
         n_extra++;
+    for (size_t i = 0; where->env && where->env[i]; i++)
+        n_extra++;
     char **env = calloc(n + sizeof base / sizeof base[0] + n_extra + 4, sizeof *env);
     if (!env)
         return NULL;
@@ -176,6 +178,7 @@ runtime_env(const struct rt_place *where, const char *const *extra)
         *d++ = display_var;
     }
     env_add(env, &k, display);
+    env_add(env, &k, where->env);
     env_add(env, &k, extra);
     env[k] = NULL;
     return env;

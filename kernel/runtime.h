@@ -56,14 +56,16 @@ struct rt_place {
                                  with this HOME (the box); NULL: inherit ours */
     const char *bin_dir;      /* put first in PATH (cellgate-display's), or NULL */
     const char *display_socket; /* CELLGATE_DISPLAY_SOCKET, or NULL */
+    const char *const *env;   /* more "NAME=value" for every process there
+                                 (package managers' settings), or NULL */
 };
 
 /*
  * The environment of a process started at where: from scratch in the box
  * (HOME=where->home, a fixed PATH, LANG, USER...), else ours less the
- * Jupyter launcher's and our own CELLGATE_ variables; then extra (a
- * NULL-terminated list of "NAME=value", may be NULL), each replacing a
- * variable of the same name. The array is the caller's to free(); its
+ * Jupyter launcher's and our own CELLGATE_ variables; then where->env and
+ * extra (NULL-terminated lists of "NAME=value", may be NULL), each
+ * replacing a variable of the same name. The array is the caller's to free(); its
  * strings are borrowed (from extra, environ and static storage) and valid
  * until the next call. NULL on no memory.
  */

@@ -22,11 +22,20 @@ site_init(struct site *s, struct box *box, const char *error, const struct box_l
 }
 
 int
-site_place(const struct site *s, struct rt_place *where, char *err, size_t errlen)
+site_place(struct site *s, struct rt_place *where, char *err, size_t errlen)
 {
+    char why[512];
+
     if (s->error[0])
         return cg_fail(err, errlen, CG_ESYS, "%s", s->error);
+    if (s->box && s->egress) {
+        if (box_ready(s->box, err, errlen) != CG_OK)
+            return CG_ESYS;
+        if (egress_start(s->egress, s->box, why, sizeof why) != CG_OK)
+            log_warn("package installs in the box will not work: %s", why);
+    }
     *where = s->place;
+    where->env = egress_env(s->egress);
     return CG_OK;
 }
 

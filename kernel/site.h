@@ -8,6 +8,7 @@
 #ifndef CG_SITE_H
 #define CG_SITE_H
 
+#include "kernel/egress.h"
 #include "kernel/runtime.h"
 #include "sandbox/box.h"
 #include "sandbox/boxlimits.h"
@@ -20,6 +21,7 @@ struct site {
     char error[512];            /* why code cannot run ("" while it can) */
     struct rt_place place;      /* spawner, home, cellgate-display's dir and socket */
     struct box_limits limits;   /* as given to the box (time limit, memory) */
+    struct egress *egress;      /* package egress of the box, or NULL */
 };
 
 /*
@@ -31,8 +33,10 @@ void site_init(struct site *s, struct box *box, const char *error,
                const struct box_limits *limits);
 
 /* Where a process starts: *where filled, CG_OK; or CG_ESYS with err
- * saying why code cannot run (the box failed or is gone). */
-int site_place(const struct site *s, struct rt_place *where, char *err, size_t errlen);
+ * saying why code cannot run (the box failed or is gone). The first place
+ * in the box waits for it to be ready and starts its package egress, so
+ * the registry gateway is there before any code runs. */
+int site_place(struct site *s, struct rt_place *where, char *err, size_t errlen);
 
 /*
  * An fd for the root of the files code sees, for resolving paths inside

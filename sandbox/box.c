@@ -41,6 +41,8 @@ struct box {
     bool ready;             /* init reported its set-up done */
     char failed[512];       /* why the set-up failed, if it did */
     int display_fd;         /* cellgate-display's listening socket, from READY; -1 */
+    int registry_fd;        /* the registry gateway's, from READY after it; -1 */
+    bool want_registry;     /* init was asked to listen for the registry gateway */
     struct { pid_t pid; int status; } exits[MAX_QUEUED]; /* read while awaiting a reply */
     size_t n_exits;
 };
@@ -127,9 +129,9 @@ clone_error(int e, char *err, size_t errlen)
     return cg_fail(err, errlen, CG_ESYS, "cannot build the box: clone: %s", strerror(e));
 }
 
-/* Receives one message from init. An fd may come with READY (the display
- * socket): it is kept; fds with anything else are closed. Returns what
- * recvmsg returns. */
+/* Receives one message from init. fds may come with READY (the display
+ * socket, then the registry gateway's): they are kept; fds with anything
+ * else are closed. Returns what recvmsg returns. */
 static ssize_t
 recv_box(struct box *b, void *buf, size_t cap, int flags)
 {
@@ -149,6 +151,8 @@ recv_box(struct box *b, void *buf, size_t cap, int flags)
             memcpy(&fd, CMSG_DATA(c) + i * sizeof fd, sizeof fd);
             if (ready && b->display_fd < 0)
                 b->display_fd = fd;
+            else if (ready && b->registry_fd < 0 && b->want_registry)
+                b->registry_fd = fd;
             else
                 close(fd);
         }
@@ -210,6 +214,8 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
     b->sp = (struct spawner){ .start = box_start, .signal = box_signal };
     b->ctl = -1;
     b->display_fd = -1;
+    b->registry_fd = -1;
+    b->want_registry = o->registry;
     b->limits = o->limits;
     b->keep_data = o->keep_data;
     b->data_dir = strdup(o->data_dir);
@@ -225,7 +231,7 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
     struct boxinit_args a = {
         .ctl = sv[1], .sync = sync[0], .data_dir = b->data_dir, .tmp_bytes = o->limits.tmp,
         .limits = o->limits, .mem = cgroup_mechanism(b->cg),
-        .pids_by_cgroup = cgroup_has_pids(b->cg),
+        .pids_by_cgroup = cgroup_has_pids(b->cg), .registry = o->registry,
     };
     /* fork() with namespaces: the caller has one thread, so the child may
      * go on using this program's code and memory without exec. */
@@ -338,6 +344,8 @@ box_destroy(struct box **bp)
         close(b->ctl); /* init exits, and the pid namespace with it */
     if (b->display_fd >= 0)
         close(b->display_fd);
+    if (b->registry_fd >= 0)
+        close(b->registry_fd);
     if (b->init > 0) {
         kill(b->init, SIGKILL);
         waitpid(b->init, NULL, 0);
@@ -372,6 +380,15 @@ box_take_display_fd(struct box *b)
     int fd = b->display_fd;
 
     b->display_fd = -1;
+    return fd;
+}
+
+int
+box_take_registry_fd(struct box *b)
+{
+    int fd = b->registry_fd;
+
+    b->registry_fd = -1;
     return fd;
 }
 

@@ -26,6 +26,7 @@ struct box_opts {
     const char *data_dir;      /* host directory seen as /mnt/data (created if missing) */
     bool keep_data;            /* keep data_dir after the box is destroyed */
     const char *name;          /* for the cgroup and logs, e.g. "kernel-<id>" */
+    bool registry;             /* init listens at BOX_REGISTRY_PORT (box_take_registry_fd) */
     struct box_limits limits;
 };
 
@@ -71,6 +72,15 @@ int box_events(struct box *b, void (*exited)(void *ctx, pid_t pid, int status), 
  * taken already).
  */
 int box_take_display_fd(struct box *b);
+
+/*
+ * The listening TCP socket (close-on-exec) init bound at
+ * 127.0.0.1:BOX_REGISTRY_PORT inside the box's network namespace, before
+ * any code ran, when box_opts.registry asked for it: handed over once
+ * its set-up is done; the caller owns it from then on. -1 before that,
+ * without one, or when taken already.
+ */
+int box_take_registry_fd(struct box *b);
 
 /* The host pid of the box's init (a child of the caller). */
 pid_t box_init_pid(const struct box *b);

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -424,6 +425,24 @@ loopback_up(void)
     close(s);
 }
 
+static int registry_fd = -1; /* the registry gateway's listening socket, handed over with READY */
+
+/* Takes the registry gateway's port on the box's loopback before any code
+ * runs, so no process in the box can take it first; the kernel gets the
+ * listening socket with READY and hands it to the gateway outside. */
+static void
+setup_registry(void)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(BOX_REGISTRY_PORT),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+    registry_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (registry_fd < 0 || bind(registry_fd, (struct sockaddr *)&sa, sizeof sa) < 0
+        || listen(registry_fd, 128) < 0)
+        setup_fail("listening at 127.0.0.1:%d for the registry gateway: %s", BOX_REGISTRY_PORT,
+                   strerror(errno));
+}
+
 /* ---- serving ------------------------------------------------------------- */
 
 static pid_t children[MAX_CHILDREN]; /* processes the kernel asked for */
@@ -585,20 +604,25 @@ serve(const struct boxinit_args *a, const struct sock_fprog *prog)
     int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
         setup_fail("signalfd: %s", strerror(errno));
-    /* READY carries the display socket: the kernel listens on it. */
+    /* READY carries the display socket and, if asked for, the registry
+     * gateway's: the kernel listens on them (boxproto.h). */
+    int handed[2] = { display_fd, registry_fd };
+    size_t n_handed = registry_fd >= 0 ? 2 : 1;
     struct boxmsg ready = { .type = BOXMSG_READY };
-    char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+    char cbuf[CMSG_SPACE(sizeof handed)] = { 0 };
     struct iovec iov = { &ready, sizeof ready };
     struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                         .msg_controllen = sizeof cbuf };
+                         .msg_controllen = CMSG_SPACE(n_handed * sizeof(int)) };
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &display_fd, sizeof(int));
+    c->cmsg_len = CMSG_LEN(n_handed * sizeof(int));
+    memcpy(CMSG_DATA(c), handed, n_handed * sizeof(int));
     if (sendmsg(ctl_fd, &mh, MSG_NOSIGNAL) < 0)
         _exit(0); /* the kernel is gone: so is the box */
     close(display_fd);
+    if (registry_fd >= 0)
+        close(registry_fd);
 
     for (;;) {
         struct pollfd p[2] = { { ctl_fd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
@@ -646,6 +670,8 @@ boxinit_main(const struct boxinit_args *a)
     if (sethostname("cellgate", 8) < 0)
         setup_fail("sethostname: %s", strerror(errno));
     loopback_up();
+    if (a->registry)
+        setup_registry();
     if (box_seccomp_build(&prog, err, sizeof err) != CG_OK)
         setup_fail("building the seccomp filter: %s", err);
     serve(a, &prog);

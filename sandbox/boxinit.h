@@ -18,6 +18,7 @@ struct boxinit_args {
     struct box_limits limits; /* rlimits for every process started */
     enum mem_mechanism mem;   /* how memory is limited (RLIMIT_AS fallback) */
     bool pids_by_cgroup;      /* pids limited by a cgroup, not RLIMIT_NPROC */
+    bool registry;            /* listen at BOX_REGISTRY_PORT for the registry gateway */
 };
 
 /* Runs init: builds the box, reports ready, serves. Never returns. */

@@ -13,5 +13,9 @@
  * read-only: it runs as cellgate-display) and the socket it talks to. */
 #define BOX_BIN_DIR "/run/cellgate/bin"
 #define BOX_DISPLAY_SOCKET "/run/cellgate/display.sock"
+/* Where package managers in the box reach the registry gateway: a port on
+ * the box's own loopback, taken by init before any code runs. */
+#define BOX_REGISTRY_PORT 3141
+#define BOX_REGISTRY_URL "http://127.0.0.1:3141"
 
 #endif

@@ -2,8 +2,10 @@
  * boxproto.h - messages between the kernel and the box's init, on a
  * SOCK_SEQPACKET socketpair (one message per datagram, fds as SCM_RIGHTS).
  * Init trusts the kernel; the kernel bounds and checks what init sends.
- * A successful READY carries one fd: the listening socket of
- * cellgate-display (box.h, BOX_DISPLAY_SOCKET), served by the kernel.
+ * A successful READY carries the listening socket of cellgate-display
+ * (BOX_DISPLAY_SOCKET), served by the kernel, then, when the box was asked
+ * for one, the registry gateway's listening socket (BOX_REGISTRY_PORT on
+ * the box's loopback).
  */
 #ifndef CG_BOXPROTO_H
 #define CG_BOXPROTO_H

@@ -8,6 +8,7 @@ PKGS=(
   # build
   build-essential pkg-config clang libclang-rt-14-dev
   libzmq3-dev libsodium-dev nettle-dev libjansson-dev libcmocka-dev libseccomp-dev libcurl4-openssl-dev
+  libmicrohttpd-dev
   # the box's neighbours: bubblewrap for the box-creation benchmark
   bubblewrap
   # runtimes and the Jupyter side (Debian's /usr/bin/python3, never pyenv's)

@@ -2027,6 +2027,7 @@ def _exit_forked_child(exc):
 
 def handle_execute(request):
     global _allow_stdin, _pending_interrupt
+    _refresh_user_site()
     code = request.get("code")
     code = code if isinstance(code, str) else ""
     silent = bool(request.get("silent"))
@@ -2670,9 +2671,36 @@ def _flush_before_fork():
         _flush_locked()
 
 
+# The user site: where pip installs in the box (PIP_USER, egress.c). The
+# driver runs isolated (-I), so it is added here, as plain Python does.
+_USER_SITE = None
+
+
+def _add_user_site():
+    global _USER_SITE
+    import site
+    try:
+        _USER_SITE = site.getusersitepackages()
+    except Exception:
+        return
+    if _USER_SITE not in sys.path:
+        sys.path.append(_USER_SITE)
+
+
+def _refresh_user_site():
+    """A package installed by a subprocess (`!pip install x`, pip from
+    Bash) can be imported in the next cell: the import system remembers a
+    user site that did not exist yet as having no finder; forget that once
+    it exists."""
+    if _USER_SITE and sys.path_importer_cache.get(_USER_SITE, 0) is None \
+            and os.path.isdir(_USER_SITE):
+        del sys.path_importer_cache[_USER_SITE]
+
+
 def _install():
     if "" not in sys.path[:1]:
         sys.path.insert(0, "")  # the cwd first, as in ipykernel
+    _add_user_site()
     _make_user_module()
     _make_cellgate_module()
     sys.stdout, sys.stderr = _STDOUT, _STDERR
