@@ -18,6 +18,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -85,6 +86,30 @@ print_sandbox(void)
     print_box_check();
 }
 
+/* The registry gateway: what `cellgate-registry --check` says of the
+ * operator's settings and whether each upstream answers. */
+static void
+print_registry(void)
+{
+    char prog[4200];
+
+    printf("\npackages (registry gateway):\n");
+    fflush(stdout);
+    if (sibling_path("cellgate-registry", prog, sizeof prog) != CG_OK || access(prog, X_OK) < 0) {
+        printf("  UNAVAILABLE: no cellgate-registry beside this binary: pip and npm in the "
+               "box cannot install\n");
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(prog, prog, "--check", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) > 1)
+        printf("  FAILS: %s --check did not run (status %d)\n", prog, status);
+}
+
 int
 doctor_run(void)
 {
@@ -109,6 +134,7 @@ doctor_run(void)
     bool fetch_ok = sibling_path("cellgate-fetch", fetch, sizeof fetch) == CG_OK && access(fetch, X_OK) == 0;
     printf("\ntools:\n  cellgate.download    %s %s\n", fetch_ok ? "by" : "UNAVAILABLE: no",
            fetch_ok ? fetch : "cellgate-fetch beside this binary");
+    print_registry();
     zmq_version(&major, &minor, &patch);
     printf("\nlibraries:\n  libzmq     %d.%d.%d\n  libsodium  %s\n  nettle     %d.%d\n"
            "  jansson    %s\n", major, minor, patch, sodium_version_string(),

@@ -12,8 +12,9 @@
 int
 sibling_path(const char *name, char *buf, size_t len)
 {
-    ssize_t n = len > 1 ? readlink("/proc/self/exe", buf, len - 1) : -1;
-
+    if (len < 2)
+        return CG_ETOOBIG;
+    ssize_t n = readlink("/proc/self/exe", buf, len - 1);
     if (n <= 0)
         return CG_ESYS;
     buf[n] = '\0';

@@ -130,10 +130,11 @@ bool chan_output_allowed(struct chan *c, size_t len);
 
 /*
  * Moves every request waiting on the shell socket into the backlog, each
- * marked to be aborted if it is an execute_request (a cell failed under
- * stop_on_error: what the client queued behind it does not run). Taken
- * before the failed cell's reply goes out, so a request sent after the
- * client saw the error is never caught.
+ * marked "abort": a cell failed under stop_on_error, and what the client
+ * queued behind it is served with that mark (handlers.c answers an
+ * execute_request so marked "aborted" without running it; other requests
+ * are served as usual). Taken before the failed cell's reply goes out, so
+ * a request sent after the client saw the error is never caught.
  */
 void chan_backlog_fill(struct chan *c);
 

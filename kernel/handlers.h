@@ -1,8 +1,11 @@
 /*
  * handlers.h - the allowlist: the request types the kernel answers, on
  * which channel, and their handlers (OpenSSH's mon_table, xeus'
- * m_handler). Requests of any other type are refused. Serving shell,
- * control, stdin and the shell backlog; the loop calls these.
+ * m_handler). A message of any other type, or on a channel its type does
+ * not belong to, is logged and ignored, with busy and idle around it and no
+ * reply (as ipykernel does); a malformed *_request is answered BadRequest.
+ * Serving shell, control, stdin and the shell backlog; the loop calls
+ * these.
  */
 #ifndef CG_HANDLERS_H
 #define CG_HANDLERS_H
