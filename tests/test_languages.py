@@ -266,6 +266,33 @@ def test_interrupt_keeps_state(kernel_factory, lang):
     assert stream_text(out, "stdout") == "7\n"
 
 
+def test_bash_interrupt_publishes_no_empty_stderr(kernel_factory):
+    """Interactive bash ends a line it drops on SIGINT with a newline on
+    stderr; the cell shows only what it wrote, then its error."""
+    km, kc = kernel_factory("cellgate-bash")
+    for code, stdout, stderr in [("sleep 30", "", ""),
+                                 ("echo out; echo err >&2; sleep 30", "out\n", "err\n")]:
+        msg_id = kc.execute(code)
+        time.sleep(0.5)
+        km.interrupt_kernel()
+        outputs = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=20)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+            if msg["msg_type"] in ("stream", "error"):
+                outputs.append(msg)
+        assert [m["content"]["text"] for m in outputs
+                if m["msg_type"] == "stream" and not m["content"]["text"].strip()] == []
+        assert (stream_text(outputs, "stdout"), stream_text(outputs, "stderr")) == (stdout, stderr)
+        assert outputs[-1]["msg_type"] == "error"
+        assert outputs[-1]["content"]["evalue"] == "exit status 130 (interrupted)"
+    reply, out = run(kc, "echo after >&2")
+    assert stream_text(out, "stderr") == "after\n"
+
+
 READ = {  # a cell that reads one line and prints it back
     "javascript": "const name = await input('who? '); console.log('hi ' + name)",
     "ruby": "print 'who? '\nname = gets.chomp\nputs 'hi ' + name",

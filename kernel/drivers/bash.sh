@@ -13,6 +13,8 @@
 # Interactive mode is the point: SIGINT makes bash drop the line it is
 # running and carry on with the next one, keeping all shell state.  That is
 # why an execute comes as two lines, the user's code and `__cg_done $?`.
+# (The driver's SIGINT trap, __cg_interrupted, only keeps bash's newline
+# for the terminal out of the cell's stderr; the line is still dropped.)
 #
 # (No exclamation mark may appear above the `set +H` line: history expansion
 # is still on until then and would silently drop the line.)
@@ -27,6 +29,9 @@ shopt -u checkwinsize mailwarn
 
 __cg_allow=0    # may the running cell ask for input (allow_stdin)?
 __cg_status=0   # exit status of the last cell: `$?` when the next one starts
+__cg_in_cell=0  # is a cell's line running (from __cg_pre to __cg_done)?
+__cg_muted=0    # did __cg_interrupted point fd 2 at /dev/null?
+__cg_rearm=0    # did __cg_interrupted take its own trap away?
 
 # A word, for completion and inspection: a run of characters that are not
 # blanks, operators or quotes (a backslash escapes the next character).
@@ -134,9 +139,11 @@ __cg_utf8_fix() {
 # --- execute ----------------------------------------------------------------
 
 # __cg_pre ALLOW: first thing on an execute line.  Keeps the previous cell's
-# status as `$?` for the user's code.
+# status as `$?` for the user's code, and the cell's stderr as fd 251 (for
+# __cg_interrupted).
 __cg_pre() {
-    { local - __cg_flags=$- __cg_rematch=("${BASH_REMATCH[@]}"); set +x; } 2>/dev/null
+    { __cg_in_cell=1; local - __cg_flags=$- __cg_rematch=("${BASH_REMATCH[@]}"); set +x; } 2>/dev/null
+    exec 251>&2 || exec 251>&-   # fd 2 may be closed: then 251 is too
     __cg_allow=$1
     __cg_send '{"t":"started"}'  # before the cell's code (PROTOCOL.md)
     __cg_keep_status
@@ -160,10 +167,18 @@ __cg_set_status() {
 # __cg_done STATUS [NAME EXPR]...: the second execute line.  Reports a
 # failing status, evaluates the user expressions and sends `done`.
 __cg_done() {
-    { local - __cg_flags=$- __cg_rematch=("${BASH_REMATCH[@]}"); set +euvx +o pipefail; } 2>/dev/null
+    { __cg_in_cell=0; local - __cg_flags=$- __cg_rematch=("${BASH_REMATCH[@]}"); set +euvx +o pipefail; } 2>/dev/null
     local IFS=$' \t\n' __cg_st=$1 __cg_ev __cg_body=
     shift
     __cg_status=$__cg_st __cg_allow=0
+    if ((__cg_muted)); then   # the cell was interrupted: its stderr back
+        exec 2>&251
+        __cg_muted=0
+    fi
+    if ((__cg_rearm)); then
+        trap __cg_interrupted INT
+        __cg_rearm=0
+    fi
     if ((__cg_st != 0)); then
         __cg_ev="exit status $__cg_st"
         ((__cg_st == 130)) && __cg_ev+=" (interrupted)"
@@ -207,6 +222,31 @@ __cg_user_expressions() {
     done
     printf -v __cg_body '%s,' "${__cg_members[@]}"
     __cg_body=${__cg_body%,}
+}
+
+# --- interrupt ----------------------------------------------------------------
+
+# __cg_interrupted: the SIGINT trap, set at start-up.  When interactive bash
+# drops an interrupted line, it first writes a newline to stderr (to end the
+# terminal's `^C` line): in a notebook, an empty stderr line before the
+# cell's error.  So during a cell the trap points fd 2 at /dev/null (only
+# when fd 2 is still the cell's stderr, kept by __cg_pre as fd 251;
+# __cg_done puts it back), takes itself away (__cg_done sets it again) and
+# interrupts bash again, which then drops the line as if no trap had been
+# set: bash acts on the signal when it starts its next command, hence the
+# `:` after `kill`.  Between cells a SIGINT is ignored.  A trap the user sets
+# replaces this one, and bash then behaves as it would for the user.
+__cg_interrupted() {
+    { local -; set +x; } 2>/dev/null
+    ((__cg_in_cell)) || return 0
+    if [[ /dev/fd/2 -ef /dev/fd/251 ]]; then
+        exec 2>/dev/null
+        __cg_muted=1
+    fi
+    trap - INT
+    __cg_rearm=1
+    kill -INT "$BASHPID"
+    :
 }
 
 # --- input --------------------------------------------------------------------
@@ -472,6 +512,7 @@ __cg_pick_utf8_locale() {
     __cg_u8=C
 }
 __cg_pick_utf8_locale
+trap __cg_interrupted INT
 
 __cg_send '{"t":"ready","language_version":"%s"}' \
     "${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}.${BASH_VERSINFO[2]}"

@@ -128,8 +128,9 @@ def drv(tmp_path):
 def interrupted(res):
     assert [e["evalue"] for e in res.errors] == ["exit status 130 (interrupted)"], res.records
     assert res.done
-    # Interactive bash writes a newline to stderr when SIGINT drops a line.
-    assert res.stderr in ("", "\n"), res.stderr
+    # Interactive bash writes a newline to stderr when SIGINT drops a line
+    # (for a terminal's `^C`); the driver keeps it out of the cell.
+    assert res.stderr == "", res.stderr
 
 
 # -- start-up --------------------------------------------------------------------
@@ -259,6 +260,47 @@ def test_interrupt_skips_rest_of_cell(drv):
     drv.interrupt()
     res = drv.finish(timeout=5)
     interrupted(res)
+    assert "not-reached" not in res.stdout
+
+
+def test_interrupt_adds_no_output(drv):
+    # What the cell wrote stays; nothing is added: not bash's newline on
+    # stderr, nor on stdout when the session merged stderr into it.
+    drv.start("echo out; printf err >&2; sleep 10")
+    time.sleep(0.3)
+    res = harness.interrupt_cell(drv, timeout=5)
+    assert [e["evalue"] for e in res.errors] == ["exit status 130 (interrupted)"]
+    assert (res.stdout, res.stderr) == ("out\n", "err")
+    assert drv.execute("echo e >&2").stderr == "e\n"  # the cell's stderr is back
+    drv.ok("exec 2>&1")
+    drv.start("while :; do :; done")
+    time.sleep(0.3)
+    res = harness.interrupt_cell(drv, timeout=5)
+    interrupted(res)
+    assert res.stdout == ""
+    assert drv.ok("echo e >&2") == "e\n"  # still merged
+
+
+def test_sigint_between_cells_is_ignored(drv):
+    harness.sigint_between_cells(drv)
+    res = drv.execute("echo a; sleep 0.2; echo b")
+    assert (res.stdout, res.stderr, res.errors) == ("a\nb\n", "", [])
+    drv.start("sleep 10")  # the next interrupt still works
+    time.sleep(0.3)
+    interrupted(harness.interrupt_cell(drv, timeout=5))
+
+
+def test_user_sigint_trap_wins(drv):
+    drv.ok("trap 'echo caught' INT")
+    drv.start("sleep 10; echo went-on")
+    time.sleep(0.3)
+    res = harness.interrupt_cell(drv, timeout=5)
+    assert res.stdout == "caught\nwent-on\n" and res.errors == []
+    drv.ok("trap - INT")
+    drv.start("sleep 10; echo not-reached")
+    time.sleep(0.3)
+    res = harness.interrupt_cell(drv, timeout=5)
+    assert [e["evalue"] for e in res.errors] == ["exit status 130 (interrupted)"]
     assert "not-reached" not in res.stdout
 
 
