@@ -10,6 +10,7 @@ import json
 import re
 
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.utils import run_sync
 
 from conftest import (CELLGATE, TIMEOUT, descendants, errors, kernel_pid, pid_alive, run,
@@ -35,6 +36,33 @@ def test_kernel_info_on_shell_and_control(python_kernel):
     reply = run_sync(kc.control_channel.get_msg)(timeout=TIMEOUT)
     assert reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]
     assert reply["content"]["language_info"]["name"] == "python"
+
+
+@pytest.mark.parametrize("lang", ["c", "cpp", "go", "java", "kotlin", "rust", "swift"])
+def test_compiled_kernel_info_names_the_toolchain_version(kernel_factory, tmp_path, lang):
+    """A compiled language's version is its toolchain's (gcc's "12.2.0"),
+    never the language's name: not before its runtime is up, nor after,
+    in a new box whose driver has no version cached yet."""
+    if f"cellgate-{lang}" not in KernelSpecManager().find_kernel_specs():
+        pytest.skip(f"no {lang} toolchain on this machine")
+    km, kc = kernel_factory(f"cellgate-{lang}", env={"CELLGATE_STATE_DIR": str(tmp_path)})
+
+    def version():
+        msg_id = kc.kernel_info()
+        reply = kc.get_shell_msg(timeout=TIMEOUT)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        return reply["content"]["language_info"]["version"]
+
+    first = version()
+    assert re.fullmatch(r"\d+\.\d+\S*", first), first
+    if lang in ("c", "cpp"):
+        gcc = {"c": "/usr/bin/gcc", "cpp": "/usr/bin/g++"}[lang]
+        assert first == subprocess.run([gcc, "-dumpfullversion"], capture_output=True, text=True,
+                                       check=True).stdout.strip()
+    msg_id = kc.complete("x", 1)  # answered by the driver: it is up, its `ready` is in
+    reply = kc.get_shell_msg(timeout=TIMEOUT)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert version() == first
 
 
 def test_busy_idle_around_every_request(python_kernel):

@@ -133,9 +133,12 @@ def send_ready():
     """Sent before any slow import: the kernel waits for it at start-up."""
     # The version is whatever an earlier driver found out (see probe_version);
     # running the compiler here would cost up to a second (javac, kotlinc).
-    version = cached_version() or LANGUAGE
-    line = '{"t":"ready","language_version":"%s"}\n' % "".join(
-        c if c.isalnum() or c in ".-+ ()_" else "?" for c in version)
+    # Unknown, it is null: the kernel then names the version `cellgate
+    # install` found (CELLGATE_LANGUAGE_VERSION in the kernelspec), never
+    # the language's name.
+    version = cached_version()
+    line = '{"t":"ready","language_version":%s}\n' % (
+        '"%s"' % version if version else "null")
     os.write(CONTROL_FD, line.encode())
 
 
@@ -200,12 +203,18 @@ def version_cache_path():
 
 
 def cached_version():
+    """The version probe_version cached, or None.  Only a version number
+    ("12.2.0", "1.19.8", "17.0.15") counts: anything else in the file (it
+    is in the box's /tmp, which cells can write) is not sent on."""
     path = SPEC and version_cache_path()
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    except (OSError, TypeError):
+            version = f.read(64).strip()
+    except (OSError, TypeError, ValueError):
         return None
+    ok = version[:1].isdigit() and "." in version and \
+        all(c.isascii() and (c.isalnum() or c in ".-_") for c in version)
+    return version if ok else None
 
 
 def probe_version():
@@ -229,7 +238,7 @@ def probe_version():
                 f.write(found.group())
             os.replace(path + ".tmp%d" % os.getpid(), path)
         except OSError:
-            pass  # no cache: the next driver sends the language name again
+            pass  # no cache: the next driver does not know the version either
 
 
 # ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ Run: /usr/bin/python3 -m pytest -q tests/drivers/test_compiled_driver.py --nocon
 
 import glob
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -178,10 +179,60 @@ def test_ready_comes_fast(workdir):
         pytest.skip(missing("c"))
     d = Driver("c", workdir)
     try:
-        assert d.ready["t"] == "ready" and d.ready["language_version"]
+        assert d.ready["t"] == "ready" and "language_version" in d.ready
         assert d.ready_after < 1.0  # target ~50 ms; loose for loaded machines
     finally:
         assert d.close() == 0  # EOF on fd 3: exit 0
+
+
+VERSION = re.compile(r"\d+\.\d+")  # what a toolchain's version starts with
+
+
+def version_cache_file(language, tool):
+    """Where the driver caches the version of tool (see version_cache_path)."""
+    st = os.stat(tool)
+    return "%s/version-%s-%d-%d" % (BUILD_ROOT, language, st.st_ino, int(st.st_mtime))
+
+
+@pytest.mark.parametrize("language", ALL)
+def test_ready_never_names_the_language_as_its_version(language, workdir):
+    # Unknown (no cache yet, or a cache that holds no version number), the
+    # version is null and the kernel falls back to the kernelspec's; known,
+    # it is the toolchain's.  Never "c", "go", "java"...
+    reason = missing(language)
+    if reason:
+        pytest.skip(reason)
+    cache = version_cache_file(language, PROGRAMS[language][0][0])
+    for junk in (None, language, "", "1 or 2"):
+        if junk is None:
+            if os.path.exists(cache):
+                os.unlink(cache)
+        else:
+            os.makedirs(BUILD_ROOT, exist_ok=True)
+            with open(cache, "w") as f:
+                f.write(junk)
+        d = Driver(language, workdir)
+        try:
+            assert d.ready["language_version"] is None, (junk, d.ready)
+        finally:
+            d.close()
+        if os.path.exists(cache):
+            os.unlink(cache)
+    # The first driver's probe caches the version: the next one sends it.
+    d = Driver(language, workdir)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(cache):
+            assert time.monotonic() < deadline, "the driver never cached its version"
+            time.sleep(0.05)
+    finally:
+        d.close()
+    d = Driver(language, workdir)
+    try:
+        version = d.ready["language_version"]
+        assert version and VERSION.match(version), d.ready
+    finally:
+        d.close()
 
 
 @pytest.mark.parametrize("language", ALL)
