@@ -23,6 +23,7 @@ LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 # libcurl (and the TLS library it brings) is linked into cellgate-fetch only:
 # the kernel does not map it.
 CURL_LIBS := $(shell pkg-config --libs libcurl 2>/dev/null)
+MHD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 ifeq ($(WERROR),1)
 CFLAGS += -Werror
 endif
@@ -51,6 +52,8 @@ KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/chan.c kernel/s
           kernel/tools/marker.c
 CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c
 FETCH := fetch/main.c fetch/download.c
+REGISTRY := registry/main.c registry/serve.c registry/upstream.c registry/cache.c \
+            registry/regpath.c registry/regpolicy.c registry/rewrite.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
            kernel/drivers/javascript.js kernel/drivers/ruby.rb kernel/drivers/perl.pl \
            kernel/drivers/php.php kernel/drivers/compiled.py \
@@ -61,6 +64,7 @@ SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o)
 KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
 CLI_OBJ := $(CLI:%.c=$(B)/%.o)
 FETCH_OBJ := $(FETCH:%.c=$(B)/%.o)
+REGISTRY_OBJ := $(REGISTRY:%.c=$(B)/%.o)
 # the kernel's modules under its loop (kernel.c), for C tests that drive
 # them against the channel module on inproc:// sockets
 KERNEL_MODULES_OBJ := $(filter-out $(B)/kernel/kernel.o,$(KERNEL_OBJ))
@@ -68,19 +72,23 @@ KERNEL_MODULES_OBJ := $(filter-out $(B)/kernel/kernel.o,$(KERNEL_OBJ))
 CELLGATE_OBJ := $(CLI_OBJ) $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
 # cellgate-fetch: libcurl lives here, never in the kernel
 CELLGATE_FETCH_OBJ := $(FETCH_OBJ) $(COMMON_OBJ)
+# cellgate-registry, the package registry gateway: libcurl and
+# libmicrohttpd, never in the kernel
+CELLGATE_REGISTRY_OBJ := $(REGISTRY_OBJ) $(COMMON_OBJ)
 UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.c tests/unit/test_buf.c \
          tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
          tests/unit/test_boxfs.c tests/unit/test_download.c tests/unit/test_chan.c \
-         tests/unit/test_kernel_modules.c
+         tests/unit/test_kernel_modules.c tests/unit/test_regpath.c tests/unit/test_rewrite.c \
+         tests/unit/test_regpolicy.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
-FUZZERS := wire connfile image marker download display
+FUZZERS := wire connfile image marker download display regpath rewrite
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps run test unit fuzz-replay check-style check-layers pytest bench fuzz valgrind \
         clean install-kernelspecs
 
-all: deps $(B)/cellgate $(B)/cellgate-fetch
+all: deps $(B)/cellgate $(B)/cellgate-fetch $(B)/cellgate-registry
 
 deps:
 	@bash scripts/deps.sh
@@ -109,6 +117,10 @@ $(B)/cellgate: $(CELLGATE_OBJ)
 $(B)/cellgate-fetch: $(CELLGATE_FETCH_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CURL_LIBS) -o $@
 
+# The registry gateway each kernel starts for its box, beside the binary.
+$(B)/cellgate-registry: $(CELLGATE_REGISTRY_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CURL_LIBS) $(MHD_LIBS) -o $@
+
 # ---- run --------------------------------------------------------------------
 
 install-kernelspecs: all
@@ -136,6 +148,9 @@ $(B)/tests/%: tests/unit/%.c $(SANDBOX_OBJ) $(COMMON_OBJ)
 $(B)/tests/test_seccomp: $(B)/tests/seccomp_calls.o
 $(B)/tests/test_history: $(B)/kernel/history.o
 $(B)/tests/test_download: $(B)/fetch/download.o
+$(B)/tests/test_regpath: $(B)/registry/regpath.o
+$(B)/tests/test_rewrite: $(B)/registry/rewrite.o $(B)/registry/regpath.o
+$(B)/tests/test_regpolicy: $(B)/registry/regpolicy.o
 $(B)/tests/test_chan: $(KERNEL_MODULES_OBJ)
 $(B)/tests/test_kernel_modules: $(KERNEL_MODULES_OBJ)
 
@@ -145,6 +160,8 @@ $(B)/tests/replay_marker: $(B)/kernel/tools/marker.o
 $(B)/tests/replay_download: $(B)/fetch/download.o
 $(B)/tests/replay_download $(B)/tests/test_download: LDLIBS += $(CURL_LIBS)
 $(B)/tests/replay_display: $(B)/kernel/display.o $(B)/kernel/image.o
+$(B)/tests/replay_regpath: $(B)/registry/regpath.o
+$(B)/tests/replay_rewrite: $(B)/registry/rewrite.o $(B)/registry/regpath.o
 $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
@@ -180,7 +197,8 @@ endif
 
 pytest: all
 	@rm -f "$(SAN_LOG)".*
-	CELLGATE_BIN=$(B)/cellgate $(SAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider tests
+	CELLGATE_BIN=$(B)/cellgate CELLGATE_REGISTRY_BIN=$(B)/cellgate-registry $(SAN_ENV) \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider tests
 	@if ls "$(SAN_LOG)".* >/dev/null 2>&1; then \
 	    cat "$(SAN_LOG)".*; echo "sanitizer reports above"; exit 1; fi
 
@@ -209,7 +227,7 @@ fuzz: deps
 	    mkdir -p $(B)/fuzz/$$f; \
 	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
 	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/tools/marker.c fetch/download.c \
-	        kernel/display.c \
+	        kernel/display.c registry/regpath.c registry/rewrite.c \
 	        $(LDLIBS) $(CURL_LIBS) -o $(B)/fuzz/fuzz_$$f; \
 	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
 	done

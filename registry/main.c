@@ -31,6 +31,7 @@
 #include "registry/upstream.h"
 
 #include "common/cgerr.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -89,6 +90,7 @@ usage(void)
 {
     fprintf(stderr, "usage: cellgate-registry --listen-fd N --base URL --cache DIR "
                     "[--kernel ID]\n"
+                    "       cellgate-registry --check\n"
                     "  the package registry gateway of a cellgate kernel, which starts it; "
                     "settings from CELLGATE_REGISTRY_*\n");
 }
@@ -262,6 +264,74 @@ out:
     return rc;
 }
 
+/* What an upstream is asked to see whether it answers: npm's ping, and
+ * the project page of pip (every PyPI index has it). */
+static void
+probe_url(const struct regpolicy *p, enum reg_eco eco, char *url, size_t len)
+{
+    if (eco == REG_NPM)
+        snprintf(url, len, "%s/-/ping", p->npm);
+    else
+        snprintf(url, len, "%s/pip/", p->pypi);
+}
+
+/*
+ * --check, for `cellgate doctor`: the settings as read, and whether each
+ * ecosystem's upstream answers. Returns 0 when every ecosystem that is on
+ * answers, 1 otherwise (the settings are then wrong or an upstream is
+ * down), and prints why.
+ */
+static int
+check(void)
+{
+    static struct regpolicy policy;
+    static const char *const base_of[REG_ECO_COUNT] = { "CELLGATE_REGISTRY_NPM",
+                                                         "CELLGATE_REGISTRY_PYPI" };
+    char err[2048], url[UPSTREAM_URL_MAX];
+    int status = 0;
+
+    if (regpolicy_load(&policy, err, sizeof err) != CG_OK) {
+        printf("  settings WRONG: %s\n", err);
+        return 1;
+    }
+    if (upstream_global_init(err, sizeof err) != CG_OK) {
+        printf("  FAILS: %s\n", err);
+        return 1;
+    }
+    if (policy.timeout_s > 10)
+        policy.timeout_s = 10; /* a doctor does not wait a minute */
+    struct upstream *up = upstream_new(&policy, err, sizeof err);
+    for (int e = 0; e < REG_ECO_COUNT; e++) {
+        const char *name = regpolicy_eco_name((enum reg_eco)e);
+        if (!policy.on[e]) {
+            printf("  %-5s off (CELLGATE_REGISTRIES)\n", name);
+            continue;
+        }
+        printf("  %-5s on   %s=%s%s%s\n", name, base_of[e], e == REG_NPM ? policy.npm
+                                                                       : policy.pypi,
+               e == REG_PYPI ? ", files " : "", e == REG_PYPI ? policy.pypi_files : "");
+        struct buf body = { 0 };
+        struct upstream_res res = { 0 };
+        probe_url(&policy, (enum reg_eco)e, url, sizeof url);
+        struct upstream_req rq = { .eco = (enum reg_eco)e, .url = url, .out_fd = -1,
+                                   .out_mem = &body };
+        double t0 = clock_now();
+        int rc = up ? upstream_fetch(up, &rq, &res, err, sizeof err) : CG_ENOMEM;
+        if (rc == CG_OK) {
+            printf("        upstream answers (%.0f ms)\n", (clock_now() - t0) * 1e3);
+        } else {
+            printf("        upstream DOES NOT ANSWER: %s\n", up ? err : "out of memory");
+            status = 1;
+        }
+        buf_free(&body);
+    }
+    printf("  limits: artifacts up to %" PRIu64 " bytes, %u s per upstream request; "
+           "%zu allow and %zu deny rules\n", policy.max_bytes, policy.timeout_s,
+           policy.n_allow, policy.n_deny);
+    upstream_destroy(&up);
+    return status;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -279,6 +349,8 @@ main(int argc, char **argv)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     prctl(PR_SET_NAME, "cg-registry");
     log_init();
+    if (argc == 2 && strcmp(argv[1], "--check") == 0)
+        return check();
     if (!parse_args(argc, argv, &a))
         return 2;
     if (regpolicy_load(&policy, err, sizeof err) != CG_OK)

@@ -112,7 +112,7 @@ hexval(char c)
  * "scope" or "name".
  */
 static bool
-npm_part_ok(const char *s, size_t n, const char *what, char *why, size_t whylen)
+npm_part_ok(const char *s, size_t n, const char *what, bool legacy, char *why, size_t whylen)
 {
     if (n == 0) {
         snprintf(why, whylen, "has an empty %s", what);
@@ -124,7 +124,8 @@ npm_part_ok(const char *s, size_t n, const char *what, char *why, size_t whylen)
     }
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_')
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'
+            || (legacy && c >= 'A' && c <= 'Z'))
             continue;
         if (c >= 'A' && c <= 'Z')
             snprintf(why, whylen, "has uppercase letters (npm names are lowercase)");
@@ -160,11 +161,13 @@ npm_name_check(const char *name, char *why, size_t whylen)
             snprintf(why, whylen, "is a scope without a package (@SCOPE/NAME)");
             return false;
         }
-        if (!npm_part_ok(name + 1, (size_t)(slash - name - 1), "scope", why, whylen))
+        if (!npm_part_ok(name + 1, (size_t)(slash - name - 1), "scope", false, why, whylen))
             return false;
         pkg = slash + 1;
     }
-    if (!npm_part_ok(pkg, strlen(pkg), "name", why, whylen))
+    /* Names published before npm required lowercase (JSONStream) are
+     * still installed; scoped names were always lowercase. */
+    if (!npm_part_ok(pkg, strlen(pkg), "name", pkg == name, why, whylen))
         return false;
     if (pkg == name && (strcmp(name, "node_modules") == 0 || strcmp(name, "favicon.ico") == 0)) {
         snprintf(why, whylen, "is a reserved name");

@@ -10,6 +10,10 @@ from conftest import CELLGATE
 
 
 def cg(*args, **kw):
+    if args[:1] == ("doctor",) and "env" not in kw:
+        # doctor asks each registry upstream whether it answers: tests keep
+        # that on this machine (test_doctor_reports_the_registry_gateway)
+        kw["env"] = {**os.environ, "CELLGATE_REGISTRIES": "none"}
     return subprocess.run([CELLGATE, *args], capture_output=True, text=True, timeout=60, **kw)
 
 
@@ -85,3 +89,39 @@ def test_doctor():
     assert "user namespaces" in r.stdout
     fetch = os.path.join(os.path.dirname(CELLGATE), "cellgate-fetch")
     assert f"cellgate.download    by {fetch}" in r.stdout
+
+
+def test_doctor_reports_the_registry_gateway():
+    import http.server
+    import threading
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            ok = self.path in ("/-/ping", "/simple/pip/")
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d" % srv.server_address[1]
+    try:
+        env = {**os.environ, "CELLGATE_REGISTRY_NPM": url, "CELLGATE_REGISTRY_PYPI": url + "/simple",
+               "CELLGATE_REGISTRY_DENY": "npm:left-*"}
+        out = cg("doctor", env=env).stdout
+        assert f"npm   on   CELLGATE_REGISTRY_NPM={url}" in out, out
+        assert f"pypi  on   CELLGATE_REGISTRY_PYPI={url}/simple, files {url}" in out
+        assert out.count("upstream answers") == 2 and "1 deny rules" in out
+        down = {**env, "CELLGATE_REGISTRY_PYPI": "http://127.0.0.1:9/simple",
+                "CELLGATE_REGISTRIES": "pypi"}
+        out = cg("doctor", env=down).stdout
+        assert "npm   off" in out and "upstream DOES NOT ANSWER" in out, out
+        out = cg("doctor", env={**env, "CELLGATE_REGISTRIES": "pypi,cargo"}).stdout
+        assert "settings WRONG" in out and "cargo" in out, out
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -595,7 +595,7 @@ def test_writes_are_405(gw, upstream, method):
     "/evil.example/npm/left-pad",
     "/127.0.0.1:9/registry/left-pad",
     "/npm/http:%2f%2fevil.example%2fleft-pad",
-    "/npm/Left-Pad",
+    "/npm/@Types/node",
     "/npm/left%20pad",
     "/npm/left-pad%00",
 ])

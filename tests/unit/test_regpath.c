@@ -160,9 +160,8 @@ test_refused(void **state)
         { "GET", "/npm//x", REGPATH_BAD_REQUEST, "double slash" },
         { "GET", "/pypi/files/packages//x-1.0.tar.gz", REGPATH_BAD_REQUEST, "double slash" },
         { "GET", "/npm/a#b", REGPATH_BAD_REQUEST, "fragment" },
-        { "GET", "/npm/Left-Pad", REGPATH_BAD_REQUEST, "uppercase" },
         { "GET", "/npm/@Types/node", REGPATH_BAD_REQUEST, "uppercase" },
-        { "GET", "/npm/JSONStream", REGPATH_BAD_REQUEST, "lowercase" },
+        { "GET", "/npm/@types/Node", REGPATH_BAD_REQUEST, "uppercase" },
         { "GET", "/npm/left pad", REGPATH_BAD_REQUEST, "space at offset 9" },
         { "GET", "/npm/left%20pad", REGPATH_BAD_REQUEST, "has a space" },
         { "GET", "/npm/left~pad", REGPATH_BAD_REQUEST, "'~'" },
@@ -267,7 +266,7 @@ test_err_bounded(void **state)
 
     /* a refused request leaves *req as it was */
     memset(&r, 0, sizeof r);
-    assert_int_equal(regpath_parse("GET", "/npm/X", &r, err, sizeof err), REGPATH_BAD_REQUEST);
+    assert_int_equal(regpath_parse("GET", "/npm/a~b", &r, err, sizeof err), REGPATH_BAD_REQUEST);
     assert_string_equal(r.name, "");
 }
 
@@ -276,8 +275,9 @@ test_npm_names(void **state)
 {
     (void)state;
     static const char *const good[] = { "a", "left-pad", "lodash.merge", "@types/node",
-                                        "@a/b", "a_b", "a-", "9", "-a", "@s/a.b-c_d" };
-    static const char *const bad[] = { "", "A", "Left", "@s", "@s/", "@/n", ".a", "_a", "@.s/n",
+                                        "@a/b", "a_b", "a-", "9", "-a", "@s/a.b-c_d",
+                                        "JSONStream", "A" };
+    static const char *const bad[] = { "", "@S/n", "@s", "@s/", "@/n", ".a", "_a", "@.s/n",
                                        "@s/.n", "@s/_n", "a b", "a/b", "@s/n/x", "a@b", "a%20",
                                        "a~b", "a!b", "a(b)", "a*", "node_modules", "favicon.ico",
                                        "caf\xc3\xa9", "@s/N" };

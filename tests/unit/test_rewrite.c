@@ -200,7 +200,7 @@ test_npm_invalid(void **state)
         { "[]", "not a JSON object" },
         { "\"left-pad\"", "not JSON" },
         { "{\"error\":\"Not found\"}", "no valid npm \"name\"" },
-        { "{\"name\":\"Left-Pad\",\"versions\":{}}", "no valid npm \"name\"" },
+        { "{\"name\":\"a b\",\"versions\":{}}", "no valid npm \"name\"" },
         { "{\"name\":1}", "no valid npm \"name\"" },
         { "{\"name\":\"a\",\"versions\":[]}", "not an object" },
         { "{\"name\":\"a\",\"dist-tags\":\"latest\"}", "not an object" },
