@@ -31,6 +31,7 @@
 #define ENV_MAX_BYTES "CELLGATE_REGISTRY_MAX_BYTES"
 #define ENV_CA_FILE "CELLGATE_REGISTRY_CA_FILE"
 #define ENV_TIMEOUT "CELLGATE_REGISTRY_TIMEOUT"
+#define ENV_METADATA_TTL "CELLGATE_REGISTRY_METADATA_TTL"
 
 #define DEFAULT_NPM "https://registry.npmjs.org"
 #define DEFAULT_PYPI "https://pypi.org/simple"
@@ -38,6 +39,7 @@
 #define DEFAULT_MAX_BYTES (256ull << 20)
 #define DEFAULT_TIMEOUT 60
 #define TIMEOUT_MAX 86400
+#define DEFAULT_METADATA_TTL 300 /* as npm's own cache keeps a packument */
 
 static const char *const eco_names[REG_ECO_COUNT] = { "npm", "pypi" };
 
@@ -358,6 +360,27 @@ parse_size(const char *s, uint64_t *out)
     return true;
 }
 
+/* A number of seconds from min to TIMEOUT_MAX in variable name, or dflt
+ * when unset; CG_OK or CG_EINVAL with err naming the variable. */
+static int
+parse_seconds(const char *name, unsigned dflt, long min, unsigned *out, char *err,
+              size_t errlen)
+{
+    const char *v = getenv(name);
+    char *end;
+
+    *out = dflt;
+    if (!v || !*v)
+        return CG_OK;
+    errno = 0;
+    long t = strtol(v, &end, 10);
+    if (errno || *end || end == v || !isdigit((unsigned char)*v) || t < min || t > TIMEOUT_MAX)
+        return cg_fail(err, errlen, CG_EINVAL, "%s must be a number of seconds from %ld to %d, "
+                       "not \"%.64s\"", name, min, TIMEOUT_MAX, v);
+    *out = (unsigned)t;
+    return CG_OK;
+}
+
 int
 regpolicy_load(struct regpolicy *p, char *err, size_t errlen)
 {
@@ -395,17 +418,10 @@ regpolicy_load(struct regpolicy *p, char *err, size_t errlen)
         return cg_fail(err, errlen, CG_EINVAL,
                        "%s must be a positive number of bytes (suffix K, M or G allowed), "
                        "not \"%.64s\"", ENV_MAX_BYTES, v);
-    p->timeout_s = DEFAULT_TIMEOUT;
-    if ((v = getenv(ENV_TIMEOUT)) && *v) {
-        char *end;
-        errno = 0;
-        long t = strtol(v, &end, 10);
-        if (errno || *end || end == v || !isdigit((unsigned char)*v) || t < 1 || t > TIMEOUT_MAX)
-            return cg_fail(err, errlen, CG_EINVAL,
-                           "%s must be a number of seconds from 1 to %d, not \"%.64s\"",
-                           ENV_TIMEOUT, TIMEOUT_MAX, v);
-        p->timeout_s = (unsigned)t;
-    }
+    if (parse_seconds(ENV_TIMEOUT, DEFAULT_TIMEOUT, 1, &p->timeout_s, err, errlen) != CG_OK
+        || parse_seconds(ENV_METADATA_TTL, DEFAULT_METADATA_TTL, 0, &p->metadata_ttl_s, err,
+                         errlen) != CG_OK)
+        return CG_EINVAL;
     return CG_OK;
 }
 

@@ -13,6 +13,9 @@
  *   CELLGATE_REGISTRY_MAX_BYTES  largest artifact (default 256 MiB)
  *   CELLGATE_REGISTRY_CA_FILE    PEM bundle replacing the system's CAs
  *   CELLGATE_REGISTRY_TIMEOUT    seconds per upstream request (default 60)
+ *   CELLGATE_REGISTRY_METADATA_TTL  seconds metadata is served from the
+ *                                shared cache before it is fetched again
+ *                                (default 300, as npm's own cache; 0: always)
  */
 #ifndef CG_REGPOLICY_H
 #define CG_REGPOLICY_H
@@ -34,6 +37,7 @@ struct regpolicy {
     char ca_file[4096];                     /* "" for the system store */
     uint64_t max_bytes;
     unsigned timeout_s;
+    unsigned metadata_ttl_s;                /* 0: metadata always fetched */
     size_t n_allow, n_deny;
     struct regrule {
         enum reg_eco eco;

@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ACCEPT_NPM_ABBREVIATED "application/vnd.npm.install-v1+json"
@@ -39,6 +41,7 @@
 #define CC_ARTIFACT "public, max-age=31536000, immutable"
 #define CC_ERROR "no-store"
 #define MSG_MAX 1536
+#define META_MAGIC "cellgate-meta 1"   /* first line of a cached metadata record */
 
 struct serve {
     struct serve_cfg cfg;
@@ -182,7 +185,99 @@ accepts(struct MHD_Connection *conn, const char *type)
 
 /* ---- the request kinds ----------------------------------------------------- */
 
-/* Metadata: fetched every time (never cached), rewritten, answered. */
+/* ---- cached metadata ------------------------------------------------------- */
+
+/*
+ * Metadata changes (a new version is published), so it is kept only
+ * metadata_ttl_s seconds, in the shared cache beside the artifacts: a
+ * record "cellgate-meta 1 <unix time>\n<content type>\n<final URL>\n"
+ * followed by the upstream's body as it came (rewriting is cheap and is
+ * done for every answer). The key is the upstream URL with the Accept
+ * form asked for, so the full and the abbreviated packument, or PEP 691
+ * JSON and HTML, are kept apart.
+ */
+static void
+meta_key(const char *url, const char *accept, char *key, size_t len)
+{
+    snprintf(key, len, "metadata\n%s\n%s", accept, url);
+}
+
+/* Copies rec's first line (to the newline) into out; returns what follows it, or
+ * NULL when there is no newline or the line does not fit. */
+static const char *
+meta_line(const char *rec, const char *end, char *out, size_t len)
+{
+    const char *nl = memchr(rec, '\n', (size_t)(end - rec));
+    if (!nl || (size_t)(nl - rec) >= len)
+        return NULL;
+    memcpy(out, rec, (size_t)(nl - rec));
+    out[nl - rec] = '\0';
+    return nl + 1;
+}
+
+/* Fresh metadata for key from the cache: true with body and res filled
+ * (content type, final URL), false when absent, stale or unreadable. */
+static bool
+meta_get(const struct serve *s, const char *key, struct buf *body, struct upstream_res *res)
+{
+    const struct regpolicy *p = s->cfg.policy;
+    uint64_t size = 0;
+    char head[64];
+    struct buf rec = { 0 };
+    bool fresh = false;
+    int fd = p->metadata_ttl_s ? cache_get(s->cfg.cache, key, &size) : -1;
+
+    if (fd < 0)
+        return false;
+    if (size > p->max_bytes || size > (64u << 20) || buf_reserve(&rec, (size_t)size) != CG_OK)
+        goto out;
+    ssize_t n = pread(fd, rec.data, (size_t)size, 0);
+    if (n != (ssize_t)size)
+        goto out;
+    const char *at = rec.data, *end = rec.data + size;
+    long long when;
+    if (!(at = meta_line(at, end, head, sizeof head))
+        || sscanf(head, META_MAGIC " %lld", &when) != 1
+        || (long long)time(NULL) - when > (long long)p->metadata_ttl_s
+        || (long long)time(NULL) < when
+        || !(at = meta_line(at, end, res->content_type, sizeof res->content_type))
+        || !(at = meta_line(at, end, res->url, sizeof res->url)))
+        goto out;
+    fresh = buf_add(body, at, (size_t)(end - at)) == CG_OK;
+out:
+    close(fd);
+    buf_free(&rec);
+    return fresh;
+}
+
+/* Keeps metadata fetched now (body as it came, res's type and URL). A
+ * record that cannot be written is only logged: the answer goes out. */
+static void
+meta_put(const struct serve *s, const char *key, const struct buf *body,
+         const struct upstream_res *res)
+{
+    struct cache_tmp t;
+    char head[UPSTREAM_URL_MAX + 256], err[512];
+    uint64_t size;
+
+    if (!s->cfg.policy->metadata_ttl_s || cache_begin(s->cfg.cache, key, &t, err, sizeof err)
+                                              != CG_OK)
+        return;
+    int n = snprintf(head, sizeof head, META_MAGIC " %lld\n%s\n%s\n", (long long)time(NULL),
+                     res->content_type, res->url);
+    if (n < 0 || (size_t)n >= sizeof head || write(t.fd, head, (size_t)n) != n
+        || (body->len && write(t.fd, body->data, body->len) != (ssize_t)body->len)) {
+        cache_abort(s->cfg.cache, &t);
+        return;
+    }
+    int fd = cache_commit(s->cfg.cache, &t, &size, err, sizeof err);
+    if (fd < 0)
+        log_warn("registry: keeping metadata: %s", err);
+    else
+        close(fd);
+}
+
+/* Metadata: from the cache while fresh, else fetched; rewritten, answered. */
 static enum MHD_Result
 serve_metadata(const struct serve *s, struct MHD_Connection *conn, const struct reg_req *rq)
 {
@@ -207,10 +302,17 @@ serve_metadata(const struct serve *s, struct MHD_Connection *conn, const struct 
                              : (want_json ? ACCEPT_PYPI_JSON_FWD : "text/html");
     struct upstream_req ur = { .eco = rq->eco, .url = url, .accept = accept, .compressed = true,
                                .out_fd = -1, .out_mem = &body };
-    rc = upstream_fetch(s->cfg.up, &ur, &res, err, sizeof err);
-    if (rc != CG_OK) {
-        r = answer_upstream_error(s, conn, rq, what, false, rc, err, &res);
-        goto out;
+    char key[UPSTREAM_URL_MAX + 256];
+    meta_key(url, accept, key, sizeof key);
+    memset(&res, 0, sizeof res);
+    bool cached = meta_get(s, key, &body, &res);
+    if (!cached) {
+        buf_free(&body);
+        rc = upstream_fetch(s->cfg.up, &ur, &res, err, sizeof err);
+        if (rc != CG_OK) {
+            r = answer_upstream_error(s, conn, rq, what, false, rc, err, &res);
+            goto out;
+        }
     }
     const char *data = body.data ? body.data : "";
     if (npm) {
@@ -237,8 +339,10 @@ serve_metadata(const struct serve *s, struct MHD_Connection *conn, const struct 
                           npm ? "packument" : "project page", err);
         goto out;
     }
-    log_debug("registry: kernel=%s %s: %zu bytes upstream, %zu served", s->cfg.kernel, what,
-              body.len, outlen);
+    if (!cached)
+        meta_put(s, key, &body, &res);
+    log_debug("registry: kernel=%s %s: %zu bytes %s, %zu served", s->cfg.kernel, what,
+              body.len, cached ? "cached" : "upstream", outlen);
     struct MHD_Response *resp = MHD_create_response_from_buffer(outlen, out,
                                                                 MHD_RESPMEM_MUST_FREE);
     if (resp) {

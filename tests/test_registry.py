@@ -361,11 +361,14 @@ def workdir():
 @pytest.fixture(scope="module")
 def gw(upstream, workdir):
     """The gateway most tests talk to: both ecosystems, evil-* denied, a
-    1 MiB artifact bound and a 2 s upstream timeout."""
+    1 MiB artifact bound, a 2 s upstream timeout, and metadata fetched for
+    every request (what the upstream answered is what these tests check;
+    test_metadata_is_kept_for_its_ttl checks the metadata cache)."""
     g = Gateway(upstream, os.path.join(workdir, "cache"), os.path.join(workdir, "gw.err"),
                 CELLGATE_REGISTRY_DENY="npm:evil-*,pypi:evil-*",
                 CELLGATE_REGISTRY_MAX_BYTES=str(MAX_BYTES),
-                CELLGATE_REGISTRY_TIMEOUT=str(TIMEOUT_S))
+                CELLGATE_REGISTRY_TIMEOUT=str(TIMEOUT_S),
+                CELLGATE_REGISTRY_METADATA_TTL="0")
     yield g
     g.stop()
 
@@ -426,6 +429,37 @@ def test_packument_is_refreshed_every_time(gw, upstream):
     for _ in range(2):
         assert gw.get("/npm/tiny-a")[0] == 200
     assert upstream.count("/registry/tiny-a") == before + 2
+
+
+def test_metadata_is_kept_for_its_ttl(make_gateway, upstream, tmp_path):
+    """With a TTL, a packument or project page is fetched once and served
+    from the shared cache, also to another kernel's gateway; each Accept
+    form is kept apart; a stale record is fetched again."""
+    cache = str(tmp_path / "shared")
+    a = make_gateway(cache, CELLGATE_REGISTRY_METADATA_TTL="300")
+    before = upstream.count("/registry/tiny-a")
+    full = a.get("/npm/tiny-a")
+    assert full[0] == 200
+    abbrev = a.get("/npm/tiny-a", headers={"Accept": "application/vnd.npm.install-v1+json"})
+    assert abbrev[0] == 200
+    assert upstream.count("/registry/tiny-a") == before + 2       # one per form
+    b = make_gateway(cache, CELLGATE_REGISTRY_METADATA_TTL="300")
+    again = b.get("/npm/tiny-a")
+    def same(x, y):   # rewritten the same, each for its own base
+        return x.replace(a.base.encode(), b"BASE") == y.replace(b.base.encode(), b"BASE")
+    assert again[0] == 200 and same(full[2], again[2])
+    assert again[1]["content-type"] == full[1]["content-type"]
+    assert same(abbrev[2], b.get("/npm/tiny-a", headers={
+        "Accept": "application/vnd.npm.install-v1+json"})[2])
+    assert upstream.count("/registry/tiny-a") == before + 2       # none upstream
+    pypi_before = len(upstream.hits)
+    assert a.get("/pypi/simple/demo-pkg/")[0] == 200
+    assert b.get("/pypi/simple/demo-pkg/")[0] == 200
+    assert len(upstream.hits) == pypi_before + 1
+    short = make_gateway(cache, CELLGATE_REGISTRY_METADATA_TTL="1")
+    time.sleep(2.1)
+    assert short.get("/npm/tiny-a")[0] == 200
+    assert upstream.count("/registry/tiny-a") == before + 3       # stale: fetched again
 
 
 def test_upstream_connections_are_reused(gw, upstream):

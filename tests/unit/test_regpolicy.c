@@ -20,6 +20,7 @@ static const char *const vars[] = {
     "CELLGATE_REGISTRIES",        "CELLGATE_REGISTRY_NPM",     "CELLGATE_REGISTRY_PYPI",
     "CELLGATE_REGISTRY_PYPI_FILES", "CELLGATE_REGISTRY_ALLOW", "CELLGATE_REGISTRY_DENY",
     "CELLGATE_REGISTRY_MAX_BYTES", "CELLGATE_REGISTRY_CA_FILE", "CELLGATE_REGISTRY_TIMEOUT",
+    "CELLGATE_REGISTRY_METADATA_TTL",
 };
 
 static int
@@ -340,6 +341,15 @@ test_numbers(void **state)
         if (rc != CG_EINVAL || !strstr(err, "CELLGATE_REGISTRY_TIMEOUT must be"))
             fail_msg("%s: %d \"%s\"", bad_timeouts[i], rc, err);
     }
+    /* the metadata TTL: 300 s by default, 0 (always fetch) allowed */
+    assert_int_equal(load_with("CELLGATE_REGISTRY_METADATA_TTL", "", &p, err, sizeof err), CG_OK);
+    assert_int_equal(p.metadata_ttl_s, 300);
+    assert_int_equal(load_with("CELLGATE_REGISTRY_METADATA_TTL", "0", &p, err, sizeof err), CG_OK);
+    assert_int_equal(p.metadata_ttl_s, 0);
+    int rc = load_with("CELLGATE_REGISTRY_METADATA_TTL", "-1", &p, err, sizeof err);
+    assert_int_equal(rc, CG_EINVAL);
+    assert_non_null(strstr(err, "CELLGATE_REGISTRY_METADATA_TTL must be a number of seconds "
+                                "from 0"));
 }
 
 static void
