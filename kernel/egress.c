@@ -16,7 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define RESTARTS_MAX 3
+#define RUNS_MAX 4         /* starts of the program; then the port is closed */
 
 extern char **environ;
 
@@ -27,7 +27,7 @@ struct egress {
     pid_t pid;                /* cellgate-registry, 0 when not running */
     bool started;             /* egress_start ran (once): the box's processes
                                  are pointed at the port */
-    unsigned restarts;
+    unsigned runs;            /* times the program was started */
 };
 
 /* What package managers in the box read. pip installs into the user site
@@ -127,13 +127,41 @@ egress_start(struct egress *e, struct box *box, char *err, size_t errlen)
     e->listen_fd = box_take_registry_fd(box);
     if (e->listen_fd < 0)
         return cg_fail(err, errlen, CG_ENOTFOUND, "the box has no registry port");
-    int rc = run_gateway(e, err, errlen);
-    if (rc != CG_OK) {
+    char prog[4200];
+    if (sibling_path("cellgate-registry", prog, sizeof prog) != CG_OK || access(prog, X_OK) < 0) {
         give_up(e);
-        return rc;
+        return cg_fail(err, errlen, CG_ENOTFOUND, "cellgate-registry is missing beside the "
+                       "kernel's binary (%s)", prog);
+    }
+    return CG_OK;
+}
+
+int
+egress_poll_fd(const struct egress *e)
+{
+    return e && e->started && e->pid <= 0 ? e->listen_fd : -1;
+}
+
+void
+egress_wake(struct egress *e)
+{
+    char err[512];
+
+    if (egress_poll_fd(e) < 0)
+        return;
+    if (e->runs >= RUNS_MAX) {
+        log_error("the registry gateway ended %u times: not started again; package installs "
+                  "in the box fail from now on", e->runs);
+        give_up(e);
+        return;
+    }
+    e->runs++;
+    if (run_gateway(e, err, sizeof err) != CG_OK) {
+        log_error("%s: package installs in the box will fail", err);
+        give_up(e);
+        return;
     }
     log_info("registry gateway at %s in the box (pid %ld)", BOX_REGISTRY_URL, (long)e->pid);
-    return CG_OK;
 }
 
 const char *const *
@@ -145,8 +173,6 @@ egress_env(const struct egress *e)
 bool
 egress_exited(struct egress *e, pid_t pid, int status)
 {
-    char err[512];
-
     if (!e || pid != e->pid || pid <= 0)
         return false;
     e->pid = 0;
@@ -156,16 +182,7 @@ egress_exited(struct egress *e, pid_t pid, int status)
         give_up(e);
         return true;
     }
-    if (e->restarts >= RESTARTS_MAX) {
-        log_error("the registry gateway ended again (status %d): not restarted", status);
-        give_up(e);
-        return true;
-    }
-    e->restarts++;
-    log_warn("the registry gateway ended (status %d): starting it again", status);
-    if (run_gateway(e, err, sizeof err) != CG_OK) {
-        log_error("%s", err);
-        give_up(e);
-    }
+    log_warn("the registry gateway ended (status %d): the next connection starts it again",
+             status);
     return true;
 }

@@ -35,21 +35,30 @@ struct egress *egress_new(const char *kernel_id, const char *cache_dir);
 void egress_destroy(struct egress **e);
 
 /*
- * Once the box is ready (the caller made sure): takes its registry socket
- * and starts cellgate-registry on it. Only the first call does something
- * (later ones return CG_OK). CG_OK, or an error with err filled (the
- * program is missing, or the box has no socket): code still runs, but
- * package managers then fail to connect.
+ * Once the box is ready (the caller made sure): takes its registry socket.
+ * The gateway program starts when the first connection arrives on it
+ * (egress_poll_fd), so a kernel that installs nothing never pays for it.
+ * Only the first call does something (later ones return CG_OK). CG_OK, or
+ * an error with err filled (the program is missing, or the box has no
+ * socket): code still runs, but package managers then fail to connect.
  */
 int egress_start(struct egress *e, struct box *box, char *err, size_t errlen);
+
+/* The fd the loop polls for POLLIN while no gateway program runs (a
+ * connection waiting means: start it, egress_wake), or -1. */
+int egress_poll_fd(const struct egress *e);
+
+/* A connection is waiting on the box's port: starts cellgate-registry on
+ * it (it accepts that connection and every later one). */
+void egress_wake(struct egress *e);
 
 /* The environment every process in the box gets while egress runs:
  * a NULL-terminated list of "NAME=value" (static storage), or NULL. */
 const char *const *egress_env(const struct egress *e);
 
 /* A child of the kernel ended: if it was the gateway program, it is
- * started again on the same socket (a few times at most; the log says
- * so). True if pid was the gateway's. */
+ * started again by the next connection (a few times at most; the log
+ * says so). True if pid was the gateway's. */
 bool egress_exited(struct egress *e, pid_t pid, int status);
 
 #endif

@@ -281,7 +281,7 @@ earlier(double a, double b)
 }
 
 /* Fixed poll items, in the order the loop serves them. */
-enum { IT_CONTROL, IT_SIGNALS, IT_STDIN, IT_SHELL, IT_IOPUB, IT_BOX, IT_FIXED };
+enum { IT_CONTROL, IT_SIGNALS, IT_STDIN, IT_SHELL, IT_IOPUB, IT_BOX, IT_EGRESS, IT_FIXED };
 
 static void
 loop(struct kernel *k)
@@ -306,6 +306,10 @@ loop(struct kernel *k)
                                             .events = ZMQ_POLLIN };
         items[IT_BOX] = (zmq_pollitem_t){ .fd = box ? box_fd(box) : -1,
                                           .events = box ? ZMQ_POLLIN : 0 };
+        /* A package manager's first connection starts the registry gateway. */
+        int egress_fd = egress_poll_fd(k->site.egress);
+        items[IT_EGRESS] = (zmq_pollitem_t){ .fd = egress_fd,
+                                             .events = egress_fd >= 0 ? ZMQ_POLLIN : 0 };
         size_t n = IT_FIXED;
         size_t cells_at = n, cells_n = cell_poll_items(k->cells, &items[n]);
         n += cells_n;
@@ -348,6 +352,8 @@ loop(struct kernel *k)
         if (box && box == k->site.box && (items[IT_BOX].revents & ZMQ_POLLIN)
             && box_events(box, on_box_exit, k) != CG_OK)
             box_gone(k, "its init exited");
+        if (items[IT_EGRESS].revents & ZMQ_POLLIN)
+            egress_wake(k->site.egress);
         if (cells_n && !h->quit)
             cell_service(k->cells, &items[cells_at]);
         /* After the runtimes: a display follows what the cell printed. */

@@ -153,6 +153,33 @@ except OSError as e:
     assert "out: ENETUNREACH" in out
 
 
+def _gateways(km):
+    from conftest import descendants, kernel_pid
+    found = []
+    for pid in descendants(kernel_pid(km)):
+        try:
+            if os.readlink(f"/proc/{pid}/exe").endswith("/cellgate-registry"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_the_gateway_starts_at_first_use(kernel_factory, tmp_path):
+    """A kernel that installs nothing never runs the gateway program: it
+    starts when a package manager first connects (and then serves it)."""
+    km, kc = start(kernel_factory, "cellgate-python", tmp_path)
+    ok(kc, "x = 1")
+    assert _gateways(km) == []
+    out = ok(kc, """
+import http.client
+c = http.client.HTTPConnection("127.0.0.1", 3141, timeout=30)
+c.request("PUT", "/npm/x"); print(c.getresponse().status)
+""")
+    assert out.strip() == "405"
+    assert len(_gateways(km)) == 1
+
+
 def test_the_port_cannot_be_taken_by_code(kernel_factory, tmp_path):
     km, kc = start(kernel_factory, "cellgate-python", tmp_path)
     out = ok(kc, """
