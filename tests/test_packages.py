@@ -306,3 +306,5 @@ def test_npm_install_and_require(kernel_factory, tmp_path):
     assert "is-number" in out, out
     out = ok(kc, "%%javascript\nconsole.log(require('is-number')(5), require('is-number')('x'))")
     assert out.strip() == "true false"
+    # npx fetches a package's command through the gateway and runs it
+    assert ok(kc, "cd /mnt/data && npx --yes semver@7.5.4 1.2.3", timeout=300).strip() == "1.2.3"
