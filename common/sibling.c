@@ -12,7 +12,7 @@
 int
 sibling_path(const char *name, char *buf, size_t len)
 {
-    if (len < 2)
+    if (!buf || len < 2)
         return CG_ETOOBIG;
     ssize_t n = readlink("/proc/self/exe", buf, len - 1);
     if (n <= 0)
