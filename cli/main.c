@@ -2,7 +2,9 @@
  * main.c - the `cellgate` command: kernel, install, doctor, box, display;
  * run as `cellgate-display` (its name in the box), it is the display command.
  */
+#include "common/cgerr.h"
 #include "common/log.h"
+#include "common/size.h"
 #include "sandbox/box.h"
 #include "sandbox/boxlimits.h"
 #include "cli/display_cmd.h"
@@ -109,26 +111,15 @@ default_state_dir(char *out, size_t len)
         snprintf(out, len, "%s/.local/state/cellgate", getenv("HOME") ? getenv("HOME") : "/tmp");
 }
 
-/* Parses "123", "4K", "32M", "1G". Returns 0 on success. */
+/* Parses "123", "4K", "32M", "1G" (common/size.h). Returns 0 on success. */
 static int
 parse_size(const char *s, size_t *out)
 {
-    char *end;
-    unsigned long long v;
+    uint64_t v;
 
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno || end == s)
+    if (size_parse(s, true, &v) != CG_OK || v > SIZE_MAX)
         return -1;
-    unsigned long long mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = 1ULL << 10; end++; break;
-    case 'm': case 'M': mul = 1ULL << 20; end++; break;
-    case 'g': case 'G': mul = 1ULL << 30; end++; break;
-    }
-    if (*end || (mul > 1 && v > ULLONG_MAX / mul))
-        return -1;
-    *out = (size_t)(v * mul);
+    *out = (size_t)v;
     return 0;
 }
 

@@ -7,6 +7,7 @@
 #include "fetch/download.h"
 
 #include "common/cgerr.h"
+#include "common/size.h"
 #include "common/clock.h"
 #include "common/version.h"
 
@@ -142,24 +143,15 @@ download_policy_new(const struct download_config *cfg, char *err, size_t errlen)
     return p;
 }
 
-/* Parses a size in bytes, with an optional binary suffix (k, m, g). */
+/* A positive size in bytes, with an optional binary suffix (common/size.h). */
 static bool
 parse_size(const char *s, uint64_t *out)
 {
-    char *end;
-    if (!isdigit((unsigned char)*s))
+    uint64_t v;
+
+    if (size_parse(s, true, &v) != CG_OK || v == 0)
         return false;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    unsigned shift = 0;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    }
-    if (errno || *end || v == 0 || v > (UINT64_MAX >> shift))
-        return false;
-    *out = (uint64_t)v << shift;
+    *out = v;
     return true;
 }
 

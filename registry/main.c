@@ -31,6 +31,7 @@
 #include "registry/upstream.h"
 
 #include "common/cgerr.h"
+#include "common/size.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -170,25 +171,15 @@ parse_args(int argc, char **argv, struct args *a)
     return true;
 }
 
-/* A size in bytes with an optional binary suffix (k, m, g); false if not. */
+/* A positive size in bytes, with an optional binary suffix (common/size.h). */
 static bool
 parse_size(const char *s, uint64_t *out)
 {
-    char *end;
-    unsigned shift = 0;
+    uint64_t v;
 
-    if (*s < '0' || *s > '9')
+    if (size_parse(s, true, &v) != CG_OK || v == 0)
         return false;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    }
-    if (errno || *end || v == 0 || v > (UINT64_MAX >> shift))
-        return false;
-    *out = (uint64_t)v << shift;
+    *out = v;
     return true;
 }
 

@@ -13,6 +13,7 @@
 #include "registry/regpolicy.h"
 
 #include "common/cgerr.h"
+#include "common/size.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -338,25 +339,15 @@ load_rules(const char *var, struct regrule *rules, size_t *count, char *err, siz
 
 /* ---- numbers ------------------------------------------------------------------------ */
 
-/* A size in bytes with an optional binary suffix (K, M, G; either case). */
+/* A positive size in bytes, with an optional binary suffix (common/size.h). */
 static bool
 parse_size(const char *s, uint64_t *out)
 {
-    char *end;
+    uint64_t v;
 
-    if (!isdigit((unsigned char)*s))
+    if (size_parse(s, true, &v) != CG_OK || v == 0)
         return false;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    unsigned shift = 0;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    }
-    if (errno || *end || v == 0 || v > (UINT64_MAX >> shift))
-        return false;
-    *out = (uint64_t)v << shift;
+    *out = v;
     return true;
 }
 

@@ -16,6 +16,7 @@
 #include "sandbox/boxlimits.h"
 
 #include "common/cgerr.h"
+#include "common/size.h"
 #include "common/log.h"
 
 #include <ctype.h>
@@ -103,43 +104,6 @@ limits_defaults(struct box_limits *l)
 
 /* ---- parsing ------------------------------------------------------------ */
 
-enum { PARSE_OK, PARSE_SYNTAX, PARSE_RANGE };
-
-/* Reads a whole decimal number with, for sizes, one K/M/G/T suffix (binary,
- * either case). Nothing else: no sign, space, fraction or hex. */
-static int
-parse_number(const char *s, bool is_size, uint64_t *out)
-{
-    uint64_t v = 0;
-    unsigned shift = 0;
-    const char *p = s;
-
-    if (!isdigit((unsigned char)*p))
-        return PARSE_SYNTAX;
-    for (; isdigit((unsigned char)*p); p++) {
-        unsigned d = (unsigned)(*p - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return PARSE_RANGE;
-        v = v * 10 + d;
-    }
-    if (*p && is_size) {
-        switch (*p) {
-        case 'k': case 'K': shift = 10; break;
-        case 'm': case 'M': shift = 20; break;
-        case 'g': case 'G': shift = 30; break;
-        case 't': case 'T': shift = 40; break;
-        default: return PARSE_SYNTAX;
-        }
-        p++;
-    }
-    if (*p)
-        return PARSE_SYNTAX;
-    if (v > (UINT64_MAX >> shift))
-        return PARSE_RANGE;
-    *out = v << shift;
-    return PARSE_OK;
-}
-
 /* Checks value for table[i] and stores it in l; label names the limit in
  * errors ("memory", or the variable it came from). */
 static int
@@ -148,14 +112,14 @@ set_one(struct box_limits *l, size_t i, const char *label, const char *value, ch
 {
     const struct limit_info *t = &table[i];
     uint64_t v = 0;
-    int rc = parse_number(value, t->is_size, &v);
+    int rc = size_parse(value, t->is_size, &v);
 
-    if (rc == PARSE_SYNTAX)
+    if (rc == CG_EINVAL)
         return cg_fail(err, errlen, CG_EINVAL, "%s: \"%.64s\" is not %s", label, value,
                        t->is_size ? "a size (a whole number, optionally with a K, M, G or T "
                                     "suffix)"
                                   : "a whole number");
-    if (rc == PARSE_RANGE || v > bounds[i].max)
+    if (rc == CG_ETOOBIG || v > bounds[i].max)
         return cg_fail(err, errlen, CG_EINVAL, "%s: \"%.64s\" is too large (at most %" PRIu64
                        "%s)", label, value, bounds[i].max, t->is_size ? " bytes" : "");
     if (v == 0 && !bounds[i].zero_ok)
