@@ -52,6 +52,8 @@ KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/chan.c kernel/s
           kernel/tools/marker.c
 CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c
 FETCH := fetch/main.c fetch/download.c
+GATEWAY := gateway/main.c gateway/loop.c gateway/http.c gateway/channels.c gateway/ws.c \
+           gateway/kernels.c gateway/convert.c gateway/specs.c
 REGISTRY := registry/main.c registry/serve.c registry/upstream.c registry/cache.c \
             registry/regpath.c registry/regpolicy.c registry/rewrite.c
 DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers/bash.sh \
@@ -65,6 +67,7 @@ KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
 CLI_OBJ := $(CLI:%.c=$(B)/%.o)
 FETCH_OBJ := $(FETCH:%.c=$(B)/%.o)
 REGISTRY_OBJ := $(REGISTRY:%.c=$(B)/%.o)
+GATEWAY_OBJ := $(GATEWAY:%.c=$(B)/%.o)
 # the kernel's modules under its loop (kernel.c), for C tests that drive
 # them against the channel module on inproc:// sockets
 KERNEL_MODULES_OBJ := $(filter-out $(B)/kernel/kernel.o,$(KERNEL_OBJ))
@@ -75,20 +78,23 @@ CELLGATE_FETCH_OBJ := $(FETCH_OBJ) $(COMMON_OBJ)
 # cellgate-registry, the package registry gateway: libcurl and
 # libmicrohttpd, never in the kernel
 CELLGATE_REGISTRY_OBJ := $(REGISTRY_OBJ) $(COMMON_OBJ)
+# cellgate-gateway, what `cellgate serve` runs: libmicrohttpd and libwslay,
+# never in the kernel
+CELLGATE_GATEWAY_OBJ := $(GATEWAY_OBJ) $(COMMON_OBJ)
 UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.c tests/unit/test_buf.c \
          tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
          tests/unit/test_boxfs.c tests/unit/test_download.c tests/unit/test_chan.c \
          tests/unit/test_kernel_modules.c tests/unit/test_regpath.c tests/unit/test_rewrite.c \
          tests/unit/test_regpolicy.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
-FUZZERS := wire connfile image marker download display regpath rewrite
+FUZZERS := wire connfile image marker download display regpath rewrite gwconvert
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps run test unit fuzz-replay check-style check-layers pytest bench fuzz valgrind \
         clean install-kernelspecs
 
-all: deps $(B)/cellgate $(B)/cellgate-fetch $(B)/cellgate-registry
+all: deps $(B)/cellgate $(B)/cellgate-fetch $(B)/cellgate-registry $(B)/cellgate-gateway
 
 deps:
 	@bash scripts/deps.sh
@@ -120,6 +126,10 @@ $(B)/cellgate-fetch: $(CELLGATE_FETCH_OBJ)
 # The registry gateway each kernel starts for its box, beside the binary.
 $(B)/cellgate-registry: $(CELLGATE_REGISTRY_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CURL_LIBS) $(MHD_LIBS) -o $@
+
+# `cellgate serve` execs this program beside the binary.
+$(B)/cellgate-gateway: $(CELLGATE_GATEWAY_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(MHD_LIBS) -lwslay -o $@
 
 # ---- run --------------------------------------------------------------------
 
@@ -162,6 +172,7 @@ $(B)/tests/replay_download $(B)/tests/test_download: LDLIBS += $(CURL_LIBS)
 $(B)/tests/replay_display: $(B)/kernel/display.o $(B)/kernel/image.o
 $(B)/tests/replay_regpath: $(B)/registry/regpath.o
 $(B)/tests/replay_rewrite: $(B)/registry/rewrite.o $(B)/registry/regpath.o
+$(B)/tests/replay_gwconvert: $(B)/gateway/convert.o
 $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
@@ -227,7 +238,7 @@ fuzz: deps
 	    mkdir -p $(B)/fuzz/$$f; \
 	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
 	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/tools/marker.c fetch/download.c \
-	        kernel/display.c registry/regpath.c registry/rewrite.c \
+	        kernel/display.c registry/regpath.c registry/rewrite.c gateway/convert.c \
 	        $(LDLIBS) $(CURL_LIBS) -o $(B)/fuzz/fuzz_$$f; \
 	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
 	done

@@ -12,6 +12,7 @@
 #include "kernel/kernel.h"
 #include "cli/kernelspec.h"
 #include "common/langs.h"
+#include "common/sibling.h"
 #include "common/version.h"
 
 #include <errno.h>
@@ -38,6 +39,8 @@ usage(FILE *f)
           "  doctor                          show languages and features of this machine\n"
           "  box [--keep-data] -- CMD [ARG...]\n"
           "                                  run one command in a fresh box (try the sandbox)\n"
+          "  serve [--ip ADDR] [--port N] [--token T]\n"
+          "                                  a Jupyter kernel gateway (REST + WebSocket)\n"
           "  display FILE [--mime TYPE]      in a kernel's code: show an image or HTML file\n"
           "                                  (in the box also as cellgate-display)\n"
           "\n"
@@ -373,6 +376,25 @@ cmd_box(int argc, char **argv)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* `cellgate serve ...`: the gateway is its own program beside this one
+ * (cellgate-gateway), so the kernel never maps the HTTP libraries; it gets
+ * the same arguments. */
+static int
+cmd_serve(int argc, char **argv)
+{
+    char prog[PATH_MAX];
+
+    if (sibling_path("cellgate-gateway", prog, sizeof prog) != 0 || access(prog, X_OK) != 0) {
+        fprintf(stderr, "cellgate serve: cellgate-gateway is not installed beside cellgate\n");
+        return 1;
+    }
+    argv[0] = prog;
+    execv(prog, argv);
+    fprintf(stderr, "cellgate serve: cannot run %s: %s\n", prog, strerror(errno));
+    (void)argc;
+    return 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -397,6 +419,8 @@ main(int argc, char **argv)
         return cmd_install(argc - 1, argv + 1);
     if (strcmp(cmd, "box") == 0)
         return cmd_box(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "display") == 0)
         return display_cmd_main(argc - 1, argv + 1, "cellgate display");
     if (strcmp(cmd, "doctor") == 0) {

@@ -8,7 +8,7 @@ PKGS=(
   # build
   build-essential pkg-config clang libclang-rt-14-dev
   libzmq3-dev libsodium-dev nettle-dev libjansson-dev libcmocka-dev libseccomp-dev libcurl4-openssl-dev
-  libmicrohttpd-dev
+  libmicrohttpd-dev libwslay-dev
   # the box's neighbours: bubblewrap for the box-creation benchmark
   bubblewrap
   # runtimes and the Jupyter side (Debian's /usr/bin/python3, never pyenv's)
@@ -16,6 +16,8 @@ PKGS=(
   python3-jupyter-client python3-nbclient python3-jupyter-kernel-test
   python3-nbformat python3-nbconvert python3-ipykernel python3-zmq python3-matplotlib python3-pandas python3-pil python3-plotly
   python3-pytest python3-jsonschema jupyter-console
+  # the gateway's real clients in tests/test_gateway.py
+  python3-websocket jupyter-server
   # toolchains of the languages cellgate runs (a missing one is reported by
   # `cellgate doctor` and gets no kernelspec; swift has no Debian package)
   nodejs ruby php-cli golang-go default-jdk-headless rustc kotlin

@@ -1,0 +1,48 @@
+/*
+ * channels.h - the /api/kernels/{id}/channels connections: each WebSocket
+ * tied to one kernel. Frames from a client are converted (convert.h) and
+ * sent to the kernel signed; messages from the kernel (handed here through
+ * the kernels module's sink) are converted and sent to the kernel's
+ * clients: iopub to all of them, replies on shell, control and stdin to
+ * the client whose session asked (to all when none matches).
+ */
+#ifndef CG_GW_CHANNELS_H
+#define CG_GW_CHANNELS_H
+
+#include "gateway/convert.h"
+#include "gateway/kernels.h"
+
+#include <stddef.h>
+#include <zmq.h>
+
+struct channels;
+
+/* An empty set of connections. NULL on no memory. */
+struct channels *channels_new(void);
+
+/* Closes every connection, frees the set and nulls *ch. Idempotent. */
+void channels_destroy(struct channels **ch);
+
+/* The sink to hand to kernels_new(): messages from kernels land here. */
+struct kernels_sink channels_sink(struct channels *ch);
+
+/*
+ * Ties a WebSocket on fd (an upgraded HTTP connection; urh is libmicrohttpd's
+ * upgrade handle, closed through it when the connection ends; extra/n:
+ * bytes read past the request) to kernel k, speaking form. Returns CG_OK
+ * or CG_ENOMEM (then the caller closes urh).
+ */
+int channels_attach(struct channels *ch, struct kernel *k, int fd, const char *extra, size_t n,
+                    enum convert_form form, void *urh);
+
+/* Closes the connections of k (going away): call before kernels_delete(). */
+void channels_kernel_gone(struct channels *ch, struct kernel *k);
+
+/* Fills items with the sockets to poll (at most max); returns how many. */
+size_t channels_pollitems(const struct channels *ch, zmq_pollitem_t *items, size_t max);
+
+/* Handles the n items channels_pollitems() filled, after zmq_poll, and
+ * frees connections that ended. */
+void channels_handle(struct channels *ch, const zmq_pollitem_t *items, size_t n);
+
+#endif

@@ -1,0 +1,624 @@
+/*
+ * http.c - the REST routes and the WebSocket upgrade on libmicrohttpd (see
+ * http.h). Requests are dispatched by a table of routes; a POST that starts
+ * or restarts a kernel is suspended until the kernel answers its
+ * kernel_info_request, so the loop never blocks on a kernel.
+ */
+#include "gateway/http.h"
+
+#include "common/buf.h"
+#include "common/cgerr.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/version.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <nettle/base64.h>
+#include <nettle/sha1.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_V1 "v1.kernel.websocket.jupyter.org"
+#define MAX_SEGS 6
+
+/* One request's state, from its first call to its completion. */
+struct req {
+    struct http *h;
+    struct MHD_Connection *conn;
+    char method[8];
+    char url[256];                /* the path, for the log line (no query) */
+    struct buf body;              /* the upload so far */
+    unsigned status;              /* what was answered, for the log line */
+    bool waiting;                 /* suspended until a kernel is ready */
+    bool resumed;                 /* answer now with the kernel's model */
+    unsigned ok_status;           /* 201 (start) or 200 (restart) */
+    char kernel[KERNEL_ID_MAX];   /* the kernel waited for / upgraded to */
+    double deadline;              /* answer anyway after this */
+    enum convert_form form;       /* for an upgrade */
+    struct req *next;             /* in h->waiting */
+};
+
+struct http {
+    struct MHD_Daemon *d;
+    struct http_opts o;
+    struct req *waiting;          /* suspended requests */
+};
+
+/* ---- answers ------------------------------------------------------------- */
+
+static enum MHD_Result
+answer(struct req *r, unsigned status, const char *ctype, void *body, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    if (ctype)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    r->status = status;
+    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+/* Answers with JSON j (stolen); NULL j answers 500. */
+static enum MHD_Result
+answer_json(struct req *r, unsigned status, json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) {
+        s = strdup("{\"reason\":\"Internal Server Error\",\"message\":\"no memory\"}");
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        if (!s)
+            return MHD_NO;
+    }
+    return answer(r, status, "application/json", s, strlen(s));
+}
+
+static enum MHD_Result
+answer_error(struct req *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static enum MHD_Result
+answer_error(struct req *r, unsigned status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const char *reason = MHD_get_reason_phrase_for(status);
+    return answer_json(r, status, json_pack("{s:s, s:s}", "reason", reason ? reason : "",
+                                            "message", msg));
+}
+
+static enum MHD_Result
+answer_empty(struct req *r, unsigned status)
+{
+    return answer(r, status, NULL, NULL, 0);
+}
+
+/* ---- auth ---------------------------------------------------------------- */
+
+static bool
+token_equal(const char *given, const char *want)
+{
+    size_t n = strlen(want);
+    return given && strlen(given) == n && sodium_memcmp(given, want, n) == 0;
+}
+
+/* Authorization: token T (or Bearer T), or ?token=T. */
+static bool
+authorized(const struct http *h, struct MHD_Connection *conn)
+{
+    const char *a = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+    if (a) {
+        if (strncasecmp(a, "token ", 6) == 0 && token_equal(a + 6, h->o.token))
+            return true;
+        if (strncasecmp(a, "bearer ", 7) == 0 && token_equal(a + 7, h->o.token))
+            return true;
+    }
+    return token_equal(MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "token"),
+                       h->o.token);
+}
+
+/* ---- routes -------------------------------------------------------------- */
+
+static enum MHD_Result
+get_api(struct req *r, char **seg)
+{
+    (void)seg;
+    return answer_json(r, MHD_HTTP_OK, json_pack("{s:s}", "version", CELLGATE_VERSION));
+}
+
+static enum MHD_Result
+get_kernelspecs(struct req *r, char **seg)
+{
+    (void)seg;
+    return answer_json(r, MHD_HTTP_OK, specs_all_json(r->h->o.specs, ""));
+}
+
+static enum MHD_Result
+get_kernelspec(struct req *r, char **seg)
+{
+    json_t *m = specs_model_json(r->h->o.specs, seg[2], "");
+    if (!m)
+        return answer_error(r, MHD_HTTP_NOT_FOUND, "Kernel spec %s not found", seg[2]);
+    return answer_json(r, MHD_HTTP_OK, m);
+}
+
+static enum MHD_Result
+get_resource(struct req *r, char **seg)
+{
+    unsigned char *data;
+    size_t len;
+    const char *ctype;
+    if (specs_resource(r->h->o.specs, seg[1], seg[2], &data, &len, &ctype) != CG_OK)
+        return answer_error(r, MHD_HTTP_NOT_FOUND, "No resource %s for kernel spec %s",
+                            seg[2], seg[1]);
+    return answer(r, MHD_HTTP_OK, ctype, data, len);
+}
+
+static enum MHD_Result
+get_kernels(struct req *r, char **seg)
+{
+    (void)seg;
+    return answer_json(r, MHD_HTTP_OK, kernels_list_json(r->h->o.kernels));
+}
+
+/* Suspends r until kernel k answers, then kernel_answer() replies. */
+static enum MHD_Result
+wait_ready(struct req *r, struct kernel *k, unsigned ok_status)
+{
+    snprintf(r->kernel, sizeof r->kernel, "%s", kernel_id(k));
+    r->ok_status = ok_status;
+    r->deadline = clock_now() + HTTP_READY_WAIT_S;
+    r->waiting = true;
+    r->next = r->h->waiting;
+    r->h->waiting = r;
+    MHD_suspend_connection(r->conn);
+    return MHD_YES;
+}
+
+static enum MHD_Result
+post_kernels(struct req *r, char **seg)
+{
+    json_error_t je;
+    json_t *body = r->body.len ? json_loadb(r->body.data, r->body.len, 0, &je) : json_object();
+    char err[512];
+    struct kernel *k;
+    enum MHD_Result rc;
+
+    (void)seg;
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return answer_error(r, MHD_HTTP_BAD_REQUEST, "the body must be a JSON object");
+    }
+    const char *name = json_string_value(json_object_get(body, "name"));
+    if (!name || !*name)
+        name = specs_default(r->h->o.specs);
+    const json_t *spec = specs_spec(r->h->o.specs, name);
+    json_t *env = json_object_get(body, "env");
+    if (!spec)
+        rc = answer_error(r, MHD_HTTP_NOT_FOUND, "No such kernel spec %s", name);
+    else if (env && !json_is_object(env))
+        rc = answer_error(r, MHD_HTTP_BAD_REQUEST, "env must be an object");
+    else if (kernels_start(r->h->o.kernels, name, spec, env, &k, err, sizeof err) != CG_OK)
+        rc = answer_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start %s: %s", name, err);
+    else
+        rc = wait_ready(r, k, MHD_HTTP_CREATED);
+    json_decref(body);
+    return rc;
+}
+
+static struct kernel *
+kernel_of(struct req *r, char **seg)
+{
+    return kernels_find(r->h->o.kernels, seg[2]);
+}
+
+static enum MHD_Result
+no_kernel(struct req *r, char **seg)
+{
+    return answer_error(r, MHD_HTTP_NOT_FOUND, "Kernel does not exist: %s", seg[2]);
+}
+
+static enum MHD_Result
+get_kernel(struct req *r, char **seg)
+{
+    struct kernel *k = kernel_of(r, seg);
+    return k ? answer_json(r, MHD_HTTP_OK, kernel_model_json(k)) : no_kernel(r, seg);
+}
+
+static enum MHD_Result
+delete_kernel(struct req *r, char **seg)
+{
+    struct kernel *k = kernel_of(r, seg);
+    if (!k)
+        return no_kernel(r, seg);
+    channels_kernel_gone(r->h->o.channels, k);
+    kernels_delete(r->h->o.kernels, &k);
+    return answer_empty(r, MHD_HTTP_NO_CONTENT);
+}
+
+static enum MHD_Result
+post_interrupt(struct req *r, char **seg)
+{
+    struct kernel *k = kernel_of(r, seg);
+    if (!k)
+        return no_kernel(r, seg);
+    if (kernel_interrupt(k) != CG_OK)
+        return answer_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot interrupt");
+    return answer_empty(r, MHD_HTTP_NO_CONTENT);
+}
+
+static enum MHD_Result
+post_restart(struct req *r, char **seg)
+{
+    struct kernel *k = kernel_of(r, seg);
+    char err[512];
+    if (!k)
+        return no_kernel(r, seg);
+    if (kernel_restart(k, err, sizeof err) != CG_OK)
+        return answer_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot restart: %s", err);
+    return wait_ready(r, k, MHD_HTTP_OK);
+}
+
+/* The upgraded socket: from now on a WebSocket of the channels module. */
+static void
+upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const char *extra_in,
+         size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    struct http *h = cls;
+    struct req *r = req_cls;
+    struct kernel *k = kernels_find(h->o.kernels, r->kernel);
+    (void)conn;
+    if (!k || channels_attach(h->o.channels, k, sock, extra_in, extra_in_size, r->form, urh)
+                  != CG_OK)
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+/* Does a comma-separated header value list hold token (case-insensitive)? */
+static bool
+header_has(const char *value, const char *token)
+{
+    size_t n = strlen(token);
+    for (const char *p = value; p && *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        const char *end = p + strcspn(p, ",");
+        const char *e = end;
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if ((size_t)(e - p) == n && strncasecmp(p, token, n) == 0)
+            return true;
+        p = end;
+    }
+    return false;
+}
+
+static enum MHD_Result
+get_channels(struct req *r, char **seg)
+{
+    struct MHD_Connection *c = r->conn;
+    const char *upgrade = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Upgrade");
+    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+    const char *version = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                      "Sec-WebSocket-Version");
+    const char *protos = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                     "Sec-WebSocket-Protocol");
+    struct kernel *k = kernel_of(r, seg);
+
+    if (!k)
+        return no_kernel(r, seg);
+    if (!header_has(upgrade, "websocket") || !key || !version || strcmp(version, "13") != 0
+        || strlen(key) > 64)
+        return answer_error(r, MHD_HTTP_BAD_REQUEST, "a WebSocket upgrade (version 13) is "
+                            "required");
+    /* Sec-WebSocket-Accept: base64(SHA-1(key + GUID)), RFC 6455 4.2.2. */
+    struct sha1_ctx sc;
+    uint8_t digest[SHA1_DIGEST_SIZE];
+    char accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) + 1];
+    sha1_init(&sc);
+    sha1_update(&sc, strlen(key), (const uint8_t *)key);
+    sha1_update(&sc, sizeof WS_GUID - 1, (const uint8_t *)WS_GUID);
+    sha1_digest(&sc, SHA1_DIGEST_SIZE, digest);
+    base64_encode_raw(accept, SHA1_DIGEST_SIZE, digest);
+    accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
+
+    snprintf(r->kernel, sizeof r->kernel, "%s", kernel_id(k));
+    r->form = header_has(protos, WS_V1) ? CONVERT_V1 : CONVERT_JSON;
+    struct MHD_Response *resp = MHD_create_response_for_upgrade(upgraded, r->h);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "websocket");
+    MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept);
+    if (r->form == CONVERT_V1)
+        MHD_add_response_header(resp, "Sec-WebSocket-Protocol", WS_V1);
+    r->status = MHD_HTTP_SWITCHING_PROTOCOLS;
+    enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+/* A route: a method and a path pattern of literal segments and "*". */
+struct route {
+    const char *method;
+    const char *pattern[MAX_SEGS];
+    enum MHD_Result (*fn)(struct req *r, char **seg);
+};
+
+static const struct route routes[] = {
+    { "GET", { "api" }, get_api },
+    { "GET", { "api", "kernelspecs" }, get_kernelspecs },
+    { "GET", { "api", "kernelspecs", "*" }, get_kernelspec },
+    { "GET", { "kernelspecs", "*", "*" }, get_resource },
+    { "GET", { "api", "kernels" }, get_kernels },
+    { "POST", { "api", "kernels" }, post_kernels },
+    { "GET", { "api", "kernels", "*" }, get_kernel },
+    { "DELETE", { "api", "kernels", "*" }, delete_kernel },
+    { "POST", { "api", "kernels", "*", "interrupt" }, post_interrupt },
+    { "POST", { "api", "kernels", "*", "restart" }, post_restart },
+    { "GET", { "api", "kernels", "*", "channels" }, get_channels },
+};
+
+/* Splits path into at most MAX_SEGS non-empty segments (in place). Returns
+ * the count, or -1 with more segments or an empty one inside. */
+static int
+split(char *path, char **seg)
+{
+    int n = 0;
+    char *p = path;
+    while (*p == '/')
+        p++;
+    while (*p) {
+        if (n == MAX_SEGS)
+            return -1;
+        seg[n++] = p;
+        char *slash = strchr(p, '/');
+        if (!slash)
+            break;
+        *slash = '\0';
+        p = slash + 1;
+        if (*p == '/')
+            return -1;
+    }
+    return n;
+}
+
+static enum MHD_Result
+route(struct req *r, const char *url)
+{
+    char path[1024], *seg[MAX_SEGS];
+    bool path_known = false;
+
+    if (strlen(url) >= sizeof path)
+        return answer_error(r, MHD_HTTP_NOT_FOUND, "no such path");
+    memcpy(path, url, strlen(url) + 1);
+    int n = split(path, seg);
+    for (size_t i = 0; n >= 0 && i < sizeof routes / sizeof routes[0]; i++) {
+        const struct route *rt = &routes[i];
+        int m = 0;
+        while (m < MAX_SEGS && rt->pattern[m])
+            m++;
+        if (m != n)
+            continue;
+        bool match = true;
+        for (int j = 0; j < n && match; j++)
+            match = strcmp(rt->pattern[j], "*") == 0 || strcmp(rt->pattern[j], seg[j]) == 0;
+        if (!match)
+            continue;
+        path_known = true;
+        if (strcmp(rt->method, r->method) == 0)
+            return rt->fn(r, seg);
+    }
+    if (path_known)
+        return answer_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not allowed here",
+                            r->method);
+    return answer_error(r, MHD_HTTP_NOT_FOUND, "no such path: %s", url);
+}
+
+/* ---- libmicrohttpd callbacks --------------------------------------------- */
+
+/* The answer to a request that waited for its kernel. */
+static enum MHD_Result
+answer_waited(struct req *r)
+{
+    struct kernel *k = kernels_find(r->h->o.kernels, r->kernel);
+    if (!k)
+        return answer_error(r, MHD_HTTP_NOT_FOUND, "Kernel does not exist: %s", r->kernel);
+    if (kernel_dead(k))
+        return answer_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "Kernel %s died while starting "
+                            "(the gateway's log says why)", r->kernel);
+    json_t *m = kernel_model_json(k);
+    struct MHD_Response *resp;
+    char *s = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    json_decref(m);
+    if (!s || !(resp = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE))) {
+        free(s);
+        return MHD_NO;
+    }
+    char loc[80];
+    snprintf(loc, sizeof loc, "/api/kernels/%s", r->kernel);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (r->ok_status == MHD_HTTP_CREATED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, loc);
+    r->status = r->ok_status;
+    enum MHD_Result rc = MHD_queue_response(r->conn, r->ok_status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+           const char *version, const char *upload, size_t *upload_size, void **req_cls)
+{
+    struct http *h = cls;
+    struct req *r = *req_cls;
+    (void)version;
+
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->h = h;
+        r->conn = conn;
+        snprintf(r->method, sizeof r->method, "%s", method);
+        snprintf(r->url, sizeof r->url, "%s", url);
+        *req_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (r->body.len + *upload_size > HTTP_MAX_BODY || buf_add(&r->body, upload, *upload_size)
+                                                              != CG_OK)
+            return MHD_NO;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->resumed) {
+        r->resumed = false;
+        return answer_waited(r);
+    }
+    if (r->waiting)
+        return MHD_YES;
+    if (!authorized(h, conn))
+        return answer_error(r, MHD_HTTP_UNAUTHORIZED, "a valid token is required "
+                            "(Authorization: token T, or ?token=T)");
+    return route(r, url);
+}
+
+static void
+unlink_waiting(struct http *h, struct req *r)
+{
+    for (struct req **pp = &h->waiting; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    r->waiting = false;
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+             enum MHD_RequestTerminationCode toe)
+{
+    struct http *h = cls;
+    struct req *r = *req_cls;
+    (void)conn;
+    (void)toe;
+    if (!r)
+        return;
+    if (r->waiting)
+        unlink_waiting(h, r);
+    log_info("%s %s %u", r->method, r->url, r->status);
+    buf_free(&r->body);
+    free(r);
+    *req_cls = NULL;
+}
+
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    (void)cls;
+    vsnprintf(line, sizeof line, fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    log_warn("http: %s", line);
+}
+
+/* ---- the server ---------------------------------------------------------- */
+
+struct http *
+http_new(const struct http_opts *o, char *err, size_t errlen)
+{
+    struct http *h = calloc(1, sizeof *h);
+    struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)o->port) };
+    struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons((uint16_t)o->port) };
+    const struct sockaddr *sa;
+    unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_UPGRADE | MHD_ALLOW_SUSPEND_RESUME
+                         | MHD_USE_ERROR_LOG;
+
+    if (!h) {
+        cg_fail(err, errlen, CG_ENOMEM, "no memory");
+        return NULL;
+    }
+    h->o = *o;
+    if (inet_pton(AF_INET, o->ip, &a4.sin_addr) == 1) {
+        sa = (const struct sockaddr *)&a4;
+    } else if (inet_pton(AF_INET6, o->ip, &a6.sin6_addr) == 1) {
+        sa = (const struct sockaddr *)&a6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        free(h);
+        cg_fail(err, errlen, CG_EINVAL, "--ip %s is not an IPv4 or IPv6 address", o->ip);
+        return NULL;
+    }
+    h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+                            MHD_OPTION_SOCK_ADDR, sa,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+                            MHD_OPTION_END);
+    if (!h->d) {
+        free(h);
+        cg_fail(err, errlen, CG_ESYS, "cannot listen on %s port %d", o->ip, o->port);
+        return NULL;
+    }
+    return h;
+}
+
+void
+http_destroy(struct http **hp)
+{
+    if (!hp || !*hp)
+        return;
+    struct http *h = *hp;
+    while (h->waiting) {
+        struct req *r = h->waiting;
+        unlink_waiting(h, r);
+        MHD_resume_connection(r->conn);
+    }
+    MHD_stop_daemon(h->d);
+    free(h);
+    *hp = NULL;
+}
+
+int
+http_fd(const struct http *h)
+{
+    const union MHD_DaemonInfo *i = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
+    return i ? i->epoll_fd : -1;
+}
+
+long
+http_timeout_ms(const struct http *h)
+{
+    MHD_UNSIGNED_LONG_LONG t;
+    if (MHD_get_timeout(h->d, &t) != MHD_YES)
+        return -1;
+    return t > 60000 ? 60000 : (long)t;
+}
+
+void
+http_run(struct http *h)
+{
+    double now = clock_now();
+    for (struct req *r = h->waiting, *next; r; r = next) {
+        next = r->next;
+        struct kernel *k = kernels_find(h->o.kernels, r->kernel);
+        if (k && !kernel_ready(k) && !kernel_dead(k) && now < r->deadline)
+            continue;
+        unlink_waiting(h, r);
+        r->resumed = true;
+        MHD_resume_connection(r->conn);
+    }
+    MHD_run(h->d);
+}

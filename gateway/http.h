@@ -1,0 +1,51 @@
+/*
+ * http.h - the gateway's HTTP side: libmicrohttpd in external-poll mode
+ * (its epoll fd is polled by the gateway's one loop), token auth on every
+ * route, and the Jupyter Kernel Gateway REST API: /api, /api/kernelspecs,
+ * /kernelspecs/{name}/{file}, /api/kernels and each kernel's interrupt,
+ * restart and channels (the WebSocket upgrade, handed to channels.h).
+ * Errors are JSON {"reason", "message"} with their status.
+ */
+#ifndef CG_GW_HTTP_H
+#define CG_GW_HTTP_H
+
+#include "gateway/channels.h"
+#include "gateway/kernels.h"
+#include "gateway/specs.h"
+
+#include <stddef.h>
+
+struct http;
+
+/* What the HTTP side serves and how. All borrowed; they outlive it. */
+struct http_opts {
+    const char *ip;               /* address to listen on */
+    int port;
+    const char *token;            /* every request must carry it */
+    struct specs *specs;
+    struct kernels *kernels;
+    struct channels *channels;
+};
+
+/* Seconds POST /api/kernels and restart wait for a kernel to answer. */
+#define HTTP_READY_WAIT_S 60.0
+/* Largest request body accepted. */
+#define HTTP_MAX_BODY (1u << 20)
+
+/* Listens and returns the server, or NULL with err filled. */
+struct http *http_new(const struct http_opts *o, char *err, size_t errlen);
+
+/* Stops listening, frees and nulls *h. Idempotent. */
+void http_destroy(struct http **h);
+
+/* The fd the loop polls for readability (libmicrohttpd's epoll fd). */
+int http_fd(const struct http *h);
+
+/* Most milliseconds the loop may wait before http_run() (-1: no limit). */
+long http_timeout_ms(const struct http *h);
+
+/* Does the HTTP work that is ready, then answers requests that were
+ * waiting for a kernel that is now ready (or waited long enough). */
+void http_run(struct http *h);
+
+#endif

@@ -1,0 +1,534 @@
+/*
+ * kernels.c - kernel processes and the gateway's ZeroMQ sockets to them
+ * (see kernels.h).
+ */
+#include "gateway/kernels.h"
+
+#include "common/cgerr.h"
+#include "common/clock.h"
+#include "common/connfile.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define RECV_BURST 64          /* messages taken from one socket per round */
+#define ENV_MAX 512            /* environment entries of a kernel process */
+
+/* The sockets the gateway holds per kernel, in pollitem order. */
+enum { S_SHELL, S_IOPUB, S_STDIN, S_CONTROL, S_COUNT };
+static const char *const sock_names[S_COUNT] = { "shell", "iopub", "stdin", "control" };
+static const enum channel sock_channel[S_COUNT] = { CH_SHELL, CH_IOPUB, CH_STDIN, CH_CONTROL };
+
+struct kernel {
+    struct kernels *ks;           /* the table it belongs to */
+    char id[37];                  /* the model's id: a uuid4 with dashes */
+    char name[128];               /* its kernelspec */
+    json_t *spec;                 /* kernel.json (a reference), for restarts */
+    json_t *env;                  /* the request's env (a reference or NULL) */
+    pid_t pid;                    /* the process, -1 once it exited */
+    unsigned gen;                 /* processes started so far (restarts + 1) */
+    char connfile[300];           /* this process's connection file */
+    wire_t *wire;                 /* signing with this process's key */
+    void *sock[S_COUNT];          /* DEALERs and the iopub SUB */
+    char last_activity[40];       /* ISO time of the last message either way */
+    char state[16];               /* execution_state from iopub status */
+    int connections;              /* open WebSocket connections */
+    bool ready;                   /* kernel_info_reply seen */
+    char info_id[33];             /* msg_id of our kernel_info_request */
+    struct kernel *next;
+};
+
+/* A process shut down, waiting to exit or to be killed. */
+struct retired {
+    pid_t pid;
+    double deadline;              /* SIGKILL at this clock_now() */
+    char connfile[300];           /* removed once it exited */
+    struct retired *next;
+};
+
+struct kernels {
+    void *zctx;
+    char rundir[160];             /* short: ipc paths must fit sun_path */
+    struct kernels_sink sink;
+    struct kernel *head;
+    struct retired *retired;
+};
+
+struct kernels *
+kernels_new(void *zctx, const char *rundir, struct kernels_sink sink)
+{
+    struct kernels *ks = calloc(1, sizeof *ks);
+    if (!ks || strlen(rundir) >= 80) { /* ipc paths must fit in sun_path */
+        free(ks);
+        return NULL;
+    }
+    ks->zctx = zctx;
+    snprintf(ks->rundir, sizeof ks->rundir, "%s", rundir);
+    ks->sink = sink;
+    return ks;
+}
+
+const char *
+kernel_id(const struct kernel *k)
+{
+    return k->id;
+}
+
+bool
+kernel_ready(const struct kernel *k)
+{
+    return k->ready;
+}
+
+bool
+kernel_dead(const struct kernel *k)
+{
+    return k->pid < 0 && strcmp(k->state, "dead") == 0;
+}
+
+void
+kernel_add_connection(struct kernel *k, int delta)
+{
+    k->connections += delta;
+}
+
+json_t *
+kernel_model_json(const struct kernel *k)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:i}", "id", k->id, "name", k->name, "last_activity",
+                     k->last_activity, "execution_state", k->state, "connections",
+                     k->connections);
+}
+
+json_t *
+kernels_list_json(const struct kernels *ks)
+{
+    json_t *a = json_array();
+    for (const struct kernel *k = ks->head; a && k; k = k->next)
+        json_array_append_new(a, kernel_model_json(k));
+    return a;
+}
+
+struct kernel *
+kernels_find(struct kernels *ks, const char *id)
+{
+    for (struct kernel *k = ks->head; k; k = k->next)
+        if (strcmp(k->id, id) == 0)
+            return k;
+    return NULL;
+}
+
+/* Writes the connection file of the next process of k and fills cf. */
+static int
+write_connfile(struct kernel *k, connfile_t *cf, char *key, char *err, size_t errlen)
+{
+    char a[33], b[33];
+
+    wire_new_id(a);
+    wire_new_id(b);
+    snprintf(key, 65, "%s%s", a, b);
+    memset(cf, 0, sizeof *cf);
+    snprintf(cf->transport, sizeof cf->transport, "ipc");
+    snprintf(cf->ip, sizeof cf->ip, "%.80s/k%.12s-%u", k->ks->rundir, k->id, k->gen);
+    snprintf(cf->scheme, sizeof cf->scheme, "hmac-sha256");
+    cf->key = key;
+    for (int ch = 0; ch < CH_COUNT; ch++)
+        cf->ports[ch] = ch + 1;
+    snprintf(k->connfile, sizeof k->connfile, "%.80s/kernel-%s-%u.json", k->ks->rundir, k->id,
+             k->gen);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "transport", "ipc", "ip", cf->ip, "key",
+                          key, "signature_scheme", cf->scheme, "kernel_name", k->name);
+    for (int ch = 0; j && ch < CH_COUNT; ch++)
+        json_object_set_new(j, connfile_port_name((enum channel)ch), json_integer(cf->ports[ch]));
+    int fd = open(k->connfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int rc = j && fd >= 0 && json_dumpfd(j, fd, JSON_INDENT(2)) == 0 ? CG_OK : CG_ESYS;
+    if (fd >= 0)
+        close(fd);
+    json_decref(j);
+    if (rc != CG_OK)
+        return cg_fail(err, errlen, rc, "cannot write %s: %s", k->connfile, strerror(errno));
+    return CG_OK;
+}
+
+/* Builds the process environment: ours, the kernelspec's env, then the
+ * request's KERNEL_* variables. Entries are malloc'd into strs. */
+static size_t
+build_env(const struct kernel *k, char **envp, size_t max)
+{
+    size_t n = 0;
+    const char *key;
+    json_t *v;
+
+    for (char **e = environ; *e && n + 1 < max; e++)
+        envp[n++] = strdup(*e);
+    json_t *specenv = json_object_get(k->spec, "env");
+    json_object_foreach(specenv, key, v)
+        if (json_is_string(v) && n + 1 < max && asprintf(&envp[n], "%s=%s", key,
+                                                          json_string_value(v)) >= 0)
+            n++;
+    json_object_foreach(k->env, key, v)
+        if (strncmp(key, "KERNEL_", 7) == 0 && !strchr(key, '=') && json_is_string(v)
+            && n + 1 < max && asprintf(&envp[n], "%s=%s", key, json_string_value(v)) >= 0)
+            n++;
+    envp[n] = NULL;
+    return n;
+}
+
+/* Starts the process for the current connection file. */
+static int
+spawn(struct kernel *k, char *err, size_t errlen)
+{
+    json_t *argvj = json_object_get(k->spec, "argv");
+    size_t argc = json_array_size(argvj);
+    char *argv[64], *envp[ENV_MAX];
+    int rc = CG_OK;
+
+    if (argc == 0 || argc >= 64)
+        return cg_fail(err, errlen, CG_EINVAL, "kernelspec %s: bad argv", k->name);
+    for (size_t i = 0; i < argc; i++) {
+        const char *a = json_string_value(json_array_get(argvj, i));
+        argv[i] = (char *)(a && strcmp(a, "{connection_file}") == 0 ? k->connfile : a ? a : "");
+    }
+    argv[argc] = NULL;
+    size_t n = build_env(k, envp, ENV_MAX);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0); /* a ^C at the gateway's terminal is not the kernel's */
+        close_range(3, ~0U, 0);
+        execve(argv[0], argv, envp);
+        _exit(127);
+    }
+    if (pid < 0)
+        rc = cg_fail(err, errlen, CG_ESYS, "fork: %s", strerror(errno));
+    for (size_t i = 0; i < n; i++)
+        free(envp[i]);
+    k->pid = pid;
+    return rc;
+}
+
+/* Opens and connects the gateway's sockets to the current process. */
+static int
+connect_sockets(struct kernel *k, const connfile_t *cf, char *err, size_t errlen)
+{
+    static const int types[S_COUNT] = { ZMQ_DEALER, ZMQ_SUB, ZMQ_DEALER, ZMQ_DEALER };
+    char ep[512];
+
+    for (int s = 0; s < S_COUNT; s++) {
+        int zero = 0, ivl = 20;
+        k->sock[s] = zmq_socket(k->ks->zctx, types[s]);
+        if (!k->sock[s])
+            return cg_fail(err, errlen, CG_ESYS, "zmq_socket: %s", zmq_strerror(errno));
+        zmq_setsockopt(k->sock[s], ZMQ_LINGER, &zero, sizeof zero);
+        zmq_setsockopt(k->sock[s], ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+        if (s == S_IOPUB)
+            zmq_setsockopt(k->sock[s], ZMQ_SUBSCRIBE, "", 0);
+        connfile_endpoint(cf, sock_channel[s], ep, sizeof ep);
+        if (zmq_connect(k->sock[s], ep) != 0)
+            return cg_fail(err, errlen, CG_ESYS, "connect %s: %s", ep, zmq_strerror(errno));
+    }
+    return CG_OK;
+}
+
+/* Sends a message the gateway itself makes; returns its msg_id in id. */
+static int
+send_own(struct kernel *k, int s, const char *type, json_t *content, char id[33])
+{
+    wire_msg_t *m = wire_msg_new(k->wire, type, NULL);
+    int rc = CG_ENOMEM;
+
+    if (m && content) {
+        json_decref(m->content);
+        m->content = json_incref(content);
+    }
+    if (m) {
+        rc = wire_send(k->wire, k->sock[s], m);
+        if (id)
+            snprintf(id, 33, "%s", json_string_value(json_object_get(m->header, "msg_id")));
+    }
+    wire_msg_destroy(&m);
+    json_decref(content);
+    return rc;
+}
+
+/* A new process for k: connection file, process, sockets, kernel_info. */
+static int
+launch(struct kernel *k, char *err, size_t errlen)
+{
+    connfile_t cf;
+    char key[65];
+    int rc;
+
+    k->gen++;
+    if ((rc = write_connfile(k, &cf, key, err, errlen)) != CG_OK)
+        return rc;
+    k->wire = wire_new(cf.scheme, key, 0, err, errlen);
+    if (!k->wire)
+        return CG_ENOMEM;
+    if ((rc = connect_sockets(k, &cf, err, errlen)) != CG_OK)
+        return rc;
+    if ((rc = spawn(k, err, errlen)) != CG_OK)
+        return rc;
+    k->ready = false;
+    snprintf(k->state, sizeof k->state, "starting");
+    wire_now_iso(k->last_activity);
+    return send_own(k, S_SHELL, "kernel_info_request", NULL, k->info_id);
+}
+
+/* Asks the current process to exit and hands it to the reaper; closes the
+ * sockets (control lingers so the request still leaves). */
+static void
+retire(struct kernel *k)
+{
+    if (k->pid > 0 && k->sock[S_CONTROL]) {
+        int linger = 1000;
+        send_own(k, S_CONTROL, "shutdown_request", json_pack("{s:b}", "restart", 0), NULL);
+        zmq_setsockopt(k->sock[S_CONTROL], ZMQ_LINGER, &linger, sizeof linger);
+    }
+    for (int s = 0; s < S_COUNT; s++) {
+        if (k->sock[s])
+            zmq_close(k->sock[s]);
+        k->sock[s] = NULL;
+    }
+    wire_destroy(&k->wire);
+    struct retired *r = calloc(1, sizeof *r);
+    if (r) {
+        r->pid = k->pid;
+        r->deadline = clock_now() + KERNELS_GRACE_S;
+        snprintf(r->connfile, sizeof r->connfile, "%s", k->connfile);
+        r->next = k->ks->retired;
+        k->ks->retired = r;
+    } else if (k->pid > 0) {
+        kill(k->pid, SIGKILL);
+    }
+    k->pid = -1;
+}
+
+static void
+free_kernel(struct kernel *k)
+{
+    json_decref(k->spec);
+    json_decref(k->env);
+    free(k);
+}
+
+int
+kernels_start(struct kernels *ks, const char *name, const json_t *spec, const json_t *env,
+              struct kernel **out, char *err, size_t errlen)
+{
+    struct kernel *k = calloc(1, sizeof *k);
+    int rc;
+
+    *out = NULL;
+    if (!k)
+        return cg_fail(err, errlen, CG_ENOMEM, "no memory");
+    k->ks = ks;
+    k->pid = -1;
+    char hex[33];
+    wire_new_id(hex); /* as 8-4-4-4-12: jupyter_server's routes expect dashes */
+    snprintf(k->id, sizeof k->id, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
+             hex + 20);
+    snprintf(k->name, sizeof k->name, "%s", name);
+    k->spec = json_deep_copy(spec);
+    k->env = json_is_object(env) ? json_deep_copy(env) : NULL;
+    if ((rc = launch(k, err, errlen)) != CG_OK) {
+        retire(k);
+        free_kernel(k);
+        return rc;
+    }
+    k->next = ks->head;
+    ks->head = k;
+    *out = k;
+    log_info("kernel %s (%s) started, pid %d", k->id, name, (int)k->pid);
+    return CG_OK;
+}
+
+int
+kernel_send(struct kernel *k, const char *channel, const wire_msg_t *m)
+{
+    int s = -1;
+    for (int i = 0; i < S_COUNT; i++)
+        if (i != S_IOPUB && strcmp(channel, sock_names[i]) == 0)
+            s = i;
+    if (s < 0)
+        return CG_EINVAL;
+    if (!k->sock[s])
+        return CG_ESYS;
+    wire_now_iso(k->last_activity);
+    return wire_send(k->wire, k->sock[s], m);
+}
+
+int
+kernel_interrupt(struct kernel *k)
+{
+    const char *mode = json_string_value(json_object_get(k->spec, "interrupt_mode"));
+    if (mode && strcmp(mode, "message") == 0)
+        return send_own(k, S_CONTROL, "interrupt_request", NULL, NULL);
+    if (k->pid > 0 && kill(k->pid, SIGINT) != 0)
+        return CG_ESYS;
+    return CG_OK;
+}
+
+/* Tells clients about a state change: an iopub status the gateway makes. */
+static void
+publish_status(struct kernel *k, const char *state)
+{
+    wire_msg_t *m = k->wire ? wire_msg_new(k->wire, "status", NULL) : NULL;
+    if (!m)
+        return;
+    json_object_set_new(m->content, "execution_state", json_string(state));
+    k->ks->sink.on_msg(k->ks->sink.ctx, k, "iopub", m);
+    wire_msg_destroy(&m);
+}
+
+int
+kernel_restart(struct kernel *k, char *err, size_t errlen)
+{
+    publish_status(k, "restarting");
+    retire(k);
+    int rc = launch(k, err, errlen);
+    log_info("kernel %s restarted, pid %d", k->id, (int)k->pid);
+    return rc;
+}
+
+void
+kernels_delete(struct kernels *ks, struct kernel **kp)
+{
+    struct kernel *k = *kp;
+    if (!k)
+        return;
+    for (struct kernel **pp = &ks->head; *pp; pp = &(*pp)->next)
+        if (*pp == k) {
+            *pp = k->next;
+            break;
+        }
+    retire(k);
+    log_info("kernel %s deleted", k->id);
+    free_kernel(k);
+    *kp = NULL;
+}
+
+size_t
+kernels_pollitems(const struct kernels *ks, zmq_pollitem_t *items, size_t max)
+{
+    size_t n = 0;
+    for (const struct kernel *k = ks->head; k; k = k->next)
+        for (int s = 0; s < S_COUNT && n < max; s++)
+            items[n++] = (zmq_pollitem_t){ .socket = k->sock[s], .events = ZMQ_POLLIN };
+    return n;
+}
+
+/* One message from socket s of k: bookkeeping, then to the sink. */
+static void
+take(struct kernel *k, int s, const wire_msg_t *m)
+{
+    const char *type = wire_msg_type(m);
+
+    wire_now_iso(k->last_activity);
+    if (s == S_IOPUB && strcmp(type, "status") == 0) {
+        const char *st = json_string_value(json_object_get(m->content, "execution_state"));
+        if (st && strlen(st) < sizeof k->state)
+            snprintf(k->state, sizeof k->state, "%s", st);
+    }
+    if (s == S_SHELL && !k->ready) {
+        const char *parent = json_string_value(json_object_get(m->parent, "msg_id"));
+        if (parent && strcmp(parent, k->info_id) == 0) {
+            k->ready = true;
+            if (strcmp(k->state, "starting") == 0)
+                snprintf(k->state, sizeof k->state, "idle");
+            return; /* our own request: no client asked */
+        }
+    }
+    k->ks->sink.on_msg(k->ks->sink.ctx, k, sock_names[s], m);
+}
+
+void
+kernels_handle(struct kernels *ks, const zmq_pollitem_t *items, size_t n)
+{
+    size_t i = 0;
+    for (struct kernel *k = ks->head; k && i < n; k = k->next) {
+        for (int s = 0; s < S_COUNT && i < n; s++, i++) {
+            if (!(items[i].revents & ZMQ_POLLIN) || items[i].socket != k->sock[s])
+                continue;
+            for (int burst = 0; burst < RECV_BURST; burst++) {
+                wire_msg_t *m = NULL;
+                char err[256];
+                int rc = wire_recv(k->wire, k->sock[s], ZMQ_DONTWAIT, &m, err, sizeof err);
+                if (rc == CG_ESYS)
+                    break;
+                if (rc != CG_OK) {
+                    log_warn("kernel %s: %s: dropped a message: %s", k->id, sock_names[s], err);
+                    continue;
+                }
+                take(k, s, m);
+                wire_msg_destroy(&m);
+            }
+        }
+    }
+}
+
+void
+kernels_tick(struct kernels *ks)
+{
+    double now = clock_now();
+    int status;
+
+    for (struct retired **pp = &ks->retired; *pp;) {
+        struct retired *r = *pp;
+        pid_t w = r->pid > 0 ? waitpid(r->pid, &status, WNOHANG) : r->pid;
+        if (w != 0) {
+            unlink(r->connfile);
+            *pp = r->next;
+            free(r);
+            continue;
+        }
+        if (now > r->deadline) {
+            kill(r->pid, SIGKILL);
+            r->deadline = now + 60;
+        }
+        pp = &r->next;
+    }
+    for (struct kernel *k = ks->head; k; k = k->next)
+        if (k->pid > 0 && waitpid(k->pid, &status, WNOHANG) == k->pid) {
+            log_warn("kernel %s: process %d exited (status %d)", k->id, (int)k->pid, status);
+            k->pid = -1;
+            snprintf(k->state, sizeof k->state, "dead");
+            publish_status(k, "dead");
+        }
+}
+
+void
+kernels_destroy(struct kernels **ksp)
+{
+    struct kernels *ks = ksp ? *ksp : NULL;
+    if (!ks)
+        return;
+    while (ks->head) {
+        struct kernel *k = ks->head;
+        kernels_delete(ks, &k);
+    }
+    double until = clock_now() + KERNELS_GRACE_S + 1;
+    while (ks->retired && clock_now() < until) {
+        kernels_tick(ks);
+        usleep(20000);
+    }
+    for (struct retired *r = ks->retired, *next; r; r = next) {
+        next = r->next;
+        if (r->pid > 0) {
+            kill(r->pid, SIGKILL);
+            waitpid(r->pid, NULL, 0);
+        }
+        unlink(r->connfile);
+        free(r);
+    }
+    free(ks);
+    *ksp = NULL;
+}

@@ -1,0 +1,117 @@
+/*
+ * kernels.h - the kernels a gateway runs: each a `cellgate kernel -f FILE`
+ * process started from a kernelspec's argv with a connection file the
+ * gateway writes (ipc sockets in the gateway's private directory, a fresh
+ * random key per process), and the ZeroMQ sockets the gateway speaks to
+ * it through common/wire.h, like any Jupyter client. Messages from a
+ * kernel leave this module through the sink it was handed, never by a
+ * call upward.
+ */
+#ifndef CG_GW_KERNELS_H
+#define CG_GW_KERNELS_H
+
+#include "common/wire.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <zmq.h>
+
+struct kernels;
+struct kernel;
+
+/* Where messages from kernels go (the channels module). */
+struct kernels_sink {
+    /* A message from kernel k on channel ("iopub", "shell", "stdin",
+     * "control"); m is borrowed for the call. Must not start or delete
+     * kernels. */
+    void (*on_msg)(void *ctx, struct kernel *k, const char *channel, const wire_msg_t *m);
+    void *ctx;
+};
+
+/* Seconds a kernel has to exit after its shutdown_request before SIGKILL. */
+#define KERNELS_GRACE_S 3.0
+/* Most sockets kernels_pollitems() fills per kernel. */
+#define KERNELS_ITEMS_PER_KERNEL 4
+
+/*
+ * A kernel table. zctx: the ZeroMQ context; rundir: a private directory
+ * (0700) for connection files and ipc sockets, under 80 characters (ipc
+ * paths must fit a socket address). Returns NULL on no memory or a longer
+ * rundir.
+ */
+struct kernels *kernels_new(void *zctx, const char *rundir, struct kernels_sink sink);
+
+/* Shuts every kernel down (shutdown_request, then SIGKILL after the
+ * grace), waits for them, frees the table and nulls *ks. Idempotent. */
+void kernels_destroy(struct kernels **ks);
+
+/*
+ * Starts a kernel of kernelspec name whose kernel.json is spec (borrowed;
+ * its argv and env are used). env (borrowed, may be NULL): the request's
+ * variables; only KERNEL_* ones reach the process. On CG_OK *out is the new
+ * kernel (owned by the table), starting. Otherwise err says why.
+ */
+int kernels_start(struct kernels *ks, const char *name, const json_t *spec, const json_t *env,
+                  struct kernel **out, char *err, size_t errlen);
+
+/* The kernel with that id, or NULL. */
+struct kernel *kernels_find(struct kernels *ks, const char *id);
+
+/* GET /api/kernels: the models of every kernel (a new reference). */
+json_t *kernels_list_json(const struct kernels *ks);
+
+/* A kernel's model {"id", "name", "last_activity", "execution_state",
+ * "connections"} (a new reference, NULL on no memory). */
+json_t *kernel_model_json(const struct kernel *k);
+
+/* The kernel's id: a uuid4 as 36 characters, 8-4-4-4-12. */
+#define KERNEL_ID_MAX 37 /* with the NUL */
+const char *kernel_id(const struct kernel *k);
+
+/* True once the kernel answered the gateway's kernel_info_request. */
+bool kernel_ready(const struct kernel *k);
+
+/* True once the kernel's process exited on its own (state "dead"). */
+bool kernel_dead(const struct kernel *k);
+
+/* Counts a client connection opened (+1) or closed (-1) for the model. */
+void kernel_add_connection(struct kernel *k, int delta);
+
+/*
+ * Sends m (borrowed) to the kernel on channel "shell", "control" or
+ * "stdin", signed with the kernel's key. Returns CG_OK, CG_EINVAL (no such
+ * channel) or CG_ESYS.
+ */
+int kernel_send(struct kernel *k, const char *channel, const wire_msg_t *m);
+
+/* Interrupts the running cell: an interrupt_request on control (the
+ * kernelspecs use interrupt_mode "message"), SIGINT otherwise. */
+int kernel_interrupt(struct kernel *k);
+
+/*
+ * Restarts the kernel: the old process is shut down (in the background),
+ * a new one started with the same kernelspec and env and a new connection
+ * file; clients get an iopub status "restarting" through the sink. The
+ * kernel keeps its id. CG_OK or an error with err filled.
+ */
+int kernel_restart(struct kernel *k, char *err, size_t errlen);
+
+/* Shuts the kernel down in the background (shutdown_request on control,
+ * SIGKILL after the grace) and frees it; *k is nulled. */
+void kernels_delete(struct kernels *ks, struct kernel **k);
+
+/* Fills items with the sockets to poll (at most max, which should be
+ * KERNELS_ITEMS_PER_KERNEL per kernel); returns how many. */
+size_t kernels_pollitems(const struct kernels *ks, zmq_pollitem_t *items, size_t max);
+
+/* Handles the n items kernels_pollitems() filled, after zmq_poll: receives
+ * and passes on what is readable. Kernels must not have been added or
+ * deleted in between. */
+void kernels_handle(struct kernels *ks, const zmq_pollitem_t *items, size_t n);
+
+/* Periodic work: reaps exited processes, SIGKILLs those past their grace,
+ * marks kernels whose process died "dead". */
+void kernels_tick(struct kernels *ks);
+
+#endif

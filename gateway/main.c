@@ -1,0 +1,193 @@
+/*
+ * main.c - cellgate-gateway, what `cellgate serve` runs: a Jupyter Kernel
+ * Gateway compatible HTTP + WebSocket server that starts cellgate kernels
+ * (the sibling `cellgate` program) and relays their channels. A separate
+ * program so the kernel never maps the HTTP libraries.
+ */
+#include "common/cgerr.h"
+#include "common/log.h"
+#include "common/sibling.h"
+#include "common/version.h"
+#include "common/wire.h"
+#include "gateway/channels.h"
+#include "gateway/http.h"
+#include "gateway/kernels.h"
+#include "gateway/loop.h"
+#include "gateway/specs.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdbool.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+static volatile int stop;
+
+static void
+on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+static void
+usage(FILE *f)
+{
+    fputs("usage: cellgate serve [--ip ADDR] [--port N] [--token T]\n"
+          "\n"
+          "A Jupyter Kernel Gateway: REST (/api/kernelspecs, /api/kernels, ...) and the\n"
+          "/api/kernels/{id}/channels WebSocket, for jupyter_server --gateway-url and agents.\n"
+          "Kernels are every kernelspec `cellgate install` writes, each in its own box.\n"
+          "\n"
+          "options:\n"
+          "      --ip ADDR     address to listen on (env CELLGATE_IP; default 127.0.0.1)\n"
+          "      --port N      port (env CELLGATE_PORT; default 8888)\n"
+          "      --token T     the token every request carries, as Authorization: token T\n"
+          "                    or ?token=T (env CELLGATE_TOKEN; default: a random one,\n"
+          "                    printed at start-up)\n"
+          "  -h, --help        this help\n",
+          f);
+}
+
+/* Parses a port number; -1 if it is not one. */
+static int
+parse_port(const char *s)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    return errno || end == s || *end || v < 0 || v > 65535 ? -1 : (int)v;
+}
+
+/* A private directory for connection files and ipc sockets (short: ipc
+ * paths must fit a socket address). */
+static int
+make_rundir(char *out, size_t len)
+{
+    const char *base = getenv("XDG_RUNTIME_DIR");
+    if (!base || !*base || strlen(base) > 40 || access(base, W_OK) != 0)
+        base = "/tmp";
+    snprintf(out, len, "%s/cellgate-gw-XXXXXX", base);
+    return mkdtemp(out) ? CG_OK : CG_ESYS;
+}
+
+/* Removes the private directory and what is left in it (the kernelspecs
+ * are a few levels deep): rm -rf, not a walk of our own. */
+static void
+remove_tree(const char *dir)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/rm", "rm", "-rf", "--", dir, (char *)NULL);
+        _exit(127);
+    }
+    if (pid > 0)
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "ip", required_argument, NULL, 'i' },
+        { "port", required_argument, NULL, 'p' },
+        { "token", required_argument, NULL, 't' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { 0 },
+    };
+    const char *ip = getenv("CELLGATE_IP"), *token = getenv("CELLGATE_TOKEN"), *env;
+    int port = 8888, c, status = 1;
+    char tokbuf[33], rundir[128], bin[PATH_MAX], err[512];
+
+    log_init();
+    if (!ip || !*ip)
+        ip = "127.0.0.1";
+    if ((env = getenv("CELLGATE_PORT")) && *env && (port = parse_port(env)) < 0) {
+        fprintf(stderr, "cellgate serve: CELLGATE_PORT=%s is not a port\n", env);
+        return 2;
+    }
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'i': ip = optarg; break;
+        case 'p':
+            if ((port = parse_port(optarg)) < 0) {
+                fprintf(stderr, "cellgate serve: --port %s is not a port\n", optarg);
+                return 2;
+            }
+            break;
+        case 't': token = optarg; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("cellgate %s\n", CELLGATE_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "cellgate serve: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    bool random_token = !token || !*token;
+    if (random_token) {
+        wire_new_id(tokbuf);
+        token = tokbuf;
+    }
+    if (sibling_path("cellgate", bin, sizeof bin) != CG_OK || access(bin, X_OK) != 0) {
+        fprintf(stderr, "cellgate serve: cannot find the cellgate program beside me\n");
+        return 1;
+    }
+    if (make_rundir(rundir, sizeof rundir) != CG_OK) {
+        fprintf(stderr, "cellgate serve: cannot create a private directory: %s\n",
+                strerror(errno));
+        return 1;
+    }
+    struct specs *specs = specs_load(bin, rundir, err, sizeof err);
+    void *zctx = zmq_ctx_new();
+    struct channels *ch = channels_new();
+    struct kernels *ks = ch && zctx ? kernels_new(zctx, rundir, channels_sink(ch)) : NULL;
+    struct http *h = NULL;
+    if (!specs) {
+        fprintf(stderr, "cellgate serve: kernelspecs: %s\n", err);
+        goto out;
+    }
+    if (!ks) {
+        fprintf(stderr, "cellgate serve: no memory\n");
+        goto out;
+    }
+    struct http_opts ho = { .ip = ip, .port = port, .token = token, .specs = specs,
+                            .kernels = ks, .channels = ch };
+    if (!(h = http_new(&ho, err, sizeof err))) {
+        fprintf(stderr, "cellgate serve: %s\n", err);
+        goto out;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = { .sa_handler = on_signal };
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    const char *host = strchr(ip, ':') ? "[" : "";
+    printf("cellgate serve: a Jupyter kernel gateway at http://%s%s%s:%d/\n", host, ip,
+           *host ? "]" : "", port);
+    if (random_token)
+        printf("cellgate serve: use it with the token %s, e.g.\n"
+               "  jupyter server --gateway-url http://%s%s%s:%d "
+               "--GatewayClient.auth_token=%s\n",
+               token, host, ip, *host ? "]" : "", port, token);
+    fflush(stdout);
+    status = loop_run(h, ks, ch, &stop) == CG_OK ? 0 : 1;
+    log_info("stopping");
+out:
+    channels_destroy(&ch);
+    http_destroy(&h);
+    kernels_destroy(&ks);
+    specs_destroy(&specs);
+    if (zctx)
+        zmq_ctx_term(zctx);
+    remove_tree(rundir);
+    return status;
+}

@@ -1,0 +1,55 @@
+/*
+ * ws.h - one server-side WebSocket connection on a socket that an HTTP
+ * upgrade handed over: libwslay does the framing (masking, fragments,
+ * control frames, close handshake); this module moves bytes between wslay
+ * and the non-blocking socket and hands whole messages to a sink. It knows
+ * nothing of kernels or Jupyter.
+ */
+#ifndef CG_GW_WS_H
+#define CG_GW_WS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct ws;
+
+/* Where a connection's messages go. */
+struct ws_sink {
+    /* One whole message from the peer; data is borrowed for the call.
+     * The callee may queue sends but not destroy the connection. */
+    void (*on_message)(void *ctx, const unsigned char *data, size_t len, bool binary);
+    void *ctx;
+};
+
+/* Largest message accepted from a peer; a larger one closes with 1009. */
+#define WS_MAX_MESSAGE (64u << 20)
+
+/*
+ * Takes over fd (made non-blocking; not closed by this module: the
+ * upgrade's owner closes it) and the bytes already read past the HTTP
+ * request (extra, n: copied). Returns NULL on no memory.
+ */
+struct ws *ws_new(int fd, const char *extra, size_t n, struct ws_sink sink);
+
+/* Frees the connection (not the fd) and nulls *w. Idempotent. */
+void ws_destroy(struct ws **w);
+
+/* The socket, and the poll events (POLLIN, POLLOUT) it is waiting for. */
+int ws_fd(const struct ws *w);
+short ws_events(const struct ws *w);
+
+/*
+ * Reads and writes what the socket allows, delivering whole messages to
+ * the sink. Returns true while the connection lives; false once it closed
+ * or failed (then destroy it).
+ */
+bool ws_handle(struct ws *w, bool readable, bool writable);
+
+/* Queues one message (copied) and writes what the socket takes now.
+ * Returns CG_OK, or CG_ESYS when the connection is closing or failed. */
+int ws_send(struct ws *w, const void *data, size_t len, bool binary);
+
+/* Starts the close handshake with a status code and reason. */
+void ws_close(struct ws *w, unsigned short code, const char *reason);
+
+#endif

@@ -1,0 +1,500 @@
+"""test_gateway.py - `cellgate serve`, the Jupyter Kernel Gateway in C,
+through real clients on 127.0.0.1: REST with urllib, the channels WebSocket
+with websocket-client, and jupyter_server started with --gateway-url
+pointing at it (kernelspecs listed, a kernel started, executed over
+jupyter_server's own WebSocket, deleted).
+
+The gateway is started as users start it (`cellgate serve --port N --token
+T`), the binary is $CELLGATE_BIN (default build/cellgate); every process a
+test starts is stopped at teardown."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CELLGATE = os.path.abspath(os.environ.get("CELLGATE_BIN", os.path.join(ROOT, "build", "cellgate")))
+GATEWAY = os.path.join(os.path.dirname(CELLGATE), "cellgate-gateway")
+PYTHON = "/usr/bin/python3"
+TIMEOUT = 30
+V1 = "v1.kernel.websocket.jupyter.org"
+
+websocket = pytest.importorskip("websocket")
+pytestmark = pytest.mark.skipif(not os.access(GATEWAY, os.X_OK), reason=f"{GATEWAY} is not built")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, proc, timeout=TIMEOUT):
+    """Waits until url answers anything over HTTP (proc must stay up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer")
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Server:
+    """A running HTTP server (the gateway or jupyter_server) and its token."""
+
+    def __init__(self, proc, port, token):
+        self.proc, self.port, self.token = proc, port, token
+        self.base = f"http://127.0.0.1:{port}"
+
+    def call(self, method, path, body=None, token="default", headers=None):
+        """(status, decoded JSON or raw bytes or None, headers)."""
+        token = self.token if token == "default" else token
+        hdrs = dict(headers or {})
+        if token is not None:
+            hdrs["Authorization"] = f"token {token}"
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
+                status, raw, h = r.status, r.read(), r.headers
+        except urllib.error.HTTPError as e:
+            status, raw, h = e.code, e.read(), e.headers
+        if raw and (h.get("Content-Type") or "").startswith("application/json"):
+            return status, json.loads(raw), h
+        return status, raw or None, h
+
+    def ws(self, kid, token="default", subprotocols=None):
+        token = self.token if token == "default" else token
+        q = f"?token={token}" if token else ""
+        return websocket.create_connection(
+            f"ws://127.0.0.1:{self.port}/api/kernels/{kid}/channels{q}",
+            timeout=TIMEOUT, subprotocols=subprotocols)
+
+
+@pytest.fixture(scope="module")
+def gw():
+    port, token = free_port(), uuid.uuid4().hex
+    log = tempfile.TemporaryFile(prefix="cellgate-gw-log-")
+    proc = subprocess.Popen([CELLGATE, "serve", "--ip", "127.0.0.1", "--port", str(port),
+                             "--token", token], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api", proc)
+        yield Server(proc, port, token)
+    finally:
+        stop(proc)
+        log.close()
+
+
+@pytest.fixture
+def kernel(gw):
+    """A started cellgate-python kernel, deleted afterwards."""
+    status, model, _ = gw.call("POST", "/api/kernels", {"name": "cellgate-python"})
+    assert status == 201, model
+    yield model["id"]
+    gw.call("DELETE", f"/api/kernels/{model['id']}")
+
+
+def execute_request(code, session):
+    mid = uuid.uuid4().hex
+    return mid, {
+        "channel": "shell",
+        "header": {"msg_id": mid, "msg_type": "execute_request", "session": session,
+                   "username": "test", "date": "2026-01-01T00:00:00.000000Z", "version": "5.3"},
+        "parent_header": {}, "metadata": {},
+        "content": {"code": code, "silent": False, "store_history": True,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+    }
+
+
+def run_ws(ws, code, on_busy=None, v1=False):
+    """Executes code over an open channels WebSocket; returns (reply, outputs)
+    where outputs are the iopub messages of the request between busy and
+    idle. on_busy() is called once the kernel said busy. v1: the connection
+    speaks v1.kernel.websocket.jupyter.org (binary frames both ways)."""
+    mid, msg = execute_request(code, uuid.uuid4().hex)
+    if v1:
+        ws.send_binary(v1_encode(msg))
+        recv = lambda: v1_decode(ws.recv())  # noqa: E731
+    else:
+        ws.send(json.dumps(msg))
+        recv = lambda: json.loads(ws.recv())  # noqa: E731
+    reply, outputs, idle = None, [], False
+    deadline = time.monotonic() + TIMEOUT
+    while reply is None or not idle:
+        assert time.monotonic() < deadline, f"no reply/idle for {code!r}: {outputs}"
+        m = recv()
+        if m["parent_header"].get("msg_id") != mid:
+            continue
+        if m["channel"] == "shell":
+            reply = m
+        elif m["msg_type"] == "status":
+            if m["content"]["execution_state"] == "busy" and on_busy:
+                on_busy()
+            idle = idle or m["content"]["execution_state"] == "idle"
+        elif m["msg_type"] != "execute_input":
+            outputs.append(m)
+    return reply, outputs
+
+
+def wait_kernel_info(ws, tries=20):
+    """Sends kernel_info_requests until one is answered, as clients do on
+    connecting: jupyter_server 1.23 drops a message its client sends before
+    its own connection to the gateway is up."""
+    session = uuid.uuid4().hex
+    for _ in range(tries):
+        mid, msg = execute_request("", session)
+        msg["header"]["msg_type"] = "kernel_info_request"
+        msg["content"] = {}
+        ws.send(json.dumps(msg))
+        ws.settimeout(0.5)
+        try:
+            while True:
+                m = json.loads(ws.recv())
+                if m["parent_header"].get("msg_id") == mid and m["channel"] == "shell":
+                    assert m["msg_type"] == "kernel_info_reply"
+                    return m
+        except websocket.WebSocketTimeoutException:
+            continue
+        finally:
+            ws.settimeout(TIMEOUT)
+    raise TimeoutError("no kernel_info_reply")
+
+
+def v1_decode(frame):
+    """A v1.kernel.websocket.jupyter.org binary frame -> the JSON form."""
+    n = int.from_bytes(frame[:8], "little")
+    offs = [int.from_bytes(frame[8 * (i + 1):8 * (i + 2)], "little") for i in range(n)]
+    parts = [frame[offs[i]:offs[i + 1]] for i in range(n - 1)]
+    msg = {"channel": parts[0].decode()}
+    for name, raw in zip(("header", "parent_header", "metadata", "content"), parts[1:5]):
+        msg[name] = json.loads(raw)
+    msg["buffers"] = parts[5:]
+    msg["msg_type"] = msg["header"]["msg_type"]
+    return msg
+
+
+def v1_encode(msg):
+    parts = [msg["channel"].encode()] + [json.dumps(msg[k]).encode() for k in
+                                         ("header", "parent_header", "metadata", "content")]
+    offs = [8 * (1 + len(parts) + 1)]
+    for p in parts:
+        offs.append(offs[-1] + len(p))
+    return (len(offs).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offs)
+            + b"".join(parts))
+
+
+# ---- REST ---------------------------------------------------------------------
+
+def test_api_version(gw):
+    status, body, _ = gw.call("GET", "/api")
+    assert status == 200 and body["version"]
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/kernels", "/api/kernelspecs",
+                                  "/kernelspecs/cellgate/logo-64x64.png"])
+def test_token_required(gw, path):
+    for token in (None, "wrong-" + gw.token, gw.token[:-1]):
+        status, body, _ = gw.call("GET", path, token=token)
+        assert status == 401, (path, token)
+        assert set(body) == {"reason", "message"} and body["reason"] == "Unauthorized"
+
+
+def test_token_as_query_parameter(gw):
+    with urllib.request.urlopen(f"{gw.base}/api/kernels?token={gw.token}", timeout=TIMEOUT) as r:
+        assert r.status == 200 and isinstance(json.loads(r.read()), list)
+
+
+def test_kernelspecs_are_those_install_writes(gw):
+    prefix = tempfile.mkdtemp(prefix="cellgate-gw-specs-")
+    try:
+        subprocess.run([CELLGATE, "install", "--prefix", prefix], check=True,
+                       stdout=subprocess.DEVNULL)
+        written = sorted(os.listdir(os.path.join(prefix, "share", "jupyter", "kernels")))
+    finally:
+        subprocess.run(["rm", "-rf", prefix])
+    status, body, _ = gw.call("GET", "/api/kernelspecs")
+    assert status == 200
+    assert body["default"] == "cellgate"
+    assert sorted(body["kernelspecs"]) == written
+    for name, ks in body["kernelspecs"].items():
+        assert ks["name"] == name
+        assert "resources" in ks and isinstance(ks["resources"], dict)
+        assert ks["spec"]["argv"][1:3] == ["kernel", "-f"]
+        assert ks["spec"]["display_name"] and ks["spec"]["language"]
+    py = body["kernelspecs"]["cellgate-python"]
+    assert py["resources"]["logo-64x64"] == "/kernelspecs/cellgate-python/logo-64x64.png"
+
+
+def test_one_kernelspec_and_404(gw):
+    status, body, _ = gw.call("GET", "/api/kernelspecs/cellgate-bash")
+    assert status == 200 and body["name"] == "cellgate-bash"
+    assert body["spec"]["language"] == "bash" and "resources" in body
+    status, body, _ = gw.call("GET", "/api/kernelspecs/no-such-kernel")
+    assert status == 404 and set(body) == {"reason", "message"}
+
+
+def test_kernelspec_logo(gw):
+    status, body, h = gw.call("GET", "/kernelspecs/cellgate/logo-64x64.png")
+    assert status == 200 and h["Content-Type"] == "image/png"
+    assert body.startswith(b"\x89PNG\r\n\x1a\n")
+    for path in ("/kernelspecs/cellgate/kernel.json", "/kernelspecs/nope/logo-64x64.png",
+                 "/kernelspecs/cellgate/..%2F..%2Fetc%2Fpasswd"):
+        status, body, _ = gw.call("GET", path)
+        assert status == 404, path
+
+
+def test_unknown_paths_and_methods(gw):
+    assert gw.call("GET", "/api/nothing")[0] == 404
+    assert gw.call("PUT", "/api/kernels")[0] == 405
+    status, body, _ = gw.call("POST", "/api/kernels", {"name": "no-such-spec"})
+    assert status == 404 and set(body) == {"reason", "message"}
+
+
+def test_kernel_model_and_lifecycle(gw):
+    status, model, h = gw.call("POST", "/api/kernels", {"name": "cellgate-python", "env": {}})
+    assert status == 201
+    assert set(model) == {"id", "name", "last_activity", "execution_state", "connections"}
+    assert model["name"] == "cellgate-python" and isinstance(model["connections"], int)
+    time.strptime(model["last_activity"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert model["last_activity"].endswith("Z") and len(model["last_activity"]) == 27
+    kid = model["id"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", kid)
+    assert h["Location"] == f"/api/kernels/{kid}"
+    status, listing, _ = gw.call("GET", "/api/kernels")
+    assert status == 200 and kid in [k["id"] for k in listing]
+    status, got, _ = gw.call("GET", f"/api/kernels/{kid}")
+    assert status == 200 and got["id"] == kid and got["execution_state"] == "idle"
+    assert gw.call("DELETE", f"/api/kernels/{kid}")[0] == 204
+    for method, path in (("GET", f"/api/kernels/{kid}"), ("DELETE", f"/api/kernels/{kid}"),
+                         ("POST", f"/api/kernels/{kid}/interrupt"),
+                         ("POST", f"/api/kernels/{kid}/restart")):
+        status, body, _ = gw.call(method, path)
+        assert status == 404 and set(body) == {"reason", "message"}, (method, path)
+    assert kid not in [k["id"] for k in gw.call("GET", "/api/kernels")[1]]
+
+
+def kernel_pids(kid):
+    """The pids of processes whose command line names kid's connection file."""
+    pids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if f"kernel-{kid}-".encode() in f.read():
+                        pids.append(int(p))
+            except OSError:
+                pass
+    return pids
+
+
+def test_kernel_env_reaches_the_kernel_process(gw):
+    status, model, _ = gw.call("POST", "/api/kernels", {
+        "name": "cellgate-python",
+        "env": {"KERNEL_USERNAME": "alice", "KERNEL_TEST_MARK": "m1", "NOT_KERNEL_VAR": "no"}})
+    assert status == 201
+    try:
+        pids = kernel_pids(model["id"])
+        assert pids
+        with open(f"/proc/{pids[0]}/environ", "rb") as f:
+            env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+        assert env[b"KERNEL_USERNAME"] == b"alice" and env[b"KERNEL_TEST_MARK"] == b"m1"
+        assert b"NOT_KERNEL_VAR" not in env
+    finally:
+        gw.call("DELETE", f"/api/kernels/{model['id']}")
+    deadline = time.monotonic() + 10
+    while kernel_pids(model["id"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not kernel_pids(model["id"]), "the kernel process outlived DELETE"
+
+
+# ---- the channels WebSocket -----------------------------------------------------
+
+def test_websocket_needs_the_token(gw, kernel):
+    for token in (None, "wrong"):
+        with pytest.raises(websocket.WebSocketBadStatusException) as e:
+            gw.ws(kernel, token=token)
+        assert e.value.status_code == 401
+
+
+def test_websocket_unknown_kernel(gw):
+    with pytest.raises(websocket.WebSocketBadStatusException) as e:
+        gw.ws("00000000-0000-4000-8000-000000000000")
+    assert e.value.status_code == 404
+
+
+def test_execute_over_websocket(gw, kernel):
+    ws = gw.ws(kernel)
+    try:
+        assert gw.call("GET", f"/api/kernels/{kernel}")[1]["connections"] == 1
+        reply, outputs = run_ws(ws, "print('hi')")
+        assert reply["msg_type"] == "execute_reply" and reply["content"]["status"] == "ok"
+        assert [(o["msg_type"], o["content"]) for o in outputs] == \
+            [("stream", {"name": "stdout", "text": "hi\n"})]
+        reply, outputs = run_ws(ws, "6 * 7")
+        assert outputs[0]["msg_type"] == "execute_result"
+        assert outputs[0]["content"]["data"]["text/plain"] == "42"
+        assert gw.call("GET", f"/api/kernels/{kernel}")[1]["execution_state"] == "idle"
+    finally:
+        ws.close()
+
+
+def test_v1_subprotocol(gw, kernel):
+    ws = gw.ws(kernel, subprotocols=[V1])
+    try:
+        assert ws.getsubprotocol() == V1
+        reply, outputs = run_ws(ws, "print('v1')", v1=True)
+        assert reply["content"]["status"] == "ok"
+        assert outputs[-1]["content"]["text"] == "v1\n"
+    finally:
+        ws.close()
+
+
+def test_malformed_frames_are_dropped(gw, kernel):
+    ws = gw.ws(kernel)
+    try:
+        for bad in ("not json", "[]", '{"channel": "iopub", "header": {}}',
+                    '{"channel": "shell", "header": {"msg_type": "execute_request"}}',
+                    '{"channel": "nowhere", "header": {"msg_id": "x", "msg_type": "y"}}'):
+            ws.send(bad)
+        ws.send_binary(b"\x00\x00\x00\x09garbage")
+        reply, outputs = run_ws(ws, "print('still here')")
+        assert reply["content"]["status"] == "ok"
+    finally:
+        ws.close()
+
+
+def test_interrupt(gw, kernel):
+    ws = gw.ws(kernel)
+    try:
+        reply, _ = run_ws(ws, "import time; time.sleep(60)",
+                          on_busy=lambda: (time.sleep(0.5), gw.call(
+                              "POST", f"/api/kernels/{kernel}/interrupt")))
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+    finally:
+        ws.close()
+
+
+def test_restart(gw, kernel):
+    ws = gw.ws(kernel)
+    try:
+        assert run_ws(ws, "x = 5")[0]["content"]["status"] == "ok"
+        old = kernel_pids(kernel)
+        status, model, _ = gw.call("POST", f"/api/kernels/{kernel}/restart")
+        assert status == 200 and model["id"] == kernel
+        assert model["execution_state"] == "idle"
+        assert set(kernel_pids(kernel)).isdisjoint(old)
+        # The same WebSocket goes on with the new process.
+        reply, outputs = run_ws(ws, "print('x' in dir())")
+        assert reply["content"]["status"] == "ok"
+        assert outputs[-1]["content"]["text"] == "False\n"
+    finally:
+        ws.close()
+
+
+def test_delete_closes_websockets(gw):
+    status, model, _ = gw.call("POST", "/api/kernels", {"name": "cellgate-bash"})
+    assert status == 201
+    ws = gw.ws(model["id"])
+    try:
+        reply, outputs = run_ws(ws, "echo from-bash")
+        assert outputs[-1]["content"]["text"] == "from-bash\n"
+        assert gw.call("DELETE", f"/api/kernels/{model['id']}")[0] == 204
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if ws.recv() in ("", b""):
+                    raise websocket.WebSocketConnectionClosedException("closed")
+    finally:
+        ws.close()
+
+
+# ---- jupyter_server --gateway-url -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def jupyter_server(gw):
+    pytest.importorskip("jupyter_server")
+    port, token = free_port(), uuid.uuid4().hex
+    home = tempfile.mkdtemp(prefix="cellgate-gw-js-")
+    env = dict(os.environ, HOME=home, JUPYTER_CONFIG_DIR=os.path.join(home, "config"),
+               JUPYTER_DATA_DIR=os.path.join(home, "data"),
+               JUPYTER_RUNTIME_DIR=os.path.join(home, "runtime"))
+    env.pop("JUPYTER_PATH", None)
+    log = open(os.path.join(home, "server.log"), "wb")
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={home}",
+         f"--gateway-url={gw.base}", f"--GatewayClient.auth_token={gw.token}",
+         "--GatewayClient.request_timeout=60"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api", proc, timeout=60)
+        yield Server(proc, port, token)
+    finally:
+        stop(proc)
+        log.close()
+        subprocess.run(["rm", "-rf", home])
+
+
+def test_jupyter_server_lists_kernelspecs(jupyter_server, gw):
+    status, body, _ = jupyter_server.call("GET", "/api/kernelspecs")
+    assert status == 200, body
+    # jupyter_server adopts the gateway's default on its first fetch and
+    # answers with it from the next one on.
+    status, body, _ = jupyter_server.call("GET", "/api/kernelspecs")
+    assert status == 200 and body["default"] == "cellgate"
+    assert set(body["kernelspecs"]) == set(gw.call("GET", "/api/kernelspecs")[1]["kernelspecs"])
+    assert body["kernelspecs"]["cellgate-python"]["spec"]["language"] == "python"
+
+
+def test_jupyter_server_runs_a_kernel(jupyter_server, gw):
+    status, model, _ = jupyter_server.call("POST", "/api/kernels", {"name": "cellgate-python"})
+    assert status == 201, model
+    kid = model["id"]
+    try:
+        assert kid in [k["id"] for k in gw.call("GET", "/api/kernels")[1]]
+        ws = jupyter_server.ws(kid)
+        try:
+            info = wait_kernel_info(ws)
+            assert info["content"]["language_info"]["name"] == "python"
+            reply, outputs = run_ws(ws, "print('hi')")
+            assert reply["content"]["status"] == "ok"
+            assert [o["content"] for o in outputs if o["msg_type"] == "stream"] == \
+                [{"name": "stdout", "text": "hi\n"}]
+        finally:
+            ws.close()
+        assert jupyter_server.call("POST", f"/api/kernels/{kid}/interrupt")[0] == 204
+        status, model, _ = jupyter_server.call("POST", f"/api/kernels/{kid}/restart")
+        assert status == 200 and model["id"] == kid
+    finally:
+        status = jupyter_server.call("DELETE", f"/api/kernels/{kid}")[0]
+    assert status == 204
+    assert kid not in [k["id"] for k in gw.call("GET", "/api/kernels")[1]]
