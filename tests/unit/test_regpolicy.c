@@ -326,7 +326,7 @@ test_numbers(void **state)
     }
     static const char *const bad_sizes[] = { "0", "0K", "-1", "abc", "10KB", "1.5G", " 10",
                                              "10 ", "K", "99999999999999999999",
-                                             "17179869184G", "1T" };
+                                             "17179869184G", "1P" };
     for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
         int rc = load_with("CELLGATE_REGISTRY_MAX_BYTES", bad_sizes[i], &p, err, sizeof err);
         if (rc != CG_EINVAL || !strstr(err, "CELLGATE_REGISTRY_MAX_BYTES must be"))
