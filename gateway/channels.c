@@ -4,6 +4,7 @@
 #include "gateway/channels.h"
 
 #include "common/cgerr.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "gateway/ws.h"
 
@@ -25,6 +26,7 @@ struct conn {
 
 struct channels {
     struct conn *head;
+    double pinged_at;             /* clock_now() of the last ping round */
 };
 
 struct channels *
@@ -176,6 +178,18 @@ channels_handle(struct channels *ch, const zmq_pollitem_t *items, size_t n)
             log_info("kernel %s: client disconnected", kernel_id(c->k));
         conn_free(c);
     }
+}
+
+void
+channels_tick(struct channels *ch, double interval_s)
+{
+    double now = clock_now();
+    if (interval_s <= 0 || now - ch->pinged_at < interval_s)
+        return;
+    ch->pinged_at = now;
+    for (struct conn *c = ch->head; c; c = c->next)
+        if (!c->dead)
+            ws_ping(c->ws);
 }
 
 void

@@ -38,6 +38,10 @@ int channels_attach(struct channels *ch, struct kernel *k, int fd, const char *e
 /* Closes the connections of k (going away): call before kernels_delete(). */
 void channels_kernel_gone(struct channels *ch, struct kernel *k);
 
+/* Pings every connection when interval_s passed since the last round
+ * (0: never). Call often; cheap. */
+void channels_tick(struct channels *ch, double interval_s);
+
 /* Fills items with the sockets to poll (at most max); returns how many. */
 size_t channels_pollitems(const struct channels *ch, zmq_pollitem_t *items, size_t max);
 

@@ -17,6 +17,7 @@
 #include <nettle/base64.h>
 #include <nettle/sha1.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -38,6 +39,7 @@ struct req {
     unsigned ok_status;           /* 201 (start) or 200 (restart) */
     char kernel[KERNEL_ID_MAX];   /* the kernel waited for / upgraded to */
     double deadline;              /* answer anyway after this */
+    double started;               /* clock_now() at the first call, for the log */
     enum convert_form form;       /* for an upgrade */
     struct req *next;             /* in h->waiting */
 };
@@ -207,8 +209,12 @@ post_kernels(struct req *r, char **seg)
         name = specs_default(r->h->o.specs);
     const json_t *spec = specs_spec(r->h->o.specs, name);
     json_t *env = json_object_get(body, "env");
+    size_t max = r->h->o.max_kernels;
     if (!spec)
         rc = answer_error(r, MHD_HTTP_NOT_FOUND, "No such kernel spec %s", name);
+    else if (max && kernels_count(r->h->o.kernels) >= max)
+        rc = answer_error(r, MHD_HTTP_FORBIDDEN, "the most kernels at once (%zu) are running",
+                          max);
     else if (env && !json_is_object(env))
         rc = answer_error(r, MHD_HTTP_BAD_REQUEST, "env must be an object");
     else if (kernels_start(r->h->o.kernels, name, spec, env, &k, err, sizeof err) != CG_OK)
@@ -473,6 +479,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         r->conn = conn;
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->url, sizeof r->url, "%s", url);
+        r->started = clock_now();
         *req_cls = r;
         return MHD_YES;
     }
@@ -518,7 +525,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         return;
     if (r->waiting)
         unlink_waiting(h, r);
-    log_info("%s %s %u", r->method, r->url, r->status);
+    /* The access log: one line per request, whatever CELLGATE_LOG says. */
+    fprintf(stderr, "cellgate-gateway: %s %s %u %.1f ms\n", r->method, r->url, r->status,
+            (clock_now() - r->started) * 1e3);
     buf_free(&r->body);
     free(r);
     *req_cls = NULL;

@@ -25,6 +25,7 @@ struct http_opts {
     struct specs *specs;
     struct kernels *kernels;
     struct channels *channels;
+    size_t max_kernels;           /* POST /api/kernels answers 403 beyond (0: no limit) */
 };
 
 /* Seconds POST /api/kernels and restart wait for a kernel to answer. */

@@ -40,6 +40,7 @@ struct kernel {
     wire_t *wire;                 /* signing with this process's key */
     void *sock[S_COUNT];          /* DEALERs and the iopub SUB */
     char last_activity[40];       /* ISO time of the last message either way */
+    double active_at;             /* the same on the monotonic clock, for culling */
     char state[16];               /* execution_state from iopub status */
     int connections;              /* open WebSocket connections */
     bool ready;                   /* kernel_info_reply seen */
@@ -62,6 +63,14 @@ struct kernels {
     struct kernel *head;
     struct retired *retired;
 };
+
+/* Notes activity now: a message either way, a start. */
+static void
+touch(struct kernel *k)
+{
+    wire_now_iso(k->last_activity);
+    k->active_at = clock_now();
+}
 
 struct kernels *
 kernels_new(void *zctx, const char *rundir, struct kernels_sink sink)
@@ -116,6 +125,26 @@ kernels_list_json(const struct kernels *ks)
     for (const struct kernel *k = ks->head; a && k; k = k->next)
         json_array_append_new(a, kernel_model_json(k));
     return a;
+}
+
+struct kernel *
+kernels_idle(struct kernels *ks, double idle_s, bool connected)
+{
+    double now = clock_now();
+    for (struct kernel *k = ks->head; k; k = k->next)
+        if (strcmp(k->state, "busy") != 0 && now - k->active_at > idle_s
+            && (connected || k->connections == 0))
+            return k;
+    return NULL;
+}
+
+size_t
+kernels_count(const struct kernels *ks)
+{
+    size_t n = 0;
+    for (const struct kernel *k = ks->head; k; k = k->next)
+        n++;
+    return n;
 }
 
 struct kernel *
@@ -279,7 +308,7 @@ launch(struct kernel *k, char *err, size_t errlen)
         return rc;
     k->ready = false;
     snprintf(k->state, sizeof k->state, "starting");
-    wire_now_iso(k->last_activity);
+    touch(k);
     return send_own(k, S_SHELL, "kernel_info_request", NULL, k->info_id);
 }
 
@@ -362,7 +391,7 @@ kernel_send(struct kernel *k, const char *channel, const wire_msg_t *m)
         return CG_EINVAL;
     if (!k->sock[s])
         return CG_ESYS;
-    wire_now_iso(k->last_activity);
+    touch(k);
     return wire_send(k->wire, k->sock[s], m);
 }
 
@@ -432,20 +461,22 @@ take(struct kernel *k, int s, const wire_msg_t *m)
 {
     const char *type = wire_msg_type(m);
 
-    wire_now_iso(k->last_activity);
-    if (s == S_IOPUB && strcmp(type, "status") == 0) {
+    touch(k);
+    const char *parent = json_string_value(json_object_get(m->parent, "msg_id"));
+    bool ours = parent && strcmp(parent, k->info_id) == 0;
+    /* The status around our own kernel_info_request says nothing of a
+     * client's work (and may overtake its reply): ready means idle. */
+    if (s == S_IOPUB && !ours && strcmp(type, "status") == 0) {
         const char *st = json_string_value(json_object_get(m->content, "execution_state"));
         if (st && strlen(st) < sizeof k->state)
             snprintf(k->state, sizeof k->state, "%s", st);
     }
-    if (s == S_SHELL && !k->ready) {
-        const char *parent = json_string_value(json_object_get(m->parent, "msg_id"));
-        if (parent && strcmp(parent, k->info_id) == 0) {
+    if (s == S_SHELL && ours) {
+        if (!k->ready) {
             k->ready = true;
-            if (strcmp(k->state, "starting") == 0)
-                snprintf(k->state, sizeof k->state, "idle");
-            return; /* our own request: no client asked */
+            snprintf(k->state, sizeof k->state, "idle");
         }
+        return; /* our own request: no client asked */
     }
     k->ks->sink.on_msg(k->ks->sink.ctx, k, sock_names[s], m);
 }

@@ -55,6 +55,13 @@ void kernels_destroy(struct kernels **ks);
 int kernels_start(struct kernels *ks, const char *name, const json_t *spec, const json_t *env,
                   struct kernel **out, char *err, size_t errlen);
 
+/* A kernel to cull: not busy, no message either way for idle_s seconds,
+ * and no client connected unless connected is true. NULL when none. */
+struct kernel *kernels_idle(struct kernels *ks, double idle_s, bool connected);
+
+/* How many kernels the table holds. */
+size_t kernels_count(const struct kernels *ks);
+
 /* The kernel with that id, or NULL. */
 struct kernel *kernels_find(struct kernels *ks, const char *id);
 

@@ -13,7 +13,8 @@
 #define TICK_MS 50 /* reaping, waiting requests: at least this often */
 
 int
-loop_run(struct http *h, struct kernels *ks, struct channels *ch, volatile int *stop)
+loop_run(struct http *h, struct kernels *ks, struct channels *ch, const struct loop_opts *o,
+         volatile int *stop)
 {
     zmq_pollitem_t *items = NULL;
     size_t cap = 0;
@@ -53,6 +54,13 @@ loop_run(struct http *h, struct kernels *ks, struct channels *ch, volatile int *
         }
         http_run(h);
         kernels_tick(ks);
+        channels_tick(ch, o->ping_s);
+        struct kernel *k;
+        while (o->cull_idle_s > 0 && (k = kernels_idle(ks, o->cull_idle_s, o->cull_connected))) {
+            log_info("kernel %s: idle for %.0f s, culled", kernel_id(k), o->cull_idle_s);
+            channels_kernel_gone(ch, k);
+            kernels_delete(ks, &k);
+        }
     }
 out:
     free(items);

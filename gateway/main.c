@@ -51,8 +51,31 @@ usage(FILE *f)
           "      --token T     the token every request carries, as Authorization: token T\n"
           "                    or ?token=T (env CELLGATE_TOKEN; default: a random one,\n"
           "                    printed at start-up)\n"
-          "  -h, --help        this help\n",
+          "      --max-kernels N           the most kernels at once; POST /api/kernels\n"
+          "                    answers 403 beyond (env CELLGATE_MAX_KERNELS; 0: no limit)\n"
+          "      --cull-idle-timeout S     delete a kernel idle S seconds (no message\n"
+          "                    either way; env CELLGATE_CULL_IDLE_TIMEOUT; 0: never)\n"
+          "      --cull-connected          cull idle kernels even with clients connected\n"
+          "                    (env CELLGATE_CULL_CONNECTED=1)\n"
+          "      --ping-interval S         ping WebSocket clients every S seconds\n"
+          "                    (env CELLGATE_PING_INTERVAL; default 30; 0: never)\n"
+          "  -h, --help        this help\n"
+          "\n"
+          "One line per request on stderr; more with CELLGATE_LOG=info.\n",
           f);
+}
+
+/* Parses a whole number in [0, max] into *out; false if it is not one. */
+static bool
+parse_count(const char *s, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= 0 && v <= max))
+        return false;
+    *out = v;
+    return true;
 }
 
 /* Parses a port number; -1 if it is not one. */
@@ -99,6 +122,10 @@ main(int argc, char **argv)
         { "ip", required_argument, NULL, 'i' },
         { "port", required_argument, NULL, 'p' },
         { "token", required_argument, NULL, 't' },
+        { "max-kernels", required_argument, NULL, 'm' },
+        { "cull-idle-timeout", required_argument, NULL, 'c' },
+        { "cull-connected", no_argument, NULL, 'C' },
+        { "ping-interval", required_argument, NULL, 'P' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { 0 },
@@ -107,7 +134,25 @@ main(int argc, char **argv)
     int port = 8888, c, status = 1;
     char tokbuf[33], rundir[128], bin[PATH_MAX], err[512];
 
+    /* Numbers from the environment first, the command line overrides. */
+    static const struct {
+        const char *var;
+        int opt;
+    } envs[] = { { "CELLGATE_MAX_KERNELS", 'm' }, { "CELLGATE_CULL_IDLE_TIMEOUT", 'c' },
+                 { "CELLGATE_PING_INTERVAL", 'P' } };
+    double max_kernels = 0;
+    struct loop_opts lo = { .ping_s = 30 };
+
     log_init();
+    for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
+        double *to = envs[i].opt == 'm' ? &max_kernels : envs[i].opt == 'c' ? &lo.cull_idle_s
+                                                                            : &lo.ping_s;
+        if ((env = getenv(envs[i].var)) && *env && !parse_count(env, 1e9, to)) {
+            fprintf(stderr, "cellgate serve: %s=%s is not a number\n", envs[i].var, env);
+            return 2;
+        }
+    }
+    lo.cull_connected = (env = getenv("CELLGATE_CULL_CONNECTED")) && strcmp(env, "1") == 0;
     if (!ip || !*ip)
         ip = "127.0.0.1";
     if ((env = getenv("CELLGATE_PORT")) && *env && (port = parse_port(env)) < 0) {
@@ -124,6 +169,14 @@ main(int argc, char **argv)
             }
             break;
         case 't': token = optarg; break;
+        case 'm': case 'c': case 'P':
+            if (!parse_count(optarg, 1e9, c == 'm' ? &max_kernels
+                                          : c == 'c' ? &lo.cull_idle_s : &lo.ping_s)) {
+                fprintf(stderr, "cellgate serve: %s is not a number\n", optarg);
+                return 2;
+            }
+            break;
+        case 'C': lo.cull_connected = true; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("cellgate %s\n", CELLGATE_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -161,7 +214,8 @@ main(int argc, char **argv)
         goto out;
     }
     struct http_opts ho = { .ip = ip, .port = port, .token = token, .specs = specs,
-                            .kernels = ks, .channels = ch };
+                            .kernels = ks, .channels = ch,
+                            .max_kernels = (size_t)max_kernels };
     if (!(h = http_new(&ho, err, sizeof err))) {
         fprintf(stderr, "cellgate serve: %s\n", err);
         goto out;
@@ -179,7 +233,7 @@ main(int argc, char **argv)
                "--GatewayClient.auth_token=%s\n",
                token, host, ip, *host ? "]" : "", port, token);
     fflush(stdout);
-    status = loop_run(h, ks, ch, &stop) == CG_OK ? 0 : 1;
+    status = loop_run(h, ks, ch, &lo, &stop) == CG_OK ? 0 : 1;
     log_info("stopping");
 out:
     channels_destroy(&ch);

@@ -173,6 +173,14 @@ ws_send(struct ws *w, const void *data, size_t len, bool binary)
 }
 
 void
+ws_ping(struct ws *w)
+{
+    struct wslay_event_msg m = { WSLAY_PING, (const uint8_t *)"", 0 };
+    if (!w->failed && wslay_event_queue_msg(w->ctx, &m) == 0 && wslay_event_send(w->ctx) != 0)
+        w->failed = true;
+}
+
+void
 ws_close(struct ws *w, unsigned short code, const char *reason)
 {
     wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, reason ? strlen(reason) : 0);

@@ -49,6 +49,9 @@ bool ws_handle(struct ws *w, bool readable, bool writable);
  * Returns CG_OK, or CG_ESYS when the connection is closing or failed. */
 int ws_send(struct ws *w, const void *data, size_t len, bool binary);
 
+/* Queues a ping (the peer answers with a pong, which wslay takes). */
+void ws_ping(struct ws *w);
+
 /* Starts the close handshake with a status code and reason. */
 void ws_close(struct ws *w, unsigned short code, const char *reason);
 

@@ -98,18 +98,35 @@ class Server:
             timeout=TIMEOUT, subprotocols=subprotocols)
 
 
-@pytest.fixture(scope="module")
-def gw():
+def start_gateway(*args):
+    """`cellgate serve` on a free port with a fresh token and args; its
+    output goes to server.log (read by tests) in a directory of its own."""
     port, token = free_port(), uuid.uuid4().hex
-    log = tempfile.TemporaryFile(prefix="cellgate-gw-log-")
+    logdir = tempfile.mkdtemp(prefix="cellgate-gw-log-")
+    log = open(os.path.join(logdir, "server.log"), "wb")
     proc = subprocess.Popen([CELLGATE, "serve", "--ip", "127.0.0.1", "--port", str(port),
-                             "--token", token], stdout=log, stderr=subprocess.STDOUT)
+                             "--token", token, *args], stdout=log, stderr=subprocess.STDOUT)
+    server = Server(proc, port, token)
+    server.log_path = log.name
     try:
         wait_http(f"http://127.0.0.1:{port}/api", proc)
-        yield Server(proc, port, token)
+        yield server
     finally:
         stop(proc)
         log.close()
+        subprocess.run(["rm", "-rf", logdir])
+
+
+@pytest.fixture(scope="module")
+def gw():
+    yield from start_gateway()
+
+
+@pytest.fixture(scope="module")
+def gw_limits():
+    """A gateway with one kernel at most, culling after 2 s idle, pings every 1 s."""
+    yield from start_gateway("--max-kernels", "1", "--cull-idle-timeout", "2",
+                             "--ping-interval", "1")
 
 
 @pytest.fixture
@@ -434,6 +451,78 @@ def test_delete_closes_websockets(gw):
                     raise websocket.WebSocketConnectionClosedException("closed")
     finally:
         ws.close()
+
+
+def test_one_log_line_per_request(gw):
+    gw.call("GET", "/api/kernelspecs/cellgate")
+    gw.call("GET", "/api/kernels/nope", token="bad")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(gw.log_path) as f:
+            lines = f.read().splitlines()
+        if any("GET /api/kernels/nope 401" in ln for ln in lines):
+            break
+        time.sleep(0.1)
+    assert any(re.search(r"GET /api/kernelspecs/cellgate 200 [0-9.]+ ms$", ln) for ln in lines)
+    assert any("GET /api/kernels/nope 401" in ln for ln in lines)
+    assert not any(gw.token in ln for ln in lines), "the token must not reach the log"
+
+
+# ---- settings: the most kernels, idle culling, pings ---------------------------------
+
+def test_max_kernels(gw_limits):
+    status, model, _ = gw_limits.call("POST", "/api/kernels", {"name": "cellgate-bash"})
+    assert status == 201
+    try:
+        status, body, _ = gw_limits.call("POST", "/api/kernels", {"name": "cellgate-bash"})
+        assert status == 403 and body["reason"] == "Forbidden" and "1" in body["message"]
+    finally:
+        assert gw_limits.call("DELETE", f"/api/kernels/{model['id']}")[0] == 204
+    status, model, _ = gw_limits.call("POST", "/api/kernels", {"name": "cellgate-bash"})
+    assert status == 201
+    gw_limits.call("DELETE", f"/api/kernels/{model['id']}")
+
+
+def wait_gone(server, kid, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.call("GET", f"/api/kernels/{kid}")[0] == 404:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_idle_kernels_are_culled_unless_connected(gw_limits):
+    status, model, _ = gw_limits.call("POST", "/api/kernels", {"name": "cellgate-bash"})
+    assert status == 201
+    kid = model["id"]
+    ws = gw_limits.ws(kid)
+    try:
+        assert run_ws(ws, "echo busy-then-idle")[0]["content"]["status"] == "ok"
+        time.sleep(3.5)  # idle past the 2 s, but a client is connected
+        assert gw_limits.call("GET", f"/api/kernels/{kid}")[0] == 200
+    finally:
+        ws.close()
+    assert wait_gone(gw_limits, kid, 10), "an idle kernel without clients was not culled"
+    deadline = time.monotonic() + 10
+    while kernel_pids(kid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not kernel_pids(kid)
+
+
+def test_websocket_pings(gw_limits):
+    status, model, _ = gw_limits.call("POST", "/api/kernels", {"name": "cellgate-bash"})
+    assert status == 201
+    ws = gw_limits.ws(model["id"])
+    try:
+        deadline = time.monotonic() + 5
+        opcode = None
+        while time.monotonic() < deadline and opcode != websocket.ABNF.OPCODE_PING:
+            opcode, _ = ws.recv_data_frame(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_PING
+    finally:
+        ws.close()
+        gw_limits.call("DELETE", f"/api/kernels/{model['id']}")
 
 
 # ---- jupyter_server --gateway-url -------------------------------------------------
