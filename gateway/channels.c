@@ -19,13 +19,32 @@ struct conn {
     struct ws *ws;
     enum convert_form form;
     char session[64];             /* the session of the client's last message */
+    char session_id[64];          /* ?session_id= of the upgrade, or "" */
     struct MHD_UpgradeResponseHandle *urh;
     bool dead;                    /* to be freed at the next channels_handle() */
     struct conn *next;
 };
 
+/* One message kept for a session that is away. */
+struct kept {
+    char channel[CONVERT_CHANNEL_MAX];
+    wire_msg_t *m;                /* header, parent, metadata, content shared */
+    size_t bytes;                 /* counted against the bound */
+    struct kept *next;
+};
+
+/* What a kernel sent while its last session was away. */
+struct backlog {
+    struct kernel *k;
+    char session_id[64];
+    struct kept *head, *tail;
+    size_t count, bytes, dropped;
+    struct backlog *next;
+};
+
 struct channels {
     struct conn *head;
+    struct backlog *backlogs;     /* at most one per kernel */
     double pinged_at;             /* clock_now() of the last ping round */
 };
 
@@ -57,19 +76,147 @@ on_client_message(void *ctx, const unsigned char *data, size_t len, bool binary)
     wire_msg_destroy(&m);
 }
 
-/* Sends one message to one connection in its form. */
 static void
+kept_free(struct kept *e)
+{
+    wire_msg_destroy(&e->m);
+    free(e);
+}
+
+static struct backlog *
+backlog_of(struct channels *ch, const struct kernel *k)
+{
+    for (struct backlog *b = ch->backlogs; b; b = b->next)
+        if (b->k == k)
+            return b;
+    return NULL;
+}
+
+/* Frees k's backlog, if any. */
+static void
+backlog_drop(struct channels *ch, const struct kernel *k)
+{
+    for (struct backlog **pp = &ch->backlogs; *pp; pp = &(*pp)->next)
+        if ((*pp)->k == k) {
+            struct backlog *b = *pp;
+            *pp = b->next;
+            for (struct kept *e = b->head, *next; e; e = next) {
+                next = e->next;
+                kept_free(e);
+            }
+            free(b);
+            return;
+        }
+}
+
+/* A copy of m that shares its JSON parts (nobody changes them). */
+static wire_msg_t *
+share(const wire_msg_t *m)
+{
+    wire_msg_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->header = json_incref(m->header);
+    c->parent = json_incref(m->parent);
+    c->metadata = json_incref(m->metadata);
+    c->content = json_incref(m->content);
+    if (m->n_buffers && !(c->buffers = calloc(m->n_buffers, sizeof *c->buffers))) {
+        wire_msg_destroy(&c);
+        return NULL;
+    }
+    for (size_t i = 0; i < m->n_buffers; i++, c->n_buffers++) {
+        c->buffers[i].data = malloc(m->buffers[i].len ? m->buffers[i].len : 1);
+        if (!c->buffers[i].data) {
+            wire_msg_destroy(&c);
+            return NULL;
+        }
+        memcpy(c->buffers[i].data, m->buffers[i].data, m->buffers[i].len);
+        c->buffers[i].len = m->buffers[i].len;
+    }
+    return c;
+}
+
+/* Keeps m for b's session, the oldest dropped beyond the bounds. */
+static void
+backlog_add(struct backlog *b, const char *channel, const wire_msg_t *m)
+{
+    struct kept *e = calloc(1, sizeof *e);
+    if (!e || !(e->m = share(m))) {
+        free(e);
+        b->dropped++;
+        return;
+    }
+    snprintf(e->channel, sizeof e->channel, "%s", channel);
+    e->bytes = 256 + json_dumpb(m->content, NULL, 0, JSON_COMPACT);
+    for (size_t i = 0; i < m->n_buffers; i++)
+        e->bytes += m->buffers[i].len;
+    if (b->tail)
+        b->tail->next = e;
+    else
+        b->head = e;
+    b->tail = e;
+    b->count++;
+    b->bytes += e->bytes;
+    while (b->head && (b->count > CHANNELS_BACKLOG_MSGS || b->bytes > CHANNELS_BACKLOG_BYTES)) {
+        struct kept *old = b->head;
+        b->head = old->next;
+        if (!b->head)
+            b->tail = NULL;
+        b->count--;
+        b->bytes -= old->bytes;
+        b->dropped++;
+        kept_free(old);
+    }
+}
+
+/* c, which named a session, is going: if it was its kernel's last client,
+ * what the kernel sends from now on is kept for that session. */
+static void
+keep_for(struct channels *ch, const struct conn *c)
+{
+    if (!c->k || !c->session_id[0])
+        return;
+    for (const struct conn *o = ch->head; o; o = o->next)
+        if (o != c && o->k == c->k && !o->dead)
+            return;
+    struct backlog *b = backlog_of(ch, c->k);
+    if (b && strcmp(b->session_id, c->session_id) == 0)
+        return;
+    backlog_drop(ch, c->k);
+    if (!(b = calloc(1, sizeof *b)))
+        return;
+    b->k = c->k;
+    memcpy(b->session_id, c->session_id, sizeof b->session_id);
+    b->next = ch->backlogs;
+    ch->backlogs = b;
+}
+
+/* c ended (closed, failed): freed at the next channels_handle(). */
+static void
+mark_dead(struct channels *ch, struct conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    keep_for(ch, c);
+}
+
+/* Sends one message to one connection in its form; false if it could not
+ * be handed to the socket. */
+static bool
 deliver(struct conn *c, const char *channel, const wire_msg_t *m)
 {
     unsigned char *frame;
     size_t len;
-    bool binary;
+    bool binary, ok;
 
     if (convert_to_frame(m, channel, c->form, &frame, &len, &binary) != CG_OK)
-        return;
-    if (ws_send(c->ws, frame, len, binary) != CG_OK)
-        c->dead = true;
+        return false;
+    ok = ws_send(c->ws, frame, len, binary) == CG_OK;
+    if (!ok)
+        mark_dead(c->ch, c);
     free(frame);
+    return ok;
 }
 
 /* A message from kernel k: to its clients. */
@@ -82,15 +229,17 @@ on_kernel_message(void *ctx, struct kernel *k, const char *channel, const wire_m
 
     if (!to_all && session)
         for (struct conn *c = ch->head; c; c = c->next)
-            if (c->k == k && !c->dead && strcmp(c->session, session) == 0) {
-                deliver(c, channel, m);
-                matched = true;
-            }
+            if (c->k == k && !c->dead && strcmp(c->session, session) == 0)
+                matched |= deliver(c, channel, m);
     if (matched)
         return;
+    bool any = false;
     for (struct conn *c = ch->head; c; c = c->next)
         if (c->k == k && !c->dead)
-            deliver(c, channel, m);
+            any |= deliver(c, channel, m);
+    struct backlog *b;
+    if (!any && (b = backlog_of(ch, k)))
+        backlog_add(b, channel, m);
 }
 
 struct kernels_sink
@@ -101,7 +250,7 @@ channels_sink(struct channels *ch)
 
 int
 channels_attach(struct channels *ch, struct kernel *k, int fd, const char *extra, size_t n,
-                enum convert_form form, void *urh)
+                enum convert_form form, const char *session_id, void *urh)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (!c)
@@ -115,10 +264,21 @@ channels_attach(struct channels *ch, struct kernel *k, int fd, const char *extra
     c->k = k;
     c->form = form;
     c->urh = urh;
+    if (session_id && strlen(session_id) < sizeof c->session_id)
+        memcpy(c->session_id, session_id, strlen(session_id) + 1);
     c->next = ch->head;
     ch->head = c;
     kernel_add_connection(k, 1);
     log_info("kernel %s: client connected", kernel_id(k));
+    struct backlog *b = backlog_of(ch, k);
+    if (b && c->session_id[0] && strcmp(b->session_id, c->session_id) == 0) {
+        if (b->dropped)
+            log_warn("kernel %s: %zu messages for session %s were dropped while it was away",
+                     kernel_id(k), b->dropped, b->session_id);
+        for (struct kept *e = b->head; e && !c->dead; e = e->next)
+            deliver(c, e->channel, e->m);
+        backlog_drop(ch, k);
+    }
     return CG_OK;
 }
 
@@ -136,6 +296,7 @@ conn_free(struct conn *c)
 void
 channels_kernel_gone(struct channels *ch, struct kernel *k)
 {
+    backlog_drop(ch, k);
     for (struct conn *c = ch->head; c; c = c->next)
         if (c->k == k) {
             ws_close(c->ws, 1001, "kernel deleted");
@@ -165,7 +326,7 @@ channels_handle(struct channels *ch, const zmq_pollitem_t *items, size_t n)
         short re = items[i].revents;
         if ((re & (ZMQ_POLLIN | ZMQ_POLLOUT | ZMQ_POLLERR))
             && !ws_handle(c->ws, re & (ZMQ_POLLIN | ZMQ_POLLERR), re & ZMQ_POLLOUT))
-            c->dead = true;
+            mark_dead(ch, c);
     }
     for (struct conn **pp = &ch->head; *pp;) {
         struct conn *c = *pp;
@@ -202,6 +363,8 @@ channels_destroy(struct channels **chp)
         ws_close(c->ws, 1001, "gateway stopping");
         conn_free(c);
     }
+    while ((*chp)->backlogs)
+        backlog_drop(*chp, (*chp)->backlogs->k);
     free(*chp);
     *chp = NULL;
 }

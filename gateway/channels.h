@@ -5,6 +5,11 @@
  * the kernels module's sink) are converted and sent to the kernel's
  * clients: iopub to all of them, replies on shell, control and stdin to
  * the client whose session asked (to all when none matches).
+ *
+ * Nothing lost on reconnect: when the last client of a kernel that named a
+ * session_id (?session_id= on the upgrade) goes, what the kernel sends until
+ * the next client connects is kept (bounded: the oldest dropped first) and
+ * replayed in order to the next connection with the same session_id.
  */
 #ifndef CG_GW_CHANNELS_H
 #define CG_GW_CHANNELS_H
@@ -26,14 +31,20 @@ void channels_destroy(struct channels **ch);
 /* The sink to hand to kernels_new(): messages from kernels land here. */
 struct kernels_sink channels_sink(struct channels *ch);
 
+/* Bounds of what is kept for a session while no client is connected. */
+#define CHANNELS_BACKLOG_MSGS 4096
+#define CHANNELS_BACKLOG_BYTES (32u << 20)
+
 /*
  * Ties a WebSocket on fd (an upgraded HTTP connection; urh is libmicrohttpd's
  * upgrade handle, closed through it when the connection ends; extra/n:
- * bytes read past the request) to kernel k, speaking form. Returns CG_OK
- * or CG_ENOMEM (then the caller closes urh).
+ * bytes read past the request) to kernel k, speaking form. session_id: the
+ * client's (the upgrade's query), or NULL/"". What was kept for that
+ * session is sent first. Returns CG_OK or CG_ENOMEM (then the caller
+ * closes urh).
  */
 int channels_attach(struct channels *ch, struct kernel *k, int fd, const char *extra, size_t n,
-                    enum convert_form form, void *urh);
+                    enum convert_form form, const char *session_id, void *urh);
 
 /* Closes the connections of k (going away): call before kernels_delete(). */
 void channels_kernel_gone(struct channels *ch, struct kernel *k);

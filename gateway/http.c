@@ -41,6 +41,7 @@ struct req {
     double deadline;              /* answer anyway after this */
     double started;               /* clock_now() at the first call, for the log */
     enum convert_form form;       /* for an upgrade */
+    char session_id[64];          /* ?session_id= of an upgrade, or "" */
     struct req *next;             /* in h->waiting */
 };
 
@@ -287,8 +288,8 @@ upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const char *extr
     struct req *r = req_cls;
     struct kernel *k = kernels_find(h->o.kernels, r->kernel);
     (void)conn;
-    if (!k || channels_attach(h->o.channels, k, sock, extra_in, extra_in_size, r->form, urh)
-                  != CG_OK)
+    if (!k || channels_attach(h->o.channels, k, sock, extra_in, extra_in_size, r->form,
+                              r->session_id, urh) != CG_OK)
         MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 }
 
@@ -342,6 +343,9 @@ get_channels(struct req *r, char **seg)
 
     snprintf(r->kernel, sizeof r->kernel, "%s", kernel_id(k));
     r->form = header_has(protos, WS_V1) ? CONVERT_V1 : CONVERT_JSON;
+    const char *sid = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "session_id");
+    if (sid && strlen(sid) < sizeof r->session_id)
+        memcpy(r->session_id, sid, strlen(sid) + 1);
     struct MHD_Response *resp = MHD_create_response_for_upgrade(upgraded, r->h);
     if (!resp)
         return MHD_NO;

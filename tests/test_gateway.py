@@ -90,9 +90,11 @@ class Server:
             return status, json.loads(raw), h
         return status, raw or None, h
 
-    def ws(self, kid, token="default", subprotocols=None):
+    def ws(self, kid, token="default", subprotocols=None, session_id=None):
         token = self.token if token == "default" else token
         q = f"?token={token}" if token else ""
+        if session_id:
+            q += ("&" if q else "?") + f"session_id={session_id}"
         return websocket.create_connection(
             f"ws://127.0.0.1:{self.port}/api/kernels/{kid}/channels{q}",
             timeout=TIMEOUT, subprotocols=subprotocols)
@@ -427,13 +429,55 @@ def test_restart(gw, kernel):
         status, model, _ = gw.call("POST", f"/api/kernels/{kernel}/restart")
         assert status == 200 and model["id"] == kernel
         assert model["execution_state"] == "idle"
-        assert set(kernel_pids(kernel)).isdisjoint(old)
+        assert set(kernel_pids(kernel)) - set(old), "no new kernel process"
+        deadline = time.monotonic() + 10  # the old one had a shutdown_request
+        while set(kernel_pids(kernel)) & set(old) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not set(kernel_pids(kernel)) & set(old), "the old process outlived the restart"
         # The same WebSocket goes on with the new process.
         reply, outputs = run_ws(ws, "print('x' in dir())")
         assert reply["content"]["status"] == "ok"
         assert outputs[-1]["content"]["text"] == "False\n"
     finally:
         ws.close()
+
+
+def test_output_while_away_is_replayed_to_the_same_session(gw, kernel):
+    sid = uuid.uuid4().hex
+    ws = gw.ws(kernel, session_id=sid)
+    mid, msg = execute_request("import time\ntime.sleep(1.5)\n"
+                               "for i in range(3):\n    print('tick', i, flush=True)\n"
+                               "    time.sleep(0.2)\n'done'", sid)
+    ws.send(json.dumps(msg))
+    while True:  # the client goes away as soon as the cell runs
+        m = json.loads(ws.recv())
+        if m["msg_type"] == "status" and m["parent_header"].get("msg_id") == mid:
+            assert m["content"]["execution_state"] == "busy"
+            break
+    ws.close()
+    time.sleep(4)  # the cell ends while nobody is connected
+    other = gw.ws(kernel, session_id=uuid.uuid4().hex)
+    again = gw.ws(kernel, session_id=sid)
+    try:
+        other.settimeout(1)
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            while True:
+                m = json.loads(other.recv())
+                assert m["parent_header"].get("msg_id") != mid, "replayed to another session"
+        got = []
+        while not (got and got[-1][0] == "status" and got[-1][1] == "idle"
+                   and any(g[0] == "execute_reply" for g in got)):
+            m = json.loads(again.recv())
+            if m["parent_header"].get("msg_id") == mid:
+                got.append((m["msg_type"], m["content"].get("execution_state")
+                            or m["content"].get("text") or m["content"].get("status")))
+        streams = [g[1] for g in got if g[0] == "stream"]
+        assert "".join(streams) == "tick 0\ntick 1\ntick 2\n"
+        assert ("execute_result", None) in [(g[0], None) for g in got]
+        assert ("execute_reply", "ok") in got
+    finally:
+        other.close()
+        again.close()
 
 
 def test_delete_closes_websockets(gw):
