@@ -22,9 +22,20 @@ def needs(name):
                               reason=f"no {name} toolchain on this machine")
 
 
+# jupyter_kernel_test waits 15 s for a reply; a Kotlin or Java compile on a
+# loaded 2-core machine can take longer, and one late reply then cascades
+# (the next cells are aborted behind it). Speed is benchmarked, not tested.
+EXECUTE_TIMEOUT = 90
+
+
+def _execute_helper(self, code, timeout=EXECUTE_TIMEOUT, **kw):
+    return jkt.KernelTests.execute_helper(self, code, timeout=max(timeout, EXECUTE_TIMEOUT), **kw)
+
+
 def spec_test(name, **attrs):
     """A jupyter_kernel_test class for kernelspec cellgate-NAME."""
     attrs.setdefault("kernel_name", f"cellgate-{name}")
+    attrs.setdefault("execute_helper", _execute_helper)
     cls = type(f"KernelTest_{name}", (jkt.KernelTests,), attrs)
     return needs(name)(cls)
 
