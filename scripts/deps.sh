@@ -18,6 +18,9 @@ PKGS=(
   python3-pytest python3-jsonschema jupyter-console
   # the gateway's real clients in tests/test_gateway.py
   python3-websocket jupyter-server
+  # the browser test (tests/test_browser.py): classic Notebook 6 in Chromium,
+  # driven by playwright-core from npm (installed below)
+  python3-notebook chromium
   # toolchains of the languages cellgate runs (a missing one is reported by
   # `cellgate doctor` and gets no kernelspec; swift has no Debian package)
   nodejs ruby php-cli golang-go default-jdk-headless rustc kotlin
@@ -31,16 +34,22 @@ for p in "${PKGS[@]}"; do
     || missing+=("$p")
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+  else
+    SUDO=
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "deps: installing ${missing[*]}" >&2
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO=sudo
-else
-  SUDO=
+# playwright-core for the browser test, at the version its lock file pins
+# (only the library: the browser is Debian's chromium, never a download).
+cd "$(dirname "$0")/../tests/browser"
+if [ ! -d node_modules/playwright-core ] && command -v npm >/dev/null; then
+  echo "deps: npm ci in tests/browser" >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
