@@ -108,6 +108,8 @@ answer_empty(struct req *r, unsigned status)
     return answer(r, status, NULL, NULL, 0);
 }
 
+static enum MHD_Result answer_waited(struct req *r);
+
 /* ---- auth ---------------------------------------------------------------- */
 
 static bool
@@ -218,7 +220,11 @@ post_kernels(struct req *r, char **seg)
                           max);
     else if (env && !json_is_object(env))
         rc = answer_error(r, MHD_HTTP_BAD_REQUEST, "env must be an object");
-    else if (kernels_start(r->h->o.kernels, name, spec, env, &k, err, sizeof err) != CG_OK)
+    else if ((k = kernels_take(r->h->o.kernels, name, env))) {
+        snprintf(r->kernel, sizeof r->kernel, "%s", kernel_id(k));
+        r->ok_status = MHD_HTTP_CREATED;
+        rc = answer_waited(r); /* a pooled kernel is ready: no wait */
+    } else if (kernels_start(r->h->o.kernels, name, spec, env, &k, err, sizeof err) != CG_OK)
         rc = answer_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start %s: %s", name, err);
     else
         rc = wait_ready(r, k, MHD_HTTP_CREATED);

@@ -44,6 +44,7 @@ struct kernel {
     char state[16];               /* execution_state from iopub status */
     int connections;              /* open WebSocket connections */
     bool ready;                   /* kernel_info_reply seen */
+    bool pooled;                  /* pre-started, not handed out: no API sees it */
     char info_id[33];             /* msg_id of our kernel_info_request */
     struct kernel *next;
 };
@@ -56,7 +57,18 @@ struct retired {
     struct retired *next;
 };
 
+/* Kernels kept pre-started for one kernelspec. */
+struct pool {
+    char name[128];
+    json_t *spec;                 /* kernel.json (a reference) */
+    size_t size;                  /* how many to keep ready */
+};
+
+#define POOLS_MAX 16
+
 struct kernels {
+    struct pool pools[POOLS_MAX];
+    size_t n_pools;
     void *zctx;
     char rundir[160];             /* short: ipc paths must fit sun_path */
     struct kernels_sink sink;
@@ -123,7 +135,8 @@ kernels_list_json(const struct kernels *ks)
 {
     json_t *a = json_array();
     for (const struct kernel *k = ks->head; a && k; k = k->next)
-        json_array_append_new(a, kernel_model_json(k));
+        if (!k->pooled)
+            json_array_append_new(a, kernel_model_json(k));
     return a;
 }
 
@@ -132,7 +145,7 @@ kernels_idle(struct kernels *ks, double idle_s, bool connected)
 {
     double now = clock_now();
     for (struct kernel *k = ks->head; k; k = k->next)
-        if (strcmp(k->state, "busy") != 0 && now - k->active_at > idle_s
+        if (!k->pooled && strcmp(k->state, "busy") != 0 && now - k->active_at > idle_s
             && (connected || k->connections == 0))
             return k;
     return NULL;
@@ -143,7 +156,7 @@ kernels_count(const struct kernels *ks)
 {
     size_t n = 0;
     for (const struct kernel *k = ks->head; k; k = k->next)
-        n++;
+        n += !k->pooled;
     return n;
 }
 
@@ -151,7 +164,7 @@ struct kernel *
 kernels_find(struct kernels *ks, const char *id)
 {
     for (struct kernel *k = ks->head; k; k = k->next)
-        if (strcmp(k->id, id) == 0)
+        if (!k->pooled && strcmp(k->id, id) == 0)
             return k;
     return NULL;
 }
@@ -506,6 +519,75 @@ kernels_handle(struct kernels *ks, const zmq_pollitem_t *items, size_t n)
     }
 }
 
+int
+kernels_pool(struct kernels *ks, const char *name, const json_t *spec, size_t size)
+{
+    if (ks->n_pools == POOLS_MAX || strlen(name) >= sizeof ks->pools[0].name)
+        return CG_ETOOBIG;
+    struct pool *p = &ks->pools[ks->n_pools];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    if (!(p->spec = json_deep_copy(spec)))
+        return CG_ENOMEM;
+    p->size = size;
+    ks->n_pools++;
+    return CG_OK;
+}
+
+/* Does env carry a variable that must reach a new process (KERNEL_*)? */
+static bool
+wants_own_process(const json_t *env)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)env, key, v)
+        if (strncmp(key, "KERNEL_", 7) == 0)
+            return true;
+    return false;
+}
+
+struct kernel *
+kernels_take(struct kernels *ks, const char *name, const json_t *env)
+{
+    if (json_is_object(env) && wants_own_process(env))
+        return NULL;
+    for (struct kernel *k = ks->head; k; k = k->next)
+        if (k->pooled && k->ready && k->pid > 0 && strcmp(k->name, name) == 0) {
+            k->pooled = false;
+            touch(k);
+            log_info("kernel %s (%s) taken from the pool", k->id, name);
+            return k;
+        }
+    return NULL;
+}
+
+/* Keeps each pool full: dead pooled kernels go, new ones start. */
+static void
+fill_pools(struct kernels *ks)
+{
+    for (struct kernel *k = ks->head, *next; k; k = next) {
+        next = k->next;
+        if (k->pooled && k->pid < 0) {
+            struct kernel *dead = k;
+            kernels_delete(ks, &dead);
+        }
+    }
+    for (size_t i = 0; i < ks->n_pools; i++) {
+        struct pool *p = &ks->pools[i];
+        size_t have = 0;
+        for (const struct kernel *k = ks->head; k; k = k->next)
+            have += k->pooled && strcmp(k->name, p->name) == 0;
+        for (; have < p->size; have++) {
+            struct kernel *k;
+            char err[256];
+            if (kernels_start(ks, p->name, p->spec, NULL, &k, err, sizeof err) != CG_OK) {
+                log_warn("pool %s: %s", p->name, err);
+                break;
+            }
+            k->pooled = true;
+        }
+    }
+}
+
 void
 kernels_tick(struct kernels *ks)
 {
@@ -534,6 +616,7 @@ kernels_tick(struct kernels *ks)
             snprintf(k->state, sizeof k->state, "dead");
             publish_status(k, "dead");
         }
+    fill_pools(ks);
 }
 
 void
@@ -542,6 +625,9 @@ kernels_destroy(struct kernels **ksp)
     struct kernels *ks = ksp ? *ksp : NULL;
     if (!ks)
         return;
+    for (size_t i = 0; i < ks->n_pools; i++)
+        json_decref(ks->pools[i].spec);
+    ks->n_pools = 0; /* no refills while stopping */
     while (ks->head) {
         struct kernel *k = ks->head;
         kernels_delete(ks, &k);

@@ -59,8 +59,20 @@ int kernels_start(struct kernels *ks, const char *name, const json_t *spec, cons
  * and no client connected unless connected is true. NULL when none. */
 struct kernel *kernels_idle(struct kernels *ks, double idle_s, bool connected);
 
-/* How many kernels the table holds. */
+/* How many kernels the table holds (pooled ones not counted). */
 size_t kernels_count(const struct kernels *ks);
+
+/*
+ * Keeps size kernels of kernelspec name (kernel.json spec, copied) started
+ * and ready, unseen by the API until kernels_take() hands one out; kept
+ * full by kernels_tick(). CG_OK, CG_ETOOBIG (too many pools) or CG_ENOMEM.
+ */
+int kernels_pool(struct kernels *ks, const char *name, const json_t *spec, size_t size);
+
+/* A ready pooled kernel of kernelspec name, now an ordinary kernel, or NULL
+ * (none ready, or env has KERNEL_* variables, which only a new process can
+ * get). */
+struct kernel *kernels_take(struct kernels *ks, const char *name, const json_t *env);
 
 /* The kernel with that id, or NULL. */
 struct kernel *kernels_find(struct kernels *ks, const char *id);
@@ -118,7 +130,7 @@ size_t kernels_pollitems(const struct kernels *ks, zmq_pollitem_t *items, size_t
 void kernels_handle(struct kernels *ks, const zmq_pollitem_t *items, size_t n);
 
 /* Periodic work: reaps exited processes, SIGKILLs those past their grace,
- * marks kernels whose process died "dead". */
+ * marks kernels whose process died "dead", keeps the pools full. */
 void kernels_tick(struct kernels *ks);
 
 #endif

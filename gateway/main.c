@@ -57,6 +57,9 @@ usage(FILE *f)
           "                    either way; env CELLGATE_CULL_IDLE_TIMEOUT; 0: never)\n"
           "      --cull-connected          cull idle kernels even with clients connected\n"
           "                    (env CELLGATE_CULL_CONNECTED=1)\n"
+          "      --pool NAME=N             keep N kernels of kernelspec NAME started, for\n"
+          "                    POST /api/kernels to hand out at once (repeatable; env\n"
+          "                    CELLGATE_POOL=NAME=N,NAME=N)\n"
           "      --ping-interval S         ping WebSocket clients every S seconds\n"
           "                    (env CELLGATE_PING_INTERVAL; default 30; 0: never)\n"
           "  -h, --help        this help\n"
@@ -75,6 +78,39 @@ parse_count(const char *s, double max, double *out)
     if (errno || end == s || *end || !(v >= 0 && v <= max))
         return false;
     *out = v;
+    return true;
+}
+
+/* Adds the pools of a list "NAME=N[,NAME=N...]" (what may be NULL or "").
+ * Returns false with a message on stderr for a bad entry or name. */
+static bool
+add_pools(struct kernels *ks, const struct specs *specs, const char *what)
+{
+    char buf[1024], *save = NULL;
+    if (!what || !*what)
+        return true;
+    if (snprintf(buf, sizeof buf, "%s", what) >= (int)sizeof buf) {
+        fprintf(stderr, "cellgate serve: --pool: too long\n");
+        return false;
+    }
+    for (char *e = strtok_r(buf, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(e, '=');
+        double n;
+        const json_t *spec;
+        if (!eq || !parse_count(eq + 1, 64, &n)) {
+            fprintf(stderr, "cellgate serve: --pool %s: give NAME=N (N up to 64)\n", e);
+            return false;
+        }
+        *eq = '\0';
+        if (!(spec = specs_spec(specs, e))) {
+            fprintf(stderr, "cellgate serve: --pool: no kernelspec %s\n", e);
+            return false;
+        }
+        if (kernels_pool(ks, e, spec, (size_t)n) != CG_OK) {
+            fprintf(stderr, "cellgate serve: --pool %s: too many pools\n", e);
+            return false;
+        }
+    }
     return true;
 }
 
@@ -126,12 +162,15 @@ main(int argc, char **argv)
         { "cull-idle-timeout", required_argument, NULL, 'c' },
         { "cull-connected", no_argument, NULL, 'C' },
         { "ping-interval", required_argument, NULL, 'P' },
+        { "pool", required_argument, NULL, 'o' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { 0 },
     };
     const char *ip = getenv("CELLGATE_IP"), *token = getenv("CELLGATE_TOKEN"), *env;
     int port = 8888, c, status = 1;
+    const char *pools[16];
+    size_t n_pools = 0;
     char tokbuf[33], rundir[128], bin[PATH_MAX], err[512];
 
     /* Numbers from the environment first, the command line overrides. */
@@ -177,6 +216,13 @@ main(int argc, char **argv)
             }
             break;
         case 'C': lo.cull_connected = true; break;
+        case 'o':
+            if (n_pools == sizeof pools / sizeof pools[0]) {
+                fprintf(stderr, "cellgate serve: too many --pool options\n");
+                return 2;
+            }
+            pools[n_pools++] = optarg;
+            break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("cellgate %s\n", CELLGATE_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -213,6 +259,11 @@ main(int argc, char **argv)
         fprintf(stderr, "cellgate serve: no memory\n");
         goto out;
     }
+    if (!add_pools(ks, specs, n_pools ? NULL : getenv("CELLGATE_POOL")))
+        goto out;
+    for (size_t i = 0; i < n_pools; i++)
+        if (!add_pools(ks, specs, pools[i]))
+            goto out;
     struct http_opts ho = { .ip = ip, .port = port, .token = token, .specs = specs,
                             .kernels = ks, .channels = ch,
                             .max_kernels = (size_t)max_kernels };

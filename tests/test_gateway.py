@@ -569,6 +569,67 @@ def test_websocket_pings(gw_limits):
         gw_limits.call("DELETE", f"/api/kernels/{model['id']}")
 
 
+# ---- the pool of pre-started kernels -------------------------------------------------
+
+def kernel_children(pid):
+    """Pids of `cellgate kernel` processes whose parent is pid."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and argv[1:2] == [b"kernel"]:
+            out.append(int(p))
+    return out
+
+
+def wait_for(cond, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_pool_hands_out_started_kernels():
+    servers = start_gateway("--pool", "cellgate-python=1")
+    gw_pool = next(servers)
+    try:
+        pid = gw_pool.proc.pid
+        assert wait_for(lambda: len(kernel_children(pid)) == 1), "the pool was not filled"
+        time.sleep(1)  # and the pooled kernel is ready
+        assert gw_pool.call("GET", "/api/kernels")[1] == [], "pooled kernels are not listed"
+        pooled = kernel_children(pid)
+        status, model, _ = gw_pool.call("POST", "/api/kernels", {"name": "cellgate-python"})
+        assert status == 201 and model["execution_state"] == "idle"
+        # The kernel handed out is the one that was waiting; a new one refills the pool.
+        assert wait_for(lambda: len(kernel_children(pid)) == 2)
+        assert pooled[0] in kernel_children(pid)
+        ws = gw_pool.ws(model["id"])
+        try:
+            reply, outputs = run_ws(ws, "print('from the pool')")
+            assert outputs[-1]["content"]["text"] == "from the pool\n"
+        finally:
+            ws.close()
+        # KERNEL_* variables need a process of their own: not from the pool.
+        status, own, _ = gw_pool.call("POST", "/api/kernels", {
+            "name": "cellgate-python", "env": {"KERNEL_USERNAME": "bob"}})
+        assert status == 201
+        assert wait_for(lambda: len(kernel_children(pid)) == 3)
+        for kid in (model["id"], own["id"]):
+            assert gw_pool.call("DELETE", f"/api/kernels/{kid}")[0] == 204
+        assert wait_for(lambda: len(kernel_children(pid)) == 1), "the pool holds one"
+    finally:
+        servers.close()
+
+
 # ---- jupyter_server --gateway-url -------------------------------------------------
 
 @pytest.fixture(scope="module")
