@@ -51,6 +51,42 @@ struct http {
     struct req *waiting;          /* suspended requests */
 };
 
+/* ---- origins --------------------------------------------------------------- */
+
+/* May a page of the request's Origin (if any) use the answer? With an
+ * allowed origin set: "*" or that origin; without: only the same host. */
+static bool
+origin_allowed(const struct http *h, struct MHD_Connection *conn)
+{
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    if (!origin)
+        return true;
+    const char *allow = h->o.allow_origin;
+    if (allow && *allow)
+        return strcmp(allow, "*") == 0 || strcmp(allow, origin) == 0;
+    const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    const char *sep = strstr(origin, "://");
+    return host && sep && strcmp(sep + 3, host) == 0;
+}
+
+/* Adds the CORS headers an allowed cross-origin request needs. */
+static void
+add_cors(const struct http *h, struct MHD_Connection *conn, struct MHD_Response *resp)
+{
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    const char *allow = h->o.allow_origin;
+    if (!origin || !allow || !*allow || !origin_allowed(h, conn))
+        return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin",
+                            strcmp(allow, "*") == 0 ? "*" : origin);
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods",
+                            "GET, POST, DELETE, OPTIONS");
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                            "Authorization, Content-Type");
+    if (strcmp(allow, "*") != 0)
+        MHD_add_response_header(resp, "Vary", "Origin");
+}
+
 /* ---- answers ------------------------------------------------------------- */
 
 static enum MHD_Result
@@ -64,6 +100,7 @@ answer(struct req *r, unsigned status, const char *ctype, void *body, size_t len
     }
     if (ctype)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    add_cors(r->h, r->conn, resp);
     r->status = status;
     enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
@@ -148,13 +185,13 @@ static enum MHD_Result
 get_kernelspecs(struct req *r, char **seg)
 {
     (void)seg;
-    return answer_json(r, MHD_HTTP_OK, specs_all_json(r->h->o.specs, ""));
+    return answer_json(r, MHD_HTTP_OK, specs_all_json(r->h->o.specs, r->h->o.base_url));
 }
 
 static enum MHD_Result
 get_kernelspec(struct req *r, char **seg)
 {
-    json_t *m = specs_model_json(r->h->o.specs, seg[2], "");
+    json_t *m = specs_model_json(r->h->o.specs, seg[2], r->h->o.base_url);
     if (!m)
         return answer_error(r, MHD_HTTP_NOT_FOUND, "Kernel spec %s not found", seg[2]);
     return answer_json(r, MHD_HTTP_OK, m);
@@ -332,6 +369,9 @@ get_channels(struct req *r, char **seg)
 
     if (!k)
         return no_kernel(r, seg);
+    if (!origin_allowed(r->h, c))
+        return answer_error(r, MHD_HTTP_FORBIDDEN, "WebSocket from origin %s refused",
+                            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
     if (!header_has(upgrade, "websocket") || !key || !version || strcmp(version, "13") != 0
         || strlen(key) > 64)
         return answer_error(r, MHD_HTTP_BAD_REQUEST, "a WebSocket upgrade (version 13) is "
@@ -416,6 +456,10 @@ route(struct req *r, const char *url)
     char path[1024], *seg[MAX_SEGS];
     bool path_known = false;
 
+    size_t base = strlen(r->h->o.base_url);
+    if (strncmp(url, r->h->o.base_url, base) != 0 || (url[base] != '/' && url[base] != '\0'))
+        return answer_error(r, MHD_HTTP_NOT_FOUND, "no such path: %s", url);
+    url += base;
     if (strlen(url) >= sizeof path)
         return answer_error(r, MHD_HTTP_NOT_FOUND, "no such path");
     memcpy(path, url, strlen(url) + 1);
@@ -462,8 +506,9 @@ answer_waited(struct req *r)
         free(s);
         return MHD_NO;
     }
-    char loc[80];
-    snprintf(loc, sizeof loc, "/api/kernels/%s", r->kernel);
+    char loc[400];
+    snprintf(loc, sizeof loc, "%s/api/kernels/%s", r->h->o.base_url, r->kernel);
+    add_cors(r->h, r->conn, resp);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (r->ok_status == MHD_HTTP_CREATED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, loc);
@@ -506,6 +551,9 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     }
     if (r->waiting)
         return MHD_YES;
+    if (strcmp(method, "OPTIONS") == 0) /* a CORS preflight carries no token */
+        return origin_allowed(h, conn) ? answer_empty(r, MHD_HTTP_NO_CONTENT)
+                                       : answer_error(r, MHD_HTTP_FORBIDDEN, "origin refused");
     if (!authorized(h, conn))
         return answer_error(r, MHD_HTTP_UNAUTHORIZED, "a valid token is required "
                             "(Authorization: token T, or ?token=T)");

@@ -4,7 +4,10 @@
  * route, and the Jupyter Kernel Gateway REST API: /api, /api/kernelspecs,
  * /kernelspecs/{name}/{file}, /api/kernels and each kernel's interrupt,
  * restart and channels (the WebSocket upgrade, handed to channels.h).
- * Errors are JSON {"reason", "message"} with their status.
+ * Errors are JSON {"reason", "message"} with their status. CORS: answers
+ * carry Access-Control-Allow-Origin for the allowed origin, preflights
+ * (OPTIONS) are answered without a token, and a WebSocket upgrade from a
+ * page of another origin is refused (403).
  */
 #ifndef CG_GW_HTTP_H
 #define CG_GW_HTTP_H
@@ -26,6 +29,8 @@ struct http_opts {
     struct kernels *kernels;
     struct channels *channels;
     size_t max_kernels;           /* POST /api/kernels answers 403 beyond (0: no limit) */
+    const char *base_url;         /* every path starts with it: "" or "/prefix" */
+    const char *allow_origin;     /* CORS: an origin, "*", or NULL (same host only) */
 };
 
 /* Seconds POST /api/kernels and restart wait for a kernel to answer. */

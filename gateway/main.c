@@ -60,6 +60,11 @@ usage(FILE *f)
           "      --pool NAME=N             keep N kernels of kernelspec NAME started, for\n"
           "                    POST /api/kernels to hand out at once (repeatable; env\n"
           "                    CELLGATE_POOL=NAME=N,NAME=N)\n"
+          "      --base-url /PREFIX        serve every route under /PREFIX\n"
+          "                    (env CELLGATE_BASE_URL)\n"
+          "      --allow-origin ORIGIN     CORS: pages of ORIGIN (or *) may call the API\n"
+          "                    and open WebSockets (env CELLGATE_ALLOW_ORIGIN; default:\n"
+          "                    WebSockets from pages of the same host only)\n"
           "      --ping-interval S         ping WebSocket clients every S seconds\n"
           "                    (env CELLGATE_PING_INTERVAL; default 30; 0: never)\n"
           "  -h, --help        this help\n"
@@ -163,13 +168,17 @@ main(int argc, char **argv)
         { "cull-connected", no_argument, NULL, 'C' },
         { "ping-interval", required_argument, NULL, 'P' },
         { "pool", required_argument, NULL, 'o' },
+        { "base-url", required_argument, NULL, 'b' },
+        { "allow-origin", required_argument, NULL, 'a' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { 0 },
     };
     const char *ip = getenv("CELLGATE_IP"), *token = getenv("CELLGATE_TOKEN"), *env;
     int port = 8888, c, status = 1;
-    const char *pools[16];
+    const char *pools[16], *base_url = getenv("CELLGATE_BASE_URL");
+    const char *allow_origin = getenv("CELLGATE_ALLOW_ORIGIN");
+    char base[256];
     size_t n_pools = 0;
     char tokbuf[33], rundir[128], bin[PATH_MAX], err[512];
 
@@ -216,6 +225,8 @@ main(int argc, char **argv)
             }
             break;
         case 'C': lo.cull_connected = true; break;
+        case 'b': base_url = optarg; break;
+        case 'a': allow_origin = optarg; break;
         case 'o':
             if (n_pools == sizeof pools / sizeof pools[0]) {
                 fprintf(stderr, "cellgate serve: too many --pool options\n");
@@ -232,6 +243,16 @@ main(int argc, char **argv)
         fprintf(stderr, "cellgate serve: unexpected argument \"%s\"\n", argv[optind]);
         return 2;
     }
+    /* The base URL as "/a/b": one leading slash, none at the end. */
+    const char *b = base_url ? base_url : "";
+    while (*b == '/')
+        b++;
+    if (snprintf(base, sizeof base, "%s%s", *b ? "/" : "", b) >= (int)sizeof base) {
+        fprintf(stderr, "cellgate serve: --base-url too long\n");
+        return 2;
+    }
+    for (size_t n = strlen(base); n > 0 && base[n - 1] == '/'; n--)
+        base[n - 1] = '\0';
     bool random_token = !token || !*token;
     if (random_token) {
         wire_new_id(tokbuf);
@@ -266,7 +287,8 @@ main(int argc, char **argv)
             goto out;
     struct http_opts ho = { .ip = ip, .port = port, .token = token, .specs = specs,
                             .kernels = ks, .channels = ch,
-                            .max_kernels = (size_t)max_kernels };
+                            .max_kernels = (size_t)max_kernels, .base_url = base,
+                            .allow_origin = allow_origin };
     if (!(h = http_new(&ho, err, sizeof err))) {
         fprintf(stderr, "cellgate serve: %s\n", err);
         goto out;
@@ -276,13 +298,13 @@ main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     const char *host = strchr(ip, ':') ? "[" : "";
-    printf("cellgate serve: a Jupyter kernel gateway at http://%s%s%s:%d/\n", host, ip,
-           *host ? "]" : "", port);
+    printf("cellgate serve: a Jupyter kernel gateway at http://%s%s%s:%d%s/\n", host, ip,
+           *host ? "]" : "", port, base);
     if (random_token)
         printf("cellgate serve: use it with the token %s, e.g.\n"
-               "  jupyter server --gateway-url http://%s%s%s:%d "
+               "  jupyter server --gateway-url http://%s%s%s:%d%s "
                "--GatewayClient.auth_token=%s\n",
-               token, host, ip, *host ? "]" : "", port, token);
+               token, host, ip, *host ? "]" : "", port, base, token);
     fflush(stdout);
     status = loop_run(h, ks, ch, &lo, &stop) == CG_OK ? 0 : 1;
     log_info("stopping");

@@ -90,14 +90,15 @@ class Server:
             return status, json.loads(raw), h
         return status, raw or None, h
 
-    def ws(self, kid, token="default", subprotocols=None, session_id=None):
+    def ws(self, kid, token="default", subprotocols=None, session_id=None, prefix="",
+           **options):
         token = self.token if token == "default" else token
         q = f"?token={token}" if token else ""
         if session_id:
             q += ("&" if q else "?") + f"session_id={session_id}"
         return websocket.create_connection(
-            f"ws://127.0.0.1:{self.port}/api/kernels/{kid}/channels{q}",
-            timeout=TIMEOUT, subprotocols=subprotocols)
+            f"ws://127.0.0.1:{self.port}{prefix}/api/kernels/{kid}/channels{q}",
+            timeout=TIMEOUT, subprotocols=subprotocols, **options)
 
 
 def start_gateway(*args):
@@ -478,6 +479,68 @@ def test_output_while_away_is_replayed_to_the_same_session(gw, kernel):
     finally:
         other.close()
         again.close()
+
+
+def test_kernel_death_is_reported_and_restart_recovers(gw, kernel):
+    ws = gw.ws(kernel)
+    try:
+        assert run_ws(ws, "y = 1")[0]["content"]["status"] == "ok"
+        pids = kernel_children(gw.proc.pid)
+        mine = [p for p in pids if p in kernel_pids(kernel)]
+        assert len(mine) == 1
+        os.kill(mine[0], signal.SIGKILL)
+        while True:
+            m = json.loads(ws.recv())
+            if m["msg_type"] == "status" and m["content"]["execution_state"] == "dead":
+                break
+        assert gw.call("GET", f"/api/kernels/{kernel}")[1]["execution_state"] == "dead"
+        status, model, _ = gw.call("POST", f"/api/kernels/{kernel}/restart")
+        assert status == 200 and model["execution_state"] == "idle"
+        reply, outputs = run_ws(ws, "print('y' in dir())")
+        assert outputs[-1]["content"]["text"] == "False\n"
+    finally:
+        ws.close()
+
+
+def test_websocket_from_another_origin_is_refused(gw, kernel):
+    with pytest.raises(websocket.WebSocketBadStatusException) as e:
+        gw.ws(kernel, origin="http://evil.example")
+    assert e.value.status_code == 403
+    gw.ws(kernel, origin=f"http://127.0.0.1:{gw.port}").close()  # the same host is fine
+
+
+def test_base_url_and_cors():
+    servers = start_gateway("--base-url", "/gw/", "--allow-origin", "https://lab.example")
+    g = next(servers)
+    try:
+        assert g.call("GET", "/api")[0] == 404
+        status, body, h = g.call("GET", "/gw/api", headers={"Origin": "https://lab.example"})
+        assert status == 200 and h["Access-Control-Allow-Origin"] == "https://lab.example"
+        status, body, h = g.call("GET", "/gw/api", headers={"Origin": "https://other.example"})
+        assert status == 200 and "Access-Control-Allow-Origin" not in h
+        # A preflight carries no token.
+        status, body, h = g.call("OPTIONS", "/gw/api/kernels", token=None,
+                                 headers={"Origin": "https://lab.example",
+                                          "Access-Control-Request-Method": "POST"})
+        assert status == 204 and h["Access-Control-Allow-Origin"] == "https://lab.example"
+        assert "Authorization" in h["Access-Control-Allow-Headers"]
+        specs = g.call("GET", "/gw/api/kernelspecs")[1]["kernelspecs"]
+        logo = specs["cellgate"]["resources"]["logo-64x64"]
+        assert logo == "/gw/kernelspecs/cellgate/logo-64x64.png"
+        assert g.call("GET", logo)[0] == 200
+        status, model, h = g.call("POST", "/gw/api/kernels", {"name": "cellgate-bash"})
+        assert status == 201 and h["Location"] == f"/gw/api/kernels/{model['id']}"
+        with pytest.raises(websocket.WebSocketBadStatusException) as e:
+            g.ws(model["id"], prefix="/gw", origin="https://other.example")
+        assert e.value.status_code == 403
+        ws = g.ws(model["id"], prefix="/gw", origin="https://lab.example")
+        try:
+            assert run_ws(ws, "echo prefixed")[1][-1]["content"]["text"] == "prefixed\n"
+        finally:
+            ws.close()
+        assert g.call("DELETE", f"/gw/api/kernels/{model['id']}")[0] == 204
+    finally:
+        servers.close()
 
 
 def test_delete_closes_websockets(gw):
