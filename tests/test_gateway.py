@@ -112,7 +112,9 @@ def start_gateway(*args):
     server = Server(proc, port, token)
     server.log_path = log.name
     try:
-        wait_http(f"http://127.0.0.1:{port}/api", proc)
+        # Start-up runs `cellgate install`, which probes every toolchain
+        # (kotlin's takes seconds): give it time on a loaded machine.
+        wait_http(f"http://127.0.0.1:{port}/api", proc, timeout=120)
         yield server
     finally:
         stop(proc)
@@ -541,6 +543,73 @@ def test_base_url_and_cors():
         assert g.call("DELETE", f"/gw/api/kernels/{model['id']}")[0] == 204
     finally:
         servers.close()
+
+
+def test_two_clients_on_one_kernel(gw, kernel):
+    a, b = gw.ws(kernel), gw.ws(kernel)
+    try:
+        assert gw.call("GET", f"/api/kernels/{kernel}")[1]["connections"] == 2
+        wait_kernel_info(a)
+        wait_kernel_info(b)
+        mid, msg = execute_request("print('to both')", uuid.uuid4().hex)
+        a.send(json.dumps(msg))
+        reply, outputs = None, []
+        while reply is None:
+            m = json.loads(a.recv())
+            if m["parent_header"].get("msg_id") == mid and m["channel"] == "shell":
+                reply = m
+        seen_b = []
+        b.settimeout(3)
+        try:
+            while True:
+                m = json.loads(b.recv())
+                if m["parent_header"].get("msg_id") == mid:
+                    seen_b.append((m["channel"], m["msg_type"]))
+        except websocket.WebSocketTimeoutException:
+            pass
+        assert ("iopub", "stream") in seen_b, "the other client sees the output"
+        assert not [s for s in seen_b if s[0] == "shell"], "the reply is the requester's"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_client_vanishing_mid_cell(gw, kernel):
+    ws = gw.ws(kernel)
+    mid, msg = execute_request("import time\nfor i in range(20):\n"
+                               "    print('x' * 1000, flush=True); time.sleep(0.05)",
+                               uuid.uuid4().hex)
+    ws.send(json.dumps(msg))
+    ws.recv()
+    ws.sock.shutdown(socket.SHUT_RDWR)  # no close frame: the client is gone
+    ws.sock.close()
+    time.sleep(2)
+    assert gw.call("GET", f"/api/kernels/{kernel}")[1]["connections"] == 0
+    again = gw.ws(kernel)
+    try:
+        reply, outputs = run_ws(again, "print('after')")
+        assert outputs[-1]["content"]["text"] == "after\n"
+    finally:
+        again.close()
+
+
+def test_oversized_frame_closes_only_that_connection(gw, kernel):
+    ws = gw.ws(kernel)
+    try:
+        ws.send("x" * (64 * 1024 * 1024 + 1))
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+            for _ in range(100):
+                if ws.recv() in ("", b""):
+                    raise websocket.WebSocketConnectionClosedException("closed")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # closed while we were still sending: as good
+    finally:
+        ws.close()
+    again = gw.ws(kernel)
+    try:
+        assert run_ws(again, "print('fine')")[0]["content"]["status"] == "ok"
+    finally:
+        again.close()
 
 
 def test_delete_closes_websockets(gw):
