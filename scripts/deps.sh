@@ -48,8 +48,9 @@ fi
 
 # playwright-core for the browser test, at the version its lock file pins
 # (only the library: the browser is Debian's chromium, never a download).
+# npm ls fails when the installed tree is missing or differs from the pin.
 cd "$(dirname "$0")/../tests/browser"
-if [ ! -d node_modules/playwright-core ] && command -v npm >/dev/null; then
+if command -v npm >/dev/null && ! npm ls --depth=0 >/dev/null 2>&1; then
   echo "deps: npm ci in tests/browser" >&2
   npm ci --no-audit --no-fund --loglevel=error >&2
 fi
