@@ -618,6 +618,14 @@ http_new(const struct http_opts *o, char *err, size_t errlen)
         return NULL;
     }
     h->o = *o;
+    if (o->tls_cert) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            free(h);
+            cg_fail(err, errlen, CG_EUNSUPP, "this libmicrohttpd has no TLS");
+            return NULL;
+        }
+        flags |= MHD_USE_TLS;
+    }
     if (inet_pton(AF_INET, o->ip, &a4.sin_addr) == 1) {
         sa = (const struct sockaddr *)&a4;
     } else if (inet_pton(AF_INET6, o->ip, &a6.sin6_addr) == 1) {
@@ -633,6 +641,8 @@ http_new(const struct http_opts *o, char *err, size_t errlen)
                             MHD_OPTION_SOCK_ADDR, sa,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+                            o->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
+                            o->tls_cert, MHD_OPTION_HTTPS_MEM_KEY, o->tls_key,
                             MHD_OPTION_END);
     if (!h->d) {
         free(h);

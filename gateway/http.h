@@ -31,6 +31,8 @@ struct http_opts {
     size_t max_kernels;           /* POST /api/kernels answers 403 beyond (0: no limit) */
     const char *base_url;         /* every path starts with it: "" or "/prefix" */
     const char *allow_origin;     /* CORS: an origin, "*", or NULL (same host only) */
+    const char *tls_cert;         /* PEM certificate chain (text), or NULL: plain HTTP */
+    const char *tls_key;          /* its PEM private key (text) */
 };
 
 /* Seconds POST /api/kernels and restart wait for a kernel to answer. */

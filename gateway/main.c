@@ -65,6 +65,8 @@ usage(FILE *f)
           "      --allow-origin ORIGIN     CORS: pages of ORIGIN (or *) may call the API\n"
           "                    and open WebSockets (env CELLGATE_ALLOW_ORIGIN; default:\n"
           "                    WebSockets from pages of the same host only)\n"
+          "      --certfile PEM --keyfile PEM  serve HTTPS and wss:// (env CELLGATE_CERTFILE,\n"
+          "                    CELLGATE_KEYFILE; behind an ingress, TLS ends there)\n"
           "      --ping-interval S         ping WebSocket clients every S seconds\n"
           "                    (env CELLGATE_PING_INTERVAL; default 30; 0: never)\n"
           "  -h, --help        this help\n"
@@ -119,6 +121,26 @@ add_pools(struct kernels *ks, const struct specs *specs, const char *what)
     return true;
 }
 
+/* Reads a whole PEM file (at most 1 MiB) into a new string, or NULL with a
+ * message on stderr. */
+static char *
+read_pem(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *text = f ? calloc(1, (1u << 20) + 1) : NULL;
+    size_t n = text ? fread(text, 1, 1u << 20, f) : 0;
+    bool whole = f && feof(f) && !ferror(f);
+    if (f)
+        fclose(f);
+    if (!text || !whole || n == 0) {
+        fprintf(stderr, "cellgate serve: cannot read %s: %s\n", path,
+                f && !whole ? "not a PEM file under 1 MiB" : strerror(errno));
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
 /* Parses a port number; -1 if it is not one. */
 static int
 parse_port(const char *s)
@@ -169,6 +191,8 @@ main(int argc, char **argv)
         { "ping-interval", required_argument, NULL, 'P' },
         { "pool", required_argument, NULL, 'o' },
         { "base-url", required_argument, NULL, 'b' },
+        { "certfile", required_argument, NULL, 'r' },
+        { "keyfile", required_argument, NULL, 'k' },
         { "allow-origin", required_argument, NULL, 'a' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -178,6 +202,8 @@ main(int argc, char **argv)
     int port = 8888, c, status = 1;
     const char *pools[16], *base_url = getenv("CELLGATE_BASE_URL");
     const char *allow_origin = getenv("CELLGATE_ALLOW_ORIGIN");
+    const char *certfile = getenv("CELLGATE_CERTFILE"), *keyfile = getenv("CELLGATE_KEYFILE");
+    char *cert = NULL, *key = NULL;
     char base[256];
     size_t n_pools = 0;
     char tokbuf[33], rundir[128], bin[PATH_MAX], err[512];
@@ -226,6 +252,8 @@ main(int argc, char **argv)
             break;
         case 'C': lo.cull_connected = true; break;
         case 'b': base_url = optarg; break;
+        case 'r': certfile = optarg; break;
+        case 'k': keyfile = optarg; break;
         case 'a': allow_origin = optarg; break;
         case 'o':
             if (n_pools == sizeof pools / sizeof pools[0]) {
@@ -253,6 +281,16 @@ main(int argc, char **argv)
     }
     for (size_t n = strlen(base); n > 0 && base[n - 1] == '/'; n--)
         base[n - 1] = '\0';
+    if (certfile && *certfile) {
+        if (!keyfile || !*keyfile) {
+            fprintf(stderr, "cellgate serve: --certfile needs --keyfile\n");
+            return 2;
+        }
+        if (!(cert = read_pem(certfile)) || !(key = read_pem(keyfile))) {
+            free(cert);
+            return 2;
+        }
+    }
     bool random_token = !token || !*token;
     if (random_token) {
         wire_new_id(tokbuf);
@@ -288,7 +326,8 @@ main(int argc, char **argv)
     struct http_opts ho = { .ip = ip, .port = port, .token = token, .specs = specs,
                             .kernels = ks, .channels = ch,
                             .max_kernels = (size_t)max_kernels, .base_url = base,
-                            .allow_origin = allow_origin };
+                            .allow_origin = allow_origin, .tls_cert = cert,
+                            .tls_key = key };
     if (!(h = http_new(&ho, err, sizeof err))) {
         fprintf(stderr, "cellgate serve: %s\n", err);
         goto out;
@@ -298,13 +337,13 @@ main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     const char *host = strchr(ip, ':') ? "[" : "";
-    printf("cellgate serve: a Jupyter kernel gateway at http://%s%s%s:%d%s/\n", host, ip,
-           *host ? "]" : "", port, base);
+    printf("cellgate serve: a Jupyter kernel gateway at %s://%s%s%s:%d%s/\n",
+           cert ? "https" : "http", host, ip, *host ? "]" : "", port, base);
     if (random_token)
         printf("cellgate serve: use it with the token %s, e.g.\n"
-               "  jupyter server --gateway-url http://%s%s%s:%d%s "
+               "  jupyter server --gateway-url %s://%s%s%s:%d%s "
                "--GatewayClient.auth_token=%s\n",
-               token, host, ip, *host ? "]" : "", port, base, token);
+               token, cert ? "https" : "http", host, ip, *host ? "]" : "", port, base, token);
     fflush(stdout);
     status = loop_run(h, ks, ch, &lo, &stop) == CG_OK ? 0 : 1;
     log_info("stopping");
@@ -316,5 +355,7 @@ out:
     if (zctx)
         zmq_ctx_term(zctx);
     remove_tree(rundir);
+    free(cert);
+    free(key);
     return status;
 }

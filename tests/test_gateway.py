@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -699,6 +700,50 @@ def test_websocket_pings(gw_limits):
     finally:
         ws.close()
         gw_limits.call("DELETE", f"/api/kernels/{model['id']}")
+
+
+def test_tls():
+    tmp = tempfile.mkdtemp(prefix="cellgate-gw-tls-")
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    port, token = free_port(), uuid.uuid4().hex
+    log = open(os.path.join(tmp, "server.log"), "wb")
+    proc = subprocess.Popen([CELLGATE, "serve", "--port", str(port), "--token", token,
+                             "--certfile", cert, "--keyfile", key],
+                            stdout=log, stderr=subprocess.STDOUT)
+    ctx = ssl.create_default_context(cafile=cert)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline
+            try:
+                with urllib.request.urlopen(f"https://127.0.0.1:{port}/api?token={token}",
+                                            context=ctx, timeout=5) as r:
+                    assert json.loads(r.read())["version"]
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api?token={token}", timeout=5)
+        req = urllib.request.Request(f"https://127.0.0.1:{port}/api/kernels", method="POST",
+                                     data=b'{"name": "cellgate-bash"}',
+                                     headers={"Authorization": f"token {token}"})
+        with urllib.request.urlopen(req, context=ctx, timeout=TIMEOUT) as r:
+            kid = json.loads(r.read())["id"]
+        ws = websocket.create_connection(
+            f"wss://127.0.0.1:{port}/api/kernels/{kid}/channels?token={token}",
+            timeout=TIMEOUT, sslopt={"ca_certs": cert})
+        try:
+            assert run_ws(ws, "echo over-tls")[1][-1]["content"]["text"] == "over-tls\n"
+        finally:
+            ws.close()
+    finally:
+        stop(proc)
+        log.close()
+        subprocess.run(["rm", "-rf", tmp])
 
 
 # ---- the pool of pre-started kernels -------------------------------------------------
