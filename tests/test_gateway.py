@@ -459,7 +459,9 @@ def test_output_while_away_is_replayed_to_the_same_session(gw, kernel):
             assert m["content"]["execution_state"] == "busy"
             break
     ws.close()
-    time.sleep(4)  # the cell ends while nobody is connected
+    # The cell ends while nobody is connected (the model follows iopub).
+    assert wait_for(lambda: gw.call("GET", f"/api/kernels/{kernel}")[1]["execution_state"]
+                    == "idle", timeout=60)
     other = gw.ws(kernel, session_id=uuid.uuid4().hex)
     again = gw.ws(kernel, session_id=sid)
     try:
@@ -469,8 +471,9 @@ def test_output_while_away_is_replayed_to_the_same_session(gw, kernel):
                 m = json.loads(other.recv())
                 assert m["parent_header"].get("msg_id") != mid, "replayed to another session"
         got = []
-        while not (got and got[-1][0] == "status" and got[-1][1] == "idle"
-                   and any(g[0] == "execute_reply" for g in got)):
+        # shell and iopub are separate sockets: the reply may come before or
+        # after idle
+        while not (("status", "idle") in got and any(g[0] == "execute_reply" for g in got)):
             m = json.loads(again.recv())
             if m["parent_header"].get("msg_id") == mid:
                 got.append((m["msg_type"], m["content"].get("execution_state")
