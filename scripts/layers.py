@@ -189,15 +189,18 @@ def check_calls(edges):
     return problems
 
 
-def build_objects(build):
-    """The objects of the programs (not of tests) under build, by source name."""
+def build_objects(build, root):
+    """The objects of the programs (not of tests) under build, by source name;
+    an object whose source is gone (left by an older layout) is skipped."""
     names = {}
     for top in sorted(FOLDER_MAY_INCLUDE):
         for d, _, files in os.walk(os.path.join(build, top)):
             for n in files:
                 if n.endswith(".o"):
                     o = os.path.join(d, n)
-                    names[o] = os.path.relpath(o, build)[:-2] + ".c"
+                    src = os.path.relpath(o, build)[:-2] + ".c"
+                    if os.path.exists(os.path.join(root, src)):
+                        names[o] = src
     return names
 
 
@@ -221,7 +224,7 @@ def main():
         problems = check_calls(call_graph(args.objects, names))
         what = "%d objects" % len(names)
     else:
-        names = build_objects(args.build)
+        names = build_objects(args.build, args.root)
         if not names:
             print("layers: no objects under %s: build first" % args.build, file=sys.stderr)
             return 1
