@@ -39,3 +39,14 @@ size_parse(const char *s, bool suffix, uint64_t *out)
     *out = v << shift;
     return CG_OK;
 }
+
+bool
+size_parse_positive(const char *s, uint64_t *out)
+{
+    uint64_t v;
+
+    if (size_parse(s, true, &v) != CG_OK || v == 0)
+        return false;
+    *out = v;
+    return true;
+}

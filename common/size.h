@@ -19,4 +19,9 @@
  */
 int size_parse(const char *s, bool suffix, uint64_t *out);
 
+/* A byte bound that must be above 0 (an artifact or download limit): s as
+ * size_parse reads it with a suffix; true with *out set, else false and
+ * *out untouched. */
+bool size_parse_positive(const char *s, uint64_t *out);
+
 #endif

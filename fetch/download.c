@@ -143,18 +143,6 @@ download_policy_new(const struct download_config *cfg, char *err, size_t errlen)
     return p;
 }
 
-/* A positive size in bytes, with an optional binary suffix (common/size.h). */
-static bool
-parse_size(const char *s, uint64_t *out)
-{
-    uint64_t v;
-
-    if (size_parse(s, true, &v) != CG_OK || v == 0)
-        return false;
-    *out = v;
-    return true;
-}
-
 struct download_policy *
 download_policy_from_env(char *err, size_t errlen)
 {
@@ -169,7 +157,7 @@ download_policy_from_env(char *err, size_t errlen)
         return NULL;
     }
     cfg.allow_private = priv && strcmp(priv, "1") == 0;
-    if (max && *max && !parse_size(max, &cfg.max_bytes)) {
+    if (max && *max && !size_parse_positive(max, &cfg.max_bytes)) {
         cg_fail(err, errlen, CG_EINVAL,
                 "%s must be a positive number of bytes (suffix k, m or g allowed), not \"%.64s\"",
                 ENV_MAX_BYTES, max);

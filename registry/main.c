@@ -171,18 +171,6 @@ parse_args(int argc, char **argv, struct args *a)
     return true;
 }
 
-/* A positive size in bytes, with an optional binary suffix (common/size.h). */
-static bool
-parse_size(const char *s, uint64_t *out)
-{
-    uint64_t v;
-
-    if (size_parse(s, true, &v) != CG_OK || v == 0)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Whether fd is a listening stream socket. */
 static bool
 is_listening(int fd)
@@ -353,7 +341,7 @@ main(int argc, char **argv)
         return refuse("package egress is off (CELLGATE_REGISTRIES=none): there is nothing to "
                       "serve");
     const char *cb = getenv(ENV_CACHE_BYTES);
-    if (cb && *cb && !parse_size(cb, &cache_bytes))
+    if (cb && *cb && !size_parse_positive(cb, &cache_bytes))
         return refuse("%s must be a positive number of bytes (suffix k, m or g allowed), not "
                       "\"%.64s\"", ENV_CACHE_BYTES, cb);
     if (!is_listening(a.listen_fd))

@@ -339,18 +339,6 @@ load_rules(const char *var, struct regrule *rules, size_t *count, char *err, siz
 
 /* ---- numbers ------------------------------------------------------------------------ */
 
-/* A positive size in bytes, with an optional binary suffix (common/size.h). */
-static bool
-parse_size(const char *s, uint64_t *out)
-{
-    uint64_t v;
-
-    if (size_parse(s, true, &v) != CG_OK || v == 0)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* A number of seconds from min to TIMEOUT_MAX in variable name, or dflt
  * when unset; CG_OK or CG_EINVAL with err naming the variable. */
 static int
@@ -405,7 +393,7 @@ regpolicy_load(struct regpolicy *p, char *err, size_t errlen)
         memcpy(p->ca_file, v, strlen(v) + 1);
     }
     p->max_bytes = DEFAULT_MAX_BYTES;
-    if ((v = getenv(ENV_MAX_BYTES)) && *v && !parse_size(v, &p->max_bytes))
+    if ((v = getenv(ENV_MAX_BYTES)) && *v && !size_parse_positive(v, &p->max_bytes))
         return cg_fail(err, errlen, CG_EINVAL,
                        "%s must be a positive number of bytes (suffix K, M or G allowed), "
                        "not \"%.64s\"", ENV_MAX_BYTES, v);
