@@ -4,48 +4,24 @@ reach the registry gateway on the box's loopback and nothing else.
 pip goes to a PyPI-style index this test serves on 127.0.0.1, with a wheel
 it builds itself; npm goes to the real npm registry (the only outside
 traffic the tests send), for one tiny package."""
-import base64
 import hashlib
 import http.server
-import io
 import json
 import os
 import shutil
 import socket
 import threading
-import zipfile
 
 import pytest
 
 from conftest import TIMEOUT, errors, run, stream_text
+from wheels import build_wheel
 
 BOXED = not os.environ.get("CELLGATE_SANDBOX", "1") == "0"
 pytestmark = pytest.mark.skipif(not BOXED, reason="package egress is the box's")
 
 
 # ---- a PyPI-style index on 127.0.0.1 ----------------------------------------
-
-def build_wheel(name, version, module_text):
-    """A pure-Python wheel (PEP 427) for module `name`, as bytes."""
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": module_text.encode(),
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: cellgate-test\nRoot-Is-Purelib: true\n"
-                         b"Tag: py3-none-any\n",
-    }
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{dist}/RECORD,,")
-    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for path, data in files.items():
-            z.writestr(path, data)
-    return buf.getvalue()
-
 
 class Index:
     """Serves /simple/NAME/ (HTML, or PEP 691 JSON when asked) and
@@ -57,7 +33,8 @@ class Index:
         self.hits = {}
         for name, version, text in packages:
             fname = f"{name}-{version}-py3-none-any.whl"
-            self.wheels[fname] = build_wheel(name, version, text)
+            meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+            self.wheels[fname] = build_wheel(name, version, text, meta)
             self.projects.setdefault(name.replace("_", "-"), []).append(fname)
         index = self
 

@@ -24,9 +24,10 @@ import tarfile
 import tempfile
 import threading
 import time
-import zipfile
 
 import pytest
+
+from wheels import build_wheel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.abspath(os.environ.get("CELLGATE_REGISTRY_BIN",
@@ -67,24 +68,7 @@ def wheel_metadata(version):
 
 def wheel(version):
     """A pure-Python wheel for the project demo-pkg, with a valid RECORD."""
-    dist = f"demo_pkg-{version}.dist-info"
-    files = {
-        "demo_pkg/__init__.py": f"VALUE = {version!r}\n".encode(),
-        f"{dist}/METADATA": wheel_metadata(version),
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test_registry\n"
-                         b"Root-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{dist}/RECORD,,")
-    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path, data in files.items():
-            zf.writestr(zipfile.ZipInfo(path, (2023, 1, 1, 0, 0, 0)), data)
-    return out.getvalue()
+    return build_wheel("demo_pkg", version, f"VALUE = {version!r}\n", wheel_metadata(version))
 
 
 class Upstream:
