@@ -279,6 +279,10 @@ channels_attach(struct channels *ch, struct kernel *k, int fd, const char *extra
             deliver(c, e->channel, e->m);
         backlog_drop(ch, k);
     }
+    /* Frames that libmicrohttpd read together with the upgrade request never
+     * make the socket readable again: take them now. */
+    if (n && !c->dead && !ws_handle(c->ws, false, false))
+        mark_dead(ch, c);
     return CG_OK;
 }
 

@@ -399,6 +399,62 @@ def test_v1_subprotocol(gw, kernel):
         ws.close()
 
 
+def client_frame(payload):
+    """One masked text frame, as a client sends it (RFC 6455 5.2)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else
+                            bytes([0x80 | 126]) + n.to_bytes(2, "big"))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_server_frames(sock, buf=b""):
+    """Yields the payloads of a server's (unmasked, unfragmented) frames."""
+    while True:
+        while len(buf) < 2 or len(buf) < 2 + (2 if buf[1] & 127 == 126 else 0):
+            chunk = sock.recv(65536)
+            assert chunk, "the gateway closed the connection"
+            buf += chunk
+        n, at = buf[1] & 127, 2
+        if n == 126:
+            n, at = int.from_bytes(buf[2:4], "big"), 4
+        assert n != 127, "no test message needs a 64-bit length"
+        while len(buf) < at + n:
+            chunk = sock.recv(65536)
+            assert chunk, "the gateway closed the connection"
+            buf += chunk
+        yield buf[0] & 15, buf[at:at + n]
+        buf = buf[at + n:]
+
+
+def test_frame_sent_with_the_upgrade_is_not_lost(gw, kernel):
+    """libmicrohttpd may read a client's first frame together with the
+    upgrade request (a busy machine: the client sent it as soon as it had the
+    101); that frame must reach the kernel like any other. Sending both in
+    one write makes the case certain."""
+    mid, msg = execute_request("print('first frame')", uuid.uuid4().hex)
+    upgrade = (f"GET /api/kernels/{kernel}/channels?token={gw.token} HTTP/1.1\r\n"
+               f"Host: 127.0.0.1:{gw.port}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=TIMEOUT) as sock:
+        sock.sendall(upgrade + client_frame(json.dumps(msg).encode()))
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(4096)
+            assert chunk, "no handshake answer"
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        for opcode, payload in read_server_frames(sock, rest):
+            if opcode != 1:
+                continue
+            m = json.loads(payload)
+            if m["parent_header"].get("msg_id") == mid and m["channel"] == "shell":
+                assert m["content"]["status"] == "ok"
+                break
+
+
 def test_malformed_frames_are_dropped(gw, kernel):
     ws = gw.ws(kernel)
     try:
