@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_V1 "v1.kernel.websocket.jupyter.org"
@@ -626,7 +627,10 @@ http_new(const struct http_opts *o, char *err, size_t errlen)
         }
         flags |= MHD_USE_TLS;
     }
-    if (inet_pton(AF_INET, o->ip, &a4.sin_addr) == 1) {
+    if (o->no_listen) {
+        sa = NULL;
+        flags |= MHD_USE_NO_LISTEN_SOCKET;
+    } else if (inet_pton(AF_INET, o->ip, &a4.sin_addr) == 1) {
         sa = (const struct sockaddr *)&a4;
     } else if (inet_pton(AF_INET6, o->ip, &a6.sin6_addr) == 1) {
         sa = (const struct sockaddr *)&a6;
@@ -666,6 +670,21 @@ http_destroy(struct http **hp)
     MHD_stop_daemon(h->d);
     free(h);
     *hp = NULL;
+}
+
+int
+http_add_connection(struct http *h, int fd)
+{
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+
+    if (getpeername(fd, (struct sockaddr *)&peer, &len) != 0) {
+        close(fd);
+        return CG_ESYS;
+    }
+    if (MHD_add_connection(h->d, fd, (const struct sockaddr *)&peer, len) != MHD_YES)
+        return CG_ESYS;
+    return CG_OK;
 }
 
 int

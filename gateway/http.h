@@ -16,6 +16,7 @@
 #include "gateway/kernels.h"
 #include "gateway/specs.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct http;
@@ -33,6 +34,8 @@ struct http_opts {
     const char *allow_origin;     /* CORS: an origin, "*", or NULL (same host only) */
     const char *tls_cert;         /* PEM certificate chain (text), or NULL: plain HTTP */
     const char *tls_key;          /* its PEM private key (text) */
+    bool no_listen;               /* no socket of its own (ip, port unused): connections
+                                   * come from http_add_connection() (the fuzz target) */
 };
 
 /* Seconds POST /api/kernels and restart wait for a kernel to answer. */
@@ -42,6 +45,11 @@ struct http_opts {
 
 /* Listens and returns the server, or NULL with err filled. */
 struct http *http_new(const struct http_opts *o, char *err, size_t errlen);
+
+/* Serves a connected socket as if it had been accepted: fd is taken over
+ * (libmicrohttpd closes it when the connection ends, or at once on error).
+ * Returns CG_OK, or CG_ESYS with errno set. */
+int http_add_connection(struct http *h, int fd);
 
 /* Stops listening, frees and nulls *h. Idempotent. */
 void http_destroy(struct http **h);
