@@ -5,7 +5,7 @@
 #   make test     every test: C units, fuzz corpus replay, style checks, Jupyter clients
 #   make bench    kernelbench: cellgate-python against ipykernel (python3)
 #   make fuzz     run the libFuzzer targets for FUZZ_SECONDS each
-#   make valgrind the C unit tests and the wire fuzz replay under valgrind
+#   make valgrind the C unit tests and every fuzz replay under valgrind, then kernels
 #   make SANITIZE=address,undefined test   everything built with sanitizers
 #
 # Every Jupyter tool, test and in-box Python runtime uses Debian's
@@ -71,6 +71,9 @@ GATEWAY_OBJ := $(GATEWAY:%.c=$(B)/%.o)
 # the kernel's modules under its loop (kernel.c), for C tests that drive
 # them against the channel module on inproc:// sockets
 KERNEL_MODULES_OBJ := $(filter-out $(B)/kernel/kernel.o,$(KERNEL_OBJ))
+# the gateway's modules without its main, for the fuzz targets
+GATEWAY_MODULES := $(filter-out gateway/main.c,$(GATEWAY))
+GATEWAY_MODULES_OBJ := $(GATEWAY_MODULES:%.c=$(B)/%.o)
 # the `cellgate` command: its subcommands, the kernel, the box
 CELLGATE_OBJ := $(CLI_OBJ) $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
 # cellgate-fetch: libcurl lives here, never in the kernel
@@ -87,7 +90,7 @@ UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.
          tests/unit/test_kernel_modules.c tests/unit/test_regpath.c tests/unit/test_rewrite.c \
          tests/unit/test_regpolicy.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
-FUZZERS := wire connfile image marker download display regpath rewrite gwconvert
+FUZZERS := wire connfile image marker download display regpath rewrite gwconvert gwhttp ws
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
 FUZZ_SECONDS ?= 60
 
@@ -173,6 +176,10 @@ $(B)/tests/replay_display: $(B)/kernel/display.o $(B)/kernel/image.o
 $(B)/tests/replay_regpath: $(B)/registry/regpath.o
 $(B)/tests/replay_rewrite: $(B)/registry/rewrite.o $(B)/registry/regpath.o
 $(B)/tests/replay_gwconvert: $(B)/gateway/convert.o
+$(B)/tests/replay_gwhttp: $(GATEWAY_MODULES_OBJ)
+$(B)/tests/replay_gwhttp: LDLIBS += $(MHD_LIBS) -lwslay
+$(B)/tests/replay_ws: $(B)/gateway/ws.o
+$(B)/tests/replay_ws: LDLIBS += -lwslay
 $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
@@ -238,8 +245,8 @@ fuzz: deps
 	    mkdir -p $(B)/fuzz/$$f; \
 	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
 	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/tools/marker.c fetch/download.c \
-	        kernel/display.c registry/regpath.c registry/rewrite.c gateway/convert.c \
-	        $(LDLIBS) $(CURL_LIBS) -o $(B)/fuzz/fuzz_$$f; \
+	        kernel/display.c registry/regpath.c registry/rewrite.c $(GATEWAY_MODULES) \
+	        $(LDLIBS) $(CURL_LIBS) $(MHD_LIBS) -lwslay -o $(B)/fuzz/fuzz_$$f; \
 	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
 	done
 

@@ -10,9 +10,17 @@ benchmark, not a timed test):
   many         --many kernels started, used and deleted, --batch at a time
 
 plus the same kernel driven directly over ZeroMQ by jupyter_client (the warm
-round trip the gateway hop is compared with), and each server's memory.
+round trip the gateway hop is compared with), and each server's memory. A
+third column is `cellgate serve --pool KERNEL=--batch`: kernels started ahead
+and handed out by POST /api/kernels.
+
+--scale N instead keeps N kernels alive at once behind one `cellgate serve`
+(started --batch at a time, each answering a cell over its WebSocket), then
+runs a cell on every one of them again and reports the times, the gateway's
+own memory and the kernels' memory (PSS of their process trees).
 
     /usr/bin/python3 bench/gatewaybench.py [--kernel cellgate-python] [--n 3]
+    /usr/bin/python3 bench/gatewaybench.py --scale 100
 """
 import argparse
 import concurrent.futures
@@ -44,11 +52,11 @@ def free_port():
 class Server:
     """A Jupyter-API server on 127.0.0.1 with a token."""
 
-    def __init__(self, kind, env):
+    def __init__(self, kind, env, extra=()):
         self.kind, self.port, self.token = kind, free_port(), secrets.token_hex(16)
-        if kind == "cellgate":
+        if kind.startswith("cellgate"):
             argv = [CELLGATE, "serve", "--ip", "127.0.0.1", "--port", str(self.port),
-                    "--token", self.token]
+                    "--token", self.token, *extra]
         else:
             argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip", "127.0.0.1",
                     "--port", str(self.port), f"--ServerApp.token={self.token}",
@@ -81,11 +89,37 @@ class Server:
             timeout=60, sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
 
     def rss_mb(self):
+        """The server process's own resident memory (cellgate serve execs
+        cellgate-gateway in the same process)."""
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
         return 0.0
+
+    def children_pss_mb(self):
+        """Proportional memory of every process under the server but itself
+        (its kernels and their boxes)."""
+        kids, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    more = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            kids += more
+            todo += more
+        total = 0
+        for pid in kids:
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+        return total / 1024
 
     def stop(self):
         self.proc.terminate()
@@ -161,6 +195,46 @@ def zmq_warm(kernel, n):
         km.shutdown_kernel(now=True)
 
 
+def scale(env, kernel, n, batch):
+    """n live kernels behind one cellgate serve; prints what it took."""
+    srv = Server("cellgate", env, ("--max-kernels", str(n)))
+    rss0 = srv.rss_mb()
+    conns = []
+    try:
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(batch) as pool:
+            for i in range(0, n, batch):
+                def one(_):
+                    kid = srv.call("POST", "/api/kernels", {"name": kernel})["id"]
+                    ws = srv.connect(kid)
+                    execute(ws, "print('hi')")
+                    return kid, ws
+                conns += pool.map(one, range(min(batch, n - i)))
+        started = time.perf_counter() - t0
+        listed = len(srv.call("GET", "/api/kernels"))
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(batch) as pool:
+            list(pool.map(lambda c: execute(c[1], "x = 6 * 7"), conns))
+        again = time.perf_counter() - t0
+        rss, pss = srv.rss_mb(), srv.children_pss_mb()
+        print(f"{n} live {kernel} kernels behind one cellgate serve ({listed} listed)")
+        print(f"  started and each answered a cell, {batch} at a time: {started:.2f} s")
+        print(f"  one more cell on every kernel, {batch} at a time: {again:.2f} s "
+              f"({again / n * 1000:.1f} ms per cell)")
+        print(f"  gateway RSS: {rss0:.1f} MB idle, {rss:.1f} MB with {n} kernels "
+              f"and {n} WebSockets")
+        print(f"  kernels' memory (PSS of their process trees): {pss:.0f} MB, "
+              f"{pss / n:.1f} MB per kernel")
+    finally:
+        for kid, ws in conns:
+            ws.close()
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(batch) as pool:
+            list(pool.map(lambda c: srv.call("DELETE", f"/api/kernels/{c[0]}"), conns))
+        print(f"  deleted in {time.perf_counter() - t0:.2f} s")
+        srv.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kernel", default="cellgate-python")
@@ -168,6 +242,7 @@ def main():
     ap.add_argument("--warm", type=int, default=50)
     ap.add_argument("--many", type=int, default=20)
     ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--scale", type=int, default=0, metavar="N")
     args = ap.parse_args()
 
     prefix = tempfile.mkdtemp(prefix="cellgate-gwbench-")
@@ -175,9 +250,19 @@ def main():
                    stdout=subprocess.DEVNULL)
     env = {**os.environ, "JUPYTER_PATH": os.path.join(prefix, "share", "jupyter")}
     os.environ["JUPYTER_PATH"] = env["JUPYTER_PATH"]
+    if args.scale:
+        return scale(env, args.kernel, args.scale, args.batch)
     results, rss = {}, {}
-    for kind in ("jupyter_server", "cellgate"):
-        srv = Server(kind, env)
+    kinds = {"jupyter_server": (), "cellgate": (),
+             "cellgate --pool": ("--pool", f"{args.kernel}={args.batch}")}
+    for kind, extra in kinds.items():
+        srv = Server(kind, env, extra)
+        if extra:  # the pool fills before the clock starts
+            deadline = time.monotonic() + 120
+            while len(srv.call("GET", "/api/kernels")) < args.batch \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1)
         try:
             rounds = [round_of(srv, args.kernel, args.warm, args.many, args.batch)
                       for _ in range(args.n)]
@@ -188,14 +273,17 @@ def main():
     direct = zmq_warm(args.kernel, args.warm)
     names = ["start (POST to first reply) s", "connect + execute s", "warm round trip ms",
              f"{args.many} kernels, {args.batch} at a time s"]
-    print(f"{'figure':40} {'jupyter_server':>15} {'cellgate serve':>15} {'ratio':>7}")
+    print(f"{'figure':40} {'jupyter_server':>15} {'cellgate serve':>15} {'ratio':>7}"
+          f" {'with --pool':>12} {'ratio':>7}")
     for i, name in enumerate(names):
-        js, cg = results["jupyter_server"][i], results["cellgate"][i]
-        scale = 1000 if "ms" in name else 1
-        print(f"{name:40} {js * scale:15.3f} {cg * scale:15.3f} {cg / js:7.2f}")
+        js, cg, cp = (results[k][i] for k in kinds)
+        f = 1000 if "ms" in name else 1
+        print(f"{name:40} {js * f:15.3f} {cg * f:15.3f} {cg / js:7.2f} {cp * f:12.3f}"
+              f" {cp / js:7.2f}")
     print(f"{'warm round trip, ZeroMQ direct ms':40} {'':>15} {direct * 1000:15.3f} "
           f"{results['cellgate'][2] / direct:7.2f}  (gateway / direct, goal <= 1.5)")
-    print(f"{'server RSS MB':40} {rss['jupyter_server']:15.1f} {rss['cellgate']:15.1f}")
+    print(f"{'server RSS MB':40} {rss['jupyter_server']:15.1f} {rss['cellgate']:15.1f}"
+          f" {'':>7} {rss['cellgate --pool']:12.1f}")
 
 
 if __name__ == "__main__":

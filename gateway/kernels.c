@@ -476,6 +476,7 @@ take(struct kernel *k, int s, const wire_msg_t *m)
 
     touch(k);
     const char *parent = json_string_value(json_object_get(m->parent, "msg_id"));
+    const char *psession = json_string_value(json_object_get(m->parent, "session"));
     bool ours = parent && strcmp(parent, k->info_id) == 0;
     /* The status around our own kernel_info_request says nothing of a
      * client's work (and may overtake its reply): ready means idle. */
@@ -491,6 +492,11 @@ take(struct kernel *k, int s, const wire_msg_t *m)
         }
         return; /* our own request: no client asked */
     }
+    /* A reply to another request of the gateway's own session (the
+     * interrupt_request of POST .../interrupt): no client asked either, as
+     * with jupyter_server, whose KernelManager keeps its control replies. */
+    if (s != S_IOPUB && psession && strcmp(psession, wire_session(k->wire)) == 0)
+        return;
     k->ks->sink.on_msg(k->ks->sink.ctx, k, sock_names[s], m);
 }
 

@@ -481,6 +481,38 @@ def test_interrupt(gw, kernel):
         ws.close()
 
 
+
+def test_interrupt_reply_stays_with_the_gateway(gw, kernel):
+    """POST .../interrupt on a kernel with interrupt_mode message is the
+    gateway's own interrupt_request on control: its interrupt_reply is not
+    sent to the WebSocket clients (jupyter_server keeps it too; classic
+    Notebook's page logs 'unrecognized message channel control' for it).
+    A client's own control request still gets its reply."""
+    ws = gw.ws(kernel)
+    try:
+        wait_kernel_info(ws)
+        assert gw.call("POST", f"/api/kernels/{kernel}/interrupt")[0] == 204
+        got, deadline = [], time.monotonic() + 2
+        ws.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                got.append(json.loads(ws.recv()))
+            except websocket.WebSocketTimeoutException:
+                pass
+        ws.settimeout(TIMEOUT)
+        assert [(m["channel"], m["msg_type"]) for m in got if m["channel"] != "iopub"] == []
+        mid, msg = execute_request("", uuid.uuid4().hex)
+        msg.update(channel="control", content={})
+        msg["header"]["msg_type"] = "interrupt_request"
+        ws.send(json.dumps(msg))
+        while True:
+            m = json.loads(ws.recv())
+            if m["parent_header"].get("msg_id") == mid and m["channel"] != "iopub":
+                break
+        assert (m["channel"], m["msg_type"]) == ("control", "interrupt_reply")
+    finally:
+        ws.close()
+
 def test_restart(gw, kernel):
     ws = gw.ws(kernel)
     try:
