@@ -5,7 +5,7 @@
 #   make test     every test: C units, fuzz corpus replay, style checks, Jupyter clients
 #   make bench    kernelbench: cellgate-python against ipykernel (python3)
 #   make fuzz     run the libFuzzer targets for FUZZ_SECONDS each
-#   make valgrind the C unit tests and every fuzz replay under valgrind, then kernels
+#   make valgrind the C tests, every fuzz replay and kernels under valgrind
 #   make SANITIZE=address,undefined test   everything built with sanitizers
 #
 # Every Jupyter tool, test and in-box Python runtime uses Debian's

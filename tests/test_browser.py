@@ -365,4 +365,3 @@ def test_notebook_through_the_gateway(gateway, tmp_path):
     assert wait_until(lambda: gw_kernels() == [], timeout=GRACE), f"{gw_kernels()}{gw_log()}"
     with open(gateway.log_path, errors="replace") as f:
         assert re.search(rf"\bDELETE /api/kernels/{kid} 204\b", f.read()), gw_log()
-    print(gw_log())  # TEMP

@@ -721,6 +721,44 @@ def test_delete_closes_websockets(gw):
         ws.close()
 
 
+def test_many_live_kernels_answer_at_once(gw):
+    """24 kernels with a WebSocket each (about 120 poll items, beyond the
+    loop's first array): every kernel is sent a cell before any answer is
+    read, and each answers its own cell, on its own connection."""
+    n = 24
+    kids, conns = [], []
+    try:
+        for _ in range(n):
+            status, model, _ = gw.call("POST", "/api/kernels", {"name": "cellgate-bash"})
+            assert status == 201
+            kids.append(model["id"])
+        conns = [gw.ws(kid) for kid in kids]
+        sent = []
+        for i, ws in enumerate(conns):
+            mid, msg = execute_request(f"echo kernel-{i}", uuid.uuid4().hex)
+            ws.send(json.dumps(msg))
+            sent.append(mid)
+        for i, ws in enumerate(conns):
+            text, deadline = "", time.monotonic() + TIMEOUT
+            while True:
+                assert time.monotonic() < deadline, f"kernel {i} did not answer: {text!r}"
+                m = json.loads(ws.recv())
+                if m["parent_header"].get("msg_id") != sent[i]:
+                    continue
+                if m["msg_type"] == "stream":
+                    text += m["content"]["text"]
+                if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                    break
+            assert text == f"kernel-{i}\n"
+        listed = {k["id"]: k["connections"] for k in gw.call("GET", "/api/kernels")[1]}
+        assert all(listed.get(kid) == 1 for kid in kids), listed
+    finally:
+        for ws in conns:
+            ws.close()
+        for kid in kids:
+            gw.call("DELETE", f"/api/kernels/{kid}")
+
+
 def test_one_log_line_per_request(gw):
     gw.call("GET", "/api/kernelspecs/cellgate")
     gw.call("GET", "/api/kernels/nope", token="bad")
