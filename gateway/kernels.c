@@ -65,6 +65,7 @@ struct pool {
 };
 
 #define POOLS_MAX 16
+#define POOL_WAIT_S 30.0       /* a kernel starting longer holds no refill back */
 
 struct kernels {
     struct pool pools[POOLS_MAX];
@@ -566,7 +567,9 @@ kernels_take(struct kernels *ks, const char *name, const json_t *env)
     return NULL;
 }
 
-/* Keeps each pool full: dead pooled kernels go, new ones start. */
+/* Keeps each pool full: dead pooled kernels go, new ones start - one at a
+ * time, and none while another kernel is starting (one asked for, a
+ * restart), so a refill never slows the requests the pool could not serve. */
 static void
 fill_pools(struct kernels *ks)
 {
@@ -577,19 +580,23 @@ fill_pools(struct kernels *ks)
             kernels_delete(ks, &dead);
         }
     }
+    double now = clock_now();
+    for (const struct kernel *k = ks->head; k; k = k->next)
+        if (!k->ready && k->pid > 0 && now - k->active_at < POOL_WAIT_S)
+            return;
     for (size_t i = 0; i < ks->n_pools; i++) {
         struct pool *p = &ks->pools[i];
         size_t have = 0;
         for (const struct kernel *k = ks->head; k; k = k->next)
             have += k->pooled && strcmp(k->name, p->name) == 0;
-        for (; have < p->size; have++) {
+        if (have < p->size) {
             struct kernel *k;
             char err[256];
-            if (kernels_start(ks, p->name, p->spec, NULL, &k, err, sizeof err) != CG_OK) {
+            if (kernels_start(ks, p->name, p->spec, NULL, &k, err, sizeof err) != CG_OK)
                 log_warn("pool %s: %s", p->name, err);
-                break;
-            }
-            k->pooled = true;
+            else
+                k->pooled = true;
+            return;
         }
     }
 }
