@@ -69,6 +69,9 @@ usage(FILE *f)
           "                    CELLGATE_KEYFILE; behind an ingress, TLS ends there)\n"
           "      --ping-interval S         ping WebSocket clients every S seconds\n"
           "                    (env CELLGATE_PING_INTERVAL; default 30; 0: never)\n"
+          "      --kernel-env-in-box       the KERNEL_* variables of a POST's env reach\n"
+          "                    the code in the box too, not only the kernel process\n"
+          "                    (env CELLGATE_KERNEL_ENV_IN_BOX=1, read by each kernel)\n"
           "  -h, --help        this help\n"
           "\n"
           "One line per request on stderr; more with CELLGATE_LOG=info.\n",
@@ -194,6 +197,7 @@ main(int argc, char **argv)
         { "certfile", required_argument, NULL, 'r' },
         { "keyfile", required_argument, NULL, 'k' },
         { "allow-origin", required_argument, NULL, 'a' },
+        { "kernel-env-in-box", no_argument, NULL, 'e' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { 0 },
@@ -255,6 +259,7 @@ main(int argc, char **argv)
         case 'r': certfile = optarg; break;
         case 'k': keyfile = optarg; break;
         case 'a': allow_origin = optarg; break;
+        case 'e': setenv("CELLGATE_KERNEL_ENV_IN_BOX", "1", 1); break; /* read by kernels */
         case 'o':
             if (n_pools == sizeof pools / sizeof pools[0]) {
                 fprintf(stderr, "cellgate serve: too many --pool options\n");

@@ -142,11 +142,19 @@ runtime_env(const struct rt_place *where, const char *const *extra)
 
     while (!where->home && environ[n])
         n++;
+    /* A gateway's KERNEL_* launch variables, when the operator lets them in
+     * (what a client sends never reaches the box unasked). */
+    const char *in_box = getenv("CELLGATE_KERNEL_ENV_IN_BOX");
+    bool pass_kernel = where->home && in_box && strcmp(in_box, "1") == 0;
+    size_t n_kernel = 0;
+    for (size_t i = 0; pass_kernel && environ[i]; i++)
+        n_kernel += strncmp(environ[i], "KERNEL_", 7) == 0;
     while (extra && extra[n_extra])
         n_extra++;
     for (size_t i = 0; where->env && where->env[i]; i++)
         n_extra++;
-    char **env = calloc(n + sizeof base / sizeof base[0] + n_extra + 4, sizeof *env);
+    char **env = calloc(n + sizeof base / sizeof base[0] + n_extra + n_kernel + 4,
+                       sizeof *env);
     if (!env)
         return NULL;
     if (where->home) {
@@ -178,6 +186,11 @@ runtime_env(const struct rt_place *where, const char *const *extra)
         *d++ = display_var;
     }
     env_add(env, &k, display);
+    for (size_t i = 0; n_kernel && environ[i]; i++) {
+        const char *one[] = { environ[i], NULL };
+        if (strncmp(environ[i], "KERNEL_", 7) == 0)
+            env_add(env, &k, one);
+    }
     env_add(env, &k, where->env);
     env_add(env, &k, extra);
     env[k] = NULL;

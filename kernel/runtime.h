@@ -63,7 +63,9 @@ struct rt_place {
 /*
  * The environment of a process started at where: from scratch in the box
  * (HOME=where->home, a fixed PATH, LANG, USER...), else ours less the
- * Jupyter launcher's and our own CELLGATE_ variables; then where->env and
+ * Jupyter launcher's and our own CELLGATE_ variables; in the box also our
+ * KERNEL_* variables when CELLGATE_KERNEL_ENV_IN_BOX=1 (a gateway's launch
+ * variables, let in by its operator); then where->env and
  * extra (NULL-terminated lists of "NAME=value", may be NULL), each
  * replacing a variable of the same name. The array is the caller's to free(); its
  * strings are borrowed (from extra, environ and static storage) and valid

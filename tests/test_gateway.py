@@ -357,6 +357,34 @@ def test_kernel_env_reaches_the_kernel_process(gw):
     assert not kernel_pids(model["id"]), "the kernel process outlived DELETE"
 
 
+def box_sees(server, env):
+    """What code in the box of a kernel started with env finds of the
+    KERNEL_* variables: the printed dict."""
+    status, model, _ = server.call("POST", "/api/kernels", {"name": "cellgate-python",
+                                                            "env": env})
+    assert status == 201
+    try:
+        ws = server.ws(model["id"])
+        try:
+            _, outputs = run_ws(ws, "import os\nprint(sorted((k, v) for k, v in "
+                                    "os.environ.items() if k.startswith('KERNEL_')))")
+        finally:
+            ws.close()
+        return outputs[-1]["content"]["text"].strip()
+    finally:
+        server.call("DELETE", f"/api/kernels/{model['id']}")
+
+
+def test_kernel_env_reaches_the_box_only_when_the_operator_says(gw):
+    env = {"KERNEL_USERNAME": "alice", "NOT_KERNEL_VAR": "no"}
+    assert box_sees(gw, env) == "[]"
+    servers = start_gateway("--kernel-env-in-box")
+    try:
+        assert box_sees(next(servers), env) == "[('KERNEL_USERNAME', 'alice')]"
+    finally:
+        servers.close()
+
+
 # ---- the channels WebSocket -----------------------------------------------------
 
 def test_websocket_needs_the_token(gw, kernel):
