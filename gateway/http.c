@@ -263,7 +263,7 @@ post_kernels(struct req *r, char **seg)
         r->ok_status = MHD_HTTP_CREATED;
         rc = answer_waited(r); /* a pooled kernel is ready: no wait */
     } else if (kernels_start(r->h->o.kernels, name, spec, env, &k, err, sizeof err) != CG_OK)
-        rc = answer_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start %s: %s", name, err);
+        rc = answer_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot start %s: %s", name, err);
     else
         rc = wait_ready(r, k, MHD_HTTP_CREATED);
     json_decref(body);
@@ -306,6 +306,8 @@ post_interrupt(struct req *r, char **seg)
     struct kernel *k = kernel_of(r, seg);
     if (!k)
         return no_kernel(r, seg);
+    if (kernel_dead(k))
+        return answer_error(r, MHD_HTTP_CONFLICT, "Kernel %s is dead: restart it", seg[2]);
     if (kernel_interrupt(k) != CG_OK)
         return answer_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot interrupt");
     return answer_empty(r, MHD_HTTP_NO_CONTENT);
@@ -319,7 +321,7 @@ post_restart(struct req *r, char **seg)
     if (!k)
         return no_kernel(r, seg);
     if (kernel_restart(k, err, sizeof err) != CG_OK)
-        return answer_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot restart: %s", err);
+        return answer_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot restart: %s", err);
     return wait_ready(r, k, MHD_HTTP_OK);
 }
 
@@ -496,9 +498,16 @@ answer_waited(struct req *r)
     struct kernel *k = kernels_find(r->h->o.kernels, r->kernel);
     if (!k)
         return answer_error(r, MHD_HTTP_NOT_FOUND, "Kernel does not exist: %s", r->kernel);
-    if (kernel_dead(k))
-        return answer_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "Kernel %s died while starting "
+    if (kernel_dead(k)) {
+        /* A POST's kernel nobody will know the id of goes; a restarted one
+         * stays, dead, for its client to see. */
+        if (r->ok_status == MHD_HTTP_CREATED) {
+            channels_kernel_gone(r->h->o.channels, k);
+            kernels_delete(r->h->o.kernels, &k);
+        }
+        return answer_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "Kernel %s died while starting "
                             "(the gateway's log says why)", r->kernel);
+    }
     json_t *m = kernel_model_json(k);
     struct MHD_Response *resp;
     char *s = m ? json_dumps(m, JSON_COMPACT) : NULL;

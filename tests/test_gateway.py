@@ -102,14 +102,16 @@ class Server:
             timeout=TIMEOUT, subprotocols=subprotocols, **options)
 
 
-def start_gateway(*args):
-    """`cellgate serve` on a free port with a fresh token and args; its
-    output goes to server.log (read by tests) in a directory of its own."""
+def start_gateway(*args, env=None):
+    """`cellgate serve` on a free port with a fresh token and args (and env
+    for its environment); its output goes to server.log (read by tests) in a
+    directory of its own."""
     port, token = free_port(), uuid.uuid4().hex
     logdir = tempfile.mkdtemp(prefix="cellgate-gw-log-")
     log = open(os.path.join(logdir, "server.log"), "wb")
     proc = subprocess.Popen([CELLGATE, "serve", "--ip", "127.0.0.1", "--port", str(port),
-                             "--token", token, *args], stdout=log, stderr=subprocess.STDOUT)
+                             "--token", token, *args], stdout=log, stderr=subprocess.STDOUT,
+                            env=env)
     server = Server(proc, port, token)
     server.log_path = log.name
     try:
@@ -616,12 +618,28 @@ def test_kernel_death_is_reported_and_restart_recovers(gw, kernel):
             if m["msg_type"] == "status" and m["content"]["execution_state"] == "dead":
                 break
         assert gw.call("GET", f"/api/kernels/{kernel}")[1]["execution_state"] == "dead"
+        status, err, _ = gw.call("POST", f"/api/kernels/{kernel}/interrupt")
+        assert status == 409 and "restart it" in err["message"] and err["reason"]
         status, model, _ = gw.call("POST", f"/api/kernels/{kernel}/restart")
         assert status == 200 and model["execution_state"] == "idle"
         reply, outputs = run_ws(ws, "print('y' in dir())")
         assert outputs[-1]["content"]["text"] == "False\n"
     finally:
         ws.close()
+
+
+def test_kernel_that_cannot_start_is_503():
+    """A kernel process that exits before answering (here: a setting it
+    refuses) makes POST /api/kernels 503 with the reason, and is not listed."""
+    servers = start_gateway(env={**os.environ, "CELLGATE_OUTPUT_LIMIT": "lots"})
+    try:
+        server = next(servers)
+        status, err, _ = server.call("POST", "/api/kernels", {"name": "cellgate-bash"})
+        assert status == 503 and "died while starting" in err["message"], err
+        assert err["reason"] == "Service Unavailable"
+        assert server.call("GET", "/api/kernels")[1] == []
+    finally:
+        servers.close()
 
 
 def test_websocket_from_another_origin_is_refused(gw, kernel):
