@@ -11,8 +11,9 @@ benchmark, not a timed test):
 
 plus the same kernel driven directly over ZeroMQ by jupyter_client (the warm
 round trip the gateway hop is compared with), and each server's memory. A
-third column is `cellgate serve --pool KERNEL=--batch`: kernels started ahead
-and handed out by POST /api/kernels.
+third column is `cellgate serve --pool KERNEL=--many`: kernels started ahead
+and handed out by POST /api/kernels, the pool refilled before each round
+(its steady state; a burst beyond the pool starts kernels as without one).
 
 --scale N instead keeps N kernels alive at once behind one `cellgate serve`
 (started --batch at a time, each answering a cell over its WebSocket), then
@@ -96,6 +97,29 @@ class Server:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
         return 0.0
+
+    def kernel_processes(self):
+        """How many kernel processes the server runs (pooled ones too)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                kids = f.read().split()
+        except OSError:
+            return 0
+        n = 0
+        for pid in kids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    n += b"kernel\0-f" in f.read()
+            except OSError:
+                pass
+        return n
+
+    def settle(self, n):
+        """Waits (at most 120 s) until n kernel processes run, then 1 s."""
+        deadline = time.monotonic() + 120
+        while self.kernel_processes() < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
 
     def children_pss_mb(self):
         """Proportional memory of every process under the server but itself
@@ -254,18 +278,15 @@ def main():
         return scale(env, args.kernel, args.scale, args.batch)
     results, rss = {}, {}
     kinds = {"jupyter_server": (), "cellgate": (),
-             "cellgate --pool": ("--pool", f"{args.kernel}={args.batch}")}
+             "cellgate --pool": ("--pool", f"{args.kernel}={args.many}")}
     for kind, extra in kinds.items():
         srv = Server(kind, env, extra)
-        if extra:  # the pool fills before the clock starts
-            deadline = time.monotonic() + 120
-            while len(srv.call("GET", "/api/kernels")) < args.batch \
-                    and time.monotonic() < deadline:
-                time.sleep(0.2)
-            time.sleep(1)
         try:
-            rounds = [round_of(srv, args.kernel, args.warm, args.many, args.batch)
-                      for _ in range(args.n)]
+            rounds = []
+            for _ in range(args.n):
+                if extra:  # the pool is full before the clock starts
+                    srv.settle(args.many)
+                rounds.append(round_of(srv, args.kernel, args.warm, args.many, args.batch))
             results[kind] = [statistics.median(r[i] for r in rounds) for i in range(4)]
             rss[kind] = srv.rss_mb()
         finally:
