@@ -601,16 +601,6 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
 }
 
-static void
-on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    char line[512];
-    (void)cls;
-    vsnprintf(line, sizeof line, fmt, ap);
-    line[strcspn(line, "\n")] = '\0';
-    log_warn("http: %s", line);
-}
-
 /* ---- the server ---------------------------------------------------------- */
 
 struct http *
@@ -650,7 +640,7 @@ http_new(const struct http_opts *o, char *err, size_t errlen)
         return NULL;
     }
     h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, h,
-                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+                            MHD_OPTION_EXTERNAL_LOGGER, log_library, "http",
                             MHD_OPTION_SOCK_ADDR, sa,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,

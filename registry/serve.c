@@ -472,19 +472,6 @@ no_unescape(void *cls, struct MHD_Connection *conn, char *s)
     return strlen(s);
 }
 
-static void
-on_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
-
-static void
-on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    char line[512];
-    (void)cls;
-    vsnprintf(line, sizeof line, fmt, ap);
-    line[strcspn(line, "\n")] = '\0';
-    log_warn("registry: http: %s", line);
-}
-
 struct serve *
 serve_start(int listen_fd, const struct serve_cfg *cfg, char *err, size_t errlen)
 {
@@ -500,7 +487,7 @@ serve_start(int listen_fd, const struct serve_cfg *cfg, char *err, size_t errlen
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL
             | MHD_USE_ERROR_LOG,
         0, NULL, NULL, on_request, s,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, to catch what the rest say */
+        MHD_OPTION_EXTERNAL_LOGGER, log_library, "registry: http", /* first, to catch what the rest say */
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)SERVE_CONNECTIONS_MAX,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)SERVE_IDLE_TIMEOUT_S,
