@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """The same kernelspec served by jupyter_server and by `cellgate serve`, side by
 side in one run, through the API both speak (REST /api/kernels and the
-/api/kernels/{id}/channels WebSocket), medians over --n rounds (issue 12's
-benchmark, not a timed test):
+/api/kernels/{id}/channels WebSocket), medians over --n rounds that take the
+servers in turn (issue 12's benchmark, not a timed test):
 
   start        POST /api/kernels until the kernel answers an execute
   connect      open the channels WebSocket and run one execute
@@ -279,19 +279,28 @@ def main():
     results, rss = {}, {}
     kinds = {"jupyter_server": (), "cellgate": (),
              "cellgate --pool": ("--pool", f"{args.kernel}={args.many}")}
-    for kind, extra in kinds.items():
-        srv = Server(kind, env, extra)
-        try:
-            rounds = []
-            for _ in range(args.n):
-                if extra:  # the pool is full before the clock starts
+    # Rounds interleave the servers (all three up at once), so a change in
+    # the machine's load falls on each of them alike.
+    servers = {}
+    try:
+        for kind, extra in kinds.items():
+            servers[kind] = Server(kind, env, extra)
+        rounds = {kind: [] for kind in kinds}
+        direct = []
+        for _ in range(args.n):
+            for kind, srv in servers.items():
+                if kinds[kind]:  # the pool is full before the clock starts
                     srv.settle(args.many)
-                rounds.append(round_of(srv, args.kernel, args.warm, args.many, args.batch))
-            results[kind] = [statistics.median(r[i] for r in rounds) for i in range(4)]
+                rounds[kind].append(round_of(srv, args.kernel, args.warm, args.many,
+                                             args.batch))
+            direct.append(zmq_warm(args.kernel, args.warm))
+        for kind, srv in servers.items():
+            results[kind] = [statistics.median(r[i] for r in rounds[kind]) for i in range(4)]
             rss[kind] = srv.rss_mb()
-        finally:
+    finally:
+        for srv in servers.values():
             srv.stop()
-    direct = zmq_warm(args.kernel, args.warm)
+    direct = statistics.median(direct)
     names = ["start (POST to first reply) s", "connect + execute s", "warm round trip ms",
              f"{args.many} kernels, {args.batch} at a time s"]
     print(f"{'figure':40} {'jupyter_server':>15} {'cellgate serve':>15} {'ratio':>7}"
