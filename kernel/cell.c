@@ -774,12 +774,34 @@ on_display(struct cells *cs, struct runtime *rt, json_t *rec, bool clear)
                  mime_content(rec));
 }
 
-/* The cell's one error (later ones are dropped). */
+/* An error record's members as Jupyter error content. */
+static json_t *
+error_content(json_t *rec)
+{
+    const char *ename = json_string_value(json_object_get(rec, "ename"));
+    const char *evalue = json_string_value(json_object_get(rec, "evalue"));
+    json_t *tb = json_object_get(rec, "traceback");
+    json_t *tbc = json_array();
+    for (size_t i = 0; json_is_array(tb) && i < json_array_size(tb); i++)
+        if (json_is_string(json_array_get(tb, i)))
+            json_array_append(tbc, json_array_get(tb, i));
+    return json_pack("{s:s, s:s, s:o}", "ename", ename ? ename : "Error", "evalue",
+                     evalue ? evalue : "", "traceback", tbc);
+}
+
+/* The cell's one error (later ones are dropped), except that a record with
+ * "reply": false is only shown (IPython shows a failing post-execute hook
+ * and the cell still succeeds), and one with "publish": false is only the
+ * reply's (IPython printed a UsageError as text). */
 static void
 on_error(struct cells *cs, json_t *rec)
 {
     struct pending *p = &cs->p;
 
+    if (json_is_false(json_object_get(rec, "reply"))) {
+        chan_publish(cs->o.chan, chan_current(cs->o.chan), "error", error_content(rec));
+        return;
+    }
     if (p->error)
         return;
     if (p->timeouts) { /* the interrupt was ours: say why */
@@ -789,15 +811,9 @@ on_error(struct cells *cs, json_t *rec)
         p->error = json_pack("{s:s, s:s, s:[s]}", "ename", "CellTimeout", "evalue", why,
                              "traceback", why);
     } else {
-        const char *ename = json_string_value(json_object_get(rec, "ename"));
-        const char *evalue = json_string_value(json_object_get(rec, "evalue"));
-        json_t *tb = json_object_get(rec, "traceback");
-        json_t *tbc = json_array();
-        for (size_t i = 0; json_is_array(tb) && i < json_array_size(tb); i++)
-            if (json_is_string(json_array_get(tb, i)))
-                json_array_append(tbc, json_array_get(tb, i));
-        p->error = json_pack("{s:s, s:s, s:o}", "ename", ename ? ename : "Error", "evalue",
-                             evalue ? evalue : "", "traceback", tbc);
+        p->error = error_content(rec);
+        if (json_is_false(json_object_get(rec, "publish")))
+            return;
     }
     chan_publish(cs->o.chan, chan_current(cs->o.chan), "error", json_deep_copy(p->error));
 }

@@ -1973,16 +1973,19 @@ def show_figures(*args, **kwargs):
     pyplot.close("all")
 
 
-def _install_import_hooks():
+def _install_import_hooks(ipython):
     # The user's own backend choice (MPLBACKEND set in the box, or
     # matplotlib.use()) wins; a cache directory in /tmp keeps /mnt/data free
-    # of it.
-    os.environ.setdefault("MPLBACKEND", "module://" + _INLINE)
+    # of it.  With IPython's shell, matplotlib_inline is the backend, as
+    # under ipykernel, and IPython's display functions are IPython's.
+    os.environ.setdefault("MPLBACKEND", "module://" + (
+        "matplotlib_inline.backend_inline" if ipython else _INLINE))
     os.environ.setdefault("MPLCONFIGDIR", "/tmp/cellgate-matplotlib")
     _MADE_MODULES[_INLINE] = _fill_inline_backend
     _MADE_MODULES["cellgate"] = _fill_cellgate_module
-    for name in _IPYTHON_DISPLAY_MODULES:
-        _after_import(name, _adopt_ipython_display)
+    if not ipython:
+        for name in _IPYTHON_DISPLAY_MODULES:
+            _after_import(name, _adopt_ipython_display)
     _after_import("plotly.io._renderers", _plotly_renderer)
     sys.meta_path.insert(0, _ImportHooks())
 
@@ -2042,6 +2045,13 @@ def handle_execute(request):
     # the kernel may give it to a fresh runtime (PROTOCOL.md, "started").
     send({"t": "started"})
     try:
+        if _IPY is not None:
+            failure = _ipython_execute(code, count, silent, store, color)
+            if _in_forked_child:
+                _exit_forked_child(failure)
+            if failure is None and isinstance(expressions, dict) and expressions:
+                replies = _ipython_user_expressions(expressions)
+            return
         failure = _run_cell(code, count, silent, store, color)
         if _in_forked_child:
             _exit_forked_child(failure)
@@ -2524,6 +2534,229 @@ def is_complete(code):
 
 
 # ---------------------------------------------------------------------------
+# IPython's own shell, when the box has IPython
+#
+# Where IPython is importable (Debian's python3-ipython), a cell runs through
+# IPython's InteractiveShell, as under ipykernel: its input transformers
+# (magics, `!cmd`, automagic aliases such as `ls`), its display formatter and
+# pretty printer, its magics and extensions, its traceback formatting, and
+# matplotlib_inline as the default backend.  get_ipython() is that shell, so
+# libraries that look for it (SymPy's init_printing, pandas, matplotlib,
+# plotly) find what they find under ipykernel.  Only the edges are ours: the
+# display publisher, the displayhook and the traceback are sent as records
+# (PROTOCOL.md), `!cmd` writes to the raw pipes, the pager becomes a `page`
+# record.  Without IPython the hand-written code above is the fallback.
+# CELLGATE_PYTHON_IPYTHON=0 in the box chooses the fallback.
+
+_IPY = None  # the shell, once made; None: the fallback runs the cells
+_IPY_STATE = {"color": None, "traceback": None}
+
+
+def _ipython_wanted():
+    if os.environ.get("CELLGATE_PYTHON_IPYTHON", "1") == "0":
+        return False
+    import importlib.util
+    try:
+        return importlib.util.find_spec("IPython") is not None
+    except Exception:
+        return False
+
+
+def _skip_terminal_ipython():
+    """IPython's package imports its terminal front-end (prompt_toolkit,
+    ~100 ms and 5 MB) only to offer IPython.embed(); a kernel has no
+    terminal.  A placeholder module stands in for it; embed() says why."""
+    if "IPython.terminal.embed" in sys.modules:
+        return
+    module = type(sys)("IPython.terminal.embed")
+
+    def embed(**kwargs):
+        raise RuntimeError("IPython.embed() needs a terminal; this is a notebook kernel")
+
+    module.embed = embed
+    module.__cellgate_placeholder__ = True
+    sys.modules["IPython.terminal.embed"] = module
+
+
+def _make_ipython_shell():
+    """Make the InteractiveShell (subclass) that runs cells from now on."""
+    global _IPY
+    os.environ.setdefault("IPYTHONDIR", "/tmp/cellgate-ipython")
+    os.environ["MPLBACKEND"] = os.environ.get("MPLBACKEND") or \
+        "module://matplotlib_inline.backend_inline"
+    if os.environ["MPLBACKEND"] == "module://" + _INLINE:  # ours, set by _install
+        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    _skip_terminal_ipython()
+    from traitlets import Any
+    from traitlets.config import Config
+    from IPython.core.interactiveshell import InteractiveShell, InteractiveShellABC
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.error import UsageError as IPyUsageError
+    from IPython.core import page
+
+    class CellgatePublisher(DisplayPublisher):
+        """display() and friends: `display` and `clear` records."""
+
+        def publish(self, data, metadata=None, source=None, *, transient=None,
+                    update=False, **kwargs):
+            publish_display_data(data, metadata, transient=transient, update=update)
+
+        def clear_output(self, wait=False):
+            clear_output(wait)
+
+    class CellgateDisplayHook(DisplayHook):
+        """The value of a cell's last expression: one `result` record."""
+
+        def start_displayhook(self):
+            self._bundle = None
+
+        def write_output_prompt(self):
+            pass
+
+        def write_format_data(self, format_dict, md_dict=None):
+            self._bundle = (format_dict, md_dict or {})
+
+        def finish_displayhook(self):
+            if self._bundle and self._bundle[0]:
+                data, metadata = self._bundle
+                send({"t": "result", "data": _raw_bundle(data),
+                      "metadata": metadata if _json_safe(metadata) else {}})
+            self._bundle = None
+
+    class ZMQInteractiveShell(InteractiveShell):
+        """IPython's shell as cellgate's Python kernel runs it.  Named as
+        ipykernel's shell is, because libraries tell a notebook kernel from a
+        terminal by that name (pandas, tqdm, plotly); `kernel` is a trait for
+        the same reason (plotly looks for it)."""
+
+        kernel = Any(None, allow_none=True)
+        displayhook_class = CellgateDisplayHook
+        display_pub_class = CellgatePublisher
+        autoindent = False  # as ipykernel: the front-end indents
+
+        def init_io(self):
+            pass  # sys.stdout and sys.stderr are the driver's already
+
+        def init_virtualenv(self):
+            pass  # ipykernel does not warn about virtualenvs either
+
+        def enable_gui(self, gui=None):
+            if gui not in (None, "inline"):
+                raise IPyUsageError("%%gui %s needs a desktop; this kernel has none" % gui)
+
+        def ask_exit(self):
+            self.exit_now = True
+
+        def _showtraceback(self, etype, evalue, stb):
+            _send_ipython_error(etype, evalue, stb)
+
+        def system(self, cmd):
+            """`!cmd`: /bin/sh with the cell's raw stdout/stderr, in order
+            with print(); the status is `_exit_code` (IPython's piped
+            system needs a pty, which the box does not promise)."""
+            _run_shell(self.var_expand(cmd, depth=1))
+
+        system_piped = system
+
+        def set_next_input(self, text, replace=False):
+            pass
+
+    InteractiveShellABC.register(ZMQInteractiveShell)
+    config = Config()
+    config.HistoryManager.enabled = False  # no sqlite file in the box's home
+    config.InteractiveShell.colors = "NoColor"
+    shell = ZMQInteractiveShell.instance(config=config, user_module=_USER_MODULE)
+    shell.set_hook("show_in_pager", page.as_hook(_ipython_page), 99)
+    builtins.get_ipython = shell.get_ipython
+    _IPY = shell
+    return shell
+
+
+def _ipython_page(strng, start=0, screen_lines=0, pager_cmd=None):
+    """IPython's pager (`obj?`, %pinfo, %magic): a `page` record, as
+    ipykernel's payload pager makes one."""
+    data = strng if isinstance(strng, dict) else {"text/plain": strng}
+    data = {k: v for k, v in data.items() if k != "text/html"}
+    send({"t": "page", "data": data})
+
+
+def _send_ipython_error(etype, evalue, stb):
+    """A traceback IPython formatted: shown as an error output, as ipykernel
+    shows every one (a cell can show several: a failing post-execute hook
+    after the cell's own); whether the cell failed is decided at its end."""
+    record = {"t": "error", "ename": getattr(etype, "__name__", str(etype)),
+              "evalue": _safe_str(evalue), "traceback": [_safe_str(line) for line in stb],
+              "reply": False}
+    _IPY_STATE["traceback"] = record["traceback"]
+    send(record)
+
+
+def _ipython_execute(code, count, silent, store, color):
+    """Run one cell through IPython; the exception that ended it, or None."""
+    shell = _IPY
+    if _IPY_STATE["color"] != color:
+        shell.colors = "Linux" if color else "NoColor"
+        shell.InteractiveTB.set_colors(shell.colors)
+        shell.SyntaxTB.set_colors(shell.colors)
+        _IPY_STATE["color"] = color
+    _IPY_STATE["traceback"] = None
+    if isinstance(count, int) and store:
+        shell.execution_count = count
+    result = _interruptibly(shell.run_cell, code, store, silent)
+    if _in_forked_child:
+        return result.error_before_exec or result.error_in_exec
+    failure = result.error_before_exec or result.error_in_exec
+    if failure is not None:
+        # the reply's error, as ipykernel makes it: the cell's exception and
+        # the last traceback shown (none for a UsageError, printed as text)
+        send({"t": "error", "ename": type(failure).__name__, "evalue": _safe_str(failure),
+              "traceback": _IPY_STATE["traceback"] or [], "publish": False})
+    return failure
+
+
+def _ipython_user_expressions(expressions):
+    try:
+        return _interruptibly(_IPY.user_expressions, expressions)
+    except BaseException as exc:
+        _log("user_expressions failed: %r" % exc)
+        return {}
+
+
+def _ipython_complete(code, cursor_pos):
+    """As ipykernel completes: IPython's completer (jedi where installed);
+    the metadata carries the typed completions JupyterLab shows."""
+    from IPython.core.completer import provisionalcompleter, rectify_completions
+    with provisionalcompleter():
+        raw = _IPY.Completer.completions(code, cursor_pos)
+        completions = list(rectify_completions(code, raw))
+    typed = [{"start": c.start, "end": c.end, "text": c.text, "type": c.type,
+              "signature": c.signature} for c in completions]
+    if completions:
+        start, end = completions[0].start, completions[0].end
+    else:
+        start = end = cursor_pos
+    return {"matches": [c.text for c in completions], "cursor_start": start,
+            "cursor_end": end, "metadata": {"_jupyter_types_experimental": typed}}
+
+
+def _ipython_inspect(code, cursor_pos, detail):
+    from IPython.utils.tokenutil import token_at_cursor
+    name = token_at_cursor(code, cursor_pos)
+    try:
+        bundle = _IPY.object_inspect_mime(name, detail_level=detail)
+    except KeyError:
+        return {"found": False, "data": {}, "metadata": {}}
+    bundle.pop("text/html", None)
+    return {"found": True, "data": bundle, "metadata": {}}
+
+
+def _ipython_is_complete(code):
+    status, indent = _IPY.input_transformer_manager.check_complete(code)
+    return status, (" " * indent if indent else "")
+
+
+# ---------------------------------------------------------------------------
 # The request loop
 
 def _reply(members):
@@ -2534,6 +2767,12 @@ def _reply(members):
 
 def handle_complete(request):
     code, cursor_pos = _code_and_cursor(request)
+    if _IPY is not None:
+        try:
+            _reply(_interruptibly(_ipython_complete, code, cursor_pos))
+            return
+        except BaseException as exc:
+            _log("IPython's completer failed: %r" % exc)
     try:
         matches, start = _interruptibly(complete, code, cursor_pos)
     except BaseException as exc:  # a user __getattr__ failing or interrupted
@@ -2547,7 +2786,8 @@ def handle_inspect(request):
     code, cursor_pos = _code_and_cursor(request)
     detail = 1 if request.get("detail_level") else 0
     try:
-        members = _interruptibly(inspect_at, code, cursor_pos, detail)
+        inspect = _ipython_inspect if _IPY is not None else inspect_at
+        members = _interruptibly(inspect, code, cursor_pos, detail)
     except BaseException as exc:
         _log("inspect failed: %r" % exc)
         members = {"found": False, "data": {}, "metadata": {}}
@@ -2557,7 +2797,8 @@ def handle_inspect(request):
 def handle_is_complete(request):
     code = request.get("code")
     try:
-        status, indent = is_complete(code if isinstance(code, str) else "")
+        check = _ipython_is_complete if _IPY is not None else is_complete
+        status, indent = check(code if isinstance(code, str) else "")
     except Exception as exc:
         _log("is_complete failed: %r" % exc)
         status, indent = "unknown", None
@@ -2711,7 +2952,30 @@ def _install():
     getpass.getpass = cell_getpass
     os.register_at_fork(before=_flush_before_fork, after_in_child=_after_fork_in_child)
     sys.addaudithook(_flush_before_spawn)
-    _install_import_hooks()
+    _add_python_command()
+    ipython = _ipython_wanted()
+    _install_import_hooks(ipython)
+    if ipython:
+        try:
+            _make_ipython_shell()
+        except Exception as exc:  # a broken IPython: the fallback runs the cells
+            _log("IPython's shell could not be made, using the driver's own: %r" % exc)
+
+
+def _add_python_command():
+    """`!python script.py` works as on a desktop: where the box has no
+    `python` command, one in /tmp/cellgate-bin runs this interpreter."""
+    path = os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
+    if any(os.access(os.path.join(d, "python"), os.X_OK) for d in path.split(":") if d):
+        return
+    bindir = "/tmp/cellgate-bin"
+    try:
+        os.makedirs(bindir, exist_ok=True)
+        if not os.path.lexists(os.path.join(bindir, "python")):
+            os.symlink(sys.executable, os.path.join(bindir, "python"))
+    except OSError:
+        return
+    os.environ["PATH"] = bindir + ":" + path
 
 
 def main():
