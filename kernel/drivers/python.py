@@ -2587,6 +2587,17 @@ def _make_ipython_shell():
     if os.environ["MPLBACKEND"] == "module://" + _INLINE:  # ours, set by _install
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     _skip_terminal_ipython()
+    # jedi (~5 MB, ~0.1 s) is for completion: IPython's completer is made
+    # without it and gets it with the first complete request (_ipython_jedi)
+    jedi_found = "jedi" not in sys.modules
+    if jedi_found:
+        sys.modules["jedi"] = None
+    try:
+        import IPython.core.completer
+    finally:
+        if jedi_found:
+            del sys.modules["jedi"]
+    _IPY_STATE["jedi"] = jedi_found
     from traitlets import Any
     from traitlets.config import Config
     from IPython.core.interactiveshell import InteractiveShell, InteractiveShellABC
@@ -2723,10 +2734,31 @@ def _ipython_user_expressions(expressions):
         return {}
 
 
+def _ipython_jedi():
+    """Give IPython's completer jedi, as if it had been there at import
+    (see _make_ipython_shell); False where jedi is not installed."""
+    if not _IPY_STATE.get("jedi"):
+        return False
+    _IPY_STATE["jedi"] = False
+    import IPython.core.completer as completer
+    try:
+        import jedi
+        jedi.settings.case_insensitive_completion = False
+        import jedi.api.helpers  # noqa: F401 (as IPython imports them)
+        import jedi.api.classes  # noqa: F401
+    except ImportError:
+        return False
+    completer.jedi, completer.JEDI_INSTALLED = jedi, True
+    if "use_jedi" not in _IPY.Completer.config.get("IPCompleter", {}):
+        _IPY.Completer.use_jedi = True
+    return True
+
+
 def _ipython_complete(code, cursor_pos):
     """As ipykernel completes: IPython's completer (jedi where installed);
     the metadata carries the typed completions JupyterLab shows."""
     from IPython.core.completer import provisionalcompleter, rectify_completions
+    _ipython_jedi()
     with provisionalcompleter():
         raw = _IPY.Completer.completions(code, cursor_pos)
         completions = list(rectify_completions(code, raw))
