@@ -419,6 +419,17 @@ cell_input_reply(struct cells *cs, const char *value)
         log_error("out of memory forwarding input");
 }
 
+bool
+cell_comm(struct cells *cs, const wire_msg_t *req)
+{
+    const struct lang *py = langs_find("python");
+    struct runtime *rt = py ? cs->rts[langs_index(py)] : NULL;
+
+    if (!rt || !runtime_alive(rt) || !json_is_object(req->content))
+        return false;
+    return runtime_comm(rt, wire_msg_type(req), req->content) == CG_OK;
+}
+
 /* ---- finishing requests ------------------------------------------------- */
 
 static void
@@ -836,6 +847,23 @@ on_result(struct cells *cs, json_t *rec)
     chan_publish(cs->o.chan, chan_current(cs->o.chan), "execute_result", c);
 }
 
+/* A comm message from the driver (ipywidgets): published as it is, for the
+ * three comm message types only. */
+static void
+on_comm(struct cells *cs, struct runtime *rt, json_t *rec)
+{
+    const char *type = json_string_value(json_object_get(rec, "msg_type"));
+    json_t *content = json_object_get(rec, "content");
+
+    if (!type || !json_is_object(content) || !json_is_string(json_object_get(content, "comm_id"))
+        || (strcmp(type, "comm_open") != 0 && strcmp(type, "comm_msg") != 0
+            && strcmp(type, "comm_close") != 0)) {
+        log_debug("ignored a malformed comm record");
+        return;
+    }
+    chan_publish(cs->o.chan, output_parent(cs, rt), type, json_deep_copy(content));
+}
+
 static void
 on_record(void *ctx, struct runtime *rt, json_t *rec)
 {
@@ -851,6 +879,8 @@ on_record(void *ctx, struct runtime *rt, json_t *rec)
         on_result(cs, rec);
     } else if (strcmp(t, "error") == 0 && exec) {
         on_error(cs, rec);
+    } else if (strcmp(t, "comm") == 0) {
+        on_comm(cs, rt, rec);
     } else if (strcmp(t, "page") == 0 && exec) {
         json_t *data = json_object_get(rec, "data");
         if (json_is_object(data))

@@ -746,6 +746,15 @@ runtime_request(struct runtime *rt, const char *type, const char *code, size_t c
 }
 
 int
+runtime_comm(struct runtime *rt, const char *msg_type, json_t *content)
+{
+    if (rt->lang->kind != RT_JSONL)
+        return CG_EINVAL;
+    return send_json(rt, json_pack("{s:s, s:s, s:O}", "t", "comm", "msg_type", msg_type,
+                                   "content", content));
+}
+
+int
 runtime_input_reply(struct runtime *rt, const char *value)
 {
     if (rt->lang->kind == RT_JSONL)

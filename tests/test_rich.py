@@ -462,3 +462,53 @@ def test_plotly_figures_show_as_in_a_notebook(kernel_factory):
                          + PLOTLY_FIGURE + "fig.show()")
     shown = [m["content"]["data"] for m in out if m["msg_type"] == "display_data"]
     assert [list(d) for d in shown] == [["application/json"]]
+
+
+# ---------------------------------------------------------------------------
+# ipywidgets: comms both ways in the Python kernel (issue 13)
+
+needs_ipywidgets = pytest.mark.skipif(
+    not HAVE_IPYTHON or not __import__("importlib.util").util.find_spec("ipywidgets"),
+    reason="no IPython or ipywidgets")
+
+
+def iopub_until_quiet(kc, wait=1.0):
+    msgs = []
+    while True:
+        try:
+            msgs.append(kc.get_iopub_msg(timeout=wait))
+        except Exception:  # queue.Empty
+            return msgs
+
+
+@needs_ipywidgets
+def test_ipywidgets_slider_both_ways(kernel_factory):
+    """A slider's model opens as a comm on IOPub; the front-end moving it
+    (a comm_msg) changes the value the code sees and runs its observers;
+    the code setting it sends the front-end an update."""
+    import uuid
+    km, kc = kernel_factory("cellgate-python")
+    reply, out = run(kc, "import ipywidgets as w\ns = w.IntSlider(value=3)\ns")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    models = {m["content"]["data"].get("_model_name"): m["content"]["comm_id"]
+              for m in out if m["msg_type"] == "comm_open"}
+    cid = models["IntSliderModel"]
+    views = [m for m in out if m["msg_type"] == "display_data"]
+    assert views[0]["content"]["data"]["application/vnd.jupyter.widget-view+json"] == {
+        "model_id": cid}
+    run(kc, "seen = []\ns.observe(lambda change: seen.append(change['new']), 'value')")
+    kc.shell_channel.send(kc.session.msg("comm_msg", {
+        "comm_id": cid, "data": {"method": "backbone", "sync_data": {"value": 7}}}))
+    iopub_until_quiet(kc, 0.5)
+    reply, out = run(kc, "print(s.value, seen)")
+    assert stream_text(out, "stdout") == "7 [7]\n"
+    reply, out = run(kc, "s.value = 11")
+    updates = [m["content"] for m in out if m["msg_type"] == "comm_msg"]
+    assert updates and updates[-1]["comm_id"] == cid
+    assert updates[-1]["data"]["state"] == {"value": 11}
+    # a comm the code never registered a target for is closed
+    other = uuid.uuid4().hex
+    kc.shell_channel.send(kc.session.msg("comm_open", {
+        "comm_id": other, "target_name": "no.such.target", "data": {}}))
+    closed = [m for m in iopub_until_quiet(kc) if m["msg_type"] == "comm_close"]
+    assert [m["content"]["comm_id"] for m in closed] == [other]

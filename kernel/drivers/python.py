@@ -1986,6 +1986,8 @@ def _install_import_hooks(ipython):
     if not ipython:
         for name in _IPYTHON_DISPLAY_MODULES:
             _after_import(name, _adopt_ipython_display)
+    else:
+        _AFTER_IMPORT["ipykernel.comm"] = _ipython_comm_kernel
     _after_import("plotly.io._renderers", _plotly_renderer)
     sys.meta_path.insert(0, _ImportHooks())
 
@@ -2726,6 +2728,69 @@ def _ipython_execute(code, count, silent, store, color):
     return failure
 
 
+# Comms in the box (ipywidgets): ipykernel's Comm and CommManager, given a
+# kernel object whose session sends `comm` records instead of ZeroMQ
+# messages; the client's comm messages arrive as `comm` records (see
+# handle_comm).  Made when ipykernel.comm is first imported (ipywidgets
+# imports it), so no kernel without widgets pays for ipykernel and zmq.
+
+def _ipython_comm_kernel(module=None):
+    if _IPY is None or getattr(_IPY, "kernel", None) is not None:
+        return
+    import logging
+    from ipykernel.kernelbase import Kernel
+    from ipykernel.comm import CommManager
+    from jupyter_client.session import Session
+
+    class RecordSession(Session):
+        def send(self, stream, msg_or_type, content=None, parent=None, ident=None,
+                 buffers=None, track=False, header=None, metadata=None):
+            if msg_or_type in ("comm_open", "comm_msg", "comm_close") and isinstance(content, dict):
+                send({"t": "comm", "msg_type": msg_or_type, "content": content})
+
+    class CellgateKernel(Kernel):
+        """Just enough of ipykernel's Kernel for its comms."""
+        implementation = "cellgate"
+        implementation_version = "0"
+        banner = ""
+        language_info = {"name": "python"}
+
+        def get_parent(self, channel="shell"):
+            return {}
+
+    log = logging.getLogger("cellgate.comm")  # ipykernel logs to its terminal;
+    log.addHandler(logging.NullHandler())     # here there is none
+    log.propagate = False
+    kernel = CellgateKernel.instance(session=RecordSession(key=b""), log=log)
+    kernel.shell = _IPY  # a comm message runs the shell's pre/post_execute hooks
+    kernel.comm_manager = CommManager(parent=kernel, kernel=kernel)
+    _IPY.kernel = kernel
+
+
+def handle_comm(request):
+    """A client's comm_open / comm_msg / comm_close for the comms of the
+    code in the box; ignored until something opened a comm machinery."""
+    kernel = getattr(_IPY, "kernel", None) if _IPY is not None else None
+    kind = request.get("msg_type")
+    content = request.get("content")
+    if not isinstance(content, dict) or not isinstance(content.get("comm_id"), str):
+        return
+    if kernel is None:
+        if kind == "comm_open":  # no target can exist yet: closed, as ipykernel does
+            send({"t": "comm", "msg_type": "comm_close",
+                  "content": {"comm_id": content["comm_id"], "data": {}}})
+        return
+    if kind not in ("comm_open", "comm_msg", "comm_close"):
+        return
+    msg = {"header": {"msg_type": kind}, "parent_header": {}, "metadata": {},
+           "content": content, "buffers": []}
+    try:
+        _interruptibly(getattr(kernel.comm_manager, kind), None, None, msg)
+    except BaseException as exc:
+        _log("%s failed: %r" % (kind, exc))
+    flush_streams()
+
+
 def _ipython_user_expressions(expressions):
     try:
         return _interruptibly(_IPY.user_expressions, expressions)
@@ -2854,6 +2919,7 @@ _HANDLERS = {
     "complete": handle_complete,
     "inspect": handle_inspect,
     "is_complete": handle_is_complete,
+    "comm": handle_comm,
 }
 
 
