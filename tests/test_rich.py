@@ -512,3 +512,24 @@ def test_ipywidgets_slider_both_ways(kernel_factory):
         "comm_id": other, "target_name": "no.such.target", "data": {}}))
     closed = [m for m in iopub_until_quiet(kc) if m["msg_type"] == "comm_close"]
     assert [m["content"]["comm_id"] for m in closed] == [other]
+
+
+def test_hand_written_fallback_still_runs(kernel_factory):
+    """CELLGATE_PYTHON_IPYTHON=0 (the operator's choice, passed into the
+    box) runs the driver's own code, as where IPython is missing: its own
+    get_ipython(), magics and display, and IPython is never imported by it."""
+    km, kc = kernel_factory("cellgate-python", env={"CELLGATE_PYTHON_IPYTHON": "0"})
+    reply, out = run(kc, "import sys\n"
+                         "print(type(get_ipython()).__name__, 'IPython' in sys.modules)\n"
+                         "!echo shell\n"
+                         "%env CG_FALLBACK=1\n"
+                         "int")
+    assert stream_text(out, "stdout") == "Shell False\nshell\nenv: CG_FALLBACK=1\n"
+    assert out[-1]["content"]["data"]["text/plain"] == "<class 'int'>"
+    reply, out = run(kc, "%nosuchmagic 1")
+    assert reply["content"]["traceback"] == [
+        "UsageError: Line magic function `%nosuchmagic` not found."]
+    if HAVE_IPYTHON:
+        reply, out = run(kc, "from IPython.display import display, HTML\n"
+                             "display(HTML('<b>x</b>'))")
+        assert out[-1]["content"]["data"]["text/html"] == "<b>x</b>"

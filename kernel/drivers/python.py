@@ -2548,7 +2548,8 @@ def is_complete(code):
 # display publisher, the displayhook and the traceback are sent as records
 # (PROTOCOL.md), `!cmd` writes to the raw pipes, the pager becomes a `page`
 # record.  Without IPython the hand-written code above is the fallback.
-# CELLGATE_PYTHON_IPYTHON=0 in the box chooses the fallback.
+# CELLGATE_PYTHON_IPYTHON=0 in the kernel's environment (passed into the
+# box by runtime.c) chooses the fallback.
 
 _IPY = None  # the shell, once made; None: the fallback runs the cells
 _IPY_STATE = {"color": None, "traceback": None}
