@@ -49,9 +49,12 @@ def run_cell(kc, code, timeout):
             continue
         if msg["msg_type"] != "execute_input":
             outputs.append(msg)
-    reply = kc.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
+    try:
         reply = kc.get_shell_msg(timeout=timeout)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=timeout)
+    except queue.Empty:  # the kernel died or hangs after its idle
+        return "timeout", outputs
     return reply["content"]["status"], outputs
 
 

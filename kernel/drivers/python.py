@@ -2676,12 +2676,75 @@ def _make_ipython_shell():
         def set_next_input(self, text, replace=False):
             pass
 
+    from IPython.core.magic import Magics, magics_class, line_magic
+
+    @magics_class
+    class KernelMagics(Magics):
+        """The magics ipykernel adds for a kernel with no terminal (as in
+        ipykernel.zmqshell); %connect_info and %qtconsole say why they
+        cannot work in the box, %edit is IPython's."""
+
+        @line_magic
+        def clear(self, arg_s):
+            """Clear the terminal."""
+            self.shell.system("clear")
+
+        @line_magic
+        def less(self, arg_s):
+            """Show a file through the pager.
+
+            Files ending in .py are syntax-highlighted."""
+            from IPython.utils import openpy
+            if not arg_s:
+                raise IPyUsageError("Missing filename.")
+            if arg_s.endswith(".py"):
+                cont = self.shell.pycolorize(openpy.read_py_file(arg_s, skip_encoding_cookie=False))
+            else:
+                with open(arg_s) as f:
+                    cont = f.read()
+            page.page(cont)
+
+        more = line_magic("more")(less)
+
+        @line_magic
+        def man(self, arg_s):
+            """Find the man page for the given command and display in pager."""
+            page.page(self.shell.getoutput("man %s | col -b" % arg_s, split=False))
+
+        @line_magic
+        def connect_info(self, arg_s):
+            """Print information for connecting other clients to this kernel."""
+            raise IPyUsageError("the kernel's connection file stays outside its box: "
+                                "other clients connect through the host")
+
+        @line_magic
+        def qtconsole(self, arg_s):
+            """Open a qtconsole connected to this kernel."""
+            raise IPyUsageError("%qtconsole needs a desktop; this kernel's box has none")
+
+        @line_magic
+        def autosave(self, arg_s):
+            """Set the autosave interval in the notebook (in seconds)."""
+            from IPython.display import Javascript, display as show
+            try:
+                interval = int(arg_s)
+            except ValueError as e:
+                raise IPyUsageError("%%autosave requires an integer, got %r" % arg_s) from e
+            show(Javascript("IPython.notebook.set_autosave_interval(%i)" % (1000 * interval)),
+                 include=["application/javascript"])
+            print("Autosaving every %i seconds" % interval if interval else "Autosave disabled")
+
     InteractiveShellABC.register(ZMQInteractiveShell)
     config = Config()
     config.HistoryManager.enabled = False  # no sqlite file in the box's home
     config.InteractiveShell.colors = "NoColor"
     shell = ZMQInteractiveShell.instance(config=config, user_module=_USER_MODULE)
     shell.set_hook("show_in_pager", page.as_hook(_ipython_page), 99)
+    shell.register_magics(KernelMagics)
+    try:  # %store: IPython's apps load it by default, ipykernel's too
+        shell.extension_manager.load_extension("storemagic")
+    except Exception as exc:
+        _log("storemagic not loaded: %r" % exc)
     builtins.get_ipython = shell.get_ipython
     _IPY = shell
     return shell
