@@ -1130,7 +1130,7 @@ class UsageError(Exception):
     """A magic that does not exist or was used wrongly."""
 
 
-def _run_shell(command, capture=False):
+def _run_shell(command, capture=False, merged=False):
     """/bin/sh -c command, with the cell's stdout/stderr (or captured output,
     stderr merged into it, when capture).  When sys.stdout or sys.stderr is
     not ours (%%capture, contextlib.redirect_stdout) the output is read and
@@ -1144,12 +1144,13 @@ def _run_shell(command, capture=False):
     pipe = subprocess.PIPE if capture or redirected else None
     try:
         done = subprocess.run(["/bin/sh", "-c", command], stdout=pipe,
-                              stderr=subprocess.STDOUT if capture else pipe)
+                              stderr=subprocess.STDOUT if capture or merged else pipe)
     except KeyboardInterrupt:
         raise KeyboardInterrupt from None
     if redirected:
         sys.stdout.write(done.stdout.decode("utf-8", "replace"))
-        sys.stderr.write(done.stderr.decode("utf-8", "replace"))
+        if done.stderr is not None:
+            sys.stderr.write(done.stderr.decode("utf-8", "replace"))
     _USER_NS["_exit_code"] = done.returncode
     return done
 
@@ -2585,10 +2586,6 @@ def _make_ipython_shell():
     """Make the InteractiveShell (subclass) that runs cells from now on."""
     global _IPY
     os.environ.setdefault("IPYTHONDIR", "/tmp/cellgate-ipython")
-    os.environ["MPLBACKEND"] = os.environ.get("MPLBACKEND") or \
-        "module://matplotlib_inline.backend_inline"
-    if os.environ["MPLBACKEND"] == "module://" + _INLINE:  # ours, set by _install
-        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     _skip_terminal_ipython()
     # jedi (~5 MB, ~0.1 s) is for completion: IPython's completer is made
     # without it and gets it with the first complete request (_ipython_jedi)
@@ -2666,10 +2663,11 @@ def _make_ipython_shell():
             _send_ipython_error(etype, evalue, stb)
 
         def system(self, cmd):
-            """`!cmd`: /bin/sh with the cell's raw stdout/stderr, in order
-            with print(); the status is `_exit_code` (IPython's piped
-            system needs a pty, which the box does not promise)."""
-            _run_shell(self.var_expand(cmd, depth=1))
+            """`!cmd`: /bin/sh writing to the cell's raw stdout, in order
+            with print(); the status is `_exit_code`.  IPython's own runs
+            the command on a pty, which the box does not have; like it,
+            the command's stderr comes out as stdout."""
+            _run_shell(self.var_expand(cmd, depth=1), merged=True)
 
         system_piped = system
 
@@ -2734,6 +2732,9 @@ def _make_ipython_shell():
                  include=["application/javascript"])
             print("Autosaving every %i seconds" % interval if interval else "Autosave disabled")
 
+    compiler = _ipykernel_compiler()
+    if compiler is not None:
+        ZMQInteractiveShell.compiler_class = compiler
     InteractiveShellABC.register(ZMQInteractiveShell)
     config = Config()
     config.HistoryManager.enabled = False  # no sqlite file in the box's home
@@ -2748,6 +2749,29 @@ def _make_ipython_shell():
     builtins.get_ipython = shell.get_ipython
     _IPY = shell
     return shell
+
+
+def _ipykernel_compiler():
+    """ipykernel's XCachingCompiler, which names a cell's code as ipykernel
+    does (/tmp/ipykernel_PID/HASH.py: SyntaxErrors show that name), loaded
+    from ipykernel's compiler.py alone: the ipykernel package itself would
+    import jupyter_client and zmq.  None where ipykernel is not installed."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("ipykernel")
+        locations = spec and spec.submodule_search_locations
+        if not locations:
+            return None
+        path = os.path.join(list(locations)[0], "compiler.py")
+        if not os.path.exists(path):
+            return None
+        spec = importlib.util.spec_from_file_location("_cellgate_ipykernel_compiler", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.XCachingCompiler
+    except Exception as exc:
+        _log("ipykernel's compiler not used: %r" % exc)
+        return None
 
 
 def _ipython_page(strng, start=0, screen_lines=0, pager_cmd=None):
@@ -3115,13 +3139,12 @@ def _install():
     os.register_at_fork(before=_flush_before_fork, after_in_child=_after_fork_in_child)
     sys.addaudithook(_flush_before_spawn)
     _add_python_command()
-    ipython = _ipython_wanted()
-    _install_import_hooks(ipython)
-    if ipython:
+    if _ipython_wanted():
         try:
             _make_ipython_shell()
         except Exception as exc:  # a broken IPython: the fallback runs the cells
             _log("IPython's shell could not be made, using the driver's own: %r" % exc)
+    _install_import_hooks(_IPY is not None)
 
 
 def _add_python_command():
