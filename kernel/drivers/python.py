@@ -10,7 +10,13 @@ fd 3 is an AF_UNIX stream socket carrying JSON lines both ways, fd 1/2 are
 raw pipes the kernel turns into stream output, fd 0 is /dev/null.  The
 records are specified in PROTOCOL.md next to this file.
 
-The goal is to feel like ipykernel to a notebook user or to an agent driving
+The goal is to give ipykernel's outputs.  Where IPython is installed in the
+box, IPython's own InteractiveShell runs every cell (see "IPython's own
+shell" below): its pretty printer, formatters, magics, extensions,
+tracebacks and matplotlib_inline, with only the edges (records, `!cmd`,
+the pager, comms) the driver's.  Where it is not, the driver's own code
+below is the fallback, which tries to feel like ipykernel to a notebook
+user or to an agent driving
 jupyter_client: state persists in a real `__main__` module, the value of a
 cell's last expression is shown with the IPython display protocol
 (`_repr_html_` and friends), tracebacks show only the user's frames,
@@ -33,11 +39,13 @@ Layout of this file:
     calls before a cell is compiled;
   * cell magics (a whole cell becomes one call) and the timing magics;
   * import hooks: IPython.display made to send records, matplotlib inline;
+  * IPython's own shell, when the box has IPython, and comms (ipywidgets);
   * complete / inspect / is_complete;
   * installation into the interpreter and the request loop.
 
 No file of the driver exists where it runs (`__file__` is unset and its
-frames have the filename "<string>"); only the standard library is used.
+frames have the filename "<string>"); the fallback uses only the standard
+library.
 """
 
 import builtins
