@@ -112,6 +112,7 @@ _ENCODER = None  # a json.JSONEncoder, made in _import_late
 
 
 def _on_sigint(signum, frame):
+    __tracebackhide__ = True  # IPython leaves the driver's frames out of tracebacks
     global _pending_interrupt
     if not _interruptible:
         return  # between requests or inside the driver: ignore, like ipykernel
@@ -123,6 +124,7 @@ def _on_sigint(signum, frame):
 
 def _raise_pending_interrupt():
     """Raise the KeyboardInterrupt a SIGINT deferred while we were writing."""
+    __tracebackhide__ = True
     global _pending_interrupt
     if _pending_interrupt and not _LOCK._is_owned():
         _pending_interrupt = False
@@ -190,6 +192,7 @@ def _write_line(line):
 
 def send(record):
     """Send one record, after any buffered stream text so order is kept."""
+    __tracebackhide__ = True
     if _in_forked_child:
         return
     line = _encode(record)  # outside the lock: big bundles take a while
@@ -282,6 +285,7 @@ def _flush_locked():
 
 def flush_streams():
     """Send whatever sys.stdout/sys.stderr have buffered, now."""
+    __tracebackhide__ = True
     with _LOCK:
         _flush_locked()
     _raise_pending_interrupt()
@@ -338,6 +342,7 @@ class DriverStream(io.TextIOBase):
 
     def write(self, text):
         global _buffered
+        __tracebackhide__ = True
         if text.__class__ is not str and not isinstance(text, str):
             raise TypeError("write() argument must be str, not %s" % type(text).__name__)
         if self._other_parts:  # the other stream's text goes out first
@@ -355,6 +360,7 @@ class DriverStream(io.TextIOBase):
             self.write(line)
 
     def flush(self):
+        __tracebackhide__ = True
         flush_streams()
 
     def close(self):
@@ -671,6 +677,7 @@ _INPUT_LOCK = _thread.allocate_lock()  # one reader of fd 3 at a time
 
 
 def _request_input(prompt, password, what):
+    __tracebackhide__ = True
     if _in_forked_child or not _allow_stdin:
         raise StdinNotImplementedError(
             "%s was called, but this client does not support input requests "
@@ -689,11 +696,13 @@ def _request_input(prompt, password, what):
 
 def cell_input(prompt=""):
     """input() for cells: asks the notebook user through an input request."""
+    __tracebackhide__ = True
     return _request_input(_safe_str(prompt), False, "input()")
 
 
 def cell_getpass(prompt="Password: ", stream=None):
     """getpass.getpass() for cells: an input request with password=true."""
+    __tracebackhide__ = True
     return _request_input(_safe_str(prompt), True, "getpass()")
 
 
@@ -2669,6 +2678,16 @@ def _make_ipython_shell():
 
         def _showtraceback(self, etype, evalue, stb):
             _send_ipython_error(etype, evalue, stb)
+
+        def _get_exc_info(self, exc_tuple=None):
+            """The exception to show, without the driver's frames (the
+            SIGINT handler's, print()'s): only the user's code and the
+            libraries it called, as under ipykernel."""
+            etype, value, tb = super()._get_exc_info(exc_tuple)
+            if value is not None and tb is not None:
+                _strip_driver_frames(value)
+                tb = value.__traceback__ or tb
+            return etype, value, tb
 
         def system(self, cmd):
             """`!cmd`: /bin/sh writing to the cell's raw stdout, in order
