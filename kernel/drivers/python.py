@@ -3165,29 +3165,12 @@ def _install():
     getpass.getpass = cell_getpass
     os.register_at_fork(before=_flush_before_fork, after_in_child=_after_fork_in_child)
     sys.addaudithook(_flush_before_spawn)
-    _add_python_command()
     if _ipython_wanted():
         try:
             _make_ipython_shell()
         except Exception as exc:  # a broken IPython: the fallback runs the cells
             _log("IPython's shell could not be made, using the driver's own: %r" % exc)
     _install_import_hooks(_IPY is not None)
-
-
-def _add_python_command():
-    """`!python script.py` works as on a desktop: where the box has no
-    `python` command, one in /tmp/cellgate-bin runs this interpreter."""
-    path = os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
-    if any(os.access(os.path.join(d, "python"), os.X_OK) for d in path.split(":") if d):
-        return
-    bindir = "/tmp/cellgate-bin"
-    try:
-        os.makedirs(bindir, exist_ok=True)
-        if not os.path.lexists(os.path.join(bindir, "python")):
-            os.symlink(sys.executable, os.path.join(bindir, "python"))
-    except OSError:
-        return
-    os.environ["PATH"] = bindir + ":" + path
 
 
 def main():
