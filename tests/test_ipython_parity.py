@@ -15,7 +15,7 @@ Before issue 13 every case but pandas failed: the hand-written driver
 (still the fallback where IPython is missing) differs from ipykernel on
 each of them.  CELLGATE_PARITY_FALLBACK=1 runs the cases against that
 fallback (the kernel started with CELLGATE_PYTHON_IPYTHON=0) to see it:
-17 of 18 fail.
+16 of 18 fail (`!python` passes there too now: the box has the command).
 """
 import os
 import re
