@@ -2669,6 +2669,12 @@ def _make_ipython_shell():
         def init_virtualenv(self):
             pass  # ipykernel does not warn about virtualenvs either
 
+        def init_environment(self):
+            """The environment ipykernel gives the code's subprocesses
+            (ipykernel.zmqshell): colour for `ls` on BSD-like systems, no
+            pager (nobody can press a key)."""
+            os.environ.update(TERM="xterm-color", CLICOLOR="1", PAGER="cat", GIT_PAGER="cat")
+
         def enable_gui(self, gui=None):
             if gui not in (None, "inline"):
                 raise IPyUsageError("%%gui %s needs a desktop; this kernel has none" % gui)
