@@ -419,6 +419,17 @@ cell_input_reply(struct cells *cs, const char *value)
         log_error("out of memory forwarding input");
 }
 
+bool
+cell_comm(struct cells *cs, const wire_msg_t *req)
+{
+    const struct lang *py = langs_find("python");
+    struct runtime *rt = py ? cs->rts[langs_index(py)] : NULL;
+
+    if (!rt || !runtime_alive(rt) || !json_is_object(req->content))
+        return false;
+    return runtime_comm(rt, wire_msg_type(req), req->content) == CG_OK;
+}
+
 /* ---- finishing requests ------------------------------------------------- */
 
 static void
@@ -774,12 +785,34 @@ on_display(struct cells *cs, struct runtime *rt, json_t *rec, bool clear)
                  mime_content(rec));
 }
 
-/* The cell's one error (later ones are dropped). */
+/* An error record's members as Jupyter error content. */
+static json_t *
+error_content(json_t *rec)
+{
+    const char *ename = json_string_value(json_object_get(rec, "ename"));
+    const char *evalue = json_string_value(json_object_get(rec, "evalue"));
+    json_t *tb = json_object_get(rec, "traceback");
+    json_t *tbc = json_array();
+    for (size_t i = 0; json_is_array(tb) && i < json_array_size(tb); i++)
+        if (json_is_string(json_array_get(tb, i)))
+            json_array_append(tbc, json_array_get(tb, i));
+    return json_pack("{s:s, s:s, s:o}", "ename", ename ? ename : "Error", "evalue",
+                     evalue ? evalue : "", "traceback", tbc);
+}
+
+/* The cell's one error (later ones are dropped), except that a record with
+ * "reply": false is only shown (IPython shows a failing post-execute hook
+ * and the cell still succeeds), and one with "publish": false is only the
+ * reply's (IPython printed a UsageError as text). */
 static void
 on_error(struct cells *cs, json_t *rec)
 {
     struct pending *p = &cs->p;
 
+    if (json_is_false(json_object_get(rec, "reply"))) {
+        chan_publish(cs->o.chan, chan_current(cs->o.chan), "error", error_content(rec));
+        return;
+    }
     if (p->error)
         return;
     if (p->timeouts) { /* the interrupt was ours: say why */
@@ -789,15 +822,9 @@ on_error(struct cells *cs, json_t *rec)
         p->error = json_pack("{s:s, s:s, s:[s]}", "ename", "CellTimeout", "evalue", why,
                              "traceback", why);
     } else {
-        const char *ename = json_string_value(json_object_get(rec, "ename"));
-        const char *evalue = json_string_value(json_object_get(rec, "evalue"));
-        json_t *tb = json_object_get(rec, "traceback");
-        json_t *tbc = json_array();
-        for (size_t i = 0; json_is_array(tb) && i < json_array_size(tb); i++)
-            if (json_is_string(json_array_get(tb, i)))
-                json_array_append(tbc, json_array_get(tb, i));
-        p->error = json_pack("{s:s, s:s, s:o}", "ename", ename ? ename : "Error", "evalue",
-                             evalue ? evalue : "", "traceback", tbc);
+        p->error = error_content(rec);
+        if (json_is_false(json_object_get(rec, "publish")))
+            return;
     }
     chan_publish(cs->o.chan, chan_current(cs->o.chan), "error", json_deep_copy(p->error));
 }
@@ -820,6 +847,23 @@ on_result(struct cells *cs, json_t *rec)
     chan_publish(cs->o.chan, chan_current(cs->o.chan), "execute_result", c);
 }
 
+/* A comm message from the driver (ipywidgets): published as it is, for the
+ * three comm message types only. */
+static void
+on_comm(struct cells *cs, struct runtime *rt, json_t *rec)
+{
+    const char *type = json_string_value(json_object_get(rec, "msg_type"));
+    json_t *content = json_object_get(rec, "content");
+
+    if (!type || !json_is_object(content) || !json_is_string(json_object_get(content, "comm_id"))
+        || (strcmp(type, "comm_open") != 0 && strcmp(type, "comm_msg") != 0
+            && strcmp(type, "comm_close") != 0)) {
+        log_debug("ignored a malformed comm record");
+        return;
+    }
+    chan_publish(cs->o.chan, output_parent(cs, rt), type, json_deep_copy(content));
+}
+
 static void
 on_record(void *ctx, struct runtime *rt, json_t *rec)
 {
@@ -835,6 +879,8 @@ on_record(void *ctx, struct runtime *rt, json_t *rec)
         on_result(cs, rec);
     } else if (strcmp(t, "error") == 0 && exec) {
         on_error(cs, rec);
+    } else if (strcmp(t, "comm") == 0) {
+        on_comm(cs, rt, rec);
     } else if (strcmp(t, "page") == 0 && exec) {
         json_t *data = json_object_get(rec, "data");
         if (json_is_object(data))

@@ -68,6 +68,11 @@ bool cell_execute(struct cells *cs, const wire_msg_t *req);
  * (false) or forwarded to the runtime of the cell's language (true). */
 bool cell_request(struct cells *cs, const wire_msg_t *req);
 
+/* A comm_open / comm_msg / comm_close that is not for one of the kernel's
+ * tools: handed to the Python runtime (ipywidgets live there) when it runs.
+ * False when none runs: no comm of it can exist. */
+bool cell_comm(struct cells *cs, const wire_msg_t *req);
+
 /* True while a request runs on a runtime. */
 bool cell_pending(const struct cells *cs);
 

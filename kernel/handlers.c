@@ -88,6 +88,8 @@ h_comm_open(struct handlers *h, enum channel ch, const wire_msg_t *req)
     enum tool_state ts = tools_comm_open(h->tools, req);
     if (ts != TOOL_UNKNOWN)
         return ts == TOOL_PENDING ? H_PENDING : H_DONE;
+    if (cell_comm(h->cells, req)) /* a target of the Python code's (ipywidgets) */
+        return H_DONE;
     log_warn("comm_open for unknown target \"%s\": closing it", target ? target : "");
     if (id)
         chan_publish(h->chan, req, "comm_close", json_pack("{s:s, s:{}}", "comm_id", id, "data"));
@@ -98,14 +100,20 @@ static int
 h_comm_msg(struct handlers *h, enum channel ch, const wire_msg_t *req)
 {
     (void)ch;
-    return tools_comm_msg(h->tools, req) == TOOL_PENDING ? H_PENDING : H_DONE;
+    if (tools_has_comm(h->tools, msg_str(req, "comm_id")))
+        return tools_comm_msg(h->tools, req) == TOOL_PENDING ? H_PENDING : H_DONE;
+    cell_comm(h->cells, req);
+    return H_DONE;
 }
 
 static int
 h_comm_close(struct handlers *h, enum channel ch, const wire_msg_t *req)
 {
     (void)ch;
-    tools_comm_close(h->tools, req);
+    if (tools_has_comm(h->tools, msg_str(req, "comm_id")))
+        tools_comm_close(h->tools, req);
+    else
+        cell_comm(h->cells, req);
     return H_DONE;
 }
 

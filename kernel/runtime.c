@@ -249,10 +249,16 @@ runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_
         rc = cg_fail(err, errlen, CG_ESYS, "creating the driver's pipes: %s", strerror(errno));
         goto out;
     }
-    const char *extra[sizeof driver_vars / sizeof driver_vars[0] + 2], **e = extra;
+    const char *extra[sizeof driver_vars / sizeof driver_vars[0] + 3], **e = extra;
     for (size_t i = 0; i < sizeof driver_vars / sizeof driver_vars[0]; i++)
         *e++ = driver_vars[i];
-    *e++ = l->driver_env;
+    /* The operator's choice of the Python driver's hand-written fallback
+     * over IPython's shell (python.py): the one CELLGATE_ variable let in. */
+    const char *plain = getenv("CELLGATE_PYTHON_IPYTHON");
+    if (plain && strcmp(plain, "0") == 0)
+        *e++ = "CELLGATE_PYTHON_IPYTHON=0";
+    if (l->driver_env)
+        *e++ = l->driver_env;
     *e = NULL;
     env = runtime_env(where, extra);
     if (!env) {
@@ -743,6 +749,15 @@ runtime_request(struct runtime *rt, const char *type, const char *code, size_t c
         rc = add_str(&rt->pending, num);
     flush_pending(rt);
     return rc;
+}
+
+int
+runtime_comm(struct runtime *rt, const char *msg_type, json_t *content)
+{
+    if (rt->lang->kind != RT_JSONL)
+        return CG_EINVAL;
+    return send_json(rt, json_pack("{s:s, s:s, s:O}", "t", "comm", "msg_type", msg_type,
+                                   "content", content));
 }
 
 int

@@ -147,4 +147,9 @@ int runtime_request(struct runtime *rt, const char *type, const char *code, size
 /* Queues the answer to an input record. */
 int runtime_input_reply(struct runtime *rt, const char *value);
 
+/* A client's comm_open / comm_msg / comm_close (content borrowed) for a
+ * comm of the driver's (ipywidgets), as a "comm" record; it is not a
+ * request and needs no answer. CG_EINVAL for a driver without records. */
+int runtime_comm(struct runtime *rt, const char *msg_type, json_t *content);
+
 #endif

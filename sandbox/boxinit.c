@@ -333,6 +333,11 @@ setup_display(struct src *self)
     make_run_dir(ROOT "/run/cellgate");
     make_run_dir(ROOT BOX_BIN_DIR);
     place_src(self, BIND_RO);
+    /* A `python` command where the system has only python3 (Debian
+     * without python-is-python3): notebooks run `!python script.py`. */
+    if (access(ROOT "/usr/bin/python", F_OK) < 0 && access(ROOT "/usr/bin/python3", X_OK) == 0
+        && symlink("/usr/bin/python3", ROOT BOX_BIN_DIR "/python") < 0)
+        setup_fail("creating %s/python: %s", BOX_BIN_DIR, strerror(errno));
     _Static_assert(sizeof path <= sizeof sa.sun_path, "display socket path too long");
     memcpy(sa.sun_path, path, sizeof path);
     display_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

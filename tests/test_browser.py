@@ -2,7 +2,8 @@
 on 127.0.0.1, driven by Debian's Chromium through playwright-core
 (tests/browser/notebook.js). Through the UI: a typed cell prints, a
 matplotlib plot shows as a PNG <img>, the interrupt button stops a sleep,
-Kernel > Restart forgets variables, a %%bash cell prints; then a
+Kernel > Restart forgets variables, a %%bash cell prints, an ipywidgets
+slider moved with the keyboard reaches the kernel; then a
 screenshot. Twice, with the same driver and the same checks:
 
 - test_notebook_in_chromium: the notebook server starts the kernelspecs
@@ -55,6 +56,8 @@ CELLS = [
     "print('after the interrupt x is', x)",
     "print(x)",
     '%%bash\necho "bash says $((6 * 7)) in ${BASH_VERSION%%.*}"',
+    "import ipywidgets as w\ns = w.IntSlider(value=3, min=0, max=10)\ns",
+    "print('slider at', s.value)",
 ]
 
 SERVER_START = 60   # seconds for the notebook server to answer
@@ -262,7 +265,9 @@ def drive_notebook(server, tmp_path, display_name, more_context=lambda: ""):
     # the 30 s sleep; the kernel keeps its state.
     intr = steps["interrupt"]
     assert "KeyboardInterrupt" in texts("interrupt", "output_error"), context
-    assert "slept through" not in intr["text"], context
+    # (IPython's traceback shows the cell's lines around the one interrupted)
+    assert "slept through" not in texts("interrupt", "output_stdout"), context
+    assert "<cellgate python driver>" not in intr["text"], context
     assert intr["interrupt_ms"] < 10_000, context
     assert texts("after_interrupt", "output_stdout") == "after the interrupt x is 42\n", context
 
@@ -278,6 +283,11 @@ def drive_notebook(server, tmp_path, display_name, more_context=lambda: ""):
     assert texts("bash", "output_stdout") == "bash says 42 in 5\n", context
     assert steps["bash"]["prompt"] == "In [2]:", context
 
+    # (6) an ipywidgets slider, moved in the browser: the kernel sees it
+    # (comms both ways in the Python kernel, issue 13).
+    assert steps["widget"]["readout"] == "10", context
+    assert texts("widget_value", "output_stdout") == "slider at 10\n", context
+
     # Nothing left 127.0.0.1, and the page raised and logged no error (a
     # message the page did not expect is a console error: classic Notebook
     # logs 'unrecognized message channel control' for a reply it never asked for).
@@ -285,7 +295,7 @@ def drive_notebook(server, tmp_path, display_name, more_context=lambda: ""):
     assert res["page_errors"] == [], context
     assert res["console"] == [], context
 
-    # (6) the screenshot exists and is a PNG of the page.
+    # (7) the screenshot exists and is a PNG of the page.
     with open(screenshot, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(screenshot) > 20_000

@@ -10,7 +10,13 @@ fd 3 is an AF_UNIX stream socket carrying JSON lines both ways, fd 1/2 are
 raw pipes the kernel turns into stream output, fd 0 is /dev/null.  The
 records are specified in PROTOCOL.md next to this file.
 
-The goal is to feel like ipykernel to a notebook user or to an agent driving
+The goal is to give ipykernel's outputs.  Where IPython is installed in the
+box, IPython's own InteractiveShell runs every cell (see "IPython's own
+shell" below): its pretty printer, formatters, magics, extensions,
+tracebacks and matplotlib_inline, with only the edges (records, `!cmd`,
+the pager, comms) the driver's.  Where it is not, the driver's own code
+below is the fallback, which tries to feel like ipykernel to a notebook
+user or to an agent driving
 jupyter_client: state persists in a real `__main__` module, the value of a
 cell's last expression is shown with the IPython display protocol
 (`_repr_html_` and friends), tracebacks show only the user's frames,
@@ -33,11 +39,13 @@ Layout of this file:
     calls before a cell is compiled;
   * cell magics (a whole cell becomes one call) and the timing magics;
   * import hooks: IPython.display made to send records, matplotlib inline;
+  * IPython's own shell, when the box has IPython, and comms (ipywidgets);
   * complete / inspect / is_complete;
   * installation into the interpreter and the request loop.
 
 No file of the driver exists where it runs (`__file__` is unset and its
-frames have the filename "<string>"); only the standard library is used.
+frames have the filename "<string>"); the fallback uses only the standard
+library.
 """
 
 import builtins
@@ -104,6 +112,7 @@ _ENCODER = None  # a json.JSONEncoder, made in _import_late
 
 
 def _on_sigint(signum, frame):
+    __tracebackhide__ = True  # IPython leaves the driver's frames out of tracebacks
     global _pending_interrupt
     if not _interruptible:
         return  # between requests or inside the driver: ignore, like ipykernel
@@ -115,6 +124,7 @@ def _on_sigint(signum, frame):
 
 def _raise_pending_interrupt():
     """Raise the KeyboardInterrupt a SIGINT deferred while we were writing."""
+    __tracebackhide__ = True
     global _pending_interrupt
     if _pending_interrupt and not _LOCK._is_owned():
         _pending_interrupt = False
@@ -182,6 +192,7 @@ def _write_line(line):
 
 def send(record):
     """Send one record, after any buffered stream text so order is kept."""
+    __tracebackhide__ = True
     if _in_forked_child:
         return
     line = _encode(record)  # outside the lock: big bundles take a while
@@ -274,6 +285,7 @@ def _flush_locked():
 
 def flush_streams():
     """Send whatever sys.stdout/sys.stderr have buffered, now."""
+    __tracebackhide__ = True
     with _LOCK:
         _flush_locked()
     _raise_pending_interrupt()
@@ -330,6 +342,7 @@ class DriverStream(io.TextIOBase):
 
     def write(self, text):
         global _buffered
+        __tracebackhide__ = True
         if text.__class__ is not str and not isinstance(text, str):
             raise TypeError("write() argument must be str, not %s" % type(text).__name__)
         if self._other_parts:  # the other stream's text goes out first
@@ -347,6 +360,7 @@ class DriverStream(io.TextIOBase):
             self.write(line)
 
     def flush(self):
+        __tracebackhide__ = True
         flush_streams()
 
     def close(self):
@@ -663,6 +677,7 @@ _INPUT_LOCK = _thread.allocate_lock()  # one reader of fd 3 at a time
 
 
 def _request_input(prompt, password, what):
+    __tracebackhide__ = True
     if _in_forked_child or not _allow_stdin:
         raise StdinNotImplementedError(
             "%s was called, but this client does not support input requests "
@@ -681,11 +696,13 @@ def _request_input(prompt, password, what):
 
 def cell_input(prompt=""):
     """input() for cells: asks the notebook user through an input request."""
+    __tracebackhide__ = True
     return _request_input(_safe_str(prompt), False, "input()")
 
 
 def cell_getpass(prompt="Password: ", stream=None):
     """getpass.getpass() for cells: an input request with password=true."""
+    __tracebackhide__ = True
     return _request_input(_safe_str(prompt), True, "getpass()")
 
 
@@ -1130,7 +1147,7 @@ class UsageError(Exception):
     """A magic that does not exist or was used wrongly."""
 
 
-def _run_shell(command, capture=False):
+def _run_shell(command, capture=False, merged=False):
     """/bin/sh -c command, with the cell's stdout/stderr (or captured output,
     stderr merged into it, when capture).  When sys.stdout or sys.stderr is
     not ours (%%capture, contextlib.redirect_stdout) the output is read and
@@ -1144,12 +1161,13 @@ def _run_shell(command, capture=False):
     pipe = subprocess.PIPE if capture or redirected else None
     try:
         done = subprocess.run(["/bin/sh", "-c", command], stdout=pipe,
-                              stderr=subprocess.STDOUT if capture else pipe)
+                              stderr=subprocess.STDOUT if capture or merged else pipe)
     except KeyboardInterrupt:
         raise KeyboardInterrupt from None
     if redirected:
         sys.stdout.write(done.stdout.decode("utf-8", "replace"))
-        sys.stderr.write(done.stderr.decode("utf-8", "replace"))
+        if done.stderr is not None:
+            sys.stderr.write(done.stderr.decode("utf-8", "replace"))
     _USER_NS["_exit_code"] = done.returncode
     return done
 
@@ -1973,16 +1991,21 @@ def show_figures(*args, **kwargs):
     pyplot.close("all")
 
 
-def _install_import_hooks():
+def _install_import_hooks(ipython):
     # The user's own backend choice (MPLBACKEND set in the box, or
     # matplotlib.use()) wins; a cache directory in /tmp keeps /mnt/data free
-    # of it.
-    os.environ.setdefault("MPLBACKEND", "module://" + _INLINE)
+    # of it.  With IPython's shell, matplotlib_inline is the backend, as
+    # under ipykernel, and IPython's display functions are IPython's.
+    os.environ.setdefault("MPLBACKEND", "module://" + (
+        "matplotlib_inline.backend_inline" if ipython else _INLINE))
     os.environ.setdefault("MPLCONFIGDIR", "/tmp/cellgate-matplotlib")
     _MADE_MODULES[_INLINE] = _fill_inline_backend
     _MADE_MODULES["cellgate"] = _fill_cellgate_module
-    for name in _IPYTHON_DISPLAY_MODULES:
-        _after_import(name, _adopt_ipython_display)
+    if not ipython:
+        for name in _IPYTHON_DISPLAY_MODULES:
+            _after_import(name, _adopt_ipython_display)
+    else:
+        _AFTER_IMPORT["ipykernel.comm"] = _ipython_comm_kernel
     _after_import("plotly.io._renderers", _plotly_renderer)
     sys.meta_path.insert(0, _ImportHooks())
 
@@ -2042,6 +2065,13 @@ def handle_execute(request):
     # the kernel may give it to a fresh runtime (PROTOCOL.md, "started").
     send({"t": "started"})
     try:
+        if _IPY is not None:
+            failure = _ipython_execute(code, count, silent, store, color)
+            if _in_forked_child:
+                _exit_forked_child(failure)
+            if failure is None and isinstance(expressions, dict) and expressions:
+                replies = _ipython_user_expressions(expressions)
+            return
         failure = _run_cell(code, count, silent, store, color)
         if _in_forked_child:
             _exit_forked_child(failure)
@@ -2524,6 +2554,427 @@ def is_complete(code):
 
 
 # ---------------------------------------------------------------------------
+# IPython's own shell, when the box has IPython
+#
+# Where IPython is importable (Debian's python3-ipython), a cell runs through
+# IPython's InteractiveShell, as under ipykernel: its input transformers
+# (magics, `!cmd`, automagic aliases such as `ls`), its display formatter and
+# pretty printer, its magics and extensions, its traceback formatting, and
+# matplotlib_inline as the default backend.  get_ipython() is that shell, so
+# libraries that look for it (SymPy's init_printing, pandas, matplotlib,
+# plotly) find what they find under ipykernel.  Only the edges are ours: the
+# display publisher, the displayhook and the traceback are sent as records
+# (PROTOCOL.md), `!cmd` writes to the raw pipes, the pager becomes a `page`
+# record.  Without IPython the hand-written code above is the fallback.
+# CELLGATE_PYTHON_IPYTHON=0 in the kernel's environment (passed into the
+# box by runtime.c) chooses the fallback.
+
+_IPY = None  # the shell, once made; None: the fallback runs the cells
+_IPY_STATE = {"color": None, "traceback": None}
+
+
+def _ipython_wanted():
+    if os.environ.get("CELLGATE_PYTHON_IPYTHON", "1") == "0":
+        return False
+    import importlib.util
+    try:
+        return importlib.util.find_spec("IPython") is not None
+    except Exception:
+        return False
+
+
+def _skip_terminal_ipython():
+    """IPython's package imports its terminal front-end (prompt_toolkit,
+    ~100 ms and 5 MB) only to offer IPython.embed(); a kernel has no
+    terminal.  A placeholder module stands in for it; embed() says why."""
+    if "IPython.terminal.embed" in sys.modules:
+        return
+    module = type(sys)("IPython.terminal.embed")
+
+    def embed(**kwargs):
+        raise RuntimeError("IPython.embed() needs a terminal; this is a notebook kernel")
+
+    module.embed = embed
+    module.__cellgate_placeholder__ = True
+    sys.modules["IPython.terminal.embed"] = module
+
+
+def _make_ipython_shell():
+    """Make the InteractiveShell (subclass) that runs cells from now on."""
+    global _IPY
+    os.environ.setdefault("IPYTHONDIR", "/tmp/cellgate-ipython")
+    _skip_terminal_ipython()
+    # jedi (~5 MB, ~0.1 s) is for completion: IPython's completer is made
+    # without it and gets it with the first complete request (_ipython_jedi)
+    jedi_found = "jedi" not in sys.modules
+    if jedi_found:
+        sys.modules["jedi"] = None
+    try:
+        import IPython.core.completer
+    finally:
+        if jedi_found:
+            del sys.modules["jedi"]
+    _IPY_STATE["jedi"] = jedi_found
+    from traitlets import Any
+    from traitlets.config import Config
+    from IPython.core.interactiveshell import InteractiveShell, InteractiveShellABC
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.error import UsageError as IPyUsageError
+    from IPython.core import page
+
+    class CellgatePublisher(DisplayPublisher):
+        """display() and friends: `display` and `clear` records."""
+
+        def publish(self, data, metadata=None, source=None, *, transient=None,
+                    update=False, **kwargs):
+            publish_display_data(data, metadata, transient=transient, update=update)
+
+        def clear_output(self, wait=False):
+            clear_output(wait)
+
+    class CellgateDisplayHook(DisplayHook):
+        """The value of a cell's last expression: one `result` record."""
+
+        def start_displayhook(self):
+            self._bundle = None
+
+        def write_output_prompt(self):
+            pass
+
+        def write_format_data(self, format_dict, md_dict=None):
+            self._bundle = (format_dict, md_dict or {})
+
+        def finish_displayhook(self):
+            if self._bundle and self._bundle[0]:
+                data, metadata = self._bundle
+                send({"t": "result", "data": _raw_bundle(data),
+                      "metadata": metadata if _json_safe(metadata) else {}})
+            self._bundle = None
+
+    class ZMQInteractiveShell(InteractiveShell):
+        """IPython's shell as cellgate's Python kernel runs it.  Named as
+        ipykernel's shell is, because libraries tell a notebook kernel from a
+        terminal by that name (pandas, tqdm, plotly); `kernel` is a trait for
+        the same reason (plotly looks for it)."""
+
+        kernel = Any(None, allow_none=True)
+        displayhook_class = CellgateDisplayHook
+        display_pub_class = CellgatePublisher
+        autoindent = False  # as ipykernel: the front-end indents
+
+        def init_io(self):
+            pass  # sys.stdout and sys.stderr are the driver's already
+
+        def init_virtualenv(self):
+            pass  # ipykernel does not warn about virtualenvs either
+
+        def init_environment(self):
+            """The environment ipykernel gives the code's subprocesses
+            (ipykernel.zmqshell): colour for `ls` on BSD-like systems, no
+            pager (nobody can press a key)."""
+            os.environ.update(TERM="xterm-color", CLICOLOR="1", PAGER="cat", GIT_PAGER="cat")
+
+        def enable_gui(self, gui=None):
+            if gui not in (None, "inline"):
+                raise IPyUsageError("%%gui %s needs a desktop; this kernel has none" % gui)
+
+        def ask_exit(self):
+            self.exit_now = True
+
+        def _showtraceback(self, etype, evalue, stb):
+            _send_ipython_error(etype, evalue, stb)
+
+        def _get_exc_info(self, exc_tuple=None):
+            """The exception to show, without the driver's frames (the
+            SIGINT handler's, print()'s): only the user's code and the
+            libraries it called, as under ipykernel."""
+            etype, value, tb = super()._get_exc_info(exc_tuple)
+            if value is not None and tb is not None:
+                _strip_driver_frames(value)
+                tb = value.__traceback__ or tb
+            return etype, value, tb
+
+        def system(self, cmd):
+            """`!cmd`: /bin/sh writing to the cell's raw stdout, in order
+            with print(); the status is `_exit_code`.  IPython's own runs
+            the command on a pty, which the box does not have; like it,
+            the command's stderr comes out as stdout."""
+            _run_shell(self.var_expand(cmd, depth=1), merged=True)
+
+        system_piped = system
+
+        def set_next_input(self, text, replace=False):
+            pass
+
+    from IPython.core.magic import Magics, magics_class, line_magic
+
+    @magics_class
+    class KernelMagics(Magics):
+        """The magics ipykernel adds for a kernel with no terminal (as in
+        ipykernel.zmqshell); %connect_info and %qtconsole say why they
+        cannot work in the box, %edit is IPython's."""
+
+        @line_magic
+        def clear(self, arg_s):
+            """Clear the terminal."""
+            self.shell.system("clear")
+
+        @line_magic
+        def less(self, arg_s):
+            """Show a file through the pager.
+
+            Files ending in .py are syntax-highlighted."""
+            from IPython.utils import openpy
+            if not arg_s:
+                raise IPyUsageError("Missing filename.")
+            if arg_s.endswith(".py"):
+                cont = self.shell.pycolorize(openpy.read_py_file(arg_s, skip_encoding_cookie=False))
+            else:
+                with open(arg_s) as f:
+                    cont = f.read()
+            page.page(cont)
+
+        more = line_magic("more")(less)
+
+        @line_magic
+        def man(self, arg_s):
+            """Find the man page for the given command and display in pager."""
+            page.page(self.shell.getoutput("man %s | col -b" % arg_s, split=False))
+
+        @line_magic
+        def connect_info(self, arg_s):
+            """Print information for connecting other clients to this kernel."""
+            raise IPyUsageError("the kernel's connection file stays outside its box: "
+                                "other clients connect through the host")
+
+        @line_magic
+        def qtconsole(self, arg_s):
+            """Open a qtconsole connected to this kernel."""
+            raise IPyUsageError("%qtconsole needs a desktop; this kernel's box has none")
+
+        @line_magic
+        def autosave(self, arg_s):
+            """Set the autosave interval in the notebook (in seconds)."""
+            from IPython.display import Javascript, display as show
+            try:
+                interval = int(arg_s)
+            except ValueError as e:
+                raise IPyUsageError("%%autosave requires an integer, got %r" % arg_s) from e
+            show(Javascript("IPython.notebook.set_autosave_interval(%i)" % (1000 * interval)),
+                 include=["application/javascript"])
+            print("Autosaving every %i seconds" % interval if interval else "Autosave disabled")
+
+    compiler = _ipykernel_compiler()
+    if compiler is not None:
+        ZMQInteractiveShell.compiler_class = compiler
+    InteractiveShellABC.register(ZMQInteractiveShell)
+    config = Config()
+    config.HistoryManager.enabled = False  # no sqlite file in the box's home
+    config.InteractiveShell.colors = "NoColor"
+    shell = ZMQInteractiveShell.instance(config=config, user_module=_USER_MODULE)
+    shell.set_hook("show_in_pager", page.as_hook(_ipython_page), 99)
+    shell.register_magics(KernelMagics)
+    try:  # %store: IPython's apps load it by default, ipykernel's too
+        shell.extension_manager.load_extension("storemagic")
+    except Exception as exc:
+        _log("storemagic not loaded: %r" % exc)
+    builtins.get_ipython = shell.get_ipython
+    _IPY = shell
+    return shell
+
+
+def _ipykernel_compiler():
+    """ipykernel's XCachingCompiler, which names a cell's code as ipykernel
+    does (/tmp/ipykernel_PID/HASH.py: SyntaxErrors show that name), loaded
+    from ipykernel's compiler.py alone: the ipykernel package itself would
+    import jupyter_client and zmq.  None where ipykernel is not installed."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("ipykernel")
+        locations = spec and spec.submodule_search_locations
+        if not locations:
+            return None
+        path = os.path.join(list(locations)[0], "compiler.py")
+        if not os.path.exists(path):
+            return None
+        spec = importlib.util.spec_from_file_location("_cellgate_ipykernel_compiler", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.XCachingCompiler
+    except Exception as exc:
+        _log("ipykernel's compiler not used: %r" % exc)
+        return None
+
+
+def _ipython_page(strng, start=0, screen_lines=0, pager_cmd=None):
+    """IPython's pager (`obj?`, %pinfo, %magic): a `page` record, as
+    ipykernel's payload pager makes one."""
+    data = strng if isinstance(strng, dict) else {"text/plain": strng}
+    data = {k: v for k, v in data.items() if k != "text/html"}
+    send({"t": "page", "data": data})
+
+
+def _send_ipython_error(etype, evalue, stb):
+    """A traceback IPython formatted: shown as an error output, as ipykernel
+    shows every one (a cell can show several: a failing post-execute hook
+    after the cell's own); whether the cell failed is decided at its end."""
+    record = {"t": "error", "ename": getattr(etype, "__name__", str(etype)),
+              "evalue": _safe_str(evalue), "traceback": [_safe_str(line) for line in stb],
+              "reply": False}
+    _IPY_STATE["traceback"] = record["traceback"]
+    send(record)
+
+
+def _ipython_execute(code, count, silent, store, color):
+    """Run one cell through IPython; the exception that ended it, or None."""
+    shell = _IPY
+    if _IPY_STATE["color"] != color:
+        shell.colors = "Linux" if color else "NoColor"
+        shell.InteractiveTB.set_colors(shell.colors)
+        shell.SyntaxTB.set_colors(shell.colors)
+        _IPY_STATE["color"] = color
+    _IPY_STATE["traceback"] = None
+    if isinstance(count, int) and store:
+        shell.execution_count = count
+    result = _interruptibly(shell.run_cell, code, store, silent)
+    if _in_forked_child:
+        return result.error_before_exec or result.error_in_exec
+    failure = result.error_before_exec or result.error_in_exec
+    if failure is not None:
+        # the reply's error, as ipykernel makes it: the cell's exception and
+        # the last traceback shown (none for a UsageError, printed as text)
+        send({"t": "error", "ename": type(failure).__name__, "evalue": _safe_str(failure),
+              "traceback": _IPY_STATE["traceback"] or [], "publish": False})
+    return failure
+
+
+# Comms in the box (ipywidgets): ipykernel's Comm and CommManager, given a
+# kernel object whose session sends `comm` records instead of ZeroMQ
+# messages; the client's comm messages arrive as `comm` records (see
+# handle_comm).  Made when ipykernel.comm is first imported (ipywidgets
+# imports it), so no kernel without widgets pays for ipykernel and zmq.
+
+def _ipython_comm_kernel(module=None):
+    if _IPY is None or getattr(_IPY, "kernel", None) is not None:
+        return
+    import logging
+    from ipykernel.kernelbase import Kernel
+    from ipykernel.comm import CommManager
+    from jupyter_client.session import Session
+
+    class RecordSession(Session):
+        def send(self, stream, msg_or_type, content=None, parent=None, ident=None,
+                 buffers=None, track=False, header=None, metadata=None):
+            if msg_or_type in ("comm_open", "comm_msg", "comm_close") and isinstance(content, dict):
+                send({"t": "comm", "msg_type": msg_or_type, "content": content})
+
+    class CellgateKernel(Kernel):
+        """Just enough of ipykernel's Kernel for its comms."""
+        implementation = "cellgate"
+        implementation_version = "0"
+        banner = ""
+        language_info = {"name": "python"}
+
+        def get_parent(self, channel="shell"):
+            return {}
+
+    log = logging.getLogger("cellgate.comm")  # ipykernel logs to its terminal;
+    log.addHandler(logging.NullHandler())     # here there is none
+    log.propagate = False
+    kernel = CellgateKernel.instance(session=RecordSession(key=b""), log=log)
+    kernel.shell = _IPY  # a comm message runs the shell's pre/post_execute hooks
+    kernel.comm_manager = CommManager(parent=kernel, kernel=kernel)
+    _IPY.kernel = kernel
+
+
+def handle_comm(request):
+    """A client's comm_open / comm_msg / comm_close for the comms of the
+    code in the box; ignored until something opened a comm machinery."""
+    kernel = getattr(_IPY, "kernel", None) if _IPY is not None else None
+    kind = request.get("msg_type")
+    content = request.get("content")
+    if not isinstance(content, dict) or not isinstance(content.get("comm_id"), str):
+        return
+    if kernel is None:
+        if kind == "comm_open":  # no target can exist yet: closed, as ipykernel does
+            send({"t": "comm", "msg_type": "comm_close",
+                  "content": {"comm_id": content["comm_id"], "data": {}}})
+        return
+    if kind not in ("comm_open", "comm_msg", "comm_close"):
+        return
+    msg = {"header": {"msg_type": kind}, "parent_header": {}, "metadata": {},
+           "content": content, "buffers": []}
+    try:
+        _interruptibly(getattr(kernel.comm_manager, kind), None, None, msg)
+    except BaseException as exc:
+        _log("%s failed: %r" % (kind, exc))
+    flush_streams()
+
+
+def _ipython_user_expressions(expressions):
+    try:
+        return _interruptibly(_IPY.user_expressions, expressions)
+    except BaseException as exc:
+        _log("user_expressions failed: %r" % exc)
+        return {}
+
+
+def _ipython_jedi():
+    """Give IPython's completer jedi, as if it had been there at import
+    (see _make_ipython_shell); False where jedi is not installed."""
+    if not _IPY_STATE.get("jedi"):
+        return False
+    _IPY_STATE["jedi"] = False
+    import IPython.core.completer as completer
+    try:
+        import jedi
+        jedi.settings.case_insensitive_completion = False
+        import jedi.api.helpers  # noqa: F401 (as IPython imports them)
+        import jedi.api.classes  # noqa: F401
+    except ImportError:
+        return False
+    completer.jedi, completer.JEDI_INSTALLED = jedi, True
+    if "use_jedi" not in _IPY.Completer.config.get("IPCompleter", {}):
+        _IPY.Completer.use_jedi = True
+    return True
+
+
+def _ipython_complete(code, cursor_pos):
+    """As ipykernel completes: IPython's completer (jedi where installed);
+    the metadata carries the typed completions JupyterLab shows."""
+    from IPython.core.completer import provisionalcompleter, rectify_completions
+    _ipython_jedi()
+    with provisionalcompleter():
+        raw = _IPY.Completer.completions(code, cursor_pos)
+        completions = list(rectify_completions(code, raw))
+    typed = [{"start": c.start, "end": c.end, "text": c.text, "type": c.type,
+              "signature": c.signature} for c in completions]
+    if completions:
+        start, end = completions[0].start, completions[0].end
+    else:
+        start = end = cursor_pos
+    return {"matches": [c.text for c in completions], "cursor_start": start,
+            "cursor_end": end, "metadata": {"_jupyter_types_experimental": typed}}
+
+
+def _ipython_inspect(code, cursor_pos, detail):
+    from IPython.utils.tokenutil import token_at_cursor
+    name = token_at_cursor(code, cursor_pos)
+    try:
+        bundle = _IPY.object_inspect_mime(name, detail_level=detail)
+    except KeyError:
+        return {"found": False, "data": {}, "metadata": {}}
+    bundle.pop("text/html", None)
+    return {"found": True, "data": bundle, "metadata": {}}
+
+
+def _ipython_is_complete(code):
+    status, indent = _IPY.input_transformer_manager.check_complete(code)
+    return status, (" " * indent if indent else "")
+
+
+# ---------------------------------------------------------------------------
 # The request loop
 
 def _reply(members):
@@ -2534,6 +2985,12 @@ def _reply(members):
 
 def handle_complete(request):
     code, cursor_pos = _code_and_cursor(request)
+    if _IPY is not None:
+        try:
+            _reply(_interruptibly(_ipython_complete, code, cursor_pos))
+            return
+        except BaseException as exc:
+            _log("IPython's completer failed: %r" % exc)
     try:
         matches, start = _interruptibly(complete, code, cursor_pos)
     except BaseException as exc:  # a user __getattr__ failing or interrupted
@@ -2547,7 +3004,8 @@ def handle_inspect(request):
     code, cursor_pos = _code_and_cursor(request)
     detail = 1 if request.get("detail_level") else 0
     try:
-        members = _interruptibly(inspect_at, code, cursor_pos, detail)
+        inspect = _ipython_inspect if _IPY is not None else inspect_at
+        members = _interruptibly(inspect, code, cursor_pos, detail)
     except BaseException as exc:
         _log("inspect failed: %r" % exc)
         members = {"found": False, "data": {}, "metadata": {}}
@@ -2557,7 +3015,8 @@ def handle_inspect(request):
 def handle_is_complete(request):
     code = request.get("code")
     try:
-        status, indent = is_complete(code if isinstance(code, str) else "")
+        check = _ipython_is_complete if _IPY is not None else is_complete
+        status, indent = check(code if isinstance(code, str) else "")
     except Exception as exc:
         _log("is_complete failed: %r" % exc)
         status, indent = "unknown", None
@@ -2581,6 +3040,7 @@ _HANDLERS = {
     "complete": handle_complete,
     "inspect": handle_inspect,
     "is_complete": handle_is_complete,
+    "comm": handle_comm,
 }
 
 
@@ -2711,7 +3171,12 @@ def _install():
     getpass.getpass = cell_getpass
     os.register_at_fork(before=_flush_before_fork, after_in_child=_after_fork_in_child)
     sys.addaudithook(_flush_before_spawn)
-    _install_import_hooks()
+    if _ipython_wanted():
+        try:
+            _make_ipython_shell()
+        except Exception as exc:  # a broken IPython: the fallback runs the cells
+            _log("IPython's shell could not be made, using the driver's own: %r" % exc)
+    _install_import_hooks(_IPY is not None)
 
 
 def main():

@@ -159,6 +159,15 @@ tools_comm_open(struct tools *ts, const wire_msg_t *req)
     return run_tool(ts, t, req, id, data, true);
 }
 
+bool
+tools_has_comm(const struct tools *ts, const char *id)
+{
+    for (size_t i = 0; id && i < ts->n_comms; i++)
+        if (strcmp(ts->comms[i].id, id) == 0)
+            return true;
+    return false;
+}
+
 enum tool_state
 tools_comm_msg(struct tools *ts, const wire_msg_t *req)
 {

@@ -49,6 +49,9 @@ enum tool_state tools_comm_open(struct tools *ts, const wire_msg_t *req);
 /* comm_msg on an open tool comm: one request, one result comm_msg. */
 enum tool_state tools_comm_msg(struct tools *ts, const wire_msg_t *req);
 
+/* True if id is a comm open on one of the tools (NULL id: false). */
+bool tools_has_comm(const struct tools *ts, const char *id);
+
 /* comm_close from the client: forget the comm. */
 void tools_comm_close(struct tools *ts, const wire_msg_t *req);
 

@@ -14,7 +14,8 @@
  *   0 an empty cell, into which this script types print('hello')
  *   1 a matplotlib plot   2 x = 42   3 print('sleeping'); time.sleep(30)
  *   4 print x after the interrupt   5 print(x) after the restart
- *   6 a %%bash cell
+ *   6 a %%bash cell   7 an ipywidgets IntSlider (0..10, at 3), moved to
+ *   its end with the End key   8 print the slider's value
  *
  * Prints one JSON object on stdout: {ok, failed_step, error, steps: {name:
  * {ms, ...observations}}, foreign_requests, page_errors, console}; exits 1
@@ -51,7 +52,9 @@ function cellState(i) {
       text: o.innerText,
       images: [...o.querySelectorAll('img')].map((img) => {
         const src = img.getAttribute('src') || '';
-        const m = /^data:image\/png;base64,(.*)$/.exec(src);
+        // IPython 8.5's base64 of a figure ends with a newline (ipykernel's
+        // does too); atob() skips whitespace
+        const m = /^data:image\/png;base64,([\s\S]*)$/.exec(src);
         let bytes = 0, pngMagic = false;
         if (m) {
           const raw = atob(m[1]);
@@ -208,6 +211,22 @@ async function main() {
     await step('after_restart', () => runCell(5));
 
     await step('bash', () => runCell(6));
+
+    await step('widget', async () => {
+      await runCell(7);
+      const cell = page.locator('#notebook-container .cell').nth(7);
+      const handle = cell.locator('.ui-slider-handle');
+      await handle.waitFor({ state: 'visible' });
+      await handle.focus();
+      await page.keyboard.press('End');
+      // the readout shows the new value once the view has set its model
+      const readout = cell.locator('.widget-readout');
+      await page.waitForFunction((el) => el && /10/.test(el.innerText || el.value || ''),
+        await readout.elementHandle(), { timeout: STEP_MS });
+      return { readout: (await readout.innerText()).trim(), ...(await cellState(7)) };
+    });
+
+    await step('widget_value', () => runCell(8));
 
     await step('screenshot', async () => {
       await page.evaluate(() => document.querySelector('#site').scrollTo(0, 0));
