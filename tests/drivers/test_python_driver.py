@@ -25,10 +25,15 @@ SOURCE = harness.driver_source("python.py")
 
 class Driver(harness.Driver):
     """The harness's protocol client, starting python.py as the kernel does
-    (the environment is ours plus the driver's two variables)."""
+    (the environment is ours plus the driver's two variables). These are the
+    tests of the driver's own, hand-written code - what runs where the box
+    has no IPython - so CELLGATE_PYTHON_IPYTHON=0 asks for it here; IPython's
+    shell is tested through real kernels (test_ipython_parity.py,
+    test_rich.py)."""
 
     def __init__(self):
-        super().__init__([PYTHON, "-I", "-c", SOURCE], env=dict(os.environ))
+        super().__init__([PYTHON, "-I", "-c", SOURCE],
+                         env=dict(os.environ, CELLGATE_PYTHON_IPYTHON="0"))
 
 
 driver, fresh = harness.fixtures(Driver)
