@@ -8,8 +8,10 @@
 #include "common/log.h"
 #include "gateway/ws.h"
 
+#include <errno.h>
 #include <microhttpd.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +24,7 @@ struct conn {
     char session_id[64];          /* ?session_id= of the upgrade, or "" */
     struct MHD_UpgradeResponseHandle *urh;
     bool dead;                    /* to be freed at the next channels_handle() */
+    double linger_until;          /* dead but writing what was queued until then (or 0) */
     struct conn *next;
 };
 
@@ -46,12 +49,37 @@ struct channels {
     struct conn *head;
     struct backlog *backlogs;     /* at most one per kernel */
     double pinged_at;             /* clock_now() of the last ping round */
+    size_t max_message, max_queued; /* each connection's bounds (0: ws.h's) */
 };
+
+static void mark_dead(struct channels *ch, struct conn *c);
 
 struct channels *
 channels_new(void)
 {
     return calloc(1, sizeof(struct channels));
+}
+
+void
+channels_set_limits(struct channels *ch, size_t max_message, size_t max_queued)
+{
+    ch->max_message = max_message;
+    ch->max_queued = max_queued;
+}
+
+/* Ends c with 1008 (policy violation) once what was queued for it is
+ * written; it gets nothing more (its session's output is kept as when it
+ * goes). why: a string literal. 1013 (try again later) would say it better
+ * but websocket-client 1.2 refuses it as a protocol error. */
+static void
+close_later(struct conn *c, const char *why)
+{
+    if (c->dead)
+        return;
+    log_warn("kernel %s: a client closed (1008): %s", c->k ? kernel_id(c->k) : "-", why);
+    ws_close_when_sent(c->ws, 1008, why);
+    mark_dead(c->ch, c);
+    c->linger_until = clock_now() + CHANNELS_LINGER_S;
 }
 
 /* A frame from a client: to its kernel. */
@@ -71,8 +99,13 @@ on_client_message(void *ctx, const unsigned char *data, size_t len, bool binary)
     const char *session = json_string_value(json_object_get(m->header, "session"));
     if (session && strlen(session) < sizeof c->session)
         memcpy(c->session, session, strlen(session) + 1);
-    if (kernel_send(c->k, channel, m) != CG_OK)
-        log_warn("kernel %s: cannot send on %s", kernel_id(c->k), channel);
+    errno = 0;
+    if (kernel_send(c->k, channel, m) != CG_OK) {
+        if (errno == EAGAIN)
+            close_later(c, "the kernel is not taking messages");
+        else
+            log_warn("kernel %s: cannot send on %s", kernel_id(c->k), channel);
+    }
     wire_msg_destroy(&m);
 }
 
@@ -212,8 +245,11 @@ deliver(struct conn *c, const char *channel, const wire_msg_t *m)
 
     if (convert_to_frame(m, channel, c->form, &frame, &len, &binary) != CG_OK)
         return false;
-    ok = ws_send(c->ws, frame, len, binary) == CG_OK;
-    if (!ok)
+    int rc = ws_send(c->ws, frame, len, binary);
+    ok = rc == CG_OK;
+    if (rc == CG_ETOOBIG)
+        close_later(c, "the client is not reading; reconnect with its session_id");
+    else if (!ok)
         mark_dead(c->ch, c);
     free(frame);
     return ok;
@@ -260,6 +296,7 @@ channels_attach(struct channels *ch, struct kernel *k, int fd, const char *extra
         free(c);
         return CG_ENOMEM;
     }
+    ws_set_limits(c->ws, ch->max_message, ch->max_queued);
     c->ch = ch;
     c->k = k;
     c->form = form;
@@ -275,8 +312,13 @@ channels_attach(struct channels *ch, struct kernel *k, int fd, const char *extra
         if (b->dropped)
             log_warn("kernel %s: %zu messages for session %s were dropped while it was away",
                      kernel_id(k), b->dropped, b->session_id);
+        /* The backlog is bounded on its own: it is queued whole, and the
+         * bound applies to what comes after it. */
+        ws_set_limits(c->ws, 0, SIZE_MAX);
         for (struct kept *e = b->head; e && !c->dead; e = e->next)
             deliver(c, e->channel, e->m);
+        size_t bound = ch->max_queued ? ch->max_queued : WS_MAX_QUEUED;
+        ws_set_limits(c->ws, 0, ws_queued(c->ws) + bound);
         backlog_drop(ch, k);
     }
     /* Frames that libmicrohttpd read together with the upgrade request never
@@ -307,6 +349,7 @@ channels_kernel_gone(struct channels *ch, struct kernel *k)
             kernel_add_connection(k, -1);
             c->k = NULL;
             c->dead = true;
+            c->linger_until = 0;
         }
 }
 
@@ -314,9 +357,13 @@ size_t
 channels_pollitems(const struct channels *ch, zmq_pollitem_t *items, size_t max)
 {
     size_t n = 0;
-    for (const struct conn *c = ch->head; c && n < max; c = c->next)
+    for (const struct conn *c = ch->head; c && n < max; c = c->next) {
+        /* ws.h speaks poll(2)'s events, zmq_poll its own values */
+        short ev = !c->dead || c->linger_until > 0 ? ws_events(c->ws) : 0;
         items[n++] = (zmq_pollitem_t){ .fd = ws_fd(c->ws),
-                                       .events = (short)(c->dead ? 0 : ws_events(c->ws)) };
+                                       .events = (short)((ev & POLLIN ? ZMQ_POLLIN : 0)
+                                                         | (ev & POLLOUT ? ZMQ_POLLOUT : 0)) };
+    }
     return n;
 }
 
@@ -324,20 +371,26 @@ void
 channels_handle(struct channels *ch, const zmq_pollitem_t *items, size_t n)
 {
     size_t i = 0;
+    double now = clock_now();
     for (struct conn *c = ch->head; c && i < n; c = c->next, i++) {
-        if (c->dead || items[i].fd != ws_fd(c->ws))
+        if ((c->dead && !c->linger_until) || items[i].fd != ws_fd(c->ws))
             continue;
         short re = items[i].revents;
         if ((re & (ZMQ_POLLIN | ZMQ_POLLOUT | ZMQ_POLLERR))
-            && !ws_handle(c->ws, re & (ZMQ_POLLIN | ZMQ_POLLERR), re & ZMQ_POLLOUT))
+            && !ws_handle(c->ws, re & (ZMQ_POLLIN | ZMQ_POLLERR), re & ZMQ_POLLOUT)) {
             mark_dead(ch, c);
+            c->linger_until = 0; /* closed: nothing left to write */
+        }
     }
     for (struct conn **pp = &ch->head; *pp;) {
         struct conn *c = *pp;
-        if (!c->dead) {
+        if (!c->dead || (c->linger_until && now < c->linger_until)) {
             pp = &c->next;
             continue;
         }
+        if (c->linger_until && ws_queued(c->ws))
+            log_warn("kernel %s: a client that did not read was cut; %zu bytes queued for it "
+                     "are lost", c->k ? kernel_id(c->k) : "-", ws_queued(c->ws));
         *pp = c->next;
         if (c->k)
             log_info("kernel %s: client disconnected", kernel_id(c->k));

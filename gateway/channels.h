@@ -10,6 +10,14 @@
  * session_id (?session_id= on the upgrade) goes, what the kernel sends until
  * the next client connects is kept (bounded: the oldest dropped first) and
  * replayed in order to the next connection with the same session_id.
+ *
+ * Slow clients: a client that does not read what is queued for it (beyond
+ * the bound of channels_set_limits()) is treated as gone from that message
+ * on (what follows is kept for its session as above); what was queued
+ * before is still written, then the connection is closed with 1008 (policy
+ * violation) - or cut after CHANNELS_LINGER_S if it still does not read.
+ * A client whose kernel does not take its messages (ZeroMQ's high-water
+ * mark reached) is closed with 1008 too: its message is not sent.
  */
 #ifndef CG_GW_CHANNELS_H
 #define CG_GW_CHANNELS_H
@@ -24,6 +32,14 @@ struct channels;
 
 /* An empty set of connections. NULL on no memory. */
 struct channels *channels_new(void);
+
+/* Sets the bounds of each connection from now on: the largest message
+ * taken from a client and the most bytes queued for it (0 keeps the
+ * defaults, WS_MAX_MESSAGE and WS_MAX_QUEUED of ws.h). */
+void channels_set_limits(struct channels *ch, size_t max_message, size_t max_queued);
+
+/* Seconds a slow client's connection lingers to write what was queued. */
+#define CHANNELS_LINGER_S 10.0
 
 /* Closes every connection, frees the set and nulls *ch. Idempotent. */
 void channels_destroy(struct channels **ch);

@@ -3,6 +3,15 @@
  * http.h). Requests are dispatched by a table of routes; a POST that starts
  * or restarts a kernel is suspended until the kernel answers its
  * kernel_info_request, so the loop never blocks on a kernel.
+ *
+ * Slow clients: libmicrohttpd's own timeout closes a connection only when
+ * no byte came for a while, so a client sending a byte a second would hold
+ * it forever. Every connection is therefore tracked (struct peer) and the
+ * one whose request has not arrived whole within the request timeout is
+ * shut down from http_run(). Connections beyond the limit are answered 503
+ * and closed: libmicrohttpd's own limit is set a little higher
+ * (REFUSE_ROOM) so that it goes on accepting them, where at its limit it
+ * would leave them waiting in the listen queue.
  */
 #include "gateway/http.h"
 
@@ -21,11 +30,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_V1 "v1.kernel.websocket.jupyter.org"
 #define MAX_SEGS 6
+#define SWEEP_S 0.25 /* how often slow connections are looked for */
+#define REFUSE_ROOM 64 /* connections beyond the limit being answered 503 */
+
+/* One TCP connection (libmicrohttpd's socket context), from accept to close. */
+struct peer {
+    struct MHD_Connection *conn;
+    double since;                 /* accepted, or its last request answered */
+    bool busy;                    /* a whole request is being answered */
+    bool served;                  /* a request was answered before */
+    bool upgraded;                /* a WebSocket now: channels.h owns it */
+    bool ended;                   /* shut down: too slow, or one too many */
+    struct peer *prev, *next;     /* in http->peers */
+};
 
 /* One request's state, from its first call to its completion. */
 struct req {
@@ -35,6 +58,7 @@ struct req {
     char url[256];                /* the path, for the log line (no query) */
     struct buf body;              /* the upload so far */
     unsigned status;              /* what was answered, for the log line */
+    bool too_large;               /* the body passed the bound: the rest is discarded */
     bool waiting;                 /* suspended until a kernel is ready */
     bool resumed;                 /* answer now with the kernel's model */
     unsigned ok_status;           /* 201 (start) or 200 (restart) */
@@ -48,8 +72,11 @@ struct req {
 
 struct http {
     struct MHD_Daemon *d;
-    struct http_opts o;
+    struct http_opts o;           /* bounds resolved: no 0 left for a default */
     struct req *waiting;          /* suspended requests */
+    struct peer *peers;           /* every open connection */
+    size_t n_peers;
+    double swept_at;              /* clock_now() of the last look for slow ones */
 };
 
 /* ---- origins --------------------------------------------------------------- */
@@ -333,7 +360,10 @@ upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const char *extr
     struct http *h = cls;
     struct req *r = req_cls;
     struct kernel *k = kernels_find(h->o.kernels, r->kernel);
-    (void)conn;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci && ci->socket_context)
+        ((struct peer *)ci->socket_context)->upgraded = true;
     if (!k || channels_attach(h->o.channels, k, sock, extra_in, extra_in_size, r->form,
                               r->session_id, urh) != CG_OK)
         MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
@@ -528,6 +558,26 @@ answer_waited(struct req *r)
     return rc;
 }
 
+/* The connection's request has arrived whole: its time is no longer
+ * counted until the answer is sent. */
+static void
+request_whole(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci && ci->socket_context)
+        ((struct peer *)ci->socket_context)->busy = true;
+}
+
+/* Answers 413 for a body beyond the bound. */
+static enum MHD_Result
+too_large(struct req *r)
+{
+    request_whole(r->conn);
+    return answer_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "the body is larger than %zu bytes "
+                        "(--max-body-size)", r->h->o.max_body);
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
            const char *version, const char *upload, size_t *upload_size, void **req_cls)
@@ -546,15 +596,29 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         snprintf(r->url, sizeof r->url, "%s", url);
         r->started = clock_now();
         *req_cls = r;
+        /* Refused before the body is read (a client that sent Expect:
+         * 100-continue never sends it). */
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtod(cl, NULL) > (double)h->o.max_body)
+            return too_large(r);
         return MHD_YES;
     }
     if (*upload_size) {
-        if (r->body.len + *upload_size > HTTP_MAX_BODY || buf_add(&r->body, upload, *upload_size)
-                                                              != CG_OK)
+        /* A body without Content-Length found too large midway is read to
+         * its end (bounded by the request timeout) and answered 413. */
+        if (r->body.len + *upload_size > h->o.max_body) {
+            r->too_large = true;
+            buf_free(&r->body);
+        }
+        if (!r->too_large && buf_add(&r->body, upload, *upload_size) != CG_OK)
             return MHD_NO;
         *upload_size = 0;
         return MHD_YES;
     }
+    if (r->too_large)
+        return too_large(r);
+    request_whole(conn);
     if (r->resumed) {
         r->resumed = false;
         return answer_waited(r);
@@ -587,10 +651,17 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 {
     struct http *h = cls;
     struct req *r = *req_cls;
-    (void)conn;
     (void)toe;
     if (!r)
         return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct peer *p = ci ? ci->socket_context : NULL;
+    if (p && !p->upgraded) { /* the next request's time starts now */
+        p->busy = false;
+        p->served = true;
+        p->since = clock_now();
+    }
     if (r->waiting)
         unlink_waiting(h, r);
     /* The access log: one line per request, whatever CELLGATE_LOG says. */
@@ -599,6 +670,81 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     buf_free(&r->body);
     free(r);
     *req_cls = NULL;
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+/* Ends a connection with status (a status line's code and phrase, and any
+ * header lines) when the client may read it: not over TLS (the bytes would
+ * not be a record). shutdown() makes libmicrohttpd see the end and close
+ * the connection itself. */
+static void
+end_peer(struct http *h, struct peer *p, const char *status, const char *why)
+{
+    char text[256];
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(p->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    p->ended = true;
+    if (!ci)
+        return;
+    int n = status ? snprintf(text, sizeof text, "HTTP/1.1 %s\r\nConnection: close\r\n"
+                              "Content-Length: 0\r\n\r\n", status) : 0;
+    if (n > 0 && (size_t)n < sizeof text && !h->o.tls_cert
+        && send(ci->connect_fd, text, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        log_info("http: cannot answer a connection that is ended");
+    shutdown(ci->connect_fd, SHUT_RDWR);
+    fprintf(stderr, "cellgate-gateway: a connection closed: %s\n", why);
+}
+
+/* Tracks each connection from accept to close. */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+              enum MHD_ConnectionNotificationCode toe)
+{
+    struct http *h = cls;
+    struct peer *p = *socket_context;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        if (!(p = calloc(1, sizeof *p)))
+            return; /* untracked: libmicrohttpd's idle timeout still holds */
+        p->conn = conn;
+        p->since = clock_now();
+        p->next = h->peers;
+        if (h->peers)
+            h->peers->prev = p;
+        h->peers = p;
+        *socket_context = p;
+        if (h->n_peers++ >= h->o.max_connections)
+            end_peer(h, p, "503 Service Unavailable\r\nRetry-After: 1",
+                     "one connection too many (--max-connections)");
+        return;
+    }
+    if (!p)
+        return;
+    h->n_peers--;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        h->peers = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    free(p);
+    *socket_context = NULL;
+}
+
+/* Shuts down the connections whose request is late (at most every SWEEP_S). */
+static void
+sweep(struct http *h, double now)
+{
+    if (now - h->swept_at < SWEEP_S)
+        return;
+    h->swept_at = now;
+    /* A first request gets 408; a kept-alive connection between requests is
+     * just closed, as an idle timeout does. */
+    for (struct peer *p = h->peers; p; p = p->next)
+        if (!p->busy && !p->upgraded && !p->ended && now - p->since > h->o.request_timeout_s)
+            end_peer(h, p, p->served ? NULL : "408 Request Timeout",
+                     "its request did not arrive in time (--request-timeout)");
 }
 
 /* ---- the server ---------------------------------------------------------- */
@@ -618,6 +764,14 @@ http_new(const struct http_opts *o, char *err, size_t errlen)
         return NULL;
     }
     h->o = *o;
+    if (!(h->o.request_timeout_s > 0))
+        h->o.request_timeout_s = HTTP_REQUEST_TIMEOUT_S;
+    if (!h->o.max_connections)
+        h->o.max_connections = HTTP_MAX_CONNECTIONS;
+    if (!h->o.max_header)
+        h->o.max_header = HTTP_MAX_HEADER;
+    if (!h->o.max_body)
+        h->o.max_body = HTTP_MAX_BODY;
     if (o->tls_cert) {
         if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
             free(h);
@@ -643,7 +797,13 @@ http_new(const struct http_opts *o, char *err, size_t errlen)
                             MHD_OPTION_EXTERNAL_LOGGER, log_library, "http",
                             MHD_OPTION_SOCK_ADDR, sa,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+                            /* no byte for this long: closed by libmicrohttpd */
+                            MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned int)h->o.request_timeout_s + 1,
+                            MHD_OPTION_CONNECTION_LIMIT, h->o.max_connections + REFUSE_ROOM,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, h->o.max_per_ip,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, h->o.max_header,
                             o->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
                             o->tls_cert, MHD_OPTION_HTTPS_MEM_KEY, o->tls_key,
                             MHD_OPTION_END);
@@ -716,4 +876,5 @@ http_run(struct http *h)
         MHD_resume_connection(r->conn);
     }
     MHD_run(h->d);
+    sweep(h, now);
 }

@@ -36,11 +36,24 @@ struct http_opts {
     const char *tls_key;          /* its PEM private key (text) */
     bool no_listen;               /* no socket of its own (ip, port unused): connections
                                    * come from http_add_connection() (the fuzz target) */
+    /* Bounds on clients; 0 takes the default below. */
+    double request_timeout_s;     /* a request's headers and body must arrive within it */
+    unsigned max_connections;     /* open connections (WebSockets included) at once */
+    unsigned max_per_ip;          /* ... from one address (0: no limit, the default) */
+    size_t max_header;            /* a request's line and headers, in bytes */
+    size_t max_body;              /* a request's body, in bytes */
 };
 
 /* Seconds POST /api/kernels and restart wait for a kernel to answer. */
 #define HTTP_READY_WAIT_S 60.0
-/* Largest request body accepted. */
+/* Defaults of the bounds in struct http_opts. A request that does not
+ * arrive whole in time is answered 408 (when it is the connection's first)
+ * and closed; connections beyond the limits are closed as soon as they are
+ * accepted; headers beyond their bound are answered 431 (414 for the URL)
+ * by libmicrohttpd; a body beyond its bound 413. */
+#define HTTP_REQUEST_TIMEOUT_S 30.0
+#define HTTP_MAX_CONNECTIONS 1000u
+#define HTTP_MAX_HEADER (32u << 10)
 #define HTTP_MAX_BODY (1u << 20)
 
 /* Listens and returns the server, or NULL with err filled. */

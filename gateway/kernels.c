@@ -274,6 +274,8 @@ connect_sockets(struct kernel *k, const connfile_t *cf, char *err, size_t errlen
         zmq_setsockopt(k->sock[s], ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
         if (s == S_IOPUB)
             zmq_setsockopt(k->sock[s], ZMQ_SUBSCRIBE, "", 0);
+        else /* a kernel that does not read never blocks the loop: EAGAIN */
+            zmq_setsockopt(k->sock[s], ZMQ_SNDTIMEO, &zero, sizeof zero);
         connfile_endpoint(cf, sock_channel[s], ep, sizeof ep);
         if (zmq_connect(k->sock[s], ep) != 0)
             return cg_fail(err, errlen, CG_ESYS, "connect %s: %s", ep, zmq_strerror(errno));

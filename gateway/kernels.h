@@ -99,8 +99,9 @@ void kernel_add_connection(struct kernel *k, int delta);
 
 /*
  * Sends m (borrowed) to the kernel on channel "shell", "control" or
- * "stdin", signed with the kernel's key. Returns CG_OK, CG_EINVAL (no such
- * channel) or CG_ESYS.
+ * "stdin", signed with the kernel's key. Never blocks. Returns CG_OK,
+ * CG_EINVAL (no such channel) or CG_ESYS (errno EAGAIN: the kernel is not
+ * taking messages and ZeroMQ's high-water mark is reached; nothing sent).
  */
 int kernel_send(struct kernel *k, const char *channel, const wire_msg_t *m);
 

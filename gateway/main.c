@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdbool.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -72,10 +73,59 @@ usage(FILE *f)
           "      --kernel-env-in-box       the KERNEL_* variables of a POST's env reach\n"
           "                    the code in the box too, not only the kernel process\n"
           "                    (env CELLGATE_KERNEL_ENV_IN_BOX=1, read by each kernel)\n"
+          "\n"
+          "bounds on clients (a value of 0 takes the default):\n"
+          "      --request-timeout S       a request's headers and body must arrive within\n"
+          "                    S seconds, else 408 and closed (env CELLGATE_REQUEST_TIMEOUT;\n"
+          "                    default 30)\n"
+          "      --max-connections N       open connections, WebSockets included; one more\n"
+          "                    is answered 503 (env CELLGATE_MAX_CONNECTIONS; default 1000)\n"
+          "      --max-connections-per-ip N   ... from one address (env\n"
+          "                    CELLGATE_MAX_CONNECTIONS_PER_IP; default 0: no limit)\n"
+          "      --max-header-size BYTES   a request's line and headers; beyond: 431\n"
+          "                    (env CELLGATE_MAX_HEADER_SIZE; default 32768)\n"
+          "      --max-body-size BYTES     a request's body; beyond: 413\n"
+          "                    (env CELLGATE_MAX_BODY_SIZE; default 1048576)\n"
+          "      --max-message-size BYTES  a WebSocket message from a client; beyond: closed\n"
+          "                    with 1009 (env CELLGATE_MAX_MESSAGE_SIZE; default 67108864)\n"
+          "      --max-send-queue BYTES    output queued for a WebSocket client that does\n"
+          "                    not read; beyond: closed with 1008, the rest kept for its\n"
+          "                    session_id (env CELLGATE_MAX_SEND_QUEUE; default 16777216)\n"
           "  -h, --help        this help\n"
           "\n"
           "One line per request on stderr; more with CELLGATE_LOG=info.\n",
           f);
+}
+
+/* A number setting: its environment variable, option letter and value. */
+struct number {
+    const char *var;
+    int opt;
+    double *to;
+};
+
+/* The value of option opt in the table, or NULL if it is not a number. */
+static double *
+number_of(const struct number *t, size_t n, int opt)
+{
+    for (size_t i = 0; i < n; i++)
+        if (t[i].opt == opt)
+            return t[i].to;
+    return NULL;
+}
+
+/* Lets the process open what max_connections connections need beside the
+ * kernels' descriptors, within the hard limit. */
+static void
+raise_fd_limit(double max_connections)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)(max_connections ? max_connections : HTTP_MAX_CONNECTIONS) + 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_warn("cannot raise the open file limit to %llu", (unsigned long long)want);
 }
 
 /* Parses a whole number in [0, max] into *out; false if it is not one. */
@@ -198,6 +248,13 @@ main(int argc, char **argv)
         { "keyfile", required_argument, NULL, 'k' },
         { "allow-origin", required_argument, NULL, 'a' },
         { "kernel-env-in-box", no_argument, NULL, 'e' },
+        { "request-timeout", required_argument, NULL, 'T' },
+        { "max-connections", required_argument, NULL, 'n' },
+        { "max-connections-per-ip", required_argument, NULL, 'N' },
+        { "max-header-size", required_argument, NULL, 'H' },
+        { "max-body-size", required_argument, NULL, 'B' },
+        { "max-message-size", required_argument, NULL, 'M' },
+        { "max-send-queue", required_argument, NULL, 'Q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { 0 },
@@ -212,24 +269,31 @@ main(int argc, char **argv)
     size_t n_pools = 0;
     char tokbuf[33], rundir[128], bin[PATH_MAX], err[512];
 
-    /* Numbers from the environment first, the command line overrides. */
-    static const struct {
-        const char *var;
-        int opt;
-    } envs[] = { { "CELLGATE_MAX_KERNELS", 'm' }, { "CELLGATE_CULL_IDLE_TIMEOUT", 'c' },
-                 { "CELLGATE_PING_INTERVAL", 'P' } };
-    double max_kernels = 0;
+    double max_kernels = 0, request_timeout = 0, max_conns = 0, per_ip = 0, max_header = 0,
+           max_body = 0, max_message = 0, max_queue = 0;
     struct loop_opts lo = { .ping_s = 30 };
+    /* Numbers from the environment first, the command line overrides. */
+    const struct number numbers[] = {
+        { "CELLGATE_MAX_KERNELS", 'm', &max_kernels },
+        { "CELLGATE_CULL_IDLE_TIMEOUT", 'c', &lo.cull_idle_s },
+        { "CELLGATE_PING_INTERVAL", 'P', &lo.ping_s },
+        { "CELLGATE_REQUEST_TIMEOUT", 'T', &request_timeout },
+        { "CELLGATE_MAX_CONNECTIONS", 'n', &max_conns },
+        { "CELLGATE_MAX_CONNECTIONS_PER_IP", 'N', &per_ip },
+        { "CELLGATE_MAX_HEADER_SIZE", 'H', &max_header },
+        { "CELLGATE_MAX_BODY_SIZE", 'B', &max_body },
+        { "CELLGATE_MAX_MESSAGE_SIZE", 'M', &max_message },
+        { "CELLGATE_MAX_SEND_QUEUE", 'Q', &max_queue },
+    };
+    const size_t n_numbers = sizeof numbers / sizeof numbers[0];
+    double *number;
 
     log_init();
-    for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
-        double *to = envs[i].opt == 'm' ? &max_kernels : envs[i].opt == 'c' ? &lo.cull_idle_s
-                                                                            : &lo.ping_s;
-        if ((env = getenv(envs[i].var)) && *env && !parse_count(env, 1e9, to)) {
-            fprintf(stderr, "cellgate serve: %s=%s is not a number\n", envs[i].var, env);
+    for (size_t i = 0; i < n_numbers; i++)
+        if ((env = getenv(numbers[i].var)) && *env && !parse_count(env, 1e9, numbers[i].to)) {
+            fprintf(stderr, "cellgate serve: %s=%s is not a number\n", numbers[i].var, env);
             return 2;
         }
-    }
     lo.cull_connected = (env = getenv("CELLGATE_CULL_CONNECTED")) && strcmp(env, "1") == 0;
     if (!ip || !*ip)
         ip = "127.0.0.1";
@@ -247,13 +311,6 @@ main(int argc, char **argv)
             }
             break;
         case 't': token = optarg; break;
-        case 'm': case 'c': case 'P':
-            if (!parse_count(optarg, 1e9, c == 'm' ? &max_kernels
-                                          : c == 'c' ? &lo.cull_idle_s : &lo.ping_s)) {
-                fprintf(stderr, "cellgate serve: %s is not a number\n", optarg);
-                return 2;
-            }
-            break;
         case 'C': lo.cull_connected = true; break;
         case 'b': base_url = optarg; break;
         case 'r': certfile = optarg; break;
@@ -269,7 +326,16 @@ main(int argc, char **argv)
             break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("cellgate %s\n", CELLGATE_VERSION); return 0;
-        default: usage(stderr); return 2;
+        default:
+            if (!(number = number_of(numbers, n_numbers, c))) {
+                usage(stderr);
+                return 2;
+            }
+            if (!parse_count(optarg, 1e9, number)) {
+                fprintf(stderr, "cellgate serve: %s is not a number\n", optarg);
+                return 2;
+            }
+            break;
         }
     }
     if (optind < argc) {
@@ -313,6 +379,9 @@ main(int argc, char **argv)
     struct specs *specs = specs_load(bin, rundir, err, sizeof err);
     void *zctx = zmq_ctx_new();
     struct channels *ch = channels_new();
+    if (ch)
+        channels_set_limits(ch, (size_t)max_message, (size_t)max_queue);
+    raise_fd_limit(max_conns);
     struct kernels *ks = ch && zctx ? kernels_new(zctx, rundir, channels_sink(ch)) : NULL;
     struct http *h = NULL;
     if (!specs) {
@@ -332,7 +401,10 @@ main(int argc, char **argv)
                             .kernels = ks, .channels = ch,
                             .max_kernels = (size_t)max_kernels, .base_url = base,
                             .allow_origin = allow_origin, .tls_cert = cert,
-                            .tls_key = key };
+                            .tls_key = key, .request_timeout_s = request_timeout,
+                            .max_connections = (unsigned)max_conns,
+                            .max_per_ip = (unsigned)per_ip, .max_header = (size_t)max_header,
+                            .max_body = (size_t)max_body };
     if (!(h = http_new(&ho, err, sizeof err))) {
         fprintf(stderr, "cellgate serve: %s\n", err);
         goto out;

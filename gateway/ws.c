@@ -22,6 +22,10 @@ struct ws {
     struct ws_sink sink;
     unsigned char *extra;         /* bytes read before the upgrade, served first */
     size_t extra_len, extra_at;
+    size_t max_queued;            /* ws_send() refuses beyond */
+    unsigned short close_code;    /* ws_close_when_sent(): to send once drained */
+    const char *close_reason;
+    bool closing;                 /* no more messages are queued */
     bool failed;                  /* the socket failed or closed */
 };
 
@@ -109,7 +113,7 @@ ws_new(int fd, const char *extra, size_t n, struct ws_sink sink)
         free(w);
         return NULL;
     }
-    wslay_event_config_set_max_recv_msg_length(w->ctx, WS_MAX_MESSAGE);
+    ws_set_limits(w, WS_MAX_MESSAGE, WS_MAX_QUEUED);
     /* Messages are small and answered at once: without this, Nagle's
      * algorithm and the client's delayed ACK add ~40 ms to each one. */
     int one = 1;
@@ -118,6 +122,15 @@ ws_new(int fd, const char *extra, size_t n, struct ws_sink sink)
     if (fl >= 0)
         fcntl(fd, F_SETFL, fl | O_NONBLOCK);
     return w;
+}
+
+void
+ws_set_limits(struct ws *w, size_t max_message, size_t max_queued)
+{
+    if (max_message)
+        wslay_event_config_set_max_recv_msg_length(w->ctx, max_message);
+    if (max_queued)
+        w->max_queued = max_queued;
 }
 
 void
@@ -155,6 +168,17 @@ alive(const struct ws *w)
     return !w->failed && (wslay_event_want_read(w->ctx) || wslay_event_want_write(w->ctx));
 }
 
+/* Queues the close of ws_close_when_sent() once nothing else is queued. */
+static void
+close_if_drained(struct ws *w)
+{
+    if (w->close_code && wslay_event_get_queued_msg_count(w->ctx) == 0) {
+        wslay_event_queue_close(w->ctx, w->close_code, (const uint8_t *)w->close_reason,
+                                strlen(w->close_reason));
+        w->close_code = 0;
+    }
+}
+
 bool
 ws_handle(struct ws *w, bool readable, bool writable)
 {
@@ -164,6 +188,11 @@ ws_handle(struct ws *w, bool readable, bool writable)
         return false;
     if ((writable || wslay_event_want_write(w->ctx)) && wslay_event_send(w->ctx) != 0)
         return false;
+    if (w->close_code) {
+        close_if_drained(w);
+        if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) != 0)
+            return false;
+    }
     return alive(w);
 }
 
@@ -171,7 +200,12 @@ int
 ws_send(struct ws *w, const void *data, size_t len, bool binary)
 {
     struct wslay_event_msg m = { binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, data, len };
-    if (w->failed || wslay_event_queue_msg(w->ctx, &m) != 0)
+    size_t queued = ws_queued(w);
+    if (w->failed || w->closing)
+        return CG_ESYS;
+    if (queued && queued + len > w->max_queued)
+        return CG_ETOOBIG;
+    if (wslay_event_queue_msg(w->ctx, &m) != 0)
         return CG_ESYS;
     if (wslay_event_send(w->ctx) != 0) {
         w->failed = true;
@@ -191,6 +225,27 @@ ws_ping(struct ws *w)
 void
 ws_close(struct ws *w, unsigned short code, const char *reason)
 {
+    w->closing = true;
+    w->close_code = 0;
     wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, reason ? strlen(reason) : 0);
     wslay_event_send(w->ctx);
+}
+
+void
+ws_close_when_sent(struct ws *w, unsigned short code, const char *reason)
+{
+    if (w->closing)
+        return;
+    w->closing = true;
+    w->close_code = code;
+    w->close_reason = reason ? reason : "";
+    close_if_drained(w);
+    if (!w->failed && wslay_event_send(w->ctx) != 0)
+        w->failed = true;
+}
+
+size_t
+ws_queued(const struct ws *w)
+{
+    return wslay_event_get_queued_msg_length(w->ctx);
 }
