@@ -17,70 +17,12 @@ Use Debian's /usr/bin/python3 (it has jupyter_client and ipykernel).
 import argparse
 import json
 import os
-import queue
-import shutil
 import sys
-import tempfile
-import time
 
 import nbformat
-from jupyter_client.manager import KernelManager
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from test_ipython_parity import normalise  # noqa: E402
-
-
-def run_cell(kc, code, timeout):
-    msg_id = kc.execute(code, allow_stdin=False)
-    outputs, deadline = [], time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return "timeout", outputs
-        try:
-            msg = kc.get_iopub_msg(timeout=left)
-        except queue.Empty:
-            continue
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status":
-            if msg["content"]["execution_state"] == "idle":
-                break
-            continue
-        if msg["msg_type"] != "execute_input":
-            outputs.append(msg)
-    try:
-        reply = kc.get_shell_msg(timeout=timeout)
-        while reply["parent_header"].get("msg_id") != msg_id:
-            reply = kc.get_shell_msg(timeout=timeout)
-    except queue.Empty:  # the kernel died or hangs after its idle
-        return "timeout", outputs
-    return reply["content"]["status"], outputs
-
-
-def run_notebook(kernel, cells, timeout):
-    cwd = tempfile.mkdtemp(prefix="nbparity-")
-    km = KernelManager(kernel_name=kernel)
-    env = dict(os.environ)
-    env.pop("MPLBACKEND", None)
-    km.start_kernel(cwd=cwd, env=env)
-    kc = km.client()
-    kc.start_channels()
-    results = []
-    try:
-        kc.wait_for_ready(timeout=60)
-        for code in cells:
-            status, outputs = run_cell(kc, code, timeout)
-            results.append((status, normalise(outputs, cwd)))
-            if status == "timeout":
-                break
-            if status == "error":
-                time.sleep(0.5)  # ipykernel's stop-on-error window
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-        shutil.rmtree(cwd, ignore_errors=True)
-    return results
+from test_ipython_parity import run_notebook  # noqa: E402
 
 
 def main():
@@ -97,9 +39,8 @@ def main():
     for path in args.notebooks:
         nb = nbformat.read(path, as_version=4)
         cells = [c.source for c in nb.cells if c.cell_type == "code" and c.source.strip()]
-        ref1 = run_notebook(args.reference, cells, args.timeout)
-        ref2 = run_notebook(args.reference, cells, args.timeout)
-        got = run_notebook(args.kernel, cells, args.timeout)
+        ref1, ref2, got = (run_notebook(k, cells, timeout=args.timeout, timeouts=True)
+                           for k in (args.reference, args.reference, args.kernel))
         counts = {"cells": len(cells), "unstable": 0, "same": 0, "different": 0}
         diffs = []
         for i, code in enumerate(cells):

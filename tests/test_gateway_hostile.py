@@ -15,8 +15,9 @@ import uuid
 
 import pytest
 
-from test_gateway import (GATEWAY, TIMEOUT, execute_request, run_ws, start_gateway,  # noqa: F401
-                          wait_for, websocket)
+# kernel: test_gateway's fixture, on this module's gw
+from test_gateway import (GATEWAY, TIMEOUT, execute_request, kernel, run_ws,  # noqa: F401
+                          start_gateway, wait_for, websocket)
 
 pytestmark = pytest.mark.skipif(not os.access(GATEWAY, os.X_OK), reason=f"{GATEWAY} is not built")
 
@@ -35,14 +36,6 @@ def gw():
                              "--max-body-size", "65536",
                              # the kernels' own bound on a cell's output, off
                              env=dict(os.environ, CELLGATE_OUTPUT_LIMIT="0"))
-
-
-@pytest.fixture
-def kernel(gw):
-    status, model, _ = gw.call("POST", "/api/kernels", {"name": "cellgate-python"})
-    assert status == 201, model
-    yield model["id"]
-    gw.call("DELETE", f"/api/kernels/{model['id']}")
 
 
 def raw(gw, data=b"", timeout=10):

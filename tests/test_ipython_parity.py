@@ -18,6 +18,7 @@ fallback (the kernel started with CELLGATE_PYTHON_IPYTHON=0) to see it:
 16 of 18 fail (`!python` passes there too now: the box has the command).
 """
 import os
+import queue
 import re
 import shutil
 import tempfile
@@ -92,11 +93,13 @@ def normalise(outputs, cwd):
     return out
 
 
-def run_notebook(name, cells, completions=()):
+def run_notebook(name, cells, completions=(), timeout=60, timeouts=False):
     """Runs cells in a fresh kernel of kernelspec name, in a fresh working
     directory (ipykernel's; the box has its own /mnt/data).  Returns a list
     of (reply status, normalised outputs) per cell, then one
-    (matches, cursor_start, cursor_end) per completion asked."""
+    (matches, cursor_start, cursor_end) per completion asked.  A cell not
+    done in timeout seconds raises, unless timeouts (bench/nbparity.py):
+    then it ends the run with ("timeout", []) as its result."""
     cwd = tempfile.mkdtemp(prefix="cg-parity-")
     km = KernelManager(kernel_name=name)
     env = dict(os.environ)
@@ -110,7 +113,13 @@ def run_notebook(name, cells, completions=()):
     try:
         kc.wait_for_ready(timeout=60)
         for cell in cells:
-            reply, outputs = run(kc, cell, timeout=60)
+            try:
+                reply, outputs = run(kc, cell, timeout=timeout)
+            except (TimeoutError, queue.Empty):  # no idle, or no reply after it
+                if not timeouts:
+                    raise
+                results.append(("timeout", []))
+                break
             results.append((reply["content"]["status"], normalise(outputs, cwd)))
             if reply["content"]["status"] == "error":
                 # ipykernel aborts requests that arrive while it is still
