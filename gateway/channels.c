@@ -25,6 +25,7 @@ struct conn {
     struct MHD_UpgradeResponseHandle *urh;
     bool dead;                    /* to be freed at the next channels_handle() */
     double linger_until;          /* dead but writing what was queued until then (or 0) */
+    size_t linger_queued;         /* bytes queued when linger_until was last set */
     struct conn *next;
 };
 
@@ -80,6 +81,7 @@ close_later(struct conn *c, const char *why)
     ws_close_when_sent(c->ws, 1008, why);
     mark_dead(c->ch, c);
     c->linger_until = clock_now() + CHANNELS_LINGER_S;
+    c->linger_queued = ws_queued(c->ws);
 }
 
 /* A frame from a client: to its kernel. */
@@ -380,6 +382,10 @@ channels_handle(struct channels *ch, const zmq_pollitem_t *items, size_t n)
             && !ws_handle(c->ws, re & (ZMQ_POLLIN | ZMQ_POLLERR), re & ZMQ_POLLOUT)) {
             mark_dead(ch, c);
             c->linger_until = 0; /* closed: nothing left to write */
+        }
+        if (c->linger_until && ws_queued(c->ws) < c->linger_queued) { /* it reads: wait on */
+            c->linger_until = now + CHANNELS_LINGER_S;
+            c->linger_queued = ws_queued(c->ws);
         }
     }
     for (struct conn **pp = &ch->head; *pp;) {

@@ -15,7 +15,8 @@
  * the bound of channels_set_limits()) is treated as gone from that message
  * on (what follows is kept for its session as above); what was queued
  * before is still written, then the connection is closed with 1008 (policy
- * violation) - or cut after CHANNELS_LINGER_S if it still does not read.
+ * violation) - or cut once it has read nothing for CHANNELS_LINGER_S (a
+ * client that reads slowly gets all of it; one that stopped is cut).
  * A client whose kernel does not take its messages (ZeroMQ's high-water
  * mark reached) is closed with 1008 too: its message is not sent.
  */
@@ -38,7 +39,8 @@ struct channels *channels_new(void);
  * defaults, WS_MAX_MESSAGE and WS_MAX_QUEUED of ws.h). */
 void channels_set_limits(struct channels *ch, size_t max_message, size_t max_queued);
 
-/* Seconds a slow client's connection lingers to write what was queued. */
+/* Seconds a slow client's connection lingers to write what was queued,
+ * counted again whenever the client takes some of it. */
 #define CHANNELS_LINGER_S 10.0
 
 /* Closes every connection, frees the set and nulls *ch. Idempotent. */

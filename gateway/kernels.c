@@ -43,7 +43,10 @@ struct kernel {
     double active_at;             /* the same on the monotonic clock, for culling */
     char state[16];               /* execution_state from iopub status */
     int connections;              /* open WebSocket connections */
-    bool ready;                   /* kernel_info_reply seen */
+    bool replied;                 /* our kernel_info_reply came */
+    bool heard;                   /* something came on iopub: subscribed */
+    bool ready;                   /* both: what it publishes reaches us */
+    double nudged_at;             /* clock_now() of our last kernel_info_request */
     bool pooled;                  /* pre-started, not handed out: no API sees it */
     char info_id[33];             /* msg_id of our kernel_info_request */
     struct kernel *next;
@@ -66,6 +69,7 @@ struct pool {
 
 #define POOLS_MAX 16
 #define POOL_WAIT_S 30.0       /* a kernel starting longer holds no refill back */
+#define NUDGE_S 0.2            /* kernel_info again while iopub is silent */
 
 struct kernels {
     struct pool pools[POOLS_MAX];
@@ -304,6 +308,15 @@ send_own(struct kernel *k, int s, const char *type, json_t *content, char id[33]
     return rc;
 }
 
+/* Asks k for its kernel_info: its reply says the shell is connected, the
+ * status it publishes around it that iopub is (jupyter_client's "nudge"). */
+static int
+nudge(struct kernel *k)
+{
+    k->nudged_at = clock_now();
+    return send_own(k, S_SHELL, "kernel_info_request", NULL, k->info_id);
+}
+
 /* A new process for k: connection file, process, sockets, kernel_info. */
 static int
 launch(struct kernel *k, char *err, size_t errlen)
@@ -322,10 +335,10 @@ launch(struct kernel *k, char *err, size_t errlen)
         return rc;
     if ((rc = spawn(k, err, errlen)) != CG_OK)
         return rc;
-    k->ready = false;
+    k->ready = k->replied = k->heard = false;
     snprintf(k->state, sizeof k->state, "starting");
     touch(k);
-    return send_own(k, S_SHELL, "kernel_info_request", NULL, k->info_id);
+    return nudge(k);
 }
 
 /* Asks the current process to exit and hands it to the reaper; closes the
@@ -480,25 +493,30 @@ take(struct kernel *k, int s, const wire_msg_t *m)
     touch(k);
     const char *parent = json_string_value(json_object_get(m->parent, "msg_id"));
     const char *psession = json_string_value(json_object_get(m->parent, "session"));
-    bool ours = parent && strcmp(parent, k->info_id) == 0;
-    /* The status around our own kernel_info_request says nothing of a
-     * client's work (and may overtake its reply): ready means idle. */
-    if (s == S_IOPUB && !ours && strcmp(type, "status") == 0) {
+    bool own = psession && strcmp(psession, wire_session(k->wire)) == 0;
+    /* The status around the gateway's own requests says nothing of a
+     * client's work (and may overtake their replies); until it is ready a
+     * kernel is "starting", then idle. */
+    if (s == S_IOPUB && !own && k->ready && strcmp(type, "status") == 0) {
         const char *st = json_string_value(json_object_get(m->content, "execution_state"));
         if (st && strlen(st) < sizeof k->state)
             snprintf(k->state, sizeof k->state, "%s", st);
     }
-    if (s == S_SHELL && ours) {
-        if (!k->ready) {
-            k->ready = true;
-            snprintf(k->state, sizeof k->state, "idle");
-        }
-        return; /* our own request: no client asked */
+    /* Ready once both ways work: a kernel_info_reply proves the shell, any
+     * iopub message the subscription (a SUB socket joins late: what the
+     * kernel publishes before is lost, so a client's first cell would
+     * lose its output). */
+    k->heard |= s == S_IOPUB;
+    k->replied |= s == S_SHELL && parent && strcmp(parent, k->info_id) == 0;
+    if (!k->ready && k->replied && k->heard) {
+        k->ready = true;
+        snprintf(k->state, sizeof k->state, "idle");
     }
-    /* A reply to another request of the gateway's own session (the
-     * interrupt_request of POST .../interrupt): no client asked either, as
-     * with jupyter_server, whose KernelManager keeps its control replies. */
-    if (s != S_IOPUB && psession && strcmp(psession, wire_session(k->wire)) == 0)
+    /* A reply to a request of the gateway's own session (its
+     * kernel_info_requests, the interrupt_request of POST .../interrupt): no
+     * client asked, as with jupyter_server, whose KernelManager keeps its
+     * control replies. */
+    if (s != S_IOPUB && own)
         return;
     k->ks->sink.on_msg(k->ks->sink.ctx, k, sock_names[s], m);
 }
@@ -624,13 +642,16 @@ kernels_tick(struct kernels *ks)
         }
         pp = &r->next;
     }
-    for (struct kernel *k = ks->head; k; k = k->next)
+    for (struct kernel *k = ks->head; k; k = k->next) {
+        if (k->pid > 0 && k->replied && !k->heard && now - k->nudged_at > NUDGE_S)
+            nudge(k); /* its iopub is not subscribed yet: a status will say so */
         if (k->pid > 0 && waitpid(k->pid, &status, WNOHANG) == k->pid) {
             log_warn("kernel %s: process %d exited (status %d)", k->id, (int)k->pid, status);
             k->pid = -1;
             snprintf(k->state, sizeof k->state, "dead");
             publish_status(k, "dead");
         }
+    }
     fill_pools(ks);
 }
 

@@ -88,7 +88,8 @@ json_t *kernel_model_json(const struct kernel *k);
 #define KERNEL_ID_MAX 37 /* with the NUL */
 const char *kernel_id(const struct kernel *k);
 
-/* True once the kernel answered the gateway's kernel_info_request. */
+/* True once the kernel answered the gateway's kernel_info_request and
+ * something it published reached the gateway (its iopub is subscribed). */
 bool kernel_ready(const struct kernel *k);
 
 /* True once the kernel's process exited on its own (state "dead"). */

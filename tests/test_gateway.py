@@ -158,20 +158,30 @@ def execute_request(code, session):
     }
 
 
+def recv_data(ws, deadline):
+    """The next data frame's payload (a close frame's too), by deadline: a
+    gateway's pings would keep ws.recv() waiting past any socket timeout."""
+    while True:
+        assert time.monotonic() < deadline, "no message in time"
+        opcode, frame = ws.recv_data_frame(True)
+        if opcode not in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+            return frame.data
+
+
 def run_ws(ws, code, on_busy=None, v1=False):
     """Executes code over an open channels WebSocket; returns (reply, outputs)
     where outputs are the iopub messages of the request between busy and
     idle. on_busy() is called once the kernel said busy. v1: the connection
     speaks v1.kernel.websocket.jupyter.org (binary frames both ways)."""
     mid, msg = execute_request(code, uuid.uuid4().hex)
+    deadline = time.monotonic() + TIMEOUT
     if v1:
         ws.send_binary(v1_encode(msg))
-        recv = lambda: v1_decode(ws.recv())  # noqa: E731
+        recv = lambda: v1_decode(recv_data(ws, deadline))  # noqa: E731
     else:
         ws.send(json.dumps(msg))
-        recv = lambda: json.loads(ws.recv())  # noqa: E731
+        recv = lambda: json.loads(recv_data(ws, deadline))  # noqa: E731
     reply, outputs, idle = None, [], False
-    deadline = time.monotonic() + TIMEOUT
     while reply is None or not idle:
         assert time.monotonic() < deadline, f"no reply/idle for {code!r}: {outputs}"
         m = recv()
@@ -771,6 +781,25 @@ def test_delete_closes_websockets(gw):
                     raise websocket.WebSocketConnectionClosedException("closed")
     finally:
         ws.close()
+
+
+def test_first_cell_of_a_new_kernel_loses_no_output(gw):
+    """A kernel is ready (POST answers) only once what it publishes reaches
+    the gateway: a SUB socket subscribes some time after it connects, and
+    before that the kernel's iopub drops the first cell's busy, output and
+    idle (2 lost in 60 such starts before the gateway waited for iopub).
+    Twelve kernels, each sent a cell the moment its WebSocket is up."""
+    for i in range(12):
+        status, model, _ = gw.call("POST", "/api/kernels", {"name": "cellgate-bash"})
+        assert status == 201
+        ws = gw.ws(model["id"])
+        try:
+            reply, outputs = run_ws(ws, f"echo first-{i}")
+            assert reply["content"]["status"] == "ok"
+            assert [m["content"]["text"] for m in outputs] == [f"first-{i}\n"]
+        finally:
+            ws.close()
+            gw.call("DELETE", f"/api/kernels/{model['id']}")
 
 
 def test_many_live_kernels_answer_at_once(gw):
