@@ -41,6 +41,7 @@ struct pending {
     bool force_killed;          /* a second interrupt ended the runtime */
     uint64_t oom_before;        /* the box's OOM kills when the cell started */
     bool started;               /* the driver acknowledged the execute ("started") */
+    bool interrupt_held;        /* an interrupt came before "started": sent with it */
     bool resent;                /* already resent once to a fresh runtime */
 };
 
@@ -617,6 +618,13 @@ cell_interrupt(struct cells *cs)
     if (p->kind == PR_EXECUTE && !p->interrupted_at)
         p->interrupted_at = now;
     p->input_waiting = false; /* a pending input is cancelled */
+    /* A driver still starting up (or between reading the execute and
+     * running it) ignores SIGINT, as ipykernel does between requests: the
+     * interrupt waits for the driver to say the cell started. */
+    if (p->kind == PR_EXECUTE && !p->started) {
+        p->interrupt_held = true;
+        return;
+    }
     runtime_interrupt(p->rt);
 }
 
@@ -894,6 +902,9 @@ on_record(void *ctx, struct runtime *rt, json_t *rec)
         p->input_waiting = true;
     } else if (strcmp(t, "started") == 0 && exec) {
         p->started = true;
+        if (p->interrupt_held)
+            runtime_interrupt(p->rt);
+        p->interrupt_held = false;
     } else if (strcmp(t, "done") == 0 && exec) {
         finish_execute(cs, json_object_get(rec, "user_expressions"));
     } else if (strcmp(t, "reply") == 0 && mine && !exec) {

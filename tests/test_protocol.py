@@ -208,6 +208,29 @@ def test_interrupt_python(python_kernel, how):
     assert out[-1]["content"]["data"]["text/plain"] == "'still here'"
 
 
+def test_interrupt_of_a_new_kernels_first_cell(kernel_factory):
+    """An interrupt sent the moment a fresh kernel's first cell is busy - its
+    driver may still be making IPython's shell, and SIGINT outside user code
+    is ignored - is held until the cell starts, then ends it (it was lost
+    1 time in 3 through the gateway before). Four fresh kernels."""
+    for _ in range(4):
+        km, kc = kernel_factory("cellgate-python")
+        msg_id = kc.execute("import time; time.sleep(60)")
+        t0 = time.monotonic()
+        while True:
+            m = kc.get_iopub_msg(timeout=TIMEOUT)
+            if (m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
+                    and m["content"]["execution_state"] == "busy"):
+                break
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=TIMEOUT)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        assert reply["content"].get("ename") == "KeyboardInterrupt", reply["content"]
+        assert time.monotonic() - t0 < TIMEOUT
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 @pytest.mark.parametrize("how", ["message", "signal"])
 def test_interrupt_bash(bash_kernel, how):
     km, kc = bash_kernel

@@ -107,6 +107,7 @@ def _log(message):
 _LOCK = _thread.RLock()
 _interruptible = False  # True while user code runs: only then SIGINT raises
 _pending_interrupt = False
+_in_execute = False  # an execute is being served: a SIGINT before its code runs is kept
 _in_forked_child = False  # set after os.fork() in the child: fd 3 is not ours
 _ENCODER = None  # a json.JSONEncoder, made in _import_late
 
@@ -115,7 +116,10 @@ def _on_sigint(signum, frame):
     __tracebackhide__ = True  # IPython leaves the driver's frames out of tracebacks
     global _pending_interrupt
     if not _interruptible:
-        return  # between requests or inside the driver: ignore, like ipykernel
+        # Between requests: ignore, like ipykernel.  Within an execute whose
+        # code has not started yet: raised as soon as it does.
+        _pending_interrupt = _pending_interrupt or _in_execute
+        return
     if _LOCK._is_owned():  # runs in the main thread: is it mid-write?
         _pending_interrupt = True
         return
@@ -123,13 +127,13 @@ def _on_sigint(signum, frame):
 
 
 def _raise_pending_interrupt():
-    """Raise the KeyboardInterrupt a SIGINT deferred while we were writing."""
+    """Raise the KeyboardInterrupt a SIGINT deferred (while we were writing, or
+    before the cell's code started) once user code may be interrupted."""
     __tracebackhide__ = True
     global _pending_interrupt
-    if _pending_interrupt and not _LOCK._is_owned():
+    if _pending_interrupt and _interruptible and not _LOCK._is_owned():
         _pending_interrupt = False
-        if _interruptible:
-            raise KeyboardInterrupt
+        raise KeyboardInterrupt
 
 
 def _unencodable(obj):
@@ -812,6 +816,7 @@ def _interruptibly(function, *args):
     previous = _interruptible
     _interruptible = True
     try:
+        _raise_pending_interrupt()
         return function(*args)
     finally:
         _interruptible = previous
@@ -2049,7 +2054,7 @@ def _exit_forked_child(exc):
 
 
 def handle_execute(request):
-    global _allow_stdin, _pending_interrupt
+    global _allow_stdin, _pending_interrupt, _in_execute
     _refresh_user_site()
     code = request.get("code")
     code = code if isinstance(code, str) else ""
@@ -2061,8 +2066,10 @@ def handle_execute(request):
     _allow_stdin = bool(request.get("allow_stdin"))
     _pending_interrupt = False
     replies = {}
+    _in_execute = True
     # Before any user code: if we die before this, the cell never ran and
     # the kernel may give it to a fresh runtime (PROTOCOL.md, "started").
+    # The kernel holds back an interrupt until this has come.
     send({"t": "started"})
     try:
         if _IPY is not None:
@@ -2080,6 +2087,7 @@ def handle_execute(request):
         if failure is None and isinstance(expressions, dict) and expressions:
             replies = _user_expressions(expressions)
     finally:
+        _in_execute = False
         _allow_stdin = False
         _flush_process_streams()
         send({"t": "done", "user_expressions": replies})
@@ -2837,10 +2845,15 @@ def _ipython_execute(code, count, silent, store, color):
     _IPY_STATE["traceback"] = None
     if isinstance(count, int) and store:
         shell.execution_count = count
-    result = _interruptibly(shell.run_cell, code, store, silent)
-    if _in_forked_child:
-        return result.error_before_exec or result.error_in_exec
-    failure = result.error_before_exec or result.error_in_exec
+    try:
+        result = _interruptibly(shell.run_cell, code, store, silent)
+    except KeyboardInterrupt as exc:  # one kept from before the cell's code started
+        shell.showtraceback()
+        failure = exc
+    else:
+        if _in_forked_child:
+            return result.error_before_exec or result.error_in_exec
+        failure = result.error_before_exec or result.error_in_exec
     if failure is not None:
         # the reply's error, as ipykernel makes it: the cell's exception and
         # the last traceback shown (none for a UsageError, printed as text)
