@@ -143,7 +143,8 @@ mount_data_volume(struct box *b)
     if (!b->vol || boxfs_volume_ready(b->vol))
         return;
     if (boxfs_volume_mount(b->vol, b->init, why, sizeof why) == CG_OK) {
-        log_debug("/mnt/data is a %llu-byte filesystem", (unsigned long long)b->limits.data_size);
+        log_info("/mnt/data is bounded: a filesystem of %llu bytes (%s.img)",
+                 (unsigned long long)b->limits.data_size, b->data_dir);
         return;
     }
     log_warn("/mnt/data is not bounded: %s", why);

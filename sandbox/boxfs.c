@@ -687,6 +687,11 @@ keeper(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid,
     setsid();
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         signal(sigs[i], SIG_IGN);
+    /* Nothing of the caller's (its sockets, its ports) outlives it here. */
+    int lo = report < life ? report : life, hi = report < life ? life : report;
+    close_range(3, (unsigned)lo - 1, 0);
+    close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+    close_range((unsigned)hi + 1, ~0U, 0);
     int rc = prepare(dir, image, bytes, uid, gid, keep, why, sizeof why);
     int root = rc == CG_OK ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     int img = rc == CG_OK ? open(image, O_RDONLY | O_CLOEXEC) : -1;
