@@ -580,7 +580,8 @@ make_image(const char *image, uint64_t bytes, uid_t uid, gid_t gid, char *why, s
 }
 
 /* Attaches image to a free loop device that goes away with its last
- * user (autoclear): *loop is open on it, and must stay open until it is
+ * user (autoclear), without the host's page cache where the filesystem
+ * allows (direct I/O; else the kernel falls back to cached): *loop is open on it, and must stay open until it is
  * mounted. Returns CG_OK with dev filled, or CG_ESYS with why. */
 static int
 attach_loop(const char *image, char *dev, size_t devlen, int *loop, char *why, size_t len)
@@ -599,7 +600,9 @@ attach_loop(const char *image, char *dev, size_t devlen, int *loop, char *why, s
         snprintf(dev, devlen, "/dev/loop%d", n);
         int fd = open(dev, O_RDWR | O_CLOEXEC);
         struct loop_config c = { .fd = (unsigned)file };
-        c.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        /* Direct I/O: the image's blocks are not cached a second time, as
+         * the host's file, outside the box's memory limit. */
+        c.info.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
         snprintf((char *)c.info.lo_file_name, sizeof c.info.lo_file_name, "%s", image);
         if (fd >= 0 && ioctl(fd, LOOP_CONFIGURE, &c) == 0) {
             *loop = fd;
