@@ -580,8 +580,7 @@ make_image(const char *image, uint64_t bytes, uid_t uid, gid_t gid, char *why, s
 }
 
 /* Attaches image to a free loop device that goes away with its last
- * user (autoclear), without the host's page cache where the filesystem
- * allows (direct I/O; else the kernel falls back to cached): *loop is open on it, and must stay open until it is
+ * user (autoclear): *loop is open on it, and must stay open until it is
  * mounted. Returns CG_OK with dev filled, or CG_ESYS with why. */
 static int
 attach_loop(const char *image, char *dev, size_t devlen, int *loop, char *why, size_t len)
@@ -632,10 +631,11 @@ prepare(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid
     char dev[32];
     int loop, rc;
 
-    if (is_mount_root(dir)) {
-        if (keep)
-            return CG_OK; /* kept by an earlier kernel: its files are in it */
-        umount2(dir, MNT_DETACH); /* left by a kernel that was killed: start afresh */
+    if (keep && is_mount_root(dir))
+        return CG_OK; /* kept by an earlier kernel: its files are in it */
+    if (!keep) { /* what a kernel killed before its keeper ran left: start afresh */
+        if (is_mount_root(dir))
+            umount2(dir, MNT_DETACH);
         unlink(image);
     }
     bool fresh = access(image, F_OK) != 0;
