@@ -177,3 +177,36 @@ def test_kept_data_stays_readable_and_is_reused(tmp_path):
     finally:
         if os.path.ismount(d):
             subprocess.run(["umount", str(d)], check=False)
+
+
+def test_unbounded_fallback_is_said_and_keeps_files(tmp_path):
+    # A data directory already holding files (kept by a kernel that ran
+    # without a bound) is used as it is, and the log says /mnt/data is not
+    # bounded and why, rather than hiding the files under a new volume.
+    state = tmp_path / "state"
+    (state / "pre").mkdir(parents=True)
+    (state / "pre" / "old.txt").write_text("old")
+    cf, _ = write_connection_file(str(tmp_path / "kernel-pre.json"), key=b"k")
+    log = open(tmp_path / "kernel.log", "w+")
+    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf, "--data-size", "8M"], stderr=log,
+                            env={**os.environ, "CELLGATE_STATE_DIR": str(state),
+                                 "CELLGATE_KEEP_DATA": "1"})
+    kc = BlockingKernelClient(connection_file=cf)
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=20)
+        assert py(kc, "print(open('old.txt').read())").strip() == "old"
+        host = os.statvfs(str(state))
+        assert box_total(kc) == host.f_blocks * host.f_frsize
+        kc.shutdown()
+        proc.wait(timeout=20)
+    finally:
+        kc.stop_channels()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    text = log.read()
+    log.close()
+    assert "/mnt/data is not bounded" in text and "already holds files" in text, text
