@@ -9,6 +9,7 @@
 #include "common/sibling.h"
 #include "common/version.h"
 #include "sandbox/box.h"
+#include "sandbox/boxfs.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -83,6 +84,9 @@ print_sandbox(void)
     printf("  seccomp filters      %s\n", v[0] ? "available" : "not available");
     printf("  running as           %s\n", geteuid() == 0 ? "root" : "an ordinary user");
     printf("  memory limit by      %s\n", mem_mechanism_name(limits_probe()));
+    const char *no = boxfs_volume_unsupported();
+    printf("  /mnt/data bounded by %s%s\n", no ? "NOTHING: " : "an ext4 image on a loop device "
+           "(--data-size)", no ? no : "");
     print_box_check();
 }
 

@@ -85,9 +85,7 @@ kernel_usage(FILE *f)
     for (size_t i = 0; i < n; i++) {
         char flag[64], var[64];
         snprintf(flag, sizeof flag, "--%s %s", t[i].name, t[i].is_size ? "SIZE" : "N");
-        snprintf(var, sizeof var, "CELLGATE_%s", t[i].name);
-        for (char *c = var; *c; c++)
-            *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+        limits_env_name(t[i].name, var, sizeof var);
         fprintf(f, "      %-22s%s (env %s, default %llu)\n", flag, t[i].help, var,
                 (unsigned long long)*(const uint64_t *)((const char *)&d + t[i].offset));
     }

@@ -45,7 +45,13 @@ site_root_open(const struct site *s, int *root, char *err, size_t errlen)
     *root = AT_FDCWD;
     if (s->error[0])
         return cg_fail(err, errlen, CG_ESYS, "%s", s->error);
-    return s->box ? boxfs_root_open(box_init_pid(s->box), root, err, errlen) : CG_OK;
+    if (!s->box)
+        return CG_OK;
+    /* Ready first: until then /mnt/data is not yet its bounded volume, and
+     * a file written there would be hidden under it. */
+    if (box_ready(s->box, err, errlen) != CG_OK)
+        return CG_ESYS;
+    return boxfs_root_open(box_init_pid(s->box), root, err, errlen);
 }
 
 const char *

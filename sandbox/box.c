@@ -6,6 +6,7 @@
 
 #include "common/cgerr.h"
 #include "common/log.h"
+#include "sandbox/boxfs.h"
 #include "sandbox/boxinit.h"
 #include "sandbox/boxproto.h"
 
@@ -35,6 +36,7 @@ struct box {
     int ctl;                /* SOCK_SEQPACKET to init, -1 once it is gone */
     char *data_dir;
     bool keep_data;
+    struct boxfs_volume *vol; /* what bounds /mnt/data, NULL when nothing does */
     struct box_limits limits;
     struct box_cgroup *cg;
     bool attached;          /* init is in the cgroup */
@@ -106,6 +108,47 @@ write_id_maps(pid_t pid, uid_t host_uid, gid_t host_gid, char *err, size_t errle
         return rc;
     snprintf(map, sizeof map, "%d %lu 1\n", BOX_UID, (unsigned long)host_gid);
     return write_proc(pid, "gid_map", map, err, errlen);
+}
+
+/* Starts preparing the volume that bounds /mnt/data (boxfs.h), or says in
+ * the log what is not bounded and why. Before clone: it forks. */
+static void
+start_data_volume(struct box *b, const struct box_opts *o, bool root, uid_t uid, gid_t gid)
+{
+    char why[256];
+
+    if (o->limits.data_size == 0) {
+        log_info("/mnt/data is not bounded (--data-size 0)");
+        return;
+    }
+    if (!root) {
+        log_warn("/mnt/data is not bounded: a filesystem image for --data-size needs root; "
+                 "each file is still bounded by --fsize");
+        return;
+    }
+    b->vol = boxfs_volume_start(b->data_dir, o->limits.data_size, uid, gid, o->keep_data, why,
+                                sizeof why);
+    if (!b->vol)
+        log_warn("/mnt/data is not bounded: %s", why);
+}
+
+/* Puts the volume in the box once its init has built it (before any code
+ * runs); when that fails, /mnt/data stays the plain directory, and the log
+ * says it is not bounded. */
+static void
+mount_data_volume(struct box *b)
+{
+    char why[300];
+
+    if (!b->vol || boxfs_volume_ready(b->vol))
+        return;
+    if (boxfs_volume_mount(b->vol, b->init, why, sizeof why) == CG_OK) {
+        log_info("/mnt/data is bounded: a filesystem of %llu bytes (%s.img)",
+                 (unsigned long long)b->limits.data_size, b->data_dir);
+        return;
+    }
+    log_warn("/mnt/data is not bounded: %s", why);
+    boxfs_volume_release(&b->vol, b->keep_data);
 }
 
 /* One clear message per way the machine can refuse namespaces. */
@@ -221,6 +264,7 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
     b->data_dir = strdup(o->data_dir);
     if (!b->data_dir || make_data_dir(o->data_dir, host_uid, host_gid, err, errlen) != CG_OK)
         goto fail;
+    start_data_volume(b, o, root, host_uid, host_gid);
     b->cg = cgroup_create(&o->limits, o->name, err, errlen);
     if (!b->cg)
         goto fail;
@@ -306,6 +350,7 @@ box_ready(struct box *b, char *err, size_t errlen)
     }
     if (b->failed[0])
         return cg_fail(err, errlen, CG_ESYS, "%s", b->failed);
+    mount_data_volume(b);
     return CG_OK;
 }
 
@@ -351,6 +396,7 @@ box_destroy(struct box **bp)
         waitpid(b->init, NULL, 0);
     }
     cgroup_destroy(&b->cg);
+    boxfs_volume_release(&b->vol, b->keep_data);
     if (b->data_dir && !b->keep_data) {
         nftw(b->data_dir, make_writable, 32, FTW_PHYS | FTW_MOUNT);
         nftw(b->data_dir, remove_entry, 32, FTW_PHYS | FTW_DEPTH | FTW_MOUNT);

@@ -4,25 +4,37 @@
  * walk to the parent directory one component at a time with
  * RESOLVE_NO_SYMLINKS, create a temporary file there and rename it onto
  * the final name, so no symlink the box plants is ever followed out.
+ *
+ * Below those, the data volume that bounds /mnt/data: an ext4 image on a
+ * loop device, prepared by a process of its own while the box is built.
  */
 #include "sandbox/boxfs.h"
 
 #include "common/cgerr.h"
-#include "sandbox/box.h"
+#include "sandbox/boxpaths.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/loop.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define DEPTH_MAX 128 /* directories in a path */
@@ -396,4 +408,460 @@ boxfs_abort(struct boxfs_file **fp)
     free(f->path);
     free(f);
     *fp = NULL;
+}
+
+/* ---- the data volume ------------------------------------------------------ */
+
+#define VOLUME_WAIT_MS 30000 /* the preparation's bound: mke2fs takes ~50 ms */
+#define LOOP_TRIES 8         /* another process may take the free loop device first */
+/* Empty images made once per size and owner, copied for each box: a copy
+ * of their few MB costs a few ms, mke2fs 40 to 150 ms (it fsyncs). */
+#define VOLUME_TEMPLATES "/var/cache/cellgate"
+
+static const char *const mke2fs_paths[] = { "/usr/sbin/mke2fs", "/sbin/mke2fs" };
+
+struct boxfs_volume {
+    char *dir;      /* the host directory it is mounted on */
+    char *image;    /* "<dir>.img" */
+    pid_t pid;      /* the keeper (not ours to reap: see boxfs.h) */
+    int report;     /* its pipe: a NUL-terminated "" (mounted on dir) or why not; -1 once read */
+    int life;       /* the keeper cleans up when this closes: we are gone */
+    bool mounted;   /* mounted on dir */
+    bool in_box;    /* mounted in the box too */
+    char why[256];  /* why not, when the report said so */
+};
+
+static const char *
+mke2fs_path(void)
+{
+    for (size_t i = 0; i < sizeof mke2fs_paths / sizeof mke2fs_paths[0]; i++)
+        if (access(mke2fs_paths[i], X_OK) == 0)
+            return mke2fs_paths[i];
+    return NULL;
+}
+
+const char *
+boxfs_volume_unsupported(void)
+{
+    if (geteuid() != 0)
+        return "a filesystem image needs root; each file is still bounded by --fsize";
+    if (access("/dev/loop-control", R_OK | W_OK) != 0)
+        return "no loop devices here (/dev/loop-control)";
+    if (!mke2fs_path())
+        return "mke2fs is not installed (Debian: e2fsprogs)";
+    return NULL;
+}
+
+static bool
+is_mount_root(const char *dir)
+{
+    struct statx stx;
+
+    return statx(AT_FDCWD, dir, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) == 0
+           && (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)
+           && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
+
+static bool
+dir_is_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    bool empty = true;
+
+    if (!d)
+        return false;
+    while (empty && (e = readdir(d)))
+        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(d);
+    return empty;
+}
+
+/* A new sparse image of bytes bytes with an empty ext4 in it, its root
+ * owned by uid:gid. Lazy initialisation: mke2fs discards the file (so the
+ * inode tables count as zeroed and nothing initialises them later) and
+ * writes ~4 MB whatever the size; no blocks are reserved for root. */
+static int
+mkfs_image(const char *image, uint64_t bytes, uid_t uid, gid_t gid, char *why, size_t len)
+{
+    char ext[96];
+    int fd = open(image, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600), status = -1;
+    pid_t pid;
+
+    if (fd < 0 || ftruncate(fd, (off_t)bytes) < 0) {
+        cg_fail(why, len, CG_ESYS, "cannot create %s: %s", image, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(image);
+        }
+        return CG_ESYS;
+    }
+    close(fd);
+    snprintf(ext, sizeof ext, "root_owner=%lu:%lu,lazy_itable_init=1,lazy_journal_init=1",
+             (unsigned long)uid, (unsigned long)gid);
+    const char *const argv[] = { "mke2fs", "-q", "-F", "-t", "ext4", "-m", "0", "-E", ext,
+                                 image, NULL };
+    const char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+    int rc = posix_spawn(&pid, mke2fs_path(), NULL, NULL, (char *const *)argv,
+                         (char *const *)envp);
+    if (rc == 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status)
+        && WEXITSTATUS(status) == 0)
+        return CG_OK;
+    unlink(image);
+    return cg_fail(why, len, CG_ESYS, "mke2fs %s failed (%s)", image,
+                   rc ? strerror(rc) : "see the log above");
+}
+
+/* Copies the data extents of from (size bytes) into the empty to, leaving
+ * its holes holes. Returns 0, or -1 with errno. */
+static int
+copy_sparse(int from, int to, off_t size)
+{
+    off_t data = 0, hole;
+
+    if (ftruncate(to, size) < 0)
+        return -1;
+    while ((data = lseek(from, data, SEEK_DATA)) >= 0) {
+        if ((hole = lseek(from, data, SEEK_HOLE)) < 0)
+            return -1;
+        for (off_t in = data, out = data; in < hole;) {
+            ssize_t n = copy_file_range(from, &in, to, &out, (size_t)(hole - in), 0);
+            if (n <= 0)
+                return n < 0 ? -1 : (errno = EIO, -1);
+        }
+        data = hole;
+    }
+    return errno == ENXIO ? 0 : -1; /* ENXIO: no data past data */
+}
+
+/* The template for bytes and uid:gid, made now if missing (atomically:
+ * kernels starting together may each make one, the last rename wins).
+ * Returns an fd open on it, or -1. */
+static int
+open_template(uint64_t bytes, uid_t uid, gid_t gid, char *why, size_t len)
+{
+    char path[128], tmp[160];
+
+    snprintf(path, sizeof path, VOLUME_TEMPLATES "/data-%llu-%lu-%lu.img",
+             (unsigned long long)bytes, (unsigned long)uid, (unsigned long)gid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        return fd;
+    snprintf(tmp, sizeof tmp, "%s.%ld", path, (long)getpid());
+    if ((mkdir(VOLUME_TEMPLATES, 0700) < 0 && errno != EEXIST)
+        || mkfs_image(tmp, bytes, uid, gid, why, len) != CG_OK)
+        return -1;
+    if (rename(tmp, path) < 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* A new image of bytes bytes with an empty ext4 in it, its root owned by
+ * uid:gid: a copy of the template, else (no template possible here, or
+ * another filesystem that copy_file_range will not cross) mke2fs's own. */
+static int
+make_image(const char *image, uint64_t bytes, uid_t uid, gid_t gid, char *why, size_t len)
+{
+    int from = open_template(bytes, uid, gid, why, len), to = -1, rc = -1;
+
+    if (from >= 0 && (to = open(image, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0)
+        rc = copy_sparse(from, to, (off_t)bytes);
+    if (from >= 0)
+        close(from);
+    if (to >= 0)
+        close(to);
+    if (rc == 0)
+        return CG_OK;
+    if (to >= 0)
+        unlink(image);
+    return mkfs_image(image, bytes, uid, gid, why, len);
+}
+
+/* Attaches image to a free loop device that goes away with its last
+ * user (autoclear): *loop is open on it, and must stay open until it is
+ * mounted. Returns CG_OK with dev filled, or CG_ESYS with why. */
+static int
+attach_loop(const char *image, char *dev, size_t devlen, int *loop, char *why, size_t len)
+{
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    int file = open(image, O_RDWR | O_CLOEXEC);
+    int e = errno;
+
+    *loop = -1;
+    for (int i = 0; i < LOOP_TRIES && ctl >= 0 && file >= 0 && *loop < 0; i++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (n < 0) {
+            e = errno;
+            break;
+        }
+        snprintf(dev, devlen, "/dev/loop%d", n);
+        int fd = open(dev, O_RDWR | O_CLOEXEC);
+        struct loop_config c = { .fd = (unsigned)file };
+        /* Direct I/O: the image's blocks are not cached a second time, as
+         * the host's file, outside the box's memory limit. */
+        c.info.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
+        snprintf((char *)c.info.lo_file_name, sizeof c.info.lo_file_name, "%s", image);
+        if (fd >= 0 && ioctl(fd, LOOP_CONFIGURE, &c) == 0) {
+            *loop = fd;
+            break;
+        }
+        e = errno;
+        if (fd >= 0)
+            close(fd);
+        if (e != EBUSY)
+            break;
+    }
+    if (ctl >= 0)
+        close(ctl);
+    if (file >= 0)
+        close(file);
+    if (*loop < 0)
+        return cg_fail(why, len, CG_ESYS, "no loop device for %s: %s", image, strerror(e));
+    return CG_OK;
+}
+
+/* Mounts image on dir (making the image first when there is none). What
+ * the keeper does first; CG_OK or an error with why. */
+static int
+prepare(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid, bool keep,
+        char *why, size_t len)
+{
+    char dev[32];
+    int loop, rc;
+
+    if (keep && is_mount_root(dir))
+        return CG_OK; /* kept by an earlier kernel: its files are in it */
+    if (!keep) { /* what a kernel killed before its keeper ran left: start afresh */
+        if (is_mount_root(dir))
+            umount2(dir, MNT_DETACH);
+        unlink(image);
+    }
+    bool fresh = access(image, F_OK) != 0;
+    if (fresh && !dir_is_empty(dir))
+        return cg_fail(why, len, CG_EINVAL, "%s already holds files (kept from a kernel that "
+                       "ran without a size limit)", dir);
+    if (fresh && make_image(image, bytes, uid, gid, why, len) != CG_OK)
+        return CG_ESYS;
+    if (attach_loop(image, dev, sizeof dev, &loop, why, len) != CG_OK)
+        return CG_ESYS;
+    rc = mount(dev, dir, "ext4", MS_NOSUID | MS_NODEV, NULL);
+    int e = errno;
+    close(loop); /* the loop device now lives as long as the mount, or goes */
+    if (rc < 0)
+        return cg_fail(why, len, CG_ESYS, "mounting %s on %s: %s", image, dir, strerror(e));
+    if (fresh) {
+        char lf[4200];
+        snprintf(lf, sizeof lf, "%s/lost+found", dir);
+        rmdir(lf); /* clutter in the user's home; e2fsck makes it again if needed */
+        if (chmod(dir, 0700) < 0)
+            return cg_fail(why, len, CG_ESYS, "chmod %s: %s", dir, strerror(errno));
+    }
+    return CG_OK;
+}
+
+/* True when path is still the file fd is open on. */
+static bool
+same_file(int fd, const char *path)
+{
+    struct stat a, b;
+
+    return fd >= 0 && fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev
+           && a.st_ino == b.st_ino;
+}
+
+/*
+ * The keeper: prepares the volume, reports, then waits for the kernel to
+ * go (life closes: box_destroy, or the kernel was killed) and, unless
+ * keep, unmounts and removes what is still its own, so a kernel killed
+ * with SIGKILL leaves no mount, loop device or image behind. It has a
+ * session of its own (Jupyter signals the kernel's process group) and
+ * holds the mounted root open, so no later volume can take its device
+ * number while it checks.
+ */
+static void
+keeper(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid, bool keep,
+       int report, int life)
+{
+    char why[256] = "", c;
+    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE };
+
+    setsid();
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        signal(sigs[i], SIG_IGN);
+    /* Nothing of the caller's (its sockets, its ports) outlives it here. */
+    int lo = report < life ? report : life, hi = report < life ? life : report;
+    close_range(3, (unsigned)lo - 1, 0);
+    close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+    close_range((unsigned)hi + 1, ~0U, 0);
+    int rc = prepare(dir, image, bytes, uid, gid, keep, why, sizeof why);
+    int root = rc == CG_OK ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    int img = rc == CG_OK ? open(image, O_RDONLY | O_CLOEXEC) : -1;
+    if (write(report, why, strlen(why) + 1) < 0 || rc != CG_OK || keep)
+        _exit(0);
+    close(report);
+    while (read(life, &c, 1) < 0 && errno == EINTR)
+        ;
+    if (same_file(root, dir) && is_mount_root(dir))
+        umount2(dir, MNT_DETACH);
+    close(root);
+    if (same_file(img, image))
+        unlink(image);
+    rmdir(dir); /* empty once unmounted, unless the kernel kept it */
+    _exit(0);
+}
+
+static void
+volume_free(struct boxfs_volume *v)
+{
+    if (v->life >= 0)
+        close(v->life);
+    if (v->report >= 0)
+        close(v->report);
+    free(v->dir);
+    free(v->image);
+    free(v);
+}
+
+struct boxfs_volume *
+boxfs_volume_start(const char *dir, uint64_t bytes, uid_t uid, gid_t gid, bool keep, char *why,
+                   size_t whylen)
+{
+    const char *no = boxfs_volume_unsupported();
+    struct boxfs_volume *v = calloc(1, sizeof *v);
+    int p[2] = { -1, -1 }, l[2] = { -1, -1 };
+
+    if (no || !v) {
+        cg_fail(why, whylen, CG_EUNSUPP, "%s", no ? no : "out of memory");
+        free(v);
+        return NULL;
+    }
+    v->report = v->life = -1;
+    if (!(v->dir = strdup(dir)) || asprintf(&v->image, "%s.img", dir) < 0
+        || pipe2(p, O_CLOEXEC) < 0 || pipe2(l, O_CLOEXEC) < 0) {
+        cg_fail(why, whylen, CG_ENOMEM, "preparing the data volume: %s", strerror(errno));
+        for (int i = 0; i < 2; i++)
+            if (p[i] >= 0)
+                close(p[i]);
+        volume_free(v);
+        return NULL;
+    }
+    v->report = p[0];
+    v->life = l[1];
+    v->pid = fork();
+    if (v->pid == 0) {
+        close(p[0]);
+        close(l[1]);
+        keeper(dir, v->image, bytes, uid, gid, keep, p[1], l[0]);
+    }
+    close(p[1]);
+    close(l[0]);
+    if (v->pid < 0) {
+        cg_fail(why, whylen, CG_ESYS, "preparing the data volume: fork: %s", strerror(errno));
+        volume_free(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* Reads the preparing process's report (bounded in time), once. */
+static void
+take_report(struct boxfs_volume *v)
+{
+    struct pollfd p = { v->report, POLLIN, 0 };
+    ssize_t n = 0;
+    int rc;
+
+    if (v->report < 0)
+        return;
+    do
+        rc = poll(&p, 1, VOLUME_WAIT_MS);
+    while (rc < 0 && errno == EINTR);
+    if (rc > 0)
+        n = read(v->report, v->why, sizeof v->why - 1);
+    v->why[n > 0 ? n : 0] = '\0';
+    if (n <= 0)
+        snprintf(v->why, sizeof v->why, "preparing %s %s", v->image,
+                 rc > 0 ? "failed (its process died)" : "took too long");
+    v->mounted = n > 0 && !v->why[0];
+    close(v->report);
+    v->report = -1;
+    waitpid(v->pid, NULL, WNOHANG); /* when no one else has reaped it */
+}
+
+/* Puts the host's mount of v->dir at BOX_HOME in the mount namespace of
+ * init_pid: a clone of it (open_tree), moved there by a child that joined
+ * that namespace (the caller may have threads, which setns forbids). The
+ * child only makes system calls, so vfork, which copies no page tables,
+ * is safe. Returns 0 or an errno. */
+static int
+mount_in_box(const struct boxfs_volume *v, pid_t init_pid)
+{
+    char ns_path[64];
+    int status = 0, e = 0;
+
+    snprintf(ns_path, sizeof ns_path, "/proc/%ld/ns/mnt", (long)init_pid);
+    int ns = open(ns_path, O_RDONLY | O_CLOEXEC);
+    int tree = open_tree(AT_FDCWD, v->dir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    pid_t pid = ns >= 0 && tree >= 0 ? vfork() : -1;
+
+    if (pid == 0)
+        _exit(setns(ns, CLONE_NEWNS) < 0 ? errno
+              : move_mount(tree, "", AT_FDCWD, BOX_HOME, MOVE_MOUNT_F_EMPTY_PATH) < 0 ? errno
+              : 0);
+    if (pid < 0)
+        e = errno;
+    else if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+        e = ECHILD;
+    else
+        e = WEXITSTATUS(status);
+    if (ns >= 0)
+        close(ns);
+    if (tree >= 0)
+        close(tree);
+    return e;
+}
+
+int
+boxfs_volume_mount(struct boxfs_volume *v, pid_t init_pid, char *err, size_t errlen)
+{
+    if (v->in_box)
+        return CG_OK;
+    take_report(v);
+    if (!v->mounted)
+        return cg_fail(err, errlen, CG_ESYS, "%s", v->why);
+    int e = mount_in_box(v, init_pid);
+    if (e) {
+        umount2(v->dir, MNT_DETACH); /* else the box would write where the host cannot see */
+        v->mounted = false;
+        snprintf(v->why, sizeof v->why, "mounting %s in the box: %s", v->image, strerror(e));
+        return cg_fail(err, errlen, CG_ESYS, "%s", v->why);
+    }
+    v->in_box = true;
+    return CG_OK;
+}
+
+bool
+boxfs_volume_ready(const struct boxfs_volume *v)
+{
+    return v && v->in_box;
+}
+
+void
+boxfs_volume_release(struct boxfs_volume **vp, bool keep)
+{
+    if (!vp || !*vp)
+        return;
+    struct boxfs_volume *v = *vp;
+    take_report(v);
+    if (!keep) {
+        /* Unlinked first, its blocks go when the loop device lets go of
+         * it, later and not in our time. */
+        unlink(v->image);
+        if (v->mounted)
+            umount2(v->dir, MNT_DETACH);
+    }
+    volume_free(v);
+    *vp = NULL;
 }

@@ -22,7 +22,9 @@
 #ifndef CG_BOXFS_H
 #define CG_BOXFS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /*
@@ -81,5 +83,58 @@ int boxfs_commit(struct boxfs_file **f, const char **ename, char *err, size_t er
 
 /* Removes the temporary file, frees *f and nulls it. Idempotent. */
 void boxfs_abort(struct boxfs_file **f);
+
+/*
+ * The data volume: what bounds /mnt/data. As root of the machine the
+ * box's home is a filesystem of its own, an ext4 image (a sparse file
+ * "<dir>.img" beside the data directory, made by mke2fs) on a loop device,
+ * mounted on the data directory on the host (so the host reads the files
+ * where it always did) and on BOX_HOME in the box. Writing past its size is
+ * ENOSPC in the box and touches nothing else.
+ *
+ * Making it ready takes tens of milliseconds, so a process of its own (the
+ * keeper) does it, started by boxfs_volume_start() while the box is being
+ * built; boxfs_volume_mount() puts it in the box before any code runs. The
+ * keeper reports through a pipe, never its exit status, so whoever reaps
+ * the caller's children may reap it. It stays until the caller is gone,
+ * then removes what is left (unless kept): a kernel killed with SIGKILL
+ * leaves no mount behind.
+ */
+struct boxfs_volume;
+
+/*
+ * Starts preparing a volume of bytes bytes for the host directory dir
+ * (which exists and is empty, or is the mount point a kept volume left:
+ * with keep it is used as it is, else it is replaced), its root owned by
+ * uid:gid. Needs root of the machine, /dev/loop-control and mke2fs; must
+ * be called while the process has one thread (it forks). Returns the
+ * volume, or NULL with why saying what this machine lacks.
+ */
+struct boxfs_volume *boxfs_volume_start(const char *dir, uint64_t bytes, uid_t uid, gid_t gid,
+                                        bool keep, char *why, size_t whylen);
+
+/*
+ * Waits (bounded) for the preparation, then mounts the volume at BOX_HOME
+ * in the mount namespace of the box whose init is init_pid, over the bound
+ * data directory. Idempotent once done. Returns CG_OK, or an error with err
+ * saying why /mnt/data stays unbounded (the host directory is then left
+ * as it was, not covered).
+ */
+int boxfs_volume_mount(struct boxfs_volume *v, pid_t init_pid, char *err, size_t errlen);
+
+/* True once the volume is mounted on the host directory and in the box. */
+bool boxfs_volume_ready(const struct boxfs_volume *v);
+
+/*
+ * Frees *v and nulls it; idempotent. Without keep it unmounts the host
+ * directory (lazily: the box's mount goes with its namespace) and removes
+ * the image. With keep both stay, so the files stay readable in the data
+ * directory, and a later volume for the same directory reuses the mount
+ * (or the image, after a reboot).
+ */
+void boxfs_volume_release(struct boxfs_volume **v, bool keep);
+
+/* Whether this machine can bound /mnt/data: NULL if so, else why not. */
+const char *boxfs_volume_unsupported(void);
 
 #endif

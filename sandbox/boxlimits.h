@@ -22,9 +22,11 @@ struct box_limits {
     uint64_t fsize;    /* largest file a process may write, bytes; 0 = none */
     uint64_t tmp;      /* size of the box's /tmp, bytes */
     uint64_t timeout;  /* per-cell wall clock, seconds; 0 = off (Jupyter's default) */
+    uint64_t data_size; /* size of /mnt/data, bytes (root: a filesystem image); 0 = none */
 };
 
-/* One limit's names: "memory" -> flag --memory, variable CELLGATE_MEMORY. */
+/* One limit's names: "memory" -> flag --memory, variable CELLGATE_MEMORY;
+ * "data-size" -> --data-size, CELLGATE_DATA_SIZE. */
 struct limit_info {
     const char *name;       /* "memory" */
     const char *help;       /* one line for --help */
@@ -34,6 +36,9 @@ struct limit_info {
 
 /* The table of limits, for option parsing, --help and the README. */
 const struct limit_info *limits_table(size_t *n);
+
+/* The variable of the limit called name: "data-size" -> "CELLGATE_DATA_SIZE". */
+void limits_env_name(const char *name, char *out, size_t len);
 
 /* Fills l with the defaults. */
 void limits_defaults(struct box_limits *l);

@@ -61,6 +61,8 @@ static const struct limit_info table[] = {
     { "tmp", "size of the box's /tmp (K/M/G)", true, offsetof(struct box_limits, tmp) },
     { "timeout", "wall-clock seconds per cell (0 = off)", false,
       offsetof(struct box_limits, timeout) },
+    { "data-size", "size of /mnt/data (K/M/G; 0 = none; needs root)", true,
+      offsetof(struct box_limits, data_size) },
 };
 
 #define N_LIMITS (sizeof table / sizeof table[0])
@@ -77,6 +79,7 @@ static const struct {
     { true, 1, INT64_MAX },        /* fsize */
     { false, MiB, INT64_MAX },     /* tmp: tmpfs reads size=0 as unlimited */
     { true, 1, INT32_MAX / 1000 }, /* timeout: milliseconds still fit poll()'s int */
+    { true, 4 * MiB, INT64_MAX },  /* data-size: the smallest ext4 with a journal */
 };
 
 _Static_assert(sizeof bounds / sizeof bounds[0] == N_LIMITS, "one bounds entry per limit");
@@ -99,6 +102,7 @@ limits_defaults(struct box_limits *l)
         .fsize = 1 * GiB,
         .tmp = 256 * MiB,
         .timeout = 0,
+        .data_size = 10 * GiB,
     };
 }
 
@@ -144,7 +148,16 @@ limits_set(struct box_limits *l, const char *name, const char *value, char *err,
         if (strcmp(table[i].name, name) == 0)
             return set_one(l, i, table[i].name, value, err, errlen);
     return cg_fail(err, errlen, CG_ENOTFOUND, "unknown limit \"%.64s\" (given \"%.64s\"); the "
-                   "limits are memory, pids, nofile, fsize, tmp and timeout", name, value);
+                   "limits are memory, pids, nofile, fsize, tmp, timeout and data-size", name, value);
+}
+
+void
+limits_env_name(const char *name, char *out, size_t len)
+{
+    size_t k = (size_t)snprintf(out, len, "CELLGATE_%s", name);
+
+    for (size_t j = sizeof "CELLGATE_" - 1; j < k && j < len; j++)
+        out[j] = out[j] == '-' ? '_' : (char)toupper((unsigned char)out[j]);
 }
 
 int
@@ -154,9 +167,7 @@ limits_from_env(struct box_limits *l, char *err, size_t errlen)
 
     for (size_t i = 0; i < N_LIMITS; i++) {
         char var[64];
-        size_t k = (size_t)snprintf(var, sizeof var, "CELLGATE_%s", table[i].name);
-        for (size_t j = sizeof "CELLGATE_" - 1; j < k && j < sizeof var; j++)
-            var[j] = (char)toupper((unsigned char)var[j]);
+        limits_env_name(table[i].name, var, sizeof var);
         const char *value = getenv(var);
         if (!value)
             continue;

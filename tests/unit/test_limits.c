@@ -37,7 +37,7 @@
 
 static const char *const env_vars[] = {
     "CELLGATE_MEMORY", "CELLGATE_PIDS", "CELLGATE_NOFILE",
-    "CELLGATE_FSIZE",  "CELLGATE_TMP",  "CELLGATE_TIMEOUT",
+    "CELLGATE_FSIZE",  "CELLGATE_TMP",  "CELLGATE_TIMEOUT", "CELLGATE_DATA_SIZE",
 };
 
 static void
@@ -64,6 +64,8 @@ field(const struct box_limits *l, const char *name)
         return l->tmp;
     if (strcmp(name, "timeout") == 0)
         return l->timeout;
+    if (strcmp(name, "data-size") == 0)
+        return l->data_size;
     fail_msg("no limit field %s", name);
     return 0;
 }
@@ -115,6 +117,7 @@ test_defaults(void **state)
     assert_true(l.fsize == 1 * GB);
     assert_true(l.tmp == 256 * MB);
     assert_true(l.timeout == 0);
+    assert_true(l.data_size == 10 * GB);
 }
 
 static void
@@ -127,12 +130,13 @@ test_table(void **state)
     } want[] = {
         { "memory", true }, { "pids", false }, { "nofile", false },
         { "fsize", true },  { "tmp", true },   { "timeout", false },
+        { "data-size", true },
     };
     size_t n = 0;
     const struct limit_info *t = limits_table(&n);
 
     assert_non_null(t);
-    assert_int_equal(n, 6);
+    assert_int_equal(n, 7);
     for (size_t i = 0; i < n; i++) {
         assert_string_equal(t[i].name, want[i].name);
         assert_int_equal(t[i].is_size, want[i].is_size);
@@ -250,6 +254,10 @@ test_counts(void **state)
     set_bad("timeout", "1M", CG_EINVAL);
     set_bad("timeout", "2147484", CG_EINVAL);
     set_bad("timeout", "-1", CG_EINVAL);
+    assert_true(set_ok("data-size", "0") == 0); /* no bound */
+    assert_true(set_ok("data-size", "8M") == 8 * MB);
+    set_bad("data-size", "1M", CG_EINVAL);      /* smaller than an ext4 with a journal */
+    set_bad("data_size", "8M", CG_ENOTFOUND);   /* the flag's name has a dash */
 }
 
 static void
@@ -284,6 +292,7 @@ test_env(void **state)
     setenv("CELLGATE_TIMEOUT", "30", 1);
     setenv("CELLGATE_NOFILE", "2048", 1);
     setenv("CELLGATE_TMP", "1G", 1);
+    setenv("CELLGATE_DATA_SIZE", "64M", 1); /* the dash of data-size is an underscore */
     setenv("cellgate_pids", "7", 1); /* names are upper case */
     int rc = limits_from_env(&l, err, sizeof err);
     if (rc != CG_OK)
@@ -292,6 +301,7 @@ test_env(void **state)
     assert_true(l.timeout == 30);
     assert_true(l.nofile == 2048);
     assert_true(l.tmp == 1 * GB);
+    assert_true(l.data_size == 64 * MB);
     assert_true(l.pids == d.pids);
     assert_true(l.fsize == d.fsize);
     unsetenv("cellgate_pids");

@@ -1,0 +1,212 @@
+"""/mnt/data is bounded by --data-size (CELLGATE_DATA_SIZE): as root an
+ext4 image of that size on a loop device, mounted on the host's data
+directory and in the box. Writing past it is ENOSPC in the box; the kernel
+keeps serving, the files written before stay intact and readable from the
+host, other kernels are unaffected; 0 means no bound; the default (10G)
+applies when nothing is set; a killed kernel leaves no mount behind."""
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+from jupyter_client import BlockingKernelClient
+from jupyter_client.connect import write_connection_file
+
+from conftest import CELLGATE, run, stream_text, wait_until
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/dev/loop-control")
+    or not shutil.which("mke2fs", path="/usr/sbin:/sbin"),
+    reason="bounding /mnt/data needs root, loop devices and mke2fs")
+
+
+def py(kc, code):
+    """Runs code; returns its stdout, failing on an error."""
+    reply, out = run(kc, code, timeout=60)
+    assert reply["content"]["status"] == "ok", (reply["content"], out)
+    return stream_text(out, "stdout")
+
+
+def data_dir(km):
+    """The host directory of a kernel's /mnt/data: STATE_DIR/<kernel id>,
+    the id being the connection file's name less "kernel-" and ".json"."""
+    base = os.path.basename(km.connection_file)
+    kid = base.removeprefix("kernel-").split(".")[0]
+    return os.path.join(os.environ["CELLGATE_STATE_DIR"], kid)
+
+
+def box_total(kc):
+    return int(py(kc, "import os\ns = os.statvfs('/mnt/data')\n"
+                      "print(s.f_blocks * s.f_frsize)"))
+
+
+FILL = """
+import errno, os
+err = None
+try:
+    with open('big.bin', 'wb') as f:
+        for _ in range(64):
+            f.write(b'x' * (1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+except OSError as e:
+    err = errno.errorcode[e.errno]
+print(err)
+"""
+
+
+def test_writing_past_data_size_is_enospc_and_nothing_else_breaks(kernel_factory):
+    km, kc = kernel_factory("cellgate-python", env={"CELLGATE_DATA_SIZE": "8M"})
+    other_km, other = kernel_factory("cellgate-python", env={"CELLGATE_DATA_SIZE": "64M"})
+    assert 4 * MiB < box_total(kc) <= 8 * MiB
+    py(kc, "import hashlib, os\ndata = os.urandom(1 << 20)\nopen('before.bin', 'wb').write(data)\n"
+           "digest = hashlib.sha256(data).hexdigest()")
+
+    assert py(kc, FILL).strip() in ("ENOSPC", "EDQUOT")
+
+    # The kernel keeps serving; what was written before is intact, in the
+    # box and on the host, where the file lives in the mounted image.
+    assert py(kc, "print(hashlib.sha256(open('before.bin', 'rb').read()).hexdigest() == digest)"
+              ).strip() == "True"
+    host = os.path.join(data_dir(km), "before.bin")
+    assert os.path.getsize(host) == MiB
+    # Removing the filler gives the space back.
+    assert py(kc, "os.remove('big.bin')\nopen('after.bin', 'wb').write(b'y' * (1 << 20))\n"
+                  "print(os.path.getsize('after.bin'))").strip() == str(MiB)
+    # Bash fills it the same way: dd says so, the cell ends, the kernel serves.
+    reply, out = run(kc, "%%bash\ndd if=/dev/zero of=big2.bin bs=1M count=32 2>&1; echo rc=$?",
+                     timeout=60)
+    text = stream_text(out)
+    assert "No space left on device" in text and "rc=1" in text, text
+    assert py(kc, "print(1 + 1)").strip() == "2"
+    # Another kernel is not affected by this one being full.
+    assert py(other, FILL.replace("range(64)", "range(16)")).strip() == "None"
+
+
+def test_zero_means_no_bound(kernel_factory):
+    km, kc = kernel_factory("cellgate-python", env={"CELLGATE_DATA_SIZE": "0"})
+    host = os.statvfs(os.environ["CELLGATE_STATE_DIR"])
+    assert box_total(kc) == host.f_blocks * host.f_frsize  # the host's own filesystem
+    assert not os.path.ismount(data_dir(km))
+    assert not os.path.exists(data_dir(km) + ".img")
+
+
+def test_default_applies(kernel_factory):
+    saved = os.environ.pop("CELLGATE_DATA_SIZE", None)
+    try:
+        km, kc = kernel_factory("cellgate-python")
+    finally:
+        if saved is not None:
+            os.environ["CELLGATE_DATA_SIZE"] = saved
+    assert 9 * GiB < box_total(kc) <= 10 * GiB
+    assert os.path.ismount(data_dir(km))
+    # Sparse: the 10G image takes a few MB of the host's disk.
+    assert os.stat(data_dir(km) + ".img").st_blocks * 512 < 64 * MiB
+
+
+def test_flag_and_bad_values(tmp_path):
+    r = subprocess.run([CELLGATE, "kernel", "--help"], capture_output=True, text=True, timeout=30)
+    assert "--data-size SIZE" in r.stdout and "CELLGATE_DATA_SIZE" in r.stdout
+    for bad in ("lots", "1M"):
+        r = subprocess.run([CELLGATE, "kernel", "-f", "x.json", "--data-size", bad],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "data-size" in r.stderr, r.stderr
+    cf, _ = write_connection_file(str(tmp_path / "kernel-flag.json"), key=b"k")
+    state = tmp_path / "state"
+    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf, "--data-size", "16M"],
+                            env={**os.environ, "CELLGATE_STATE_DIR": str(state),
+                                 "CELLGATE_DATA_SIZE": "1G"})
+    kc = BlockingKernelClient(connection_file=cf)
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=20)
+        assert 8 * MiB < box_total(kc) <= 16 * MiB  # the flag wins over the environment
+        kc.shutdown()
+        proc.wait(timeout=20)
+    finally:
+        kc.stop_channels()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Shut down without --keep-data: nothing left of it.
+    assert not os.path.exists(state / "flag") and not os.path.exists(state / "flag.img")
+
+
+def test_killed_kernel_leaves_no_mount(kernel_factory):
+    km, kc = kernel_factory("cellgate-python", env={"CELLGATE_DATA_SIZE": "8M"})
+    py(kc, "open('x', 'w').write('x')")
+    d = data_dir(km)
+    assert os.path.ismount(d)
+    os.killpg(os.getpgid(km.provisioner.process.pid), signal.SIGKILL)
+    assert wait_until(lambda: not os.path.ismount(d) and not os.path.exists(d + ".img"),
+                      timeout=10), os.listdir(os.path.dirname(d))
+
+
+def test_kept_data_stays_readable_and_is_reused(tmp_path):
+    state = tmp_path / "state"
+    cf, _ = write_connection_file(str(tmp_path / "kernel-kept.json"), key=b"k")
+    env = {**os.environ, "CELLGATE_STATE_DIR": str(state), "CELLGATE_KEEP_DATA": "1",
+           "CELLGATE_DATA_SIZE": "8M"}
+    d = state / "kept"
+    try:
+        for round_ in range(2):
+            proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf], env=env)
+            kc = BlockingKernelClient(connection_file=cf)
+            kc.load_connection_file()
+            kc.start_channels()
+            try:
+                kc.wait_for_ready(timeout=20)
+                if round_ == 0:
+                    py(kc, "open('note.txt', 'w').write('kept')")
+                else:  # a kernel with the same id finds the files again
+                    assert py(kc, "print(open('note.txt').read())").strip() == "kept"
+                    assert box_total(kc) <= 8 * MiB
+                kc.shutdown()
+                proc.wait(timeout=20)
+            finally:
+                kc.stop_channels()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            assert (d / "note.txt").read_text() == "kept"  # readable on the host after
+    finally:
+        if os.path.ismount(d):
+            subprocess.run(["umount", str(d)], check=False)
+
+
+def test_unbounded_fallback_is_said_and_keeps_files(tmp_path):
+    # A data directory already holding files (kept by a kernel that ran
+    # without a bound) is used as it is, and the log says /mnt/data is not
+    # bounded and why, rather than hiding the files under a new volume.
+    state = tmp_path / "state"
+    (state / "pre").mkdir(parents=True)
+    (state / "pre" / "old.txt").write_text("old")
+    cf, _ = write_connection_file(str(tmp_path / "kernel-pre.json"), key=b"k")
+    log = open(tmp_path / "kernel.log", "w+")
+    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf, "--data-size", "8M"], stderr=log,
+                            env={**os.environ, "CELLGATE_STATE_DIR": str(state),
+                                 "CELLGATE_KEEP_DATA": "1"})
+    kc = BlockingKernelClient(connection_file=cf)
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=20)
+        assert py(kc, "print(open('old.txt').read())").strip() == "old"
+        host = os.statvfs(str(state))
+        assert box_total(kc) == host.f_blocks * host.f_frsize
+        kc.shutdown()
+        proc.wait(timeout=20)
+    finally:
+        kc.stop_channels()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    text = log.read()
+    log.close()
+    assert "/mnt/data is not bounded" in text and "already holds files" in text, text
