@@ -88,6 +88,8 @@ def test_data_dir_removed_at_shutdown_unless_kept(tmp_path):
         assert host.read_text() == "kept?"  # /mnt/data is this host directory
         stop(proc, kc)
         assert host.exists() == (keep == "1")
+        if os.path.ismount(state / "raw"):  # kept data stays mounted (--data-size)
+            subprocess.run(["umount", str(state / "raw")], check=True)
 
 
 def test_clear_error_when_namespaces_are_refused(tmp_path):
