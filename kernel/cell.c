@@ -19,6 +19,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#define PIDS_CHECK_S 0.25 /* how often a running cell looks at the process limit */
+#define SWEEPS 8          /* sweeps of a cell's processes after an interrupt at the limit */
+#define SWEEP_GAP_S 0.25  /* between them: what the cell forks meanwhile goes too */
+
 enum pending_kind { PR_NONE, PR_EXECUTE, PR_COMPLETE, PR_INSPECT, PR_IS_COMPLETE };
 
 /* The shell request a runtime is working on; the request itself is the
@@ -40,6 +44,11 @@ struct pending {
     bool interrupt_noted;       /* the "interrupt again" notice went out */
     bool force_killed;          /* a second interrupt ended the runtime */
     uint64_t oom_before;        /* the box's OOM kills when the cell started */
+    struct site_mark mark;      /* the box's process limit when the cell started */
+    bool pids_full;             /* the cell reached the process limit (said once) */
+    double pids_check_at;       /* when to look at the limit next (monotonic s) */
+    int sweeps;                 /* sweeps of the cell's processes left after an interrupt */
+    double sweep_at;            /* when the next sweep is due, 0: none */
     bool started;               /* the driver acknowledged the execute ("started") */
     bool resent;                /* already resent once to a fresh runtime */
 };
@@ -328,6 +337,8 @@ cell_execute(struct cells *cs, const wire_msg_t *req)
     p->deadline = cs->o.site->limits.timeout
                       ? clock_now() + (double)cs->o.site->limits.timeout : 0;
     p->oom_before = site_oom_kills(cs->o.site);
+    site_mark(cs->o.site, &p->mark);
+    p->pids_check_at = clock_now() + PIDS_CHECK_S;
     int rc = send_execute(cs, rt);
     if (!p->code || !p->payload || rc != CG_OK) {
         pending_free(p);
@@ -597,6 +608,65 @@ cell_box_gone(struct cells *cs)
             runtime_ended(cs, cs->rts[i], SIGKILL);
 }
 
+/* ---- the box's process limit ------------------------------------------ */
+
+/* True once the running cell reached the box's process limit; the cell is
+ * told so on stderr, once. */
+static bool
+pids_full(struct cells *cs)
+{
+    struct pending *p = &cs->p;
+
+    if (!p->pids_full && site_pids_reached(cs->o.site, &p->mark)) {
+        char note[320];
+        p->pids_full = true;
+        snprintf(note, sizeof note, "[cellgate: the box's process limit (%llu, --pids) was "
+                 "reached: no new process can start. Interrupt the cell to end the processes "
+                 "it started; those of earlier cells are kept]\n",
+                 (unsigned long long)cs->o.site->limits.pids);
+        chan_stream(cs->o.chan, chan_current(cs->o.chan), "stderr", note, strlen(note));
+    }
+    return p->pids_full;
+}
+
+/* Ends the processes the interrupted cell started (site_end_cell), and
+ * plans the next sweep while any are left. */
+static void
+sweep_cell(struct cells *cs, double now)
+{
+    struct pending *p = &cs->p;
+    pid_t spare[CELL_MAX_LANGS];
+    size_t n = 0;
+
+    for (size_t i = 0; i < langs_count(); i++)
+        if (cs->rts[i] && runtime_alive(cs->rts[i]))
+            spare[n++] = runtime_pid(cs->rts[i]);
+    long ended = site_end_cell(cs->o.site, &p->mark, runtime_pid(p->rt), spare, n);
+    if (ended > 0)
+        log_info("ended %ld processes of the interrupted cell", ended);
+    p->sweeps = ended < 0 ? 0 : p->sweeps - 1;
+    p->sweep_at = p->sweeps > 0 ? now + SWEEP_GAP_S : 0;
+}
+
+/* The limit, looked at every PIDS_CHECK_S while the cell runs, and the
+ * sweeps after an interrupt. Returns when it is next due, or 0. */
+static double
+pids_tick(struct cells *cs, double now)
+{
+    struct pending *p = &cs->p;
+
+    if (!cs->o.site->box)
+        return 0;
+    if (p->sweep_at && now >= p->sweep_at)
+        sweep_cell(cs, now);
+    if (!p->pids_full && now >= p->pids_check_at) {
+        pids_full(cs);
+        p->pids_check_at = now + PIDS_CHECK_S;
+    }
+    double next = p->pids_full ? 0 : p->pids_check_at;
+    return !next || (p->sweep_at && p->sweep_at < next) ? p->sweep_at : next;
+}
+
 /* ---- interrupts and time ------------------------------------------------ */
 
 void
@@ -618,6 +688,13 @@ cell_interrupt(struct cells *cs)
         p->interrupted_at = now;
     p->input_waiting = false; /* a pending input is cancelled */
     runtime_interrupt(p->rt);
+    if (p->kind == PR_EXECUTE && pids_full(cs)) {
+        /* The SIGINT alone may not do: a shell waits for the children it
+         * forked (bash, after a failed fork, for its last background job),
+         * and nothing new can start while they hold the box's pids. */
+        p->sweeps = SWEEPS;
+        sweep_cell(cs, now);
+    }
 }
 
 /* The per-cell wall clock: SIGINT at the limit, SIGKILL of the runtime two
@@ -669,7 +746,9 @@ cell_tick(struct cells *cs)
     double now = clock_now();
     double limit = time_limit_tick(&cs->p, now);
     double notice = interrupt_notice_tick(cs, now);
-    return !limit || (notice && notice < limit) ? notice : limit;
+    double next = !limit || (notice && notice < limit) ? notice : limit;
+    double pids = cs->p.kind == PR_EXECUTE ? pids_tick(cs, now) : 0;
+    return !next || (pids && pids < next) ? pids : next;
 }
 
 /* ---- polling ------------------------------------------------------------ */

@@ -5,9 +5,11 @@
 
 #include "common/cgerr.h"
 #include "common/log.h"
+#include "kernel/procs.h"
 #include "sandbox/boxfs.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 
 void
@@ -61,6 +63,45 @@ uint64_t
 site_oom_kills(const struct site *s)
 {
     return s->box ? box_oom_kills(s->box) : 0;
+}
+
+void
+site_mark(const struct site *s, struct site_mark *m)
+{
+    *m = (struct site_mark){ 0 };
+    if (!s->box)
+        return;
+    m->pids_hits = box_pids_hits(s->box);
+    m->since = procs_now();
+}
+
+bool
+site_pids_reached(const struct site *s, const struct site_mark *m)
+{
+    int root;
+
+    if (!s->box || !s->limits.pids)
+        return false;
+    if (box_pids_counted(s->box))
+        return box_pids_hits(s->box) > m->pids_hits;
+    if (boxfs_root_open(box_init_pid(s->box), &root, NULL, 0) != CG_OK)
+        return false;
+    long n = procs_count(root);
+    close(root);
+    return n >= 0 && (uint64_t)n >= s->limits.pids;
+}
+
+long
+site_end_cell(const struct site *s, const struct site_mark *m, pid_t driver, const pid_t *spare,
+              size_t n_spare)
+{
+    int root;
+
+    if (!s->box || boxfs_root_open(box_init_pid(s->box), &root, NULL, 0) != CG_OK)
+        return -1;
+    long n = procs_end_cell(root, driver, m->since, spare, n_spare);
+    close(root);
+    return n;
 }
 
 void

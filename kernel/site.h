@@ -13,6 +13,7 @@
 #include "sandbox/box.h"
 #include "sandbox/boxlimits.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +52,26 @@ const char *site_path(const struct site *s, const char *path, char *buf, size_t 
 
 /* Processes the box's memory limit killed so far (0 without the box). */
 uint64_t site_oom_kills(const struct site *s);
+
+/* Where a cell stands with the box's process limit: taken when it starts. */
+struct site_mark {
+    uint64_t pids_hits;         /* forks the limit had refused by then */
+    uint64_t since;             /* procs_now() then */
+};
+
+/* Marks the start of a cell (nothing to mark without the box). */
+void site_mark(const struct site *s, struct site_mark *m);
+
+/* True if the box's process limit was reached since m: a fork was refused
+ * (pids cgroup), or, where rlimits enforce it, the box holds as many
+ * processes as the limit. False without the box or without a limit. */
+bool site_pids_reached(const struct site *s, const struct site_mark *m);
+
+/* SIGKILLs the processes a cell started since m on its runtime driver
+ * (procs.h); spare lists the kernel's runtimes. Returns how many, or -1
+ * when the box's processes cannot be read (or there is no box). */
+long site_end_cell(const struct site *s, const struct site_mark *m, pid_t driver,
+                   const pid_t *spare, size_t n_spare);
 
 /* The box died (why: for humans): code cannot run any more and every
  * place says so. The box object stays until site_close, so that what was

@@ -692,6 +692,20 @@ cgroup_oom_kills(const struct box_cgroup *cg)
     return 0;
 }
 
+uint64_t
+cgroup_pids_hits(const struct box_cgroup *cg)
+{
+    char buf[256];
+    const struct cg_dir *d = cg && cg->v2 ? &cg->mem : cg ? &cg->pids : NULL;
+
+    if (!d || !cg->has_pids || !d->path[0] || cg_read(d->path, "pids.events", buf, sizeof buf) != 0)
+        return 0;
+    for (char *p = buf; (p = strstr(p, "max ")) != NULL; p++)
+        if (p == buf || p[-1] == '\n')
+            return strtoull(p + sizeof "max " - 1, NULL, 10);
+    return 0;
+}
+
 /* ---- removal ------------------------------------------------------------ */
 
 /* SIGKILLs pid if it is still a member of d. A pidfd pins the process
