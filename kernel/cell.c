@@ -62,6 +62,7 @@ struct cells {
     int execution_count;
 };
 
+static void sweep_cell(struct cells *cs, double now);
 static void on_stream(void *ctx, struct runtime *rt, const char *name, const char *text,
                       size_t len);
 static void on_record(void *ctx, struct runtime *rt, json_t *rec);
@@ -450,6 +451,8 @@ finish_execute(struct cells *cs, json_t *user_expressions)
     const wire_msg_t *req = chan_current(cs->o.chan);
     json_t *content;
 
+    if (p->sweeps) /* a last one: what the cell forked since the previous */
+        sweep_cell(cs, clock_now());
     if (p->error) {
         content = json_deep_copy(p->error);
         json_object_set_new(content, "status", json_string("error"));
