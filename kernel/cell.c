@@ -244,6 +244,20 @@ note_fresh_runtime(struct cells *cs, const wire_msg_t *req, const struct lang *l
     cs->state_lost[langs_index(l)] = false;
 }
 
+/* Tells the cell (stderr) that the box is fresh: its init had died with
+ * every process in it. */
+static void
+note_fresh_box(struct cells *cs, const wire_msg_t *req, const char *why)
+{
+    char note[512];
+
+    snprintf(note, sizeof note, "[cellgate: the box had ended (%s); this cell runs in a fresh "
+             "box, so the earlier state was lost: variables, imports, background processes "
+             "and /tmp (/mnt/data is kept)]\n", why);
+    chan_stream(cs->o.chan, req, "stderr", note, strlen(note));
+    memset(cs->state_lost, 0, sizeof cs->state_lost);
+}
+
 /* Sends the pending execute (its code and options are in cs->p) to rt. */
 static int
 send_execute(struct cells *cs, struct runtime *rt)
@@ -301,7 +315,10 @@ begin_pending(struct cells *cs, const wire_msg_t *req, enum pending_kind kind, c
         chan_reply(cs->o.chan, CH_SHELL, req, c);
         return NULL;
     }
-    if (cs->state_lost[langs_index(l)] && kind == PR_EXECUTE)
+    char why[256];
+    if (kind == PR_EXECUTE && site_take_rebuilt(cs->o.site, why, sizeof why))
+        note_fresh_box(cs, req, why);
+    else if (cs->state_lost[langs_index(l)] && kind == PR_EXECUTE)
         note_fresh_runtime(cs, req, l);
     cs->p.kind = kind;
     cs->p.rt = rt;
@@ -550,6 +567,11 @@ death_cause(struct cells *cs, int status, char *buf, size_t len)
     }
     if (cs->p.force_killed)
         return " by a second interrupt (it had not stopped at the first)";
+    if (site->rebuilt[0]) {
+        snprintf(buf, len, " with the box (%s), which the next cell builds afresh",
+                 site->rebuilt);
+        return buf;
+    }
     if (site->box && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL
         && site_oom_kills(site) > cs->p.oom_before) {
         snprintf(buf, len, " by the box's memory limit of %llu MiB (--memory)",
@@ -564,7 +586,7 @@ static void
 runtime_ended(struct cells *cs, struct runtime *rt, int status)
 {
     struct rt_sink sink = sink_of(cs);
-    char why[512], cause[160];
+    char why[768], cause[320];
 
     runtime_exited(rt, status, &sink);
     cs->state_lost[langs_index(runtime_lang(rt))] = true;
