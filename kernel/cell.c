@@ -47,6 +47,7 @@ struct pending {
     struct site_mark mark;      /* the box's process limit when the cell started */
     bool pids_full;             /* the cell reached the process limit (said once) */
     double pids_check_at;       /* when to look at the limit next (monotonic s) */
+    bool swept;                 /* an interrupt at the limit ended the cell's processes */
     int sweeps;                 /* sweeps of the cell's processes left after an interrupt */
     double sweep_at;            /* when the next sweep is due, 0: none */
     bool started;               /* the driver acknowledged the execute ("started") */
@@ -62,7 +63,7 @@ struct cells {
     int execution_count;
 };
 
-static void sweep_cell(struct cells *cs, double now);
+static void end_sweeps(struct cells *cs);
 static void on_stream(void *ctx, struct runtime *rt, const char *name, const char *text,
                       size_t len);
 static void on_record(void *ctx, struct runtime *rt, json_t *rec);
@@ -468,8 +469,8 @@ finish_execute(struct cells *cs, json_t *user_expressions)
     const wire_msg_t *req = chan_current(cs->o.chan);
     json_t *content;
 
-    if (p->sweeps) /* a last one: what the cell forked since the previous */
-        sweep_cell(cs, clock_now());
+    if (p->swept)
+        end_sweeps(cs);
     if (p->error) {
         content = json_deep_copy(p->error);
         json_object_set_new(content, "status", json_string("error"));
@@ -673,6 +674,26 @@ sweep_cell(struct cells *cs, double now)
     p->sweep_at = p->sweeps > 0 ? now + SWEEP_GAP_S : 0;
 }
 
+/* The interrupted cell ends: a last sweep (what it forked since the
+ * previous one), and a word on the processes that ended but still hold
+ * their pids because the runtime has not collected them. */
+static void
+end_sweeps(struct cells *cs)
+{
+    struct pending *p = &cs->p;
+    char note[512];
+
+    sweep_cell(cs, clock_now());
+    long z = runtime_alive(p->rt) ? site_zombies(cs->o.site, runtime_pid(p->rt)) : 0;
+    if (z <= 0)
+        return;
+    snprintf(note, sizeof note, "[cellgate: %ld processes the cell started have ended but "
+             "still count toward the process limit until the %s runtime collects them (in "
+             "Python: drop the subprocess.Popen objects that hold them, or call their wait())]\n",
+             z, runtime_lang(p->rt)->name);
+    chan_stream(cs->o.chan, chan_current(cs->o.chan), "stderr", note, strlen(note));
+}
+
 /* The limit, looked at every PIDS_CHECK_S while the cell runs, and the
  * sweeps after an interrupt. Returns when it is next due, or 0. */
 static double
@@ -718,6 +739,7 @@ cell_interrupt(struct cells *cs)
          * forked (bash, after a failed fork, for its last background job),
          * and nothing new can start while they hold the box's pids. */
         p->sweeps = SWEEPS;
+        p->swept = true;
         sweep_cell(cs, now);
     }
 }

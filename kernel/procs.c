@@ -22,6 +22,7 @@
 struct proc_ent {
     pid_t pid, ppid;
     uint64_t start; /* clock ticks since boot */
+    char state;     /* 'Z': ended, not yet collected by its parent */
 };
 
 uint64_t
@@ -52,8 +53,8 @@ read_stat(int dir, struct proc_ent *e)
     char *p = strrchr(buf, ')');
     unsigned long long start;
     int ppid;
-    if (!p || sscanf(p + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
-                            "%*d %*d %*d %llu", &ppid, &start) != 2)
+    if (!p || sscanf(p + 1, " %c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+                            "%*d %*d %*d %llu", &e->state, &ppid, &start) != 3)
         return -1;
     e->ppid = ppid;
     e->start = start;
@@ -199,4 +200,16 @@ procs_end_cell(int root_fd, pid_t driver, uint64_t since, const pid_t *spare, si
         closedir(proc);
     free(v);
     return proc ? killed : -1;
+}
+
+long
+procs_zombies(int root_fd, pid_t parent)
+{
+    struct proc_ent *v = NULL;
+    long n = scan(root_fd, &v), z = 0;
+
+    for (long i = 0; i < n; i++)
+        z += v[i].ppid == parent && v[i].state == 'Z';
+    free(v);
+    return n < 0 ? -1 : z;
 }

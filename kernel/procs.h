@@ -37,4 +37,9 @@ long procs_count(int root_fd);
 long procs_end_cell(int root_fd, pid_t driver, uint64_t since, const pid_t *spare,
                     size_t n_spare);
 
+/* How many children of parent (a box pid) in the box at root_fd ended
+ * and wait to be collected by it (zombies: each still holds a pid of the
+ * limit). -1 when the box's /proc cannot be read. */
+long procs_zombies(int root_fd, pid_t parent);
+
 #endif

@@ -167,6 +167,18 @@ site_lost(struct site *s, const char *why)
              "one", why);
 }
 
+long
+site_zombies(const struct site *s, pid_t driver)
+{
+    int root;
+
+    if (!s->box || boxfs_root_open(box_init_pid(s->box), &root, NULL, 0) != CG_OK)
+        return 0;
+    long n = procs_zombies(root, driver);
+    close(root);
+    return n < 0 ? 0 : n;
+}
+
 bool
 site_box_lost(const struct site *s)
 {

@@ -95,6 +95,10 @@ long site_end_cell(const struct site *s, const struct site_mark *m, pid_t driver
  * stop. */
 void site_lost(struct site *s, const char *why);
 
+/* Children of driver (a box pid) that ended and wait for it to collect
+ * them (procs_zombies); 0 without the box. */
+long site_zombies(const struct site *s, pid_t driver);
+
 /* True between a rebuildable box's death and the fresh box. */
 bool site_box_lost(const struct site *s);
 
