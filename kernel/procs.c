@@ -23,6 +23,7 @@ struct proc_ent {
     pid_t pid, ppid;
     uint64_t start; /* clock ticks since boot */
     char state;     /* 'Z': ended, not yet collected by its parent */
+    long threads;   /* what a pids limit counts */
 };
 
 uint64_t
@@ -54,7 +55,7 @@ read_stat(int dir, struct proc_ent *e)
     unsigned long long start;
     int ppid;
     if (!p || sscanf(p + 1, " %c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
-                            "%*d %*d %*d %llu", &e->state, &ppid, &start) != 3)
+                            "%*d %ld %*d %llu", &e->state, &ppid, &e->threads, &start) != 4)
         return -1;
     e->ppid = ppid;
     e->start = start;
@@ -81,21 +82,6 @@ entry_pid(const struct dirent *de)
     long v = strtol(de->d_name, &end, 10);
 
     return de->d_name[0] >= '1' && de->d_name[0] <= '9' && !*end && v > 0 ? (pid_t)v : 0;
-}
-
-long
-procs_count(int root_fd)
-{
-    DIR *d = open_proc(root_fd);
-    struct dirent *de;
-    long n = 0;
-
-    if (!d)
-        return -1;
-    while ((de = readdir(d)) != NULL && n < PROCS_MAX)
-        n += entry_pid(de) != 0;
-    closedir(d);
-    return n;
 }
 
 static int
@@ -134,6 +120,18 @@ scan(int root_fd, struct proc_ent **out)
     qsort(v, (size_t)n, sizeof *v, by_pid);
     *out = v;
     return n;
+}
+
+long
+procs_count(int root_fd)
+{
+    struct proc_ent *v = NULL;
+    long n = scan(root_fd, &v), tasks = 0;
+
+    for (long i = 0; i < n; i++)
+        tasks += v[i].threads > 0 ? v[i].threads : 1;
+    free(v);
+    return n < 0 ? -1 : tasks;
 }
 
 static bool

@@ -20,9 +20,9 @@
 uint64_t procs_now(void);
 
 /*
- * Counts the processes in the box whose root is root_fd (an O_PATH fd of
- * the box's root, as site_root_open gives). -1 when its /proc cannot be
- * read.
+ * Counts the tasks (threads, as a pids limit counts them) of the box whose
+ * root is root_fd (an O_PATH fd of the box's root, as site_root_open
+ * gives). -1 when its /proc cannot be read.
  */
 long procs_count(int root_fd);
 

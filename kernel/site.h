@@ -79,7 +79,7 @@ void site_mark(const struct site *s, struct site_mark *m);
 
 /* True if the box's process limit was reached since m: a fork was refused
  * (pids cgroup), or, where rlimits enforce it, the box holds as many
- * processes as the limit. False without the box or without a limit. */
+ * tasks (threads) as the limit. False without the box or without a limit. */
 bool site_pids_reached(const struct site *s, const struct site_mark *m);
 
 /* SIGKILLs the processes a cell started since m on its runtime driver

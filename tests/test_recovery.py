@@ -17,8 +17,10 @@ PIDS = "48"  # a small limit keeps filling it fast
 # the process limit and keeps trying, and a check that the kernel serves.
 FILL = {
     "cellgate-bash": (
-        "sleep 1000 & echo bg",
-        "for i in $(seq 3000); do sleep 900 & done; echo done",
+        # A server of sorts that forks all the time, during the next cell too.
+        "sleep 1000 & (while :; do sleep 0.3; done) & echo bg",
+        # In a session of its own, orphaned to the box's init, and the loop.
+        "setsid sleep 900 & (sleep 900 &); for i in $(seq 3000); do sleep 900 & done; echo done",
         "echo ok",
     ),
     "cellgate-python": (
@@ -54,6 +56,20 @@ def box_sleeps(km, seconds):
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if f.read().split(b"\0")[:2] == [b"sleep", str(seconds).encode()]:
                     out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def shells(km):
+    """Pids (host) of the bash processes under the kernel: the driver and
+    the subshells of background loops."""
+    out = set()
+    for pid in descendants(kernel_pid(km)):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[0].endswith(b"bash"):
+                    out.add(pid)
         except OSError:
             pass
     return out
@@ -105,6 +121,7 @@ def fill_and_interrupt(km, kc, name, limit):
     assert reply["content"]["status"] == "ok" and "bg" in stream_text(outputs)
     assert wait_until(lambda: len(box_sleeps(km, 1000)) == 1, timeout=5)
     background = box_sleeps(km, 1000)
+    loops = shells(km)
     msg_id = kc.execute(fill_code)
     noticed = wait_for_text(kc, msg_id, "process limit", timeout=60)
     notice = [m["content"]["text"] for m in noticed if "process limit" in m["content"].get("text", "")]
@@ -120,6 +137,10 @@ def fill_and_interrupt(km, kc, name, limit):
     # The cell's processes are gone, the earlier cell's is not.
     assert wait_until(lambda: not box_sleeps(km, 900), timeout=5), len(box_sleeps(km, 900))
     assert box_sleeps(km, 1000) == background
+    if name == "cellgate-bash":  # the loop lives on, and forks again
+        assert shells(km) == loops and len(loops) == 2, (shells(km), loops)
+        seen = set(box_sleeps(km, 0.3))
+        assert wait_until(lambda: set(box_sleeps(km, 0.3)) - seen, timeout=5)
     print(f"{name}: recovery (interrupt to the next cell's reply) {recovery:.2f} s"
           f" (the interrupted cell ended after {t1 - t0:.2f} s)")
     if name == "cellgate-python":  # its Popen objects hold the killed processes
