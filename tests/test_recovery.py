@@ -1,5 +1,5 @@
 """Recovery under faults: a cell that fills the box's process limit ends
-with one interrupt (bash, python, javascript), and a box whose init was
+with one interrupt (bash, python, javascript, C), and a box whose init was
 killed is rebuilt for the next cell. Real kernels through jupyter_client;
 every wait is bounded."""
 import os
@@ -36,6 +36,19 @@ FILL = {
         "    except OSError:\n"
         "        time.sleep(0.05)\n",
         "print('ok')",
+    ),
+    # Compiled: each cell is a program; the filler's children take
+    # sessions of their own and it ignores SIGINT, so only the kernel's
+    # sweep ends them (and it).
+    "cellgate-c": (
+        "#define _DEFAULT_SOURCE\n#include <unistd.h>\n#include <stdio.h>\n"
+        "int main(void) { if (fork() == 0) { setsid(); execlp(\"sleep\", \"sleep\", \"1000\","
+        " (char *)0); _exit(1); } puts(\"bg\"); return 0; }",
+        "#define _DEFAULT_SOURCE\n#include <signal.h>\n#include <unistd.h>\n"
+        "int main(void) { signal(SIGINT, SIG_IGN); for (int i = 0; i < 3000; i++) {"
+        " pid_t p = fork(); if (p == 0) { setsid(); execlp(\"sleep\", \"sleep\", \"900\","
+        " (char *)0); _exit(1); } if (p < 0) usleep(50000); } for (;;) pause(); }",
+        "#include <stdio.h>\nint main(void) { puts(\"ok\"); return 0; }",
     ),
     "cellgate-javascript": (
         "const cp = require('child_process');"
@@ -88,7 +101,9 @@ def wait_for_text(kc, msg_id, text, timeout):
         got.append(msg)
         if msg["msg_type"] == "stream" and text in msg["content"]["text"]:
             return got
-    raise AssertionError(f"no {text!r} within {timeout} s; got {got}")
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    raise AssertionError(f"no {text!r} before idle or {timeout} s; got {got}")
 
 
 def wait_idle(kc, msg_id, timeout):
@@ -148,7 +163,8 @@ def fill_and_interrupt(km, kc, name, limit):
     return recovery
 
 
-@pytest.mark.parametrize("name", ["cellgate-bash", "cellgate-python", "cellgate-javascript"])
+@pytest.mark.parametrize("name", ["cellgate-bash", "cellgate-python", "cellgate-javascript",
+                                  "cellgate-c"])
 def test_process_limit_one_interrupt(kernel_factory, name):
     km, kc = kernel_factory(name, env={"CELLGATE_PIDS": PIDS})
     recovery = fill_and_interrupt(km, kc, name, PIDS)
