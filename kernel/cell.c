@@ -694,6 +694,23 @@ end_sweeps(struct cells *cs)
     chan_stream(cs->o.chan, chan_current(cs->o.chan), "stderr", note, strlen(note));
 }
 
+/* After an interrupt (the client's or the time limit's): if the cell
+ * reached the process limit, the SIGINT alone may not do - a shell waits
+ * for the children it forked (bash, after a failed fork, for its last
+ * background job), and nothing new can start while they hold the box's
+ * pids - so the cell's processes are ended, now and SWEEPS times more. */
+static void
+start_sweeps(struct cells *cs, double now)
+{
+    struct pending *p = &cs->p;
+
+    if (!pids_full(cs))
+        return;
+    p->sweeps = SWEEPS;
+    p->swept = true;
+    sweep_cell(cs, now);
+}
+
 /* The limit, looked at every PIDS_CHECK_S while the cell runs, and the
  * sweeps after an interrupt. Returns when it is next due, or 0. */
 static double
@@ -734,14 +751,8 @@ cell_interrupt(struct cells *cs)
         p->interrupted_at = now;
     p->input_waiting = false; /* a pending input is cancelled */
     runtime_interrupt(p->rt);
-    if (p->kind == PR_EXECUTE && pids_full(cs)) {
-        /* The SIGINT alone may not do: a shell waits for the children it
-         * forked (bash, after a failed fork, for its last background job),
-         * and nothing new can start while they hold the box's pids. */
-        p->sweeps = SWEEPS;
-        p->swept = true;
-        sweep_cell(cs, now);
-    }
+    if (p->kind == PR_EXECUTE)
+        start_sweeps(cs, now);
 }
 
 /* The per-cell wall clock: SIGINT at the limit, SIGKILL of the runtime two
@@ -791,7 +802,10 @@ cell_tick(struct cells *cs)
     if (cs->p.kind != PR_EXECUTE)
         return 0;
     double now = clock_now();
+    int timeouts = cs->p.timeouts;
     double limit = time_limit_tick(&cs->p, now);
+    if (cs->p.timeouts == 1 && !timeouts)
+        start_sweeps(cs, now); /* the time limit interrupted it */
     double notice = interrupt_notice_tick(cs, now);
     double next = !limit || (notice && notice < limit) ? notice : limit;
     double pids = cs->p.kind == PR_EXECUTE ? pids_tick(cs, now) : 0;

@@ -236,3 +236,14 @@ def test_box_init_killed_during_cell(kernel_factory):
     assert errors(outputs)
     reply, outputs = run(kc, "echo fine", timeout=30)
     assert reply["content"]["status"] == "ok" and "fine" in stream_text(outputs)
+
+
+def test_process_limit_time_limit(kernel_factory):
+    """The time limit's interrupt ends the cell's processes too."""
+    km, kc = kernel_factory("cellgate-bash", env={"CELLGATE_PIDS": PIDS, "CELLGATE_TIMEOUT": "3"})
+    reply, outputs = run(kc, FILL["cellgate-bash"][1], timeout=TIMEOUT)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "CellTimeout"
+    assert "process limit (48" in stream_text(outputs, "stderr")
+    reply, outputs = run(kc, "echo ok")
+    assert reply["content"]["status"] == "ok" and stream_text(outputs) == "ok\n"
+    assert wait_until(lambda: not box_sleeps(km, 900), timeout=5)
