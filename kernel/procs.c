@@ -97,17 +97,21 @@ static long
 scan(int root_fd, struct proc_ent **out)
 {
     DIR *d = open_proc(root_fd);
-    struct proc_ent *v = d ? malloc(PROCS_MAX * sizeof *v) : NULL;
+    struct proc_ent *v = NULL;
     struct dirent *de;
-    long n = 0;
+    long n = 0, cap = 0;
 
-    if (!v) {
-        if (d)
-            closedir(d);
+    if (!d)
         return -1;
-    }
     while ((de = readdir(d)) != NULL && n < PROCS_MAX) {
         pid_t pid = entry_pid(de);
+        if (pid && n == cap) { /* grows by doubling: a box holds a few, or its limit */
+            struct proc_ent *w = realloc(v, (size_t)(cap ? cap * 2 : 64) * sizeof *v);
+            if (!w)
+                break;
+            v = w;
+            cap = cap ? cap * 2 : 64;
+        }
         int pd = pid ? openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
         if (pd < 0)
             continue;
@@ -117,7 +121,8 @@ scan(int root_fd, struct proc_ent **out)
         close(pd);
     }
     closedir(d);
-    qsort(v, (size_t)n, sizeof *v, by_pid);
+    if (n)
+        qsort(v, (size_t)n, sizeof *v, by_pid);
     *out = v;
     return n;
 }
