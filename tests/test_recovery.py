@@ -247,3 +247,19 @@ def test_process_limit_time_limit(kernel_factory):
     reply, outputs = run(kc, "echo ok")
     assert reply["content"]["status"] == "ok" and stream_text(outputs) == "ok\n"
     assert wait_until(lambda: not box_sleeps(km, 900), timeout=5)
+
+
+def test_box_init_killed_display_works(kernel_factory):
+    """cellgate-display reaches the kernel from the fresh box."""
+    km, kc = kernel_factory("cellgate-bash")
+    code = "printf '<b>x</b>' > p.html; cellgate-display p.html"
+    reply, outputs = run(kc, code)
+    assert [m["msg_type"] for m in outputs] == ["display_data"]
+    init = box_init(km)
+    os.kill(init, signal.SIGKILL)
+    assert wait_until(lambda: box_init(km) != init, timeout=5)
+    for _ in range(2):
+        reply, outputs = run(kc, code, timeout=30)
+        assert reply["content"]["status"] == "ok", outputs
+        shown = [m for m in outputs if m["msg_type"] == "display_data"]
+        assert len(shown) == 1 and shown[0]["content"]["data"]["text/html"] == "<b>x</b>"
