@@ -19,6 +19,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#define PIDS_CHECK_S 0.25 /* how often a running cell looks at the process limit */
+#define SWEEPS 8          /* sweeps of a cell's processes after an interrupt at the limit */
+#define SWEEP_GAP_S 0.25  /* between them: what the cell forks meanwhile goes too */
+
 enum pending_kind { PR_NONE, PR_EXECUTE, PR_COMPLETE, PR_INSPECT, PR_IS_COMPLETE };
 
 /* The shell request a runtime is working on; the request itself is the
@@ -40,6 +44,12 @@ struct pending {
     bool interrupt_noted;       /* the "interrupt again" notice went out */
     bool force_killed;          /* a second interrupt ended the runtime */
     uint64_t oom_before;        /* the box's OOM kills when the cell started */
+    struct site_mark mark;      /* the box's process limit when the cell started */
+    bool pids_full;             /* the cell reached the process limit (said once) */
+    double pids_check_at;       /* when to look at the limit next (monotonic s) */
+    bool swept;                 /* an interrupt at the limit ended the cell's processes */
+    int sweeps;                 /* sweeps of the cell's processes left after an interrupt */
+    double sweep_at;            /* when the next sweep is due, 0: none */
     bool started;               /* the driver acknowledged the execute ("started") */
     bool interrupt_held;        /* an interrupt came before "started": sent with it */
     bool resent;                /* already resent once to a fresh runtime */
@@ -54,6 +64,7 @@ struct cells {
     int execution_count;
 };
 
+static void end_sweeps(struct cells *cs);
 static void on_stream(void *ctx, struct runtime *rt, const char *name, const char *text,
                       size_t len);
 static void on_record(void *ctx, struct runtime *rt, json_t *rec);
@@ -235,6 +246,20 @@ note_fresh_runtime(struct cells *cs, const wire_msg_t *req, const struct lang *l
     cs->state_lost[langs_index(l)] = false;
 }
 
+/* Tells the cell (stderr) that the box is fresh: its init had died with
+ * every process in it. */
+static void
+note_fresh_box(struct cells *cs, const wire_msg_t *req, const char *why)
+{
+    char note[512];
+
+    snprintf(note, sizeof note, "[cellgate: the box had ended (%s); this cell runs in a fresh "
+             "box, so the earlier state was lost: variables, imports, background processes "
+             "and /tmp (/mnt/data is kept)]\n", why);
+    chan_stream(cs->o.chan, req, "stderr", note, strlen(note));
+    memset(cs->state_lost, 0, sizeof cs->state_lost);
+}
+
 /* Sends the pending execute (its code and options are in cs->p) to rt. */
 static int
 send_execute(struct cells *cs, struct runtime *rt)
@@ -292,7 +317,10 @@ begin_pending(struct cells *cs, const wire_msg_t *req, enum pending_kind kind, c
         chan_reply(cs->o.chan, CH_SHELL, req, c);
         return NULL;
     }
-    if (cs->state_lost[langs_index(l)] && kind == PR_EXECUTE)
+    char why[256];
+    if (kind == PR_EXECUTE && site_take_rebuilt(cs->o.site, why, sizeof why))
+        note_fresh_box(cs, req, why);
+    else if (cs->state_lost[langs_index(l)] && kind == PR_EXECUTE)
         note_fresh_runtime(cs, req, l);
     cs->p.kind = kind;
     cs->p.rt = rt;
@@ -329,6 +357,8 @@ cell_execute(struct cells *cs, const wire_msg_t *req)
     p->deadline = cs->o.site->limits.timeout
                       ? clock_now() + (double)cs->o.site->limits.timeout : 0;
     p->oom_before = site_oom_kills(cs->o.site);
+    site_mark(cs->o.site, &p->mark);
+    p->pids_check_at = clock_now() + PIDS_CHECK_S;
     int rc = send_execute(cs, rt);
     if (!p->code || !p->payload || rc != CG_OK) {
         pending_free(p);
@@ -440,6 +470,8 @@ finish_execute(struct cells *cs, json_t *user_expressions)
     const wire_msg_t *req = chan_current(cs->o.chan);
     json_t *content;
 
+    if (p->swept)
+        end_sweeps(cs);
     if (p->error) {
         content = json_deep_copy(p->error);
         json_object_set_new(content, "status", json_string("error"));
@@ -537,6 +569,11 @@ death_cause(struct cells *cs, int status, char *buf, size_t len)
     }
     if (cs->p.force_killed)
         return " by a second interrupt (it had not stopped at the first)";
+    if (site->rebuilt[0]) {
+        snprintf(buf, len, " with the box (%s), which the next cell builds afresh",
+                 site->rebuilt);
+        return buf;
+    }
     if (site->box && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL
         && site_oom_kills(site) > cs->p.oom_before) {
         snprintf(buf, len, " by the box's memory limit of %llu MiB (--memory)",
@@ -551,7 +588,7 @@ static void
 runtime_ended(struct cells *cs, struct runtime *rt, int status)
 {
     struct rt_sink sink = sink_of(cs);
-    char why[512], cause[160];
+    char why[768], cause[320];
 
     runtime_exited(rt, status, &sink);
     cs->state_lost[langs_index(runtime_lang(rt))] = true;
@@ -598,6 +635,102 @@ cell_box_gone(struct cells *cs)
             runtime_ended(cs, cs->rts[i], SIGKILL);
 }
 
+/* ---- the box's process limit ------------------------------------------ */
+
+/* True once the running cell reached the box's process limit; the cell is
+ * told so on stderr, once. */
+static bool
+pids_full(struct cells *cs)
+{
+    struct pending *p = &cs->p;
+
+    if (!p->pids_full && site_pids_reached(cs->o.site, &p->mark)) {
+        char note[320];
+        p->pids_full = true;
+        snprintf(note, sizeof note, "[cellgate: the box's process limit (%llu, --pids) was "
+                 "reached: no new process can start. Interrupt the cell to end the processes "
+                 "it started; those of earlier cells are kept]\n",
+                 (unsigned long long)cs->o.site->limits.pids);
+        chan_stream(cs->o.chan, chan_current(cs->o.chan), "stderr", note, strlen(note));
+    }
+    return p->pids_full;
+}
+
+/* Ends the processes the interrupted cell started (site_end_cell), and
+ * plans the next sweep while any are left. */
+static void
+sweep_cell(struct cells *cs, double now)
+{
+    struct pending *p = &cs->p;
+    pid_t spare[CELL_MAX_LANGS];
+    size_t n = 0;
+
+    for (size_t i = 0; i < langs_count(); i++)
+        if (cs->rts[i] && runtime_alive(cs->rts[i]))
+            spare[n++] = runtime_pid(cs->rts[i]);
+    long ended = site_end_cell(cs->o.site, &p->mark, runtime_pid(p->rt), spare, n);
+    if (ended > 0)
+        log_info("ended %ld processes of the interrupted cell", ended);
+    p->sweeps = ended < 0 ? 0 : p->sweeps - 1;
+    p->sweep_at = p->sweeps > 0 ? now + SWEEP_GAP_S : 0;
+}
+
+/* The interrupted cell ends: a last sweep (what it forked since the
+ * previous one), and a word on the processes that ended but still hold
+ * their pids because the runtime has not collected them. */
+static void
+end_sweeps(struct cells *cs)
+{
+    struct pending *p = &cs->p;
+    char note[512];
+
+    sweep_cell(cs, clock_now());
+    long z = runtime_alive(p->rt) ? site_zombies(cs->o.site, runtime_pid(p->rt)) : 0;
+    if (z <= 0)
+        return;
+    snprintf(note, sizeof note, "[cellgate: %ld processes the cell started have ended but "
+             "still count toward the process limit until the %s runtime collects them (in "
+             "Python: drop the subprocess.Popen objects that hold them, or call their wait())]\n",
+             z, runtime_lang(p->rt)->name);
+    chan_stream(cs->o.chan, chan_current(cs->o.chan), "stderr", note, strlen(note));
+}
+
+/* After an interrupt (the client's or the time limit's): if the cell
+ * reached the process limit, the SIGINT alone may not do - a shell waits
+ * for the children it forked (bash, after a failed fork, for its last
+ * background job), and nothing new can start while they hold the box's
+ * pids - so the cell's processes are ended, now and SWEEPS times more. */
+static void
+start_sweeps(struct cells *cs, double now)
+{
+    struct pending *p = &cs->p;
+
+    if (!pids_full(cs))
+        return;
+    p->sweeps = SWEEPS;
+    p->swept = true;
+    sweep_cell(cs, now);
+}
+
+/* The limit, looked at every PIDS_CHECK_S while the cell runs, and the
+ * sweeps after an interrupt. Returns when it is next due, or 0. */
+static double
+pids_tick(struct cells *cs, double now)
+{
+    struct pending *p = &cs->p;
+
+    if (!cs->o.site->box)
+        return 0;
+    if (p->sweep_at && now >= p->sweep_at)
+        sweep_cell(cs, now);
+    if (!p->pids_full && now >= p->pids_check_at) {
+        pids_full(cs);
+        p->pids_check_at = now + PIDS_CHECK_S;
+    }
+    double next = p->pids_full ? 0 : p->pids_check_at;
+    return !next || (p->sweep_at && p->sweep_at < next) ? p->sweep_at : next;
+}
+
 /* ---- interrupts and time ------------------------------------------------ */
 
 void
@@ -626,6 +759,8 @@ cell_interrupt(struct cells *cs)
         return;
     }
     runtime_interrupt(p->rt);
+    if (p->kind == PR_EXECUTE)
+        start_sweeps(cs, now);
 }
 
 /* The per-cell wall clock: SIGINT at the limit, SIGKILL of the runtime two
@@ -675,9 +810,14 @@ cell_tick(struct cells *cs)
     if (cs->p.kind != PR_EXECUTE)
         return 0;
     double now = clock_now();
+    int timeouts = cs->p.timeouts;
     double limit = time_limit_tick(&cs->p, now);
+    if (cs->p.timeouts == 1 && !timeouts)
+        start_sweeps(cs, now); /* the time limit interrupted it */
     double notice = interrupt_notice_tick(cs, now);
-    return !limit || (notice && notice < limit) ? notice : limit;
+    double next = !limit || (notice && notice < limit) ? notice : limit;
+    double pids = cs->p.kind == PR_EXECUTE ? pids_tick(cs, now) : 0;
+    return !next || (pids && pids < next) ? pids : next;
 }
 
 /* ---- polling ------------------------------------------------------------ */

@@ -114,6 +114,18 @@ drop(struct displayd *d, size_t i)
 }
 
 void
+displayd_box_gone(struct displayd *d)
+{
+    if (!d)
+        return;
+    while (d->n_conns)
+        drop(d, 0);
+    if (d->listen >= 0)
+        close(d->listen);
+    d->listen = -1; /* a fresh box hands over its own */
+}
+
+void
 displayd_destroy(struct displayd **dp)
 {
     if (!dp || !*dp)

@@ -44,6 +44,10 @@ struct displayd_hook {
 struct displayd *displayd_new(struct chan *chan, struct site *site, struct displayd_hook hook,
                               char *err, size_t errlen);
 
+/* The box died: its clients and socket are closed; a fresh box's socket
+ * is taken once it is ready. */
+void displayd_box_gone(struct displayd *d);
+
 /* Closes every connection and the socket, removes the private directory
  * (without the box); frees and nulls *d. Idempotent. */
 void displayd_destroy(struct displayd **d);

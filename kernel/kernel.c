@@ -58,15 +58,16 @@ struct kernel {
 
 /* ---- processes ---------------------------------------------------------- */
 
-/* The box's init is gone, and every process in the box with it. The box
- * cannot be rebuilt in a running kernel (it is forked before any thread
- * exists): cells and tools say so, and a restart gives a fresh box. */
+/* The box's init is gone, and every process in the box with it: the
+ * running cell and tool fail saying so, and the next cell builds a fresh
+ * box (site_place) and says that the earlier state was lost. */
 static void
 box_gone(struct kernel *k, const char *why)
 {
     site_lost(&k->site, why);
     cell_box_gone(k->cells);
     tools_box_gone(k->tools, "RuntimeUnavailable", k->site.error);
+    displayd_box_gone(k->displayd);
     site_close(&k->site); /* last: the tools' processes were signalled through it */
 }
 
@@ -182,23 +183,25 @@ make_site(struct kernel *k, const struct kernel_opts *opts)
 {
     char id[80], data[4096], name[96], cache[4200], err[512] = "";
     struct box *box = NULL;
+    struct box_opts bo = { 0 };
 
     if (!opts->no_sandbox) {
         kernel_id(opts->connection_file, chan_session(k->chan), id, sizeof id);
         snprintf(data, sizeof data, "%s/%s", opts->state_dir, id);
         snprintf(name, sizeof name, "kernel-%s", id);
-        struct box_opts bo = { .data_dir = data, .keep_data = opts->keep_data, .name = name,
-                               .limits = opts->limits, .registry = egress_wanted() };
+        bo = (struct box_opts){ .data_dir = data, .keep_data = opts->keep_data, .name = name,
+                                .limits = opts->limits, .registry = egress_wanted() };
         box = box_new(&bo, err, sizeof err);
         if (!box)
             log_error("%s", err);
     }
     site_init(&k->site, box, box || opts->no_sandbox ? NULL : err, &opts->limits);
-    if (box && egress_wanted()) {
-        /* One artifact cache for the kernels of a host, beside their data. */
-        snprintf(cache, sizeof cache, "%s/registry-cache", opts->state_dir);
+    /* One artifact cache for the kernels of a host, beside their data. */
+    snprintf(cache, sizeof cache, "%s/registry-cache", opts->state_dir);
+    if (box && egress_wanted())
         k->site.egress = egress_new(id, cache);
-    }
+    if (box) /* a box that dies is built again the same way */
+        site_rebuildable(&k->site, &bo, egress_wanted() ? id : NULL, cache);
 }
 
 /* Blocks the signals we serve through a signalfd. Done before any thread

@@ -88,6 +88,20 @@ runtime_kill(struct runtime *rt)
         rt->sp->signal(rt->sp, rt->pid, SIGKILL);
 }
 
+/* Waits for a SIGKILLed child, a second at most: one stuck in the kernel
+ * (a hung filesystem) is left to the loop's reaping, never waited for. */
+static void
+reap_bounded(pid_t pid)
+{
+    for (int i = 0; i < 100; i++) {
+        pid_t r = waitpid(pid, NULL, WNOHANG);
+        if (r != 0 && !(r < 0 && errno == EINTR))
+            return;
+        usleep(10000);
+    }
+    log_warn("driver %ld did not end within a second of SIGKILL", (long)pid);
+}
+
 void
 runtime_destroy(struct runtime **rtp)
 {
@@ -96,7 +110,7 @@ runtime_destroy(struct runtime **rtp)
     struct runtime *rt = *rtp;
     runtime_kill(rt);
     if (rt->pid > 0 && !rt->reaped && rt->sp == spawn_plain())
-        waitpid(rt->pid, NULL, 0); /* the box's init reaps its own */
+        reap_bounded(rt->pid); /* the box's init reaps its own */
     close_all(rt);
     buf_free(&rt->in);
     buf_free(&rt->pending);

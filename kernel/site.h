@@ -13,12 +13,17 @@
 #include "sandbox/box.h"
 #include "sandbox/boxlimits.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct site {
     struct box *box;            /* NULL without the sandbox, or once it is gone */
     char error[512];            /* why code cannot run ("" while it can) */
+    bool rebuild;               /* a box that dies is built afresh (site_rebuildable) */
+    struct box_opts bo;         /* how, its strings in the three below */
+    char data_dir[4096], name[96], egress_id[80], cache_dir[4200];
+    char rebuilt[256];          /* why the last box ended, until a cell says it */
     struct rt_place place;      /* spawner, home, cellgate-display's dir and socket */
     struct box_limits limits;   /* as given to the box (time limit, memory) */
     struct egress *egress;      /* package egress of the box, or NULL */
@@ -32,8 +37,19 @@ struct site {
 void site_init(struct site *s, struct box *box, const char *error,
                const struct box_limits *limits);
 
+/* Lets a box that dies be rebuilt, the same way (bo's strings are
+ * copied), with package egress for egress_id and cache_dir when those
+ * are non-NULL. */
+void site_rebuildable(struct site *s, const struct box_opts *bo, const char *egress_id,
+                      const char *cache_dir);
+
+/* Takes the reason a fresh box replaced one that died (for the cell that
+ * says so): true with why filled once after each rebuild, else false. */
+bool site_take_rebuilt(struct site *s, char *why, size_t len);
+
 /* Where a process starts: *where filled, CG_OK; or CG_ESYS with err
- * saying why code cannot run (the box failed or is gone). The first place
+ * saying why code cannot run (the box failed, or is gone and a fresh one
+ * cannot be built; a rebuildable site builds it here). The first place
  * in the box waits for it to be ready and starts its package egress, so
  * the registry gateway is there before any code runs. */
 int site_place(struct site *s, struct rt_place *where, char *err, size_t errlen);
@@ -52,10 +68,39 @@ const char *site_path(const struct site *s, const char *path, char *buf, size_t 
 /* Processes the box's memory limit killed so far (0 without the box). */
 uint64_t site_oom_kills(const struct site *s);
 
-/* The box died (why: for humans): code cannot run any more and every
- * place says so. The box object stays until site_close, so that what was
- * started in it can still be told to stop. */
+/* Where a cell stands with the box's process limit: taken when it starts. */
+struct site_mark {
+    uint64_t pids_hits;         /* forks the limit had refused by then */
+    uint64_t since;             /* procs_now() then */
+};
+
+/* Marks the start of a cell (nothing to mark without the box). */
+void site_mark(const struct site *s, struct site_mark *m);
+
+/* True if the box's process limit was reached since m: a fork was refused
+ * (pids cgroup), or, where rlimits enforce it, the box holds as many
+ * tasks (threads) as the limit. False without the box or without a limit. */
+bool site_pids_reached(const struct site *s, const struct site_mark *m);
+
+/* SIGKILLs the processes a cell started since m on its runtime driver
+ * (procs.h); spare lists the kernel's runtimes. Returns how many, or -1
+ * when the box's processes cannot be read (or there is no box). */
+long site_end_cell(const struct site *s, const struct site_mark *m, pid_t driver,
+                   const pid_t *spare, size_t n_spare);
+
+/* The box died (why: for humans): code cannot run until a rebuildable
+ * site builds a fresh box at the next site_place (its /mnt/data kept);
+ * otherwise ever again, and every place says so. The box object stays
+ * until site_close, so that what was started in it can still be told to
+ * stop. */
 void site_lost(struct site *s, const char *why);
+
+/* Children of driver (a box pid) that ended and wait for it to collect
+ * them (procs_zombies); 0 without the box. */
+long site_zombies(const struct site *s, pid_t driver);
+
+/* True between a rebuildable box's death and the fresh box. */
+bool site_box_lost(const struct site *s);
 
 /* Destroys the box (if any); s->box is NULL after. */
 void site_close(struct site *s);

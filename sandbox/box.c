@@ -277,8 +277,8 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
         .limits = o->limits, .mem = cgroup_mechanism(b->cg),
         .pids_by_cgroup = cgroup_has_pids(b->cg), .registry = o->registry,
     };
-    /* fork() with namespaces: the caller has one thread, so the child may
-     * go on using this program's code and memory without exec. */
+    /* fork() with namespaces: the child has the calling thread only, and
+     * goes on using this program's code and memory without exec (box.h). */
     pid_t pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS |
                                    CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD,
                                NULL, NULL, NULL, NULL);
@@ -454,6 +454,24 @@ uint64_t
 box_oom_kills(const struct box *b)
 {
     return cgroup_oom_kills(b->cg);
+}
+
+uint64_t
+box_pids_hits(const struct box *b)
+{
+    return cgroup_pids_hits(b->cg);
+}
+
+bool
+box_pids_counted(const struct box *b)
+{
+    return cgroup_has_pids(b->cg);
+}
+
+void
+box_keep_data(struct box *b)
+{
+    b->keep_data = true;
 }
 
 const struct box_limits *

@@ -35,8 +35,10 @@ struct box;
 /*
  * Starts a box: its init is cloned into the new namespaces and builds the
  * box while the caller goes on (box_ready() waits for it; the first spawn
- * does too). Must be called while the process has one thread (init is
- * forked without exec). Returns NULL with err saying what the machine
+ * does too). Init is forked without exec: it runs with only the calling
+ * thread, and uses nothing another thread of the caller may hold locked
+ * (glibc makes malloc and stdio safe across fork), so a kernel that
+ * already runs threads may build a fresh box. Returns NULL with err saying what the machine
  * refused (user namespaces disabled, EPERM, ENOSPC, ...).
  */
 struct box *box_new(const struct box_opts *opts, char *err, size_t errlen);
@@ -88,6 +90,15 @@ pid_t box_init_pid(const struct box *b);
 /* The memory-limit mechanism in force, and OOM kills so far. */
 enum mem_mechanism box_mem_mechanism(const struct box *b);
 uint64_t box_oom_kills(const struct box *b);
+
+/* Forks refused at the box's pids limit so far, and whether that count
+ * exists (a pids cgroup; with RLIMIT_NPROC it does not). */
+uint64_t box_pids_hits(const struct box *b);
+bool box_pids_counted(const struct box *b);
+
+/* Keeps the data directory when the box is destroyed (its init died and a
+ * fresh box will take the same /mnt/data). */
+void box_keep_data(struct box *b);
 
 /* The box's limits (as given). */
 const struct box_limits *box_limits(const struct box *b);

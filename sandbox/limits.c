@@ -502,6 +502,28 @@ sweep_stale(const struct cg_dir *p)
         closedir(dir);
 }
 
+/*
+ * Removes the cgroup at path if it is, or within a second becomes, empty:
+ * a box of a kernel that was SIGKILLed and restarted under the same name
+ * (jupyter_client's restart_kernel(now=True)) leaves its cgroup behind,
+ * its processes dying with their init. True if it went.
+ */
+static bool
+remove_leftover(const char *path)
+{
+    char procs[64];
+    int e = errno; /* the caller reports mkdir's EEXIST if it stays */
+
+    for (int i = 0; i < 100; i++) {
+        if (cg_read(path, "cgroup.procs", procs, sizeof procs) == 0 && procs[0] == '\0'
+            && rmdir(path) == 0)
+            return true;
+        usleep(10000);
+    }
+    errno = e;
+    return false;
+}
+
 /* Creates the box's directory name below parent p, filling leaf on success
  * only (so a failed box never removes a parent). */
 static int
@@ -512,7 +534,8 @@ make_leaf(const struct cg_dir *p, const char *name, struct cg_dir *leaf, char *e
     if (join(d.path, sizeof d.path, p->path, name) != CG_OK
         || join(d.rel, sizeof d.rel, p->rel, name) != CG_OK)
         return cg_fail(err, errlen, CG_ETOOBIG, "cgroup path too long below %s", p->path);
-    if (mkdir(d.path, 0755) != 0) {
+    if (mkdir(d.path, 0755) != 0 && !(errno == EEXIST && remove_leftover(d.path)
+                                       && mkdir(d.path, 0755) == 0)) {
         if (errno == ENOENT) /* the parent went away: the caller may make it again */
             return cg_fail(err, errlen, CG_ENOTFOUND, "cgroup %s vanished", p->path);
         if (errno == EEXIST)
@@ -700,6 +723,20 @@ cgroup_oom_kills(const struct box_cgroup *cg)
     for (char *p = buf; (p = strstr(p, "oom_kill ")) != NULL; p++)
         if (p == buf || p[-1] == '\n')
             return strtoull(p + sizeof "oom_kill " - 1, NULL, 10);
+    return 0;
+}
+
+uint64_t
+cgroup_pids_hits(const struct box_cgroup *cg)
+{
+    char buf[256];
+    const struct cg_dir *d = cg && cg->v2 ? &cg->mem : cg ? &cg->pids : NULL;
+
+    if (!d || !cg->has_pids || !d->path[0] || cg_read(d->path, "pids.events", buf, sizeof buf) != 0)
+        return 0;
+    for (char *p = buf; (p = strstr(p, "max ")) != NULL; p++)
+        if (p == buf || p[-1] == '\n')
+            return strtoull(p + sizeof "max " - 1, NULL, 10);
     return 0;
 }
 
