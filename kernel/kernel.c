@@ -147,7 +147,7 @@ teardown(struct kernel *k)
      * (we are their subreaper), up to a second for them to die. */
     spawn_kill_descendants(1000);
     cells_destroy(&k->cells);
-    site_close(&k->site);
+    site_destroy(&k->site);
     displayd_destroy(&k->displayd);
     while (waitpid(-1, NULL, WNOHANG) > 0)
         ;

@@ -52,7 +52,10 @@ site_take_rebuilt(struct site *s, char *why, size_t len)
 static int
 rebuild(struct site *s, char *err, size_t errlen)
 {
+    s->bo.volume = s->volume; /* box_new takes it */
+    s->volume = NULL;
     struct box *box = box_new(&s->bo, err, errlen);
+    s->bo.volume = NULL;
 
     if (!box || box_ready(box, err, errlen) != CG_OK) {
         box_destroy(&box);
@@ -165,8 +168,10 @@ site_lost(struct site *s, const char *why)
         snprintf(s->error, sizeof s->error, "the box is gone (%s): the next cell builds a "
                  "fresh one", why);
         snprintf(s->rebuilt, sizeof s->rebuilt, "%s", why);
-        if (s->box)
-            box_keep_data(s->box); /* the fresh box's /mnt/data */
+        if (s->box) { /* the fresh box's /mnt/data, bounded as it was */
+            box_keep_data(s->box);
+            s->volume = box_take_volume(s->box);
+        }
         return;
     }
     snprintf(s->error, sizeof s->error, "the box is gone (%s): restart the kernel for a fresh "
@@ -195,4 +200,11 @@ void
 site_close(struct site *s)
 {
     box_destroy(&s->box);
+}
+
+void
+site_destroy(struct site *s)
+{
+    site_close(s);
+    boxfs_volume_release(&s->volume, s->bo.keep_data);
 }

@@ -27,6 +27,7 @@ struct site {
     struct rt_place place;      /* spawner, home, cellgate-display's dir and socket */
     struct box_limits limits;   /* as given to the box (time limit, memory) */
     struct egress *egress;      /* package egress of the box, or NULL */
+    struct boxfs_volume *volume; /* a lost box's bounded /mnt/data, for the next box */
 };
 
 /*
@@ -104,5 +105,8 @@ bool site_box_lost(const struct site *s);
 
 /* Destroys the box (if any); s->box is NULL after. */
 void site_close(struct site *s);
+
+/* site_close, and what a lost box left for the next one goes too. */
+void site_destroy(struct site *s);
 
 #endif

@@ -264,7 +264,12 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
     b->data_dir = strdup(o->data_dir);
     if (!b->data_dir || make_data_dir(o->data_dir, host_uid, host_gid, err, errlen) != CG_OK)
         goto fail;
-    start_data_volume(b, o, root, host_uid, host_gid);
+    if (o->volume) {
+        b->vol = o->volume;
+        boxfs_volume_rehome(b->vol);
+    } else {
+        start_data_volume(b, o, root, host_uid, host_gid);
+    }
     b->cg = cgroup_create(&o->limits, o->name, err, errlen);
     if (!b->cg)
         goto fail;
@@ -472,6 +477,16 @@ void
 box_keep_data(struct box *b)
 {
     b->keep_data = true;
+}
+
+struct boxfs_volume *
+box_take_volume(struct box *b)
+{
+    struct boxfs_volume *v = b->vol;
+
+    b->vol = NULL;
+    b->keep_data = true;
+    return v;
 }
 
 const struct box_limits *

@@ -22,8 +22,13 @@
 #include <sys/types.h>
 
 
+struct boxfs_volume;
+
 struct box_opts {
     const char *data_dir;      /* host directory seen as /mnt/data (created if missing) */
+    struct boxfs_volume *volume; /* what bounded data_dir for a box that ended
+                                  * (box_take_volume), taken over by box_new even
+                                  * when it fails; NULL: a new one */
     bool keep_data;            /* keep data_dir after the box is destroyed */
     const char *name;          /* for the cgroup and logs, e.g. "kernel-<id>" */
     bool registry;             /* init listens at BOX_REGISTRY_PORT (box_take_registry_fd) */
@@ -49,6 +54,11 @@ struct box *box_new(const struct box_opts *opts, char *err, size_t errlen);
  * saying which step of the set-up failed (a mount, the filter, ...).
  */
 int box_ready(struct box *b, char *err, size_t errlen);
+
+/* Takes what bounds b's /mnt/data out of b (NULL when nothing does), for
+ * box_opts.volume of the box built after b ended; b's data directory is
+ * then kept when b is destroyed. */
+struct boxfs_volume *box_take_volume(struct box *b);
 
 /* Kills everything in the box, reaps init, removes the cgroup and (unless
  * keep_data) the data directory; frees and nulls *b. Idempotent. */

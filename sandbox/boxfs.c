@@ -842,6 +842,12 @@ boxfs_volume_mount(struct boxfs_volume *v, pid_t init_pid, char *err, size_t err
     return CG_OK;
 }
 
+void
+boxfs_volume_rehome(struct boxfs_volume *v)
+{
+    v->in_box = false;
+}
+
 bool
 boxfs_volume_ready(const struct boxfs_volume *v)
 {

@@ -122,6 +122,10 @@ struct boxfs_volume *boxfs_volume_start(const char *dir, uint64_t bytes, uid_t u
  */
 int boxfs_volume_mount(struct boxfs_volume *v, pid_t init_pid, char *err, size_t errlen);
 
+/* Makes v, in use by a box that ended, ready for boxfs_volume_mount() in
+ * the box built after it: its files and bound stay. */
+void boxfs_volume_rehome(struct boxfs_volume *v);
+
 /* True once the volume is mounted on the host directory and in the box. */
 bool boxfs_volume_ready(const struct boxfs_volume *v);
 
