@@ -114,8 +114,11 @@ chan_open_at(struct chan *c, const char *const ep[CH_COUNT], char *err, size_t e
         zmq_setsockopt(c->sock[ch], ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
         if (ch == CH_IOPUB) {
             /* See every subscription, so each new subscriber is greeted. */
-            int verbose = 1;
+            int verbose = 1, hwm = CHAN_HELD_MSGS + 1000;
             zmq_setsockopt(c->sock[ch], ZMQ_XPUB_VERBOSE, &verbose, sizeof verbose);
+            /* Room for what was held, sent at once when a subscriber comes
+             * (beyond its high-water mark a PUB drops what it sends). */
+            zmq_setsockopt(c->sock[ch], ZMQ_SNDHWM, &hwm, sizeof hwm);
         }
         if (zmq_bind(c->sock[ch], ep[ch]) != 0)
             return cg_fail(err, errlen, CG_ESYS, "cannot bind %s (%s): %s",
