@@ -551,19 +551,19 @@ main(int argc, char **argv)
 out:
     channels_destroy(&ch);
     http_destroy(&h);
-    bool kept = keep_kernels && ks && kernels_count(ks) > 0;
-    if (kept)
+    if (keep_kernels)
         kernels_release(&ks); /* their sockets stay in rundir, their models in gwstate */
     kernels_destroy(&ks);
     specs_destroy(&specs);
     if (zctx)
         zmq_ctx_term(zctx);
-    if (!kept) {
+    /* The run directory holds the sockets of kernels whose models are
+     * left (kept, or not re-adopted yet because the start failed): it goes
+     * only with the last model. */
+    snprintf(state, sizeof state, "%.4000s/lock", gwstate);
+    unlink(state);
+    if (rmdir(gwstate) == 0)
         remove_tree(rundir);
-        snprintf(state, sizeof state, "%.4000s/lock", gwstate);
-        unlink(state);
-        rmdir(gwstate); /* if no model is left in it */
-    }
     close(lock);
     free(cert);
     free(key);
