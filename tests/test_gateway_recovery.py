@@ -21,8 +21,9 @@ import uuid
 
 import pytest
 
-from test_gateway import (CELLGATE, GATEWAY, TIMEOUT, Server, free_port, kernel_pids,
-                          recv_data, run_ws, stop, wait_for, wait_http, wait_kernel_info)
+from test_gateway import (CELLGATE, GATEWAY, TIMEOUT, Server, execute_request, free_port,
+                          kernel_pids, recv_data, run_ws, stop, wait_for, wait_http,
+                          wait_kernel_info)
 
 websocket = pytest.importorskip("websocket")
 pytestmark = pytest.mark.skipif(not os.access(GATEWAY, os.X_OK), reason=f"{GATEWAY} is not built")
@@ -203,7 +204,6 @@ def test_gateway_killed_and_started_again_readopts_its_kernels(gateway):
     pid = kernel_process(kid)
     # A cell that prints once the gateway is gone: the gateway is killed as
     # soon as the kernel says busy.
-    from test_gateway import execute_request
     mid, msg = execute_request("import time\ntime.sleep(2)\nprint('done-meanwhile')", sid)
     ws.send(json.dumps(msg))
     wait_status(ws, ("busy",))
