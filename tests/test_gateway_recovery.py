@@ -14,6 +14,7 @@ Every wait is bounded; every process a test starts is stopped at teardown."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -296,3 +297,30 @@ def test_a_second_gateway_on_the_same_state_is_refused(gateway):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "another gateway" in proc.stderr
     assert g.server.call("GET", "/api")[0] == 200
+
+
+def test_a_failed_start_leaves_kernels_to_readopt(gateway):
+    """A gateway that cannot start (its port taken) must not remove what the
+    kernels it would have re-adopted need (their sockets' directory)."""
+    g = gateway("--keep-kernels")
+    kid = g.new_kernel()
+    pid = kernel_process(kid)
+    g.server.proc.send_signal(signal.SIGTERM)
+    assert g.server.proc.wait(timeout=20) == 0
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", g.port))
+        taken.listen()
+        proc = subprocess.run([CELLGATE, "serve", "--ip", "127.0.0.1", "--port", str(g.port),
+                               "--token", g.token, "--state-dir", g.state, "--keep-kernels"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0, proc.stderr
+    assert alive(pid)
+    g.start()
+    assert [m["id"] for m in g.server.call("GET", "/api/kernels")[1]] == [kid]
+    ws = g.server.ws(kid)
+    try:
+        wait_kernel_info(ws)
+        assert run_ws(ws, "print(5)")[1][-1]["content"]["text"] == "5\n"
+    finally:
+        ws.close()
