@@ -280,10 +280,28 @@ on_kernel_message(void *ctx, struct kernel *k, const char *channel, const wire_m
         backlog_add(b, channel, m);
 }
 
+/* A kernel re-adopted after a gateway restart has no client yet: what it
+ * sends (what it held while no gateway listened, then on) is kept for the
+ * first client that connects, whatever its session. */
+static void
+on_kernel_adopted(void *ctx, struct kernel *k)
+{
+    struct channels *ch = ctx;
+    struct backlog *b;
+
+    backlog_drop(ch, k);
+    if (!(b = calloc(1, sizeof *b)))
+        return;
+    b->k = k;
+    b->next = ch->backlogs;
+    ch->backlogs = b;
+}
+
 struct kernels_sink
 channels_sink(struct channels *ch)
 {
-    return (struct kernels_sink){ .on_msg = on_kernel_message, .ctx = ch };
+    return (struct kernels_sink){ .on_msg = on_kernel_message,
+                                  .on_adopted = on_kernel_adopted, .ctx = ch };
 }
 
 int
@@ -310,7 +328,9 @@ channels_attach(struct channels *ch, struct kernel *k, int fd, const char *extra
     kernel_add_connection(k, 1);
     log_info("kernel %s: client connected", kernel_id(k));
     struct backlog *b = backlog_of(ch, k);
-    if (b && c->session_id[0] && strcmp(b->session_id, c->session_id) == 0) {
+    /* b->session_id "": kept for whoever comes first (on_kernel_adopted) */
+    if (b && (!b->session_id[0] || (c->session_id[0] && strcmp(b->session_id,
+                                                               c->session_id) == 0))) {
         if (b->dropped)
             log_warn("kernel %s: %zu messages for session %s were dropped while it was away",
                      kernel_id(k), b->dropped, b->session_id);

@@ -10,6 +10,10 @@
  * session_id (?session_id= on the upgrade) goes, what the kernel sends until
  * the next client connects is kept (bounded: the oldest dropped first) and
  * replayed in order to the next connection with the same session_id.
+ * A kernel re-adopted after a gateway restart has no session yet: what it
+ * sends before its first client connects (with what its IOPub held while
+ * no gateway listened) is kept the same way for that first client,
+ * whatever its session_id.
  *
  * Slow clients: a client that does not read what is queued for it (beyond
  * the bound of channels_set_limits()) is treated as gone from that message

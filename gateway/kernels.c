@@ -9,9 +9,11 @@
 #include "common/connfile.h"
 #include "common/log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,7 @@ extern char **environ;
 
 #define RECV_BURST 64          /* messages taken from one socket per round */
 #define ENV_MAX 512            /* environment entries of a kernel process */
+#define ALIVE_CHECK_S 0.25     /* how often an adopted process is looked at */
 
 /* The sockets the gateway holds per kernel, in pollitem order. */
 enum { S_SHELL, S_IOPUB, S_STDIN, S_CONTROL, S_COUNT };
@@ -35,6 +38,14 @@ struct kernel {
     json_t *spec;                 /* kernel.json (a reference), for restarts */
     json_t *env;                  /* the request's env (a reference or NULL) */
     pid_t pid;                    /* the process, -1 once it exited */
+    unsigned long long starttime; /* its /proc/PID/stat start time (pid reuse) */
+    bool adopted;                 /* started by an earlier gateway: not our child */
+    double checked_at;            /* clock_now() of its last liveness check */
+    json_t *conn;                 /* its connection file's content (with the key) */
+    bool ever_ready;              /* some process of it answered: restart on death */
+    unsigned restarts;            /* automatic restarts in a row (see kernels.h) */
+    double restarted_at;          /* clock_now() of the last one */
+    char reason[200];             /* why it is dead, or "" */
     unsigned gen;                 /* processes started so far (restarts + 1) */
     char connfile[300];           /* this process's connection file */
     wire_t *wire;                 /* signing with this process's key */
@@ -55,6 +66,8 @@ struct kernel {
 /* A process shut down, waiting to exit or to be killed. */
 struct retired {
     pid_t pid;
+    bool adopted;                 /* not our child: /proc tells when it is gone */
+    unsigned long long starttime;
     double deadline;              /* SIGKILL at this clock_now() */
     char connfile[300];           /* removed once it exited */
     struct retired *next;
@@ -79,6 +92,8 @@ struct kernels {
     struct kernels_sink sink;
     struct kernel *head;
     struct retired *retired;
+    char statedir[4096];          /* where models are kept, or "" */
+    unsigned restart_limit;       /* automatic restarts before giving up */
 };
 
 /* Notes activity now: a message either way, a start. */
@@ -87,6 +102,77 @@ touch(struct kernel *k)
 {
     wire_now_iso(k->last_activity);
     k->active_at = clock_now();
+}
+
+/* The start time of process pid (field 22 of /proc/PID/stat, clock ticks
+ * since boot), or 0 when there is no such live process (gone, a zombie). */
+static unsigned long long
+proc_starttime(pid_t pid)
+{
+    char path[64], buf[1024];
+    unsigned long long t = 0;
+    char state = 0;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces and ")" */
+    /* after the name: state (3), then fields 4..21, then starttime (22) */
+    if (!p || sscanf(p + 1, " %c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
+                            "%*s %*s %*s %llu", &state, &t) != 2)
+        return 0;
+    return state == 'Z' || state == 'X' ? 0 : t;
+}
+
+/* The file of k's model in the state directory. */
+static void
+state_path(const struct kernel *k, char *out, size_t len)
+{
+    snprintf(out, len, "%.4000s/%s.json", k->ks->statedir, k->id);
+}
+
+/* Saves k's model (all a new gateway needs to re-adopt its process) in
+ * the state directory: 0600, written whole then renamed over the old. */
+static void
+save_state(const struct kernel *k)
+{
+    char path[4200], tmp[4300];
+
+    if (!k->ks->statedir[0] || k->pid <= 0)
+        return;
+    state_path(k, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    json_t *j = json_pack("{s:s, s:s, s:O, s:O?, s:i, s:I, s:i, s:s, s:O, s:b}", "id", k->id,
+                          "name", k->name, "spec", k->spec, "env", k->env, "pid", (int)k->pid,
+                          "starttime", (json_int_t)k->starttime, "gen", (int)k->gen,
+                          "connection_file", k->connfile, "connection", k->conn, "pooled",
+                          k->pooled);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = j && fd >= 0 && json_dumpfd(j, fd, JSON_COMPACT) == 0 && fsync(fd) == 0;
+    if (fd >= 0)
+        close(fd);
+    json_decref(j);
+    if (!ok || rename(tmp, path) != 0) {
+        log_warn("kernel %s: cannot save its model in %s: %s", k->id, k->ks->statedir,
+                 strerror(errno));
+        unlink(tmp);
+    }
+}
+
+/* Removes k's model from the state directory. */
+static void
+drop_state(const struct kernel *k)
+{
+    char path[4200];
+    if (!k->ks->statedir[0])
+        return;
+    state_path(k, path, sizeof path);
+    unlink(path);
 }
 
 struct kernels *
@@ -98,6 +184,7 @@ kernels_new(void *zctx, const char *rundir, struct kernels_sink sink)
         return NULL;
     }
     ks->zctx = zctx;
+    ks->restart_limit = KERNELS_RESTART_LIMIT;
     snprintf(ks->rundir, sizeof ks->rundir, "%s", rundir);
     ks->sink = sink;
     return ks;
@@ -130,9 +217,12 @@ kernel_add_connection(struct kernel *k, int delta)
 json_t *
 kernel_model_json(const struct kernel *k)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:i}", "id", k->id, "name", k->name, "last_activity",
-                     k->last_activity, "execution_state", k->state, "connections",
-                     k->connections);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i}", "id", k->id, "name", k->name,
+                          "last_activity", k->last_activity, "execution_state", k->state,
+                          "connections", k->connections);
+    if (j && k->reason[0] && kernel_dead(k))
+        json_object_set_new(j, "reason", json_string(k->reason));
+    return j;
 }
 
 json_t *
@@ -196,11 +286,12 @@ write_connfile(struct kernel *k, connfile_t *cf, char *key, char *err, size_t er
                           key, "signature_scheme", cf->scheme, "kernel_name", k->name);
     for (int ch = 0; j && ch < CH_COUNT; ch++)
         json_object_set_new(j, connfile_port_name((enum channel)ch), json_integer(cf->ports[ch]));
+    json_decref(k->conn);
+    k->conn = j; /* kept for the model saved in the state directory */
     int fd = open(k->connfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     int rc = j && fd >= 0 && json_dumpfd(j, fd, JSON_INDENT(2)) == 0 ? CG_OK : CG_ESYS;
     if (fd >= 0)
         close(fd);
-    json_decref(j);
     if (rc != CG_OK)
         return cg_fail(err, errlen, rc, "cannot write %s: %s", k->connfile, strerror(errno));
     return CG_OK;
@@ -217,6 +308,9 @@ build_env(const struct kernel *k, char **envp, size_t max)
 
     for (char **e = environ; *e && n + 1 < max; e++)
         envp[n++] = strdup(*e);
+    /* It outlives the gateway, which re-adopts it (kernel.c parent_gone). */
+    if (n + 1 < max)
+        envp[n++] = strdup("CELLGATE_OUTLIVE_PARENT=1");
     json_t *specenv = json_object_get(k->spec, "env");
     json_object_foreach(specenv, key, v)
         if (json_is_string(v) && n + 1 < max && asprintf(&envp[n], "%s=%s", key,
@@ -335,10 +429,26 @@ launch(struct kernel *k, char *err, size_t errlen)
         return rc;
     if ((rc = spawn(k, err, errlen)) != CG_OK)
         return rc;
+    k->adopted = false;
+    k->starttime = proc_starttime(k->pid);
+    k->reason[0] = '\0';
+    save_state(k);
     k->ready = k->replied = k->heard = false;
     snprintf(k->state, sizeof k->state, "starting");
     touch(k);
     return nudge(k);
+}
+
+/* Closes the gateway's sockets to k and drops its signing. */
+static void
+close_sockets(struct kernel *k)
+{
+    for (int s = 0; s < S_COUNT; s++) {
+        if (k->sock[s])
+            zmq_close(k->sock[s]);
+        k->sock[s] = NULL;
+    }
+    wire_destroy(&k->wire);
 }
 
 /* Asks the current process to exit and hands it to the reaper; closes the
@@ -351,15 +461,12 @@ retire(struct kernel *k)
         send_own(k, S_CONTROL, "shutdown_request", json_pack("{s:b}", "restart", 0), NULL);
         zmq_setsockopt(k->sock[S_CONTROL], ZMQ_LINGER, &linger, sizeof linger);
     }
-    for (int s = 0; s < S_COUNT; s++) {
-        if (k->sock[s])
-            zmq_close(k->sock[s]);
-        k->sock[s] = NULL;
-    }
-    wire_destroy(&k->wire);
+    close_sockets(k);
     struct retired *r = calloc(1, sizeof *r);
     if (r) {
         r->pid = k->pid;
+        r->adopted = k->adopted;
+        r->starttime = k->starttime;
         r->deadline = clock_now() + KERNELS_GRACE_S;
         snprintf(r->connfile, sizeof r->connfile, "%s", k->connfile);
         r->next = k->ks->retired;
@@ -375,12 +482,14 @@ free_kernel(struct kernel *k)
 {
     json_decref(k->spec);
     json_decref(k->env);
+    json_decref(k->conn);
     free(k);
 }
 
-int
-kernels_start(struct kernels *ks, const char *name, const json_t *spec, const json_t *env,
-              struct kernel **out, char *err, size_t errlen)
+/* A new kernel in the table (pooled or not), its process launched. */
+static int
+start_kernel(struct kernels *ks, const char *name, const json_t *spec, const json_t *env,
+             bool pooled, struct kernel **out, char *err, size_t errlen)
 {
     struct kernel *k = calloc(1, sizeof *k);
     int rc;
@@ -397,7 +506,9 @@ kernels_start(struct kernels *ks, const char *name, const json_t *spec, const js
     snprintf(k->name, sizeof k->name, "%s", name);
     k->spec = json_deep_copy(spec);
     k->env = json_is_object(env) ? json_deep_copy(env) : NULL;
+    k->pooled = pooled;
     if ((rc = launch(k, err, errlen)) != CG_OK) {
+        drop_state(k);
         retire(k);
         free_kernel(k);
         return rc;
@@ -407,6 +518,13 @@ kernels_start(struct kernels *ks, const char *name, const json_t *spec, const js
     *out = k;
     log_info("kernel %s (%s) started, pid %d", k->id, name, (int)k->pid);
     return CG_OK;
+}
+
+int
+kernels_start(struct kernels *ks, const char *name, const json_t *spec, const json_t *env,
+              struct kernel **out, char *err, size_t errlen)
+{
+    return start_kernel(ks, name, spec, env, false, out, err, errlen);
 }
 
 int
@@ -435,7 +553,8 @@ kernel_interrupt(struct kernel *k)
     return CG_OK;
 }
 
-/* Tells clients about a state change: an iopub status the gateway makes. */
+/* Tells clients about a state change: an iopub status the gateway makes,
+ * with k's reason when it is dead. */
 static void
 publish_status(struct kernel *k, const char *state)
 {
@@ -443,18 +562,28 @@ publish_status(struct kernel *k, const char *state)
     if (!m)
         return;
     json_object_set_new(m->content, "execution_state", json_string(state));
+    if (strcmp(state, "dead") == 0 && k->reason[0])
+        json_object_set_new(m->content, "reason", json_string(k->reason));
     k->ks->sink.on_msg(k->ks->sink.ctx, k, "iopub", m);
     wire_msg_destroy(&m);
 }
 
-int
-kernel_restart(struct kernel *k, char *err, size_t errlen)
+/* A new process for k, clients told "restarting" first. */
+static int
+relaunch(struct kernel *k, char *err, size_t errlen)
 {
     publish_status(k, "restarting");
     retire(k);
     int rc = launch(k, err, errlen);
     log_info("kernel %s restarted, pid %d", k->id, (int)k->pid);
     return rc;
+}
+
+int
+kernel_restart(struct kernel *k, char *err, size_t errlen)
+{
+    k->restarts = 0; /* asked for: the automatic ones count afresh */
+    return relaunch(k, err, errlen);
 }
 
 void
@@ -468,6 +597,7 @@ kernels_delete(struct kernels *ks, struct kernel **kp)
             *pp = k->next;
             break;
         }
+    drop_state(k);
     retire(k);
     log_info("kernel %s deleted", k->id);
     free_kernel(k);
@@ -509,7 +639,7 @@ take(struct kernel *k, int s, const wire_msg_t *m)
     k->heard |= s == S_IOPUB;
     k->replied |= s == S_SHELL && parent && strcmp(parent, k->info_id) == 0;
     if (!k->ready && k->replied && k->heard) {
-        k->ready = true;
+        k->ready = k->ever_ready = true;
         snprintf(k->state, sizeof k->state, "idle");
     }
     /* A reply to a request of the gateway's own session (its
@@ -581,6 +711,7 @@ kernels_take(struct kernels *ks, const char *name, const json_t *env)
         if (k->pooled && k->ready && k->pid > 0 && strcmp(k->name, name) == 0) {
             k->pooled = false;
             touch(k);
+            save_state(k);
             log_info("kernel %s (%s) taken from the pool", k->id, name);
             return k;
         }
@@ -612,24 +743,72 @@ fill_pools(struct kernels *ks)
         if (have < p->size) {
             struct kernel *k;
             char err[256];
-            if (kernels_start(ks, p->name, p->spec, NULL, &k, err, sizeof err) != CG_OK)
+            if (start_kernel(ks, p->name, p->spec, NULL, true, &k, err, sizeof err) != CG_OK)
                 log_warn("pool %s: %s", p->name, err);
-            else
-                k->pooled = true;
             return;
         }
     }
 }
 
-void
-kernels_tick(struct kernels *ks)
+/* True once the process of k exited; *status its wait status (-1 when it
+ * was adopted: not our child, its status is its old parent's). */
+static bool
+exited(struct kernel *k, double now, int *status)
 {
-    double now = clock_now();
+    *status = -1;
+    if (!k->adopted)
+        return waitpid(k->pid, status, WNOHANG) == k->pid;
+    if (now - k->checked_at < ALIVE_CHECK_S)
+        return false;
+    k->checked_at = now;
+    return proc_starttime(k->pid) != k->starttime;
+}
+
+/* The process of k died: restarted, as jupyter_client's KernelRestarter
+ * does, unless it never worked (a kernel that cannot start) or it was
+ * restarted restart_limit times already, each dying within
+ * KERNELS_STABLE_S; then k is dead, with the reason. */
+static void
+on_death(struct kernel *k, int status, double now)
+{
+    struct kernels *ks = k->ks;
+    char err[256];
+
+    if (now - k->restarted_at > KERNELS_STABLE_S)
+        k->restarts = 0;
+    if (k->ever_ready && k->restarts < ks->restart_limit) {
+        k->restarts++;
+        k->restarted_at = now;
+        log_warn("kernel %s: restarting it (%u of at most %u in a row)", k->id, k->restarts,
+                 ks->restart_limit);
+        if (relaunch(k, err, sizeof err) == CG_OK)
+            return;
+        snprintf(k->reason, sizeof k->reason, "its process died and a new one could not "
+                 "start: %.150s", err);
+    } else if (k->ever_ready) {
+        snprintf(k->reason, sizeof k->reason, "its process died %u times, each within %.0f s "
+                 "of a restart: gave up (POST .../restart to try again)", k->restarts + 1,
+                 KERNELS_STABLE_S);
+    } else {
+        snprintf(k->reason, sizeof k->reason, "its process exited before it answered "
+                 "(status %d)", status);
+    }
+    snprintf(k->state, sizeof k->state, "dead");
+    log_warn("kernel %s: dead: %s", k->id, k->reason);
+    publish_status(k, "dead");
+}
+
+/* Reaps retired processes, SIGKILLs those past their grace. */
+static void
+reap_retired(struct kernels *ks, double now)
+{
     int status;
 
     for (struct retired **pp = &ks->retired; *pp;) {
         struct retired *r = *pp;
-        pid_t w = r->pid > 0 ? waitpid(r->pid, &status, WNOHANG) : r->pid;
+        pid_t w = r->pid <= 0 ? r->pid
+                  : r->adopted ? (proc_starttime(r->pid) == r->starttime ? 0 : r->pid)
+                               : waitpid(r->pid, &status, WNOHANG);
         if (w != 0) {
             unlink(r->connfile);
             *pp = r->next;
@@ -642,17 +821,189 @@ kernels_tick(struct kernels *ks)
         }
         pp = &r->next;
     }
+}
+
+void
+kernels_tick(struct kernels *ks)
+{
+    double now = clock_now();
+    int status;
+
+    reap_retired(ks, now);
     for (struct kernel *k = ks->head; k; k = k->next) {
         if (k->pid > 0 && k->replied && !k->heard && now - k->nudged_at > NUDGE_S)
             nudge(k); /* its iopub is not subscribed yet: a status will say so */
-        if (k->pid > 0 && waitpid(k->pid, &status, WNOHANG) == k->pid) {
+        if (k->pid > 0 && exited(k, now, &status)) {
             log_warn("kernel %s: process %d exited (status %d)", k->id, (int)k->pid, status);
             k->pid = -1;
-            snprintf(k->state, sizeof k->state, "dead");
-            publish_status(k, "dead");
+            on_death(k, status, now);
         }
     }
     fill_pools(ks);
+}
+
+void
+kernels_set_restart_limit(struct kernels *ks, unsigned limit)
+{
+    ks->restart_limit = limit;
+}
+
+/* Closes k's sockets and frees it; its process runs on (kernels_release). */
+static void
+let_go(struct kernel *k)
+{
+    close_sockets(k);
+    free_kernel(k);
+}
+
+/* Re-adopts the kernel whose model j was read from path: its process must
+ * still be the one the model names (pid and start time). Otherwise the
+ * model is removed. */
+static void
+adopt_one(struct kernels *ks, const json_t *j, const char *path)
+{
+    const char *id = json_string_value(json_object_get(j, "id"));
+    const char *name = json_string_value(json_object_get(j, "name"));
+    const char *cfpath = json_string_value(json_object_get(j, "connection_file"));
+    json_t *spec = json_object_get(j, "spec"), *env = json_object_get(j, "env");
+    json_t *conn = json_object_get(j, "connection");
+    json_int_t pid = json_integer_value(json_object_get(j, "pid"));
+    unsigned long long st = (unsigned long long)json_integer_value(json_object_get(j,
+                                                                               "starttime"));
+    char err[256] = "", *text = NULL;
+    connfile_t cf = { 0 };
+    struct kernel *k = NULL;
+
+    if (!id || strlen(id) != 36 || strspn(id, "0123456789abcdef-") != 36 || !name
+        || strlen(name) >= sizeof k->name || !cfpath || strlen(cfpath) >= sizeof k->connfile
+        || !json_is_object(spec) || !json_is_object(conn) || pid <= 1 || pid > INT32_MAX) {
+        log_warn("%s: not a kernel's model: removed", path);
+        goto drop;
+    }
+    if (!st || proc_starttime((pid_t)pid) != st) {
+        log_info("kernel %s: its process %d is gone: forgotten", id, (int)pid);
+        unlink(cfpath);
+        goto drop;
+    }
+    if (!(k = calloc(1, sizeof *k)))
+        goto drop;
+    k->ks = ks;
+    snprintf(k->id, sizeof k->id, "%s", id);
+    snprintf(k->name, sizeof k->name, "%s", name);
+    snprintf(k->connfile, sizeof k->connfile, "%s", cfpath);
+    k->spec = json_deep_copy(spec);
+    k->env = json_is_object(env) ? json_deep_copy(env) : NULL;
+    k->conn = json_deep_copy(conn);
+    k->pid = (pid_t)pid;
+    k->starttime = st;
+    k->adopted = k->ever_ready = true;
+    k->gen = (unsigned)json_integer_value(json_object_get(j, "gen"));
+    text = json_dumps(conn, JSON_COMPACT);
+    if (!text || connfile_parse(text, strlen(text), &cf, err, sizeof err) != CG_OK
+        || !(k->wire = wire_new(cf.scheme, cf.key, 0, err, sizeof err))
+        || connect_sockets(k, &cf, err, sizeof err) != CG_OK) {
+        log_warn("kernel %s: cannot reconnect to process %d (%s): shut down", id, (int)pid, err);
+        retire(k); /* not ours to use: SIGKILL after the grace */
+        goto drop;
+    }
+    snprintf(k->state, sizeof k->state, "starting");
+    touch(k);
+    k->next = ks->head;
+    ks->head = k;
+    if (json_is_true(json_object_get(j, "pooled"))) {
+        /* A pooled kernel holds nothing of anyone's: a fresh pool is made. */
+        kernels_delete(ks, &k);
+        goto out;
+    }
+    nudge(k);
+    log_info("kernel %s (%s) re-adopted, pid %d", id, name, (int)pid);
+    if (ks->sink.on_adopted)
+        ks->sink.on_adopted(ks->sink.ctx, k);
+    goto out;
+drop:
+    unlink(path);
+    if (k)
+        free_kernel(k);
+out:
+    connfile_clear(&cf);
+    free(text);
+}
+
+size_t
+kernels_persist(struct kernels *ks, const char *statedir)
+{
+    char path[4400];
+    size_t before = kernels_count(ks);
+
+    snprintf(ks->statedir, sizeof ks->statedir, "%s", statedir);
+    DIR *d = opendir(statedir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n < 6 || e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", statedir, e->d_name);
+        if (strcmp(e->d_name + n - 4, ".tmp") == 0) {
+            unlink(path); /* a model half written when the gateway died */
+            continue;
+        }
+        if (strcmp(e->d_name + n - 5, ".json") != 0)
+            continue;
+        json_error_t je;
+        json_t *j = json_load_file(path, 0, &je);
+        adopt_one(ks, j, path);
+        json_decref(j);
+    }
+    if (d)
+        closedir(d);
+    return kernels_count(ks) - before;
+}
+
+/* Waits for the retired processes (SIGKILL after their grace) and forgets
+ * them. */
+static void
+finish_retired(struct kernels *ks)
+{
+    double until = clock_now() + KERNELS_GRACE_S + 1;
+    while (ks->retired && clock_now() < until) {
+        kernels_tick(ks);
+        usleep(20000);
+    }
+    for (struct retired *r = ks->retired, *next; r; r = next) {
+        next = r->next;
+        if (r->pid > 0) {
+            kill(r->pid, SIGKILL);
+            if (!r->adopted)
+                waitpid(r->pid, NULL, 0);
+        }
+        unlink(r->connfile);
+        free(r);
+    }
+    ks->retired = NULL;
+}
+
+void
+kernels_release(struct kernels **ksp)
+{
+    struct kernels *ks = ksp ? *ksp : NULL;
+    if (!ks)
+        return;
+    for (size_t i = 0; i < ks->n_pools; i++)
+        json_decref(ks->pools[i].spec);
+    ks->n_pools = 0;
+    while (ks->head) {
+        struct kernel *k = ks->head;
+        if (k->pooled) {
+            kernels_delete(ks, &k);
+            continue;
+        }
+        ks->head = k->next;
+        log_info("kernel %s: left running (pid %d)", k->id, (int)k->pid);
+        let_go(k);
+    }
+    finish_retired(ks);
+    free(ks);
+    *ksp = NULL;
 }
 
 void
@@ -668,20 +1019,7 @@ kernels_destroy(struct kernels **ksp)
         struct kernel *k = ks->head;
         kernels_delete(ks, &k);
     }
-    double until = clock_now() + KERNELS_GRACE_S + 1;
-    while (ks->retired && clock_now() < until) {
-        kernels_tick(ks);
-        usleep(20000);
-    }
-    for (struct retired *r = ks->retired, *next; r; r = next) {
-        next = r->next;
-        if (r->pid > 0) {
-            kill(r->pid, SIGKILL);
-            waitpid(r->pid, NULL, 0);
-        }
-        unlink(r->connfile);
-        free(r);
-    }
+    finish_retired(ks);
     free(ks);
     *ksp = NULL;
 }

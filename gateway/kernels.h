@@ -26,11 +26,19 @@ struct kernels_sink {
      * "control"); m is borrowed for the call. Must not start or delete
      * kernels. */
     void (*on_msg)(void *ctx, struct kernel *k, const char *channel, const wire_msg_t *m);
+    /* Kernel k was re-adopted from the state directory (kernels_persist),
+     * before anything it sends is passed on. May be NULL. */
+    void (*on_adopted)(void *ctx, struct kernel *k);
     void *ctx;
 };
 
 /* Seconds a kernel has to exit after its shutdown_request before SIGKILL. */
 #define KERNELS_GRACE_S 3.0
+/* Automatic restarts of a kernel whose process died (the default of
+ * kernels_set_restart_limit), as jupyter_client's KernelRestarter: each
+ * restart within KERNELS_STABLE_S of the previous one counts towards it. */
+#define KERNELS_RESTART_LIMIT 5
+#define KERNELS_STABLE_S 10.0
 /* Most sockets kernels_pollitems() fills per kernel. */
 #define KERNELS_ITEMS_PER_KERNEL 4
 
@@ -43,8 +51,33 @@ struct kernels_sink {
 struct kernels *kernels_new(void *zctx, const char *rundir, struct kernels_sink sink);
 
 /* Shuts every kernel down (shutdown_request, then SIGKILL after the
- * grace), waits for them, frees the table and nulls *ks. Idempotent. */
+ * grace), waits for them, removes their models from the state directory,
+ * frees the table and nulls *ks. Idempotent. */
 void kernels_destroy(struct kernels **ks);
+
+/* Frees the table and nulls *ks but leaves the kernels running, their
+ * models kept for the next gateway's kernels_persist() (pooled ones are
+ * shut down). Idempotent. */
+void kernels_release(struct kernels **ks);
+
+/*
+ * Keeps each kernel's model in statedir (a private directory): one file
+ * <id>.json (0600, written whole and renamed) with its id, kernelspec,
+ * kernel.json, env, connection (with its key), pid and the process's start
+ * time, saved when a process starts, removed when the kernel is deleted.
+ * First re-adopts the kernels whose models are there and whose process is
+ * still the one saved (same pid and start time): their sockets are
+ * connected again and they are asked kernel_info; models of processes
+ * gone are removed. Kernels started by the gateway outlive it (kernel.c
+ * parent_gone: CELLGATE_OUTLIVE_PARENT=1 in their environment); adopted
+ * ones are not its children, /proc tells when one dies. Returns how many
+ * were re-adopted.
+ */
+size_t kernels_persist(struct kernels *ks, const char *statedir);
+
+/* Sets how many times in a row a kernel whose process died is restarted
+ * (0: never; a dead kernel's clients get status "dead" with a reason). */
+void kernels_set_restart_limit(struct kernels *ks, unsigned limit);
 
 /*
  * Starts a kernel of kernelspec name whose kernel.json is spec (borrowed;
@@ -131,8 +164,14 @@ size_t kernels_pollitems(const struct kernels *ks, zmq_pollitem_t *items, size_t
  * deleted in between. */
 void kernels_handle(struct kernels *ks, const zmq_pollitem_t *items, size_t n);
 
-/* Periodic work: reaps exited processes, SIGKILLs those past their grace,
- * marks kernels whose process died "dead", keeps the pools full. */
+/*
+ * Periodic work: reaps exited processes, SIGKILLs those past their grace,
+ * keeps the pools full. A kernel whose process died is restarted under the
+ * same id (clients get status "restarting", then its new process's
+ * statuses), unless it never answered or the restart limit was reached:
+ * then it is "dead" and its clients get status "dead" with a "reason"
+ * (also in its model) until a kernel_restart().
+ */
 void kernels_tick(struct kernels *ks);
 
 #endif

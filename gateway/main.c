@@ -23,7 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdbool.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -73,6 +77,20 @@ usage(FILE *f)
           "      --kernel-env-in-box       the KERNEL_* variables of a POST's env reach\n"
           "                    the code in the box too, not only the kernel process\n"
           "                    (env CELLGATE_KERNEL_ENV_IN_BOX=1, read by each kernel)\n"
+          "\n"
+          "recovery:\n"
+          "      --restart-limit N         a kernel whose process dies is restarted under\n"
+          "                    its id, at most N times in a row (each within 10 s of the\n"
+          "                    last), then it is dead (env CELLGATE_RESTART_LIMIT; default 5;\n"
+          "                    0: never)\n"
+          "      --state-dir DIR           where the gateway keeps its kernels' models, so\n"
+          "                    one started again (same --ip, --port and DIR) re-adopts the\n"
+          "                    kernels still running, and the kernels' /mnt/data (env\n"
+          "                    CELLGATE_STATE_DIR; default /var/lib/cellgate for root, else\n"
+          "                    $XDG_STATE_HOME/cellgate or ~/.local/state/cellgate)\n"
+          "      --keep-kernels            SIGTERM or SIGINT leave the kernels running for\n"
+          "                    the next start to re-adopt (env CELLGATE_KEEP_KERNELS=1;\n"
+          "                    default: they are shut down)\n"
           "\n"
           "bounds on clients (a value of 0 takes the default):\n"
           "      --request-timeout S       a request's headers and body must arrive within\n"
@@ -204,16 +222,98 @@ parse_port(const char *s)
     return errno || end == s || *end || v < 0 || v > 65535 ? -1 : (int)v;
 }
 
-/* A private directory for connection files and ipc sockets (short: ipc
+/* Where kernels keep /mnt/data and the gateway its state by default (as
+ * `cellgate kernel`): /var/lib/cellgate for root, $XDG_STATE_HOME/cellgate
+ * or ~/.local/state/cellgate otherwise. */
+static void
+default_state_dir(char *out, size_t len)
+{
+    const char *v;
+
+    if (geteuid() == 0)
+        snprintf(out, len, "/var/lib/cellgate");
+    else if ((v = getenv("XDG_STATE_HOME")) && *v)
+        snprintf(out, len, "%s/cellgate", v);
+    else
+        snprintf(out, len, "%s/.local/state/cellgate", getenv("HOME") ? getenv("HOME") : "/tmp");
+}
+
+/* Makes directory path and its missing parents (0700). CG_OK or CG_ESYS. */
+static int
+make_dirs(const char *path)
+{
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return CG_ESYS;
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+                return CG_ESYS;
+            *p = '/';
+        }
+    return mkdir(buf, 0700) == 0 || errno == EEXIST ? CG_OK : CG_ESYS;
+}
+
+/* True if dir is a directory of ours that only we can enter. */
+static bool
+private_dir(const char *dir)
+{
+    struct stat st;
+    return lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid()
+           && (st.st_mode & 077) == 0;
+}
+
+/* The gateway's own state directory, <state>/gateway/<ip>-<port> (made
+ * private), locked against a second gateway with the same settings: the
+ * lock's fd in *lock. Prints why not and returns CG_ESYS. */
+static int
+open_state(const char *state, const char *ip, int port, char *out, size_t len, int *lock)
+{
+    char path[PATH_MAX + 16];
+    errno = 0;
+    int n = snprintf(out, len, "%s/gateway/%s-%d", state, ip, port);
+    for (char *p = out + n - 1; n > 0 && *p != '/'; p--)
+        if (*p == ':') /* an IPv6 address */
+            *p = '_';
+    if (n >= (int)len || make_dirs(out) != CG_OK || chmod(out, 0700) != 0
+        || !private_dir(out)) {
+        fprintf(stderr, "cellgate serve: state directory %s: %s\n", out,
+                errno ? strerror(errno) : "not a private directory of mine");
+        return CG_ESYS;
+    }
+    snprintf(path, sizeof path, "%s/lock", out);
+    *lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (*lock < 0 || flock(*lock, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr, "cellgate serve: %s: %s\n", path,
+                errno == EWOULDBLOCK ? "another gateway with these settings is running"
+                                     : strerror(errno));
+        return CG_ESYS;
+    }
+    return CG_OK;
+}
+
+/* The private directory for connection files and ipc sockets of the
+ * gateway whose state is in state: always the same one for it, so the
+ * sockets of the kernels it leaves running are found again (short: ipc
  * paths must fit a socket address). */
 static int
-make_rundir(char *out, size_t len)
+make_rundir(const char *state, char *out, size_t len)
 {
     const char *base = getenv("XDG_RUNTIME_DIR");
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a of the state directory */
+    for (const char *p = state; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
     if (!base || !*base || strlen(base) > 40 || access(base, W_OK) != 0)
         base = "/tmp";
-    snprintf(out, len, "%s/cellgate-gw-XXXXXX", base);
-    return mkdtemp(out) ? CG_OK : CG_ESYS;
+    snprintf(out, len, "%s/cellgate-gw-%016llx", base, (unsigned long long)h);
+    if (mkdir(out, 0700) != 0 && errno != EEXIST)
+        return CG_ESYS;
+    if (!private_dir(out)) {
+        errno = EPERM; /* another user's, or opened up: not ours to trust */
+        return CG_ESYS;
+    }
+    return CG_OK;
 }
 
 /* Removes the private directory and what is left in it (the kernelspecs
@@ -255,6 +355,9 @@ main(int argc, char **argv)
         { "max-body-size", required_argument, NULL, 'B' },
         { "max-message-size", required_argument, NULL, 'M' },
         { "max-send-queue", required_argument, NULL, 'Q' },
+        { "restart-limit", required_argument, NULL, 'R' },
+        { "state-dir", required_argument, NULL, 'S' },
+        { "keep-kernels", no_argument, NULL, 'K' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { 0 },
@@ -267,7 +370,11 @@ main(int argc, char **argv)
     char *cert = NULL, *key = NULL;
     char base[256];
     size_t n_pools = 0;
-    char tokbuf[33], rundir[128], bin[PATH_MAX], err[512];
+    char tokbuf[33], rundir[128], bin[PATH_MAX], err[512], state[PATH_MAX], gwstate[PATH_MAX];
+    const char *state_dir = getenv("CELLGATE_STATE_DIR");
+    int lock = -1;
+    bool keep_kernels = (env = getenv("CELLGATE_KEEP_KERNELS")) && strcmp(env, "1") == 0;
+    double restart_limit = KERNELS_RESTART_LIMIT;
 
     double max_kernels = 0, request_timeout = 0, max_conns = 0, per_ip = 0, max_header = 0,
            max_body = 0, max_message = 0, max_queue = 0;
@@ -284,6 +391,7 @@ main(int argc, char **argv)
         { "CELLGATE_MAX_BODY_SIZE", 'B', &max_body },
         { "CELLGATE_MAX_MESSAGE_SIZE", 'M', &max_message },
         { "CELLGATE_MAX_SEND_QUEUE", 'Q', &max_queue },
+        { "CELLGATE_RESTART_LIMIT", 'R', &restart_limit },
     };
     const size_t n_numbers = sizeof numbers / sizeof numbers[0];
     double *number;
@@ -317,6 +425,8 @@ main(int argc, char **argv)
         case 'k': keyfile = optarg; break;
         case 'a': allow_origin = optarg; break;
         case 'e': setenv("CELLGATE_KERNEL_ENV_IN_BOX", "1", 1); break; /* read by kernels */
+        case 'S': state_dir = optarg; break;
+        case 'K': keep_kernels = true; break;
         case 'o':
             if (n_pools == sizeof pools / sizeof pools[0]) {
                 fprintf(stderr, "cellgate serve: too many --pool options\n");
@@ -371,11 +481,20 @@ main(int argc, char **argv)
         fprintf(stderr, "cellgate serve: cannot find the cellgate program beside me\n");
         return 1;
     }
-    if (make_rundir(rundir, sizeof rundir) != CG_OK) {
-        fprintf(stderr, "cellgate serve: cannot create a private directory: %s\n",
+    if (state_dir && *state_dir)
+        setenv("CELLGATE_STATE_DIR", state_dir, 1); /* the kernels' /mnt/data go there too */
+    else
+        default_state_dir(state, sizeof state);
+    if (open_state(state_dir && *state_dir ? state_dir : state, ip, port, gwstate,
+                   sizeof gwstate, &lock) != CG_OK)
+        return 1;
+    if (make_rundir(gwstate, rundir, sizeof rundir) != CG_OK) {
+        fprintf(stderr, "cellgate serve: cannot create a private directory %s: %s\n", rundir,
                 strerror(errno));
         return 1;
     }
+    snprintf(state, sizeof state, "%s/specs", rundir);
+    remove_tree(state); /* an earlier run's, written again below */
     struct specs *specs = specs_load(bin, rundir, err, sizeof err);
     void *zctx = zmq_ctx_new();
     struct channels *ch = channels_new();
@@ -383,6 +502,8 @@ main(int argc, char **argv)
         channels_set_limits(ch, (size_t)max_message, (size_t)max_queue);
     raise_fd_limit(max_conns);
     struct kernels *ks = ch && zctx ? kernels_new(zctx, rundir, channels_sink(ch)) : NULL;
+    if (ks)
+        kernels_set_restart_limit(ks, (unsigned)restart_limit);
     struct http *h = NULL;
     if (!specs) {
         fprintf(stderr, "cellgate serve: kernelspecs: %s\n", err);
@@ -409,6 +530,9 @@ main(int argc, char **argv)
         fprintf(stderr, "cellgate serve: %s\n", err);
         goto out;
     }
+    size_t adopted = kernels_persist(ks, gwstate);
+    if (adopted)
+        log_warn("re-adopted %zu kernels left running by an earlier gateway", adopted);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = { .sa_handler = on_signal };
     sigaction(SIGINT, &sa, NULL);
@@ -427,11 +551,20 @@ main(int argc, char **argv)
 out:
     channels_destroy(&ch);
     http_destroy(&h);
+    if (keep_kernels)
+        kernels_release(&ks); /* their sockets stay in rundir, their models in gwstate */
     kernels_destroy(&ks);
     specs_destroy(&specs);
     if (zctx)
         zmq_ctx_term(zctx);
-    remove_tree(rundir);
+    /* The run directory holds the sockets of kernels whose models are
+     * left (kept, or not re-adopted yet because the start failed): it goes
+     * only with the last model. */
+    snprintf(state, sizeof state, "%.4000s/lock", gwstate);
+    unlink(state);
+    if (rmdir(gwstate) == 0)
+        remove_tree(rundir);
+    close(lock);
     free(cert);
     free(key);
     return status;

@@ -22,6 +22,13 @@
 
 #define TRIM_AFTER_BYTES (1u << 20) /* give freed buffers back after this much output */
 
+/* One message published while IOPub had no subscriber. */
+struct held {
+    wire_msg_t *m;              /* as built, signed when sent */
+    size_t bytes;               /* counted against CHAN_HELD_BYTES */
+    struct held *next;
+};
+
 struct chan {
     wire_t *wire;               /* signing and framing */
     void *zctx;
@@ -36,6 +43,9 @@ struct chan {
     wire_msg_t **backlog;       /* shell requests taken off the socket */
     bool *backlog_abort;        /* ... and whether each is aborted */
     size_t backlog_len, backlog_cap;
+    bool subscribed;            /* IOPub has a subscriber (see chan.h) */
+    struct held *held, *held_tail; /* published while it had none, oldest first */
+    size_t held_count, held_bytes, held_dropped;
 };
 
 /* ---- set-up and tear-down ----------------------------------------------- */
@@ -104,8 +114,11 @@ chan_open_at(struct chan *c, const char *const ep[CH_COUNT], char *err, size_t e
         zmq_setsockopt(c->sock[ch], ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
         if (ch == CH_IOPUB) {
             /* See every subscription, so each new subscriber is greeted. */
-            int verbose = 1;
+            int verbose = 1, hwm = CHAN_HELD_MSGS + 1000;
             zmq_setsockopt(c->sock[ch], ZMQ_XPUB_VERBOSE, &verbose, sizeof verbose);
+            /* Room for what was held, sent at once when a subscriber comes
+             * (beyond its high-water mark a PUB drops what it sends). */
+            zmq_setsockopt(c->sock[ch], ZMQ_SNDHWM, &hwm, sizeof hwm);
         }
         if (zmq_bind(c->sock[ch], ep[ch]) != 0)
             return cg_fail(err, errlen, CG_ESYS, "cannot bind %s (%s): %s",
@@ -130,6 +143,12 @@ chan_destroy(struct chan **cp)
         wire_msg_destroy(&c->backlog[i]);
     free(c->backlog);
     free(c->backlog_abort);
+    while (c->held) {
+        struct held *h = c->held;
+        c->held = h->next;
+        wire_msg_destroy(&h->m);
+        free(h);
+    }
     if (c->zctx) {
         zmq_ctx_shutdown(c->zctx); /* ends the heartbeat's proxy */
         if (c->hb_started)
@@ -177,6 +196,44 @@ chan_recv(struct chan *c, enum channel ch, wire_msg_t **m)
 
 /* ---- sending ------------------------------------------------------------ */
 
+static void read_subscriptions(struct chan *c);
+
+/* Keeps m (ownership passes), published while IOPub has no subscriber; the
+ * oldest go beyond the bounds. */
+static void
+hold(struct chan *c, wire_msg_t *m)
+{
+    struct held *h = calloc(1, sizeof *h);
+    if (!h) {
+        wire_msg_destroy(&m);
+        c->held_dropped++;
+        return;
+    }
+    h->m = m;
+    h->bytes = 256 + (m->content_json ? strlen(m->content_json)
+                                      : json_dumpb(m->content, NULL, 0, JSON_COMPACT));
+    for (size_t i = 0; i < m->n_buffers; i++)
+        h->bytes += m->buffers[i].len;
+    if (c->held_tail)
+        c->held_tail->next = h;
+    else
+        c->held = h;
+    c->held_tail = h;
+    c->held_count++;
+    c->held_bytes += h->bytes;
+    while (c->held && (c->held_count > CHAN_HELD_MSGS || c->held_bytes > CHAN_HELD_BYTES)) {
+        struct held *old = c->held;
+        c->held = old->next;
+        if (!c->held)
+            c->held_tail = NULL;
+        c->held_count--;
+        c->held_bytes -= old->bytes;
+        c->held_dropped++;
+        wire_msg_destroy(&old->m);
+        free(old);
+    }
+}
+
 /* Sends a built message on ch and frees it. */
 static void
 send_built(struct chan *c, enum channel ch, wire_msg_t *m)
@@ -188,6 +245,11 @@ send_built(struct chan *c, enum channel ch, wire_msg_t *m)
         free(m->idents);
         m->idents = NULL;
         m->n_idents = 0;
+        read_subscriptions(c); /* a subscriber that just went is noticed */
+        if (!c->subscribed) {
+            hold(c, m);
+            return;
+        }
     }
     if (wire_send(c->wire, c->sock[ch], m) != CG_OK)
         log_warn("sending %s: %s", wire_msg_type(m), zmq_strerror(errno));
@@ -404,17 +466,74 @@ chan_backlog_take(struct chan *c, bool *abort)
 
 /* ---- IOPub subscribers -------------------------------------------------- */
 
+/* Sends what was held while IOPub had no subscriber, in order, after a
+ * stderr notice when some of it was dropped. */
+static void
+send_held(struct chan *c)
+{
+    if (c->held_dropped) {
+        char text[200];
+        int n = snprintf(text, sizeof text,
+                         "[cellgate: %zu earlier messages were dropped while no client was "
+                         "connected (at most %u messages or %u MiB are kept)]\n",
+                         c->held_dropped, CHAN_HELD_MSGS, CHAN_HELD_BYTES >> 20);
+        c->held_dropped = 0;
+        wire_msg_t *m = wire_msg_new(c->wire, "stream", chan_output_parent(c));
+        if (m) {
+            json_object_set_new(m->content, "name", json_string("stderr"));
+            json_object_set_new(m->content, "text", json_stringn(text, (size_t)n));
+            if (wire_send(c->wire, c->sock[CH_IOPUB], m) != CG_OK)
+                log_warn("sending stream: %s", zmq_strerror(errno));
+            wire_msg_destroy(&m);
+        }
+    }
+    while (c->held) {
+        struct held *h = c->held;
+        c->held = h->next;
+        if (wire_send(c->wire, c->sock[CH_IOPUB], h->m) != CG_OK)
+            log_warn("sending %s: %s", wire_msg_type(h->m), zmq_strerror(errno));
+        wire_msg_destroy(&h->m);
+        free(h);
+    }
+    c->held_tail = NULL;
+    c->held_count = c->held_bytes = 0;
+}
+
+/* Reads the subscription messages waiting on IOPub: a subscribe (first
+ * byte 1) means a subscriber is there, an unsubscribe (0) that the last one
+ * went (ZMQ_XPUB_VERBOSE passes every subscribe, only the last
+ * unsubscribe). True if a subscribe came. */
+static bool
+subscriptions(struct chan *c)
+{
+    zmq_msg_t m;
+    bool came = false;
+
+    zmq_msg_init(&m);
+    while (zmq_msg_recv(&m, c->sock[CH_IOPUB], ZMQ_DONTWAIT) >= 0) {
+        if (zmq_msg_size(&m) < 1)
+            continue;
+        bool sub = ((const unsigned char *)zmq_msg_data(&m))[0] == 1;
+        came |= sub;
+        c->subscribed = sub;
+    }
+    zmq_msg_close(&m);
+    return came;
+}
+
+/* Notes subscribers come and gone; what was held goes to one that came. */
+static void
+read_subscriptions(struct chan *c)
+{
+    if (subscriptions(c) && c->subscribed)
+        send_held(c);
+}
+
 void
 chan_greet_subscribers(struct chan *c)
 {
-    zmq_msg_t m;
-    bool subscribed = false;
-
-    zmq_msg_init(&m);
-    while (zmq_msg_recv(&m, c->sock[CH_IOPUB], ZMQ_DONTWAIT) >= 0)
-        if (zmq_msg_size(&m) >= 1 && ((const unsigned char *)zmq_msg_data(&m))[0] == 1)
-            subscribed = true;
-    zmq_msg_close(&m);
-    if (subscribed)
-        chan_status(c, c->current, c->current ? "busy" : "idle");
+    if (!subscriptions(c) || !c->subscribed)
+        return;
+    send_held(c);
+    chan_status(c, c->current, c->current ? "busy" : "idle");
 }

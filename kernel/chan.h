@@ -152,7 +152,17 @@ wire_msg_t *chan_backlog_take(struct chan *c, bool *abort);
  * current status (busy for the request in service, else idle): messages
  * published before a subscription arrived are lost to it (ZeroMQ's slow
  * joiner), and jupyter_client waits for one before calling a kernel ready.
+ *
+ * While IOPub has no subscriber at all (no client yet, or the gateway that
+ * started the kernel is gone and a new one has not re-adopted it), what is
+ * published is held, at most CHAN_HELD_MSGS messages and CHAN_HELD_BYTES
+ * (the oldest dropped first), and sent in order to the next subscriber
+ * before its greeting, after a stderr stream saying how many were dropped.
  */
 void chan_greet_subscribers(struct chan *c);
+
+/* Bounds of what IOPub holds while it has no subscriber. */
+#define CHAN_HELD_MSGS 4096
+#define CHAN_HELD_BYTES (32u << 20)
 
 #endif

@@ -257,7 +257,10 @@ setup(struct kernel *k, const struct kernel_opts *opts, char *err, size_t errlen
     return CG_OK;
 }
 
-/* True when the process that started us is gone (we were re-parented). */
+/* True when the process that started us is gone (we were re-parented).
+ * Never when started with CELLGATE_OUTLIVE_PARENT=1: `cellgate serve` sets
+ * it, so its kernels keep running across a gateway restart and are
+ * re-adopted (k->ppid is 0 then). */
 static bool
 parent_gone(const struct kernel *k)
 {
@@ -385,6 +388,9 @@ kernel_run(const struct kernel_opts *opts)
     const char *jpy = getenv("JPY_PARENT_PID");
     if (jpy && strtol(jpy, NULL, 10) > 1)
         k.ppid = (pid_t)strtol(jpy, NULL, 10);
+    const char *outlive = getenv("CELLGATE_OUTLIVE_PARENT");
+    if (outlive && strcmp(outlive, "1") == 0)
+        k.ppid = 0;
     if (langs_count() > CELL_MAX_LANGS) {
         fprintf(stderr, "cellgate: too many languages\n");
         return 1;

@@ -616,6 +616,8 @@ def test_output_while_away_is_replayed_to_the_same_session(gw, kernel):
 
 
 def test_kernel_death_is_reported_and_restart_recovers(gw, kernel):
+    """A killed kernel is restarted under its id (tests/test_gateway_recovery.py
+    has the rest: given up after repeated deaths, then revived by a client)."""
     ws = gw.ws(kernel)
     try:
         assert run_ws(ws, "y = 1")[0]["content"]["status"] == "ok"
@@ -625,13 +627,10 @@ def test_kernel_death_is_reported_and_restart_recovers(gw, kernel):
         os.kill(mine[0], signal.SIGKILL)
         while True:
             m = json.loads(ws.recv())
-            if m["msg_type"] == "status" and m["content"]["execution_state"] == "dead":
+            if m["msg_type"] == "status" and m["content"]["execution_state"] == "restarting":
                 break
-        assert gw.call("GET", f"/api/kernels/{kernel}")[1]["execution_state"] == "dead"
-        status, err, _ = gw.call("POST", f"/api/kernels/{kernel}/interrupt")
-        assert status == 409 and "restart it" in err["message"] and err["reason"]
-        status, model, _ = gw.call("POST", f"/api/kernels/{kernel}/restart")
-        assert status == 200 and model["execution_state"] == "idle"
+        wait_kernel_info(ws, tries=60)
+        assert gw.call("GET", f"/api/kernels/{kernel}")[1]["execution_state"] == "idle"
         reply, outputs = run_ws(ws, "print('y' in dir())")
         assert outputs[-1]["content"]["text"] == "False\n"
     finally:

@@ -1,7 +1,8 @@
 /*
  * test_chan.c - unit tests of the channel module (kernel/chan.c) alone, on
  * inproc:// sockets: busy and idle around a shell request in service, the
- * output budget, and the shell backlog. The client's sockets live in the
+ * output budget, the shell backlog, and what IOPub holds while it has no
+ * subscriber. The client's sockets live in the
  * channel's ZeroMQ context; a client-side wire_t signs what it sends and
  * verifies what comes back.
  */
@@ -114,6 +115,11 @@ fix_open(void **state, size_t output_limit)
         chan_greet_subscribers(f->chan);
         m = next_msg(f, f->iopub, 20);
     }
+    /* "starting", published before anyone subscribed, was held for it */
+    assert_non_null(m);
+    assert_string_equal(content_str(m, "execution_state"), "starting");
+    wire_msg_destroy(&m);
+    m = next_msg(f, f->iopub, WAIT_MS);
     assert_non_null(m);
     assert_string_equal(wire_msg_type(m), "status");
     assert_string_equal(content_str(m, "execution_state"), "idle");
@@ -140,7 +146,8 @@ teardown(void **state)
     struct fix *f = *state;
 
     zmq_close(f->shell);
-    zmq_close(f->iopub);
+    if (f->iopub)
+        zmq_close(f->iopub);
     chan_destroy(&f->chan);
     assert_null(f->chan);
     chan_destroy(&f->chan); /* idempotent */
@@ -367,6 +374,92 @@ test_backlog(void **state)
     assert_int_equal(chan_backlog_len(f->chan), 1);
 }
 
+/* The client's IOPub goes; returns once the channel can have seen it. */
+static void
+unsubscribe(struct fix *f)
+{
+    zmq_pollitem_t it = { .socket = chan_socket(f->chan, CH_IOPUB), .events = ZMQ_POLLIN };
+
+    zmq_close(f->iopub);
+    f->iopub = NULL;
+    assert_int_equal(zmq_poll(&it, 1, WAIT_MS), 1); /* the unsubscription is waiting */
+}
+
+/* A client IOPub again, greeted; returns its first message. */
+static wire_msg_t *
+resubscribe(struct fix *f)
+{
+    char ep[64];
+    size_t len = sizeof ep;
+    wire_msg_t *m = NULL;
+
+    assert_int_equal(zmq_getsockopt(chan_socket(f->chan, CH_IOPUB), ZMQ_LAST_ENDPOINT, ep,
+                                    &len), 0);
+    f->iopub = client_socket(f, ZMQ_SUB, ep);
+    for (int i = 0; i < WAIT_MS / 20 && !m; i++) {
+        chan_greet_subscribers(f->chan);
+        m = next_msg(f, f->iopub, 20);
+    }
+    assert_non_null(m);
+    return m;
+}
+
+static void
+test_held_while_unsubscribed(void **state)
+{
+    struct fix *f = *state;
+    char text[32];
+
+    unsubscribe(f);
+    for (int i = 0; i < 3; i++) {
+        snprintf(text, sizeof text, "line %d\n", i);
+        chan_stream(f->chan, NULL, "stdout", text, strlen(text));
+    }
+    wire_msg_t *m = resubscribe(f);
+    for (int i = 0; i < 3; i++) {
+        if (i)
+            m = next_msg(f, f->iopub, WAIT_MS);
+        assert_non_null(m);
+        snprintf(text, sizeof text, "line %d\n", i);
+        assert_string_equal(content_str(m, "text"), text);
+        wire_msg_destroy(&m);
+    }
+    m = next_msg(f, f->iopub, WAIT_MS); /* then the greeting */
+    assert_non_null(m);
+    assert_string_equal(content_str(m, "execution_state"), "idle");
+    wire_msg_destroy(&m);
+    /* With a subscriber, nothing is held: it comes at once. */
+    chan_stream(f->chan, NULL, "stdout", "now\n", 4);
+    m = next_msg(f, f->iopub, WAIT_MS);
+    assert_non_null(m);
+    assert_string_equal(content_str(m, "text"), "now\n");
+    wire_msg_destroy(&m);
+}
+
+static void
+test_held_beyond_the_bound(void **state)
+{
+    struct fix *f = *state;
+    char text[32];
+
+    unsubscribe(f);
+    for (int i = 0; i < CHAN_HELD_MSGS + 5; i++) {
+        snprintf(text, sizeof text, "%d\n", i);
+        chan_stream(f->chan, NULL, "stdout", text, strlen(text));
+    }
+    wire_msg_t *m = resubscribe(f);
+    assert_string_equal(content_str(m, "name"), "stderr");
+    assert_non_null(strstr(content_str(m, "text"), "5 earlier messages were dropped"));
+    wire_msg_destroy(&m);
+    for (int i = 5; i < CHAN_HELD_MSGS + 5; i++) { /* the newest, in order, none lost */
+        m = next_msg(f, f->iopub, WAIT_MS);
+        assert_non_null(m);
+        snprintf(text, sizeof text, "%d\n", i);
+        assert_string_equal(content_str(m, "text"), text);
+        wire_msg_destroy(&m);
+    }
+}
+
 int
 main(void)
 {
@@ -374,6 +467,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_busy_idle_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_budget, setup_limit10, teardown),
         cmocka_unit_test_setup_teardown(test_backlog, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_while_unsubscribed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_beyond_the_bound, setup, teardown),
     };
     return cmocka_run_group_tests_name("chan", tests, NULL, NULL);
 }
