@@ -252,15 +252,22 @@ valgrind: all $(UNIT_BINS) $(REPLAYS)
 	    echo "valgrind reports above"; exit 1; fi
 
 # libFuzzer needs clang; the same sources are the replay programs above.
-# New inputs land in build/fuzz/NAME; copy interesting ones to tests/fuzz/corpus.
+# New inputs land in build/fuzz/NAME; those that add coverage are then merged
+# into tests/fuzz/corpus/NAME (-merge=1). FUZZ_TARGETS picks targets;
+# tests/fuzz/seed_corpora.py writes seeds from real traffic to merge the same way.
+FUZZ_TARGETS ?= $(FUZZERS)
+FUZZ_MAX_LEN ?= 16384
 fuzz: deps
-	@set -e; for f in $(FUZZERS); do \
+	@set -e; for f in $(FUZZ_TARGETS); do \
 	    mkdir -p $(B)/fuzz/$$f; \
 	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
+	        $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null) \
 	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/tools/marker.c fetch/download.c \
 	        kernel/display.c registry/regpath.c registry/rewrite.c $(GATEWAY_MODULES) \
 	        $(LDLIBS) $(CURL_LIBS) $(MHD_LIBS) -lwslay -o $(B)/fuzz/fuzz_$$f; \
-	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
+	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) \
+	        $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
+	    $(B)/fuzz/fuzz_$$f -merge=1 -max_len=$(FUZZ_MAX_LEN) tests/fuzz/corpus/$$f $(B)/fuzz/$$f; \
 	done
 
 bench: install-kernelspecs
