@@ -391,10 +391,15 @@ def figures(gw_pid, kids):
     rss, pss, fds = proc_figures(gw_pid)
     out = {"gateway": {"rss_kib": rss, "pss_kib": pss, "fds": fds}, "kernels": {}}
     for i, kid in enumerate(kids):
-        t = {"procs": 0, "rss_kib": 0, "pss_kib": 0, "fds": 0, "fds_unreadable": 0}
+        t = {"procs": 0, "rss_kib": 0, "pss_kib": 0, "fds": 0, "fds_unreadable": 0, "comms": []}
         for pid in with_descendants(kernel_pids(kid)):
             r, p, f = proc_figures(pid)
             t["procs"] += 1
+            try:
+                with open(f"/proc/{pid}/comm") as c:
+                    t["comms"].append(c.read().strip())
+            except OSError:
+                pass
             t["rss_kib"] += r
             t["pss_kib"] += p
             if f is None:
@@ -457,8 +462,14 @@ def main():
         t0 = time.monotonic()
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        result["samples"] = []
+        while any(t.is_alive() for t in threads):  # the gateway once a minute: a trend
+            for t in threads:
+                t.join(timeout=max(0.1, 60 / len(threads)))
+            g = proc_figures(gw.proc.pid)
+            result["samples"].append([round(time.monotonic() - t0), *g])
+            log(f"gateway at {result['samples'][-1][0]} s: RSS {g[0]} KiB, PSS {g[1]} KiB, "
+                f"{g[2]} fds")
         result["soak_s"] = round(time.monotonic() - t0, 1)
         for d in drivers:  # the same state as at the start: no cell running, connected
             d.ok("print(1)")
