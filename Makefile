@@ -7,6 +7,7 @@
 #   make fuzz     run the libFuzzer targets for FUZZ_SECONDS each
 #   make valgrind the C tests, every fuzz replay and kernels under valgrind
 #   make SANITIZE=address,undefined test   everything built with sanitizers
+#   make sanitize-unit   the C tests and fuzz replays under ASan+UBSan (part of test)
 #
 # Every Jupyter tool, test and in-box Python runtime uses Debian's
 # /usr/bin/python3: the `python3` first on PATH may be a pyenv build without
@@ -28,8 +29,8 @@ ifeq ($(WERROR),1)
 CFLAGS += -Werror
 endif
 ifneq ($(SANITIZE),)
-CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
-LDFLAGS += -fsanitize=$(SANITIZE)
+CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer $(SANITIZE_FLAGS)
+LDFLAGS += -fsanitize=$(SANITIZE) $(SANITIZE_FLAGS)
 endif
 
 # Sanitizer builds live apart, so switching never mixes objects.
@@ -94,7 +95,7 @@ FUZZERS := wire connfile image marker download display regpath rewrite gwconvert
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps run test unit fuzz-replay check-style check-layers pytest bench fuzz valgrind \
+.PHONY: all deps run test unit run-unit sanitize-unit fuzz-replay check-style check-layers pytest bench fuzz valgrind \
         clean install-kernelspecs
 
 all: deps $(B)/cellgate $(B)/cellgate-fetch $(B)/cellgate-registry $(B)/cellgate-gateway
@@ -190,7 +191,9 @@ $(B)/tests/seccomp_probe: tests/seccomp_probe.c $(B)/tests/seccomp_calls.o $(B)/
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
 
-unit: all $(UNIT_BINS) $(B)/tests/seccomp_probe
+unit: all run-unit
+
+run-unit: $(UNIT_BINS) $(B)/tests/seccomp_probe
 	@set -e; for t in $(UNIT_BINS); do $$t; done
 	@$(B)/tests/seccomp_probe > $(B)/tests/seccomp_probe.out || \
 	    { cat $(B)/tests/seccomp_probe.out; echo "seccomp_probe: a call was not refused as the policy says"; exit 1; }
@@ -198,6 +201,13 @@ unit: all $(UNIT_BINS) $(B)/tests/seccomp_probe
 
 fuzz-replay: $(REPLAYS)
 	@set -e; for f in $(FUZZERS); do $(B)/tests/replay_$$f tests/fuzz/corpus/$$f; done
+
+# The C tests and every corpus replay again under ASan and UBSan, any report
+# fatal, in a build folder of their own (the programs and kernels are not
+# built there: the full sanitizer run is `make SANITIZE=address,undefined test`).
+sanitize-unit: deps
+	@$(MAKE) --no-print-directory SANITIZE=address,undefined B=build-sanitize-unit \
+	    SANITIZE_FLAGS=-fno-sanitize-recover=all run-unit fuzz-replay
 
 check-style:
 	@bash scripts/checksrc.sh
@@ -221,6 +231,9 @@ pytest: all
 	    cat "$(SAN_LOG)".*; echo "sanitizer reports above"; exit 1; fi
 
 test: all check-style check-layers unit fuzz-replay pytest
+ifeq ($(SANITIZE),)
+test: sanitize-unit
+endif
 
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
 # The C tests, then real kernels under valgrind through jupyter_client and
@@ -239,15 +252,22 @@ valgrind: all $(UNIT_BINS) $(REPLAYS)
 	    echo "valgrind reports above"; exit 1; fi
 
 # libFuzzer needs clang; the same sources are the replay programs above.
-# New inputs land in build/fuzz/NAME; copy interesting ones to tests/fuzz/corpus.
+# New inputs land in build/fuzz/NAME; those that add coverage are then merged
+# into tests/fuzz/corpus/NAME (-merge=1). FUZZ_TARGETS picks targets;
+# tests/fuzz/seed_corpora.py writes seeds from real traffic to merge the same way.
+FUZZ_TARGETS ?= $(FUZZERS)
+FUZZ_MAX_LEN ?= 16384
 fuzz: deps
-	@set -e; for f in $(FUZZERS); do \
+	@set -e; for f in $(FUZZ_TARGETS); do \
 	    mkdir -p $(B)/fuzz/$$f; \
 	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
+	        $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null) \
 	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/tools/marker.c fetch/download.c \
 	        kernel/display.c registry/regpath.c registry/rewrite.c $(GATEWAY_MODULES) \
 	        $(LDLIBS) $(CURL_LIBS) $(MHD_LIBS) -lwslay -o $(B)/fuzz/fuzz_$$f; \
-	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
+	    $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) \
+	        $(B)/fuzz/$$f tests/fuzz/corpus/$$f; \
+	    $(B)/fuzz/fuzz_$$f -merge=1 -max_len=$(FUZZ_MAX_LEN) tests/fuzz/corpus/$$f $(B)/fuzz/$$f; \
 	done
 
 bench: install-kernelspecs

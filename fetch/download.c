@@ -220,8 +220,9 @@ has_encoded_dot_segment(const char *path)
     }
 }
 
-int
-download_url_canon(const char *url, char *canon, size_t canonlen, char *err, size_t errlen)
+/* One pass of download_url_canon(). */
+static int
+canon_once(const char *url, char *canon, size_t canonlen, char *err, size_t errlen)
 {
     size_t len = strnlen(url, DOWNLOAD_URL_MAX + 1);
     int rc = CG_OK;
@@ -315,6 +316,19 @@ out:
     curl_free(s);
     curl_url_cleanup(u);
     return rc;
+}
+
+/* libcurl normalizes a numeric host only when it parses a whole URL:
+ * "http:///%30" gives the host "0", which parses again as 0.0.0.0. The
+ * canonical form is what a second pass leaves, so that the policy and the
+ * fetch see one URL (found by fuzz_download). */
+int
+download_url_canon(const char *url, char *canon, size_t canonlen, char *err, size_t errlen)
+{
+    char first[DOWNLOAD_URL_MAX + 1];
+    int rc = canon_once(url, first, sizeof first, err, errlen);
+
+    return rc == CG_OK ? canon_once(first, canon, canonlen, err, errlen) : rc;
 }
 
 /* ---- patterns ------------------------------------------------------------ */

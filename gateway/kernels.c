@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -362,6 +363,14 @@ connect_sockets(struct kernel *k, const connfile_t *cf, char *err, size_t errlen
 {
     static const int types[S_COUNT] = { ZMQ_DEALER, ZMQ_SUB, ZMQ_DEALER, ZMQ_DEALER };
     char ep[512];
+    unsigned char rid[16];
+
+    /* Shell and stdin share one routing id, as jupyter_client's sockets do:
+     * a kernel sends its input_request on stdin to the shell request's
+     * identity, and a ROUTER drops what is addressed to no one. */
+    if (getrandom(rid, sizeof rid, 0) != (ssize_t)sizeof rid)
+        return cg_fail(err, errlen, CG_ESYS, "getrandom: %s", strerror(errno));
+    rid[0] = 'g'; /* a leading zero byte is reserved by ZeroMQ */
 
     for (int s = 0; s < S_COUNT; s++) {
         int zero = 0, ivl = 20;
@@ -370,6 +379,8 @@ connect_sockets(struct kernel *k, const connfile_t *cf, char *err, size_t errlen
             return cg_fail(err, errlen, CG_ESYS, "zmq_socket: %s", zmq_strerror(errno));
         zmq_setsockopt(k->sock[s], ZMQ_LINGER, &zero, sizeof zero);
         zmq_setsockopt(k->sock[s], ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+        if (s == S_SHELL || s == S_STDIN)
+            zmq_setsockopt(k->sock[s], ZMQ_ROUTING_ID, rid, sizeof rid);
         if (s == S_IOPUB)
             zmq_setsockopt(k->sock[s], ZMQ_SUBSCRIBE, "", 0);
         else /* a kernel that does not read never blocks the loop: EAGAIN */
