@@ -801,6 +801,47 @@ def test_first_cell_of_a_new_kernel_loses_no_output(gw):
             gw.call("DELETE", f"/api/kernels/{model['id']}")
 
 
+@pytest.mark.parametrize("name", ["cellgate-python", "cellgate-bash"])
+def test_input_over_the_websocket(gw, name):
+    """input() / read: the kernel's input_request goes on stdin to the
+    identity of the shell request, so the gateway's shell and stdin sockets
+    must share one routing id (they did not: input() hung forever)."""
+    status, model, _ = gw.call("POST", "/api/kernels", {"name": name})
+    assert status == 201
+    ws = gw.ws(model["id"])
+    try:
+        session = uuid.uuid4().hex
+        code = ("x = input('q? ')\nprint('got', x)" if name == "cellgate-python"
+                else "read -p 'q? ' x; echo got $x")
+        mid, msg = execute_request(code, session)
+        msg["content"]["allow_stdin"] = True
+        ws.send(json.dumps(msg))
+        deadline, text, replied, asked = time.monotonic() + TIMEOUT, "", None, False
+        while replied is None:
+            m = json.loads(recv_data(ws, deadline))
+            if m["msg_type"] == "input_request":
+                asked = True
+                assert m["content"]["prompt"] == "q? "
+                reply = {"channel": "stdin", "header": dict(msg["header"], msg_id=uuid.uuid4().hex,
+                                                             msg_type="input_reply"),
+                         "parent_header": m["header"], "metadata": {},
+                         "content": {"value": "forty-two"}}
+                ws.send(json.dumps(reply))
+            elif m["parent_header"].get("msg_id") == mid and m["msg_type"] == "stream":
+                text += m["content"]["text"]
+            elif m["parent_header"].get("msg_id") == mid and m["channel"] == "shell":
+                replied = m
+        assert asked and replied["content"]["status"] == "ok"
+        deadline = time.monotonic() + TIMEOUT
+        while "got forty-two" not in text:  # output may follow the reply
+            m = json.loads(recv_data(ws, deadline))
+            if m["parent_header"].get("msg_id") == mid and m["msg_type"] == "stream":
+                text += m["content"]["text"]
+    finally:
+        ws.close()
+        gw.call("DELETE", f"/api/kernels/{model['id']}")
+
+
 def test_many_live_kernels_answer_at_once(gw):
     """24 kernels with a WebSocket each (about 120 poll items, beyond the
     loop's first array): every kernel is sent a cell before any answer is
