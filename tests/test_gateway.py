@@ -630,7 +630,11 @@ def test_kernel_death_is_reported_and_restart_recovers(gw, kernel):
             if m["msg_type"] == "status" and m["content"]["execution_state"] == "restarting":
                 break
         wait_kernel_info(ws, tries=60)
-        assert gw.call("GET", f"/api/kernels/{kernel}")[1]["execution_state"] == "idle"
+        # "starting" until the gateway hears the new process's iopub too
+        deadline = time.monotonic() + 10
+        while gw.call("GET", f"/api/kernels/{kernel}")[1]["execution_state"] != "idle":
+            assert time.monotonic() < deadline, "the restarted kernel never became idle"
+            time.sleep(0.05)
         reply, outputs = run_ws(ws, "print('y' in dir())")
         assert outputs[-1]["content"]["text"] == "False\n"
     finally:
