@@ -230,10 +230,11 @@ pytest: all
 	@if ls "$(SAN_LOG)".* >/dev/null 2>&1; then \
 	    cat "$(SAN_LOG)".*; echo "sanitizer reports above"; exit 1; fi
 
-test: all check-style check-layers unit fuzz-replay pytest
+# The sanitizer run before pytest: CI reads pytest's summary as the last line.
 ifeq ($(SANITIZE),)
-test: sanitize-unit
+SANITIZE_UNIT := sanitize-unit
 endif
+test: all check-style check-layers unit fuzz-replay $(SANITIZE_UNIT) pytest
 
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
 # The C tests, then real kernels under valgrind through jupyter_client and
