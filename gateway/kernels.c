@@ -57,6 +57,8 @@ struct kernel {
     int connections;              /* open WebSocket connections */
     bool replied;                 /* our kernel_info_reply came */
     bool heard;                   /* something came on iopub: subscribed */
+    bool stdin_up;                /* the stdin connection finished its handshake */
+    void *stdin_mon;              /* PAIR receiving the stdin socket's monitor events */
     bool ready;                   /* both: what it publishes reaches us */
     double nudged_at;             /* clock_now() of our last kernel_info_request */
     bool pooled;                  /* pre-started, not handed out: no API sees it */
@@ -357,6 +359,23 @@ spawn(struct kernel *k, char *err, size_t errlen)
     return rc;
 }
 
+/* Has the stdin socket (not yet connected) report its handshakes to
+ * k->stdin_mon. */
+static int
+watch_stdin(struct kernel *k, char *err, size_t errlen)
+{
+    char ep[96];
+
+    snprintf(ep, sizeof ep, "inproc://gw-stdin-%s-%u", k->id, k->gen);
+    k->stdin_up = false;
+    k->stdin_mon = zmq_socket(k->ks->zctx, ZMQ_PAIR);
+    if (!k->stdin_mon
+        || zmq_socket_monitor(k->sock[S_STDIN], ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0
+        || zmq_connect(k->stdin_mon, ep) != 0)
+        return cg_fail(err, errlen, CG_ESYS, "monitoring stdin: %s", zmq_strerror(errno));
+    return CG_OK;
+}
+
 /* Opens and connects the gateway's sockets to the current process. */
 static int
 connect_sockets(struct kernel *k, const connfile_t *cf, char *err, size_t errlen)
@@ -385,11 +404,47 @@ connect_sockets(struct kernel *k, const connfile_t *cf, char *err, size_t errlen
             zmq_setsockopt(k->sock[s], ZMQ_SUBSCRIBE, "", 0);
         else /* a kernel that does not read never blocks the loop: EAGAIN */
             zmq_setsockopt(k->sock[s], ZMQ_SNDTIMEO, &zero, sizeof zero);
+        if (s == S_STDIN && watch_stdin(k, err, errlen) != CG_OK)
+            return CG_ESYS;
         connfile_endpoint(cf, sock_channel[s], ep, sizeof ep);
         if (zmq_connect(k->sock[s], ep) != 0)
             return cg_fail(err, errlen, CG_ESYS, "connect %s: %s", ep, zmq_strerror(errno));
     }
     return CG_OK;
+}
+
+/* True once k's stdin connection is up (reading what its monitor said):
+ * a kernel's input_request to a client whose stdin socket has not yet
+ * connected is dropped by its ROUTER, so a kernel is not ready before. */
+static bool
+stdin_connected(struct kernel *k)
+{
+    zmq_msg_t m;
+
+    while (!k->stdin_up && k->stdin_mon) {
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, k->stdin_mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            break;
+        }
+        uint16_t event = 0;
+        bool first = zmq_msg_size(&m) >= 6; /* u16 event, u32 value; then the endpoint */
+        if (first)
+            memcpy(&event, zmq_msg_data(&m), sizeof event);
+        k->stdin_up = first && event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+        zmq_msg_close(&m);
+    }
+    return k->stdin_up;
+}
+
+/* Marks k ready once its shell, iopub and stdin are known to work. */
+static void
+check_ready(struct kernel *k)
+{
+    if (!k->ready && k->replied && k->heard && stdin_connected(k)) {
+        k->ready = k->ever_ready = true;
+        snprintf(k->state, sizeof k->state, "idle");
+    }
 }
 
 /* Sends a message the gateway itself makes; returns its msg_id in id. */
@@ -454,6 +509,11 @@ launch(struct kernel *k, char *err, size_t errlen)
 static void
 close_sockets(struct kernel *k)
 {
+    if (k->sock[S_STDIN] && k->stdin_mon)
+        zmq_socket_monitor(k->sock[S_STDIN], NULL, 0);
+    if (k->stdin_mon)
+        zmq_close(k->stdin_mon);
+    k->stdin_mon = NULL;
     for (int s = 0; s < S_COUNT; s++) {
         if (k->sock[s])
             zmq_close(k->sock[s]);
@@ -649,10 +709,7 @@ take(struct kernel *k, int s, const wire_msg_t *m)
      * lose its output). */
     k->heard |= s == S_IOPUB;
     k->replied |= s == S_SHELL && parent && strcmp(parent, k->info_id) == 0;
-    if (!k->ready && k->replied && k->heard) {
-        k->ready = k->ever_ready = true;
-        snprintf(k->state, sizeof k->state, "idle");
-    }
+    check_ready(k);
     /* A reply to a request of the gateway's own session (its
      * kernel_info_requests, the interrupt_request of POST .../interrupt): no
      * client asked, as with jupyter_server, whose KernelManager keeps its
@@ -844,6 +901,7 @@ kernels_tick(struct kernels *ks)
     for (struct kernel *k = ks->head; k; k = k->next) {
         if (k->pid > 0 && k->replied && !k->heard && now - k->nudged_at > NUDGE_S)
             nudge(k); /* its iopub is not subscribed yet: a status will say so */
+        check_ready(k); /* the stdin handshake may come last */
         if (k->pid > 0 && exited(k, now, &status)) {
             log_warn("kernel %s: process %d exited (status %d)", k->id, (int)k->pid, status);
             k->pid = -1;
