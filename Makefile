@@ -43,6 +43,7 @@ endif
 # (README, "Layout"). scripts/layers.py checks that includes and calls only
 # go down: cli -> kernel -> sandbox -> common, fetch -> common.
 COMMON := common/buf.c common/cgerr.c common/clock.c common/connfile.c common/langs.c \
+          common/statedir.c \
           common/log.c common/msg.c common/sibling.c common/size.c common/utf8.c common/wire.c
 SANDBOX := sandbox/box.c sandbox/boxfs.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c \
            sandbox/spawn.c

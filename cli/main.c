@@ -3,6 +3,7 @@
  * run as `cellgate-display` (its name in the box), it is the display command.
  */
 #include "common/cgerr.h"
+#include "common/statedir.h"
 #include "common/log.h"
 #include "common/size.h"
 #include "sandbox/box.h"
@@ -97,21 +98,6 @@ kernel_usage(FILE *f)
           f);
 }
 
-/* Where kernels keep /mnt/data by default: /var/lib/cellgate for root,
- * $XDG_STATE_HOME/cellgate or ~/.local/state/cellgate otherwise. */
-static void
-default_state_dir(char *out, size_t len)
-{
-    const char *v;
-
-    if (geteuid() == 0)
-        snprintf(out, len, "/var/lib/cellgate");
-    else if ((v = getenv("XDG_STATE_HOME")) && *v)
-        snprintf(out, len, "%s/cellgate", v);
-    else
-        snprintf(out, len, "%s/.local/state/cellgate", getenv("HOME") ? getenv("HOME") : "/tmp");
-}
-
 /* Parses "123", "4K", "32M", "1G" (common/size.h). Returns 0 on success. */
 static int
 parse_size(const char *s, size_t *out)
@@ -157,7 +143,7 @@ cmd_kernel(int argc, char **argv)
         fprintf(stderr, "cellgate: %s\n", err);
         return 2;
     }
-    default_state_dir(state_dir, sizeof state_dir);
+    statedir_default(state_dir, sizeof state_dir);
     ko.state_dir = (env = getenv("CELLGATE_STATE_DIR")) && *env ? env : state_dir;
     ko.keep_data = (env = getenv("CELLGATE_KEEP_DATA")) && strcmp(env, "1") == 0;
     ko.no_sandbox = (env = getenv("CELLGATE_SANDBOX")) && strcmp(env, "0") == 0;

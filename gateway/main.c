@@ -5,6 +5,7 @@
  * program so the kernel never maps the HTTP libraries.
  */
 #include "common/cgerr.h"
+#include "common/statedir.h"
 #include "common/log.h"
 #include "common/sibling.h"
 #include "common/version.h"
@@ -220,22 +221,6 @@ parse_port(const char *s)
     errno = 0;
     long v = strtol(s, &end, 10);
     return errno || end == s || *end || v < 0 || v > 65535 ? -1 : (int)v;
-}
-
-/* Where kernels keep /mnt/data and the gateway its state by default (as
- * `cellgate kernel`): /var/lib/cellgate for root, $XDG_STATE_HOME/cellgate
- * or ~/.local/state/cellgate otherwise. */
-static void
-default_state_dir(char *out, size_t len)
-{
-    const char *v;
-
-    if (geteuid() == 0)
-        snprintf(out, len, "/var/lib/cellgate");
-    else if ((v = getenv("XDG_STATE_HOME")) && *v)
-        snprintf(out, len, "%s/cellgate", v);
-    else
-        snprintf(out, len, "%s/.local/state/cellgate", getenv("HOME") ? getenv("HOME") : "/tmp");
 }
 
 /* Makes directory path and its missing parents (0700). CG_OK or CG_ESYS. */
@@ -484,7 +469,7 @@ main(int argc, char **argv)
     if (state_dir && *state_dir)
         setenv("CELLGATE_STATE_DIR", state_dir, 1); /* the kernels' /mnt/data go there too */
     else
-        default_state_dir(state, sizeof state);
+        statedir_default(state, sizeof state);
     if (open_state(state_dir && *state_dir ? state_dir : state, ip, port, gwstate,
                    sizeof gwstate, &lock) != CG_OK)
         return 1;
