@@ -198,6 +198,18 @@ def run_ws(ws, code, on_busy=None, v1=False):
     return reply, outputs
 
 
+def assert_serves_a_new_websocket(gw, kernel):
+    """A fresh WebSocket to kernel runs a cell and gets its output: what a
+    test checks after a client misbehaved on another connection."""
+    ws = gw.ws(kernel)
+    try:
+        reply, outputs = run_ws(ws, "print('fine')")
+        assert reply["content"]["status"] == "ok"
+        assert outputs[-1]["content"]["text"] == "fine\n"
+    finally:
+        ws.close()
+
+
 def wait_kernel_info(ws, tries=20):
     """Sends kernel_info_requests until one is answered, as clients do on
     connecting: jupyter_server 1.23 drops a message its client sends before
@@ -736,12 +748,7 @@ def test_client_vanishing_mid_cell(gw, kernel):
     ws.sock.close()
     time.sleep(2)
     assert gw.call("GET", f"/api/kernels/{kernel}")[1]["connections"] == 0
-    again = gw.ws(kernel)
-    try:
-        reply, outputs = run_ws(again, "print('after')")
-        assert outputs[-1]["content"]["text"] == "after\n"
-    finally:
-        again.close()
+    assert_serves_a_new_websocket(gw, kernel)
 
 
 def test_oversized_frame_closes_only_that_connection(gw, kernel):
@@ -756,11 +763,7 @@ def test_oversized_frame_closes_only_that_connection(gw, kernel):
         pass  # closed while we were still sending: as good
     finally:
         ws.close()
-    again = gw.ws(kernel)
-    try:
-        assert run_ws(again, "print('fine')")[0]["content"]["status"] == "ok"
-    finally:
-        again.close()
+    assert_serves_a_new_websocket(gw, kernel)
 
 
 def test_delete_closes_websockets(gw):

@@ -16,7 +16,8 @@ import uuid
 import pytest
 
 # kernel: test_gateway's fixture, on this module's gw
-from test_gateway import (GATEWAY, TIMEOUT, execute_request, kernel, run_ws,  # noqa: F401
+from test_gateway import (GATEWAY, TIMEOUT, assert_serves_a_new_websocket, execute_request,
+                          kernel, run_ws,  # noqa: F401
                           start_gateway, wait_for, websocket)
 
 pytestmark = pytest.mark.skipif(not os.access(GATEWAY, os.X_OK), reason=f"{GATEWAY} is not built")
@@ -215,11 +216,7 @@ def test_oversized_websocket_message_is_closed_with_1009(gw, kernel):
         pass
     finally:
         ws.close()
-    again = gw.ws(kernel)
-    try:
-        assert run_ws(again, "print('fine')")[0]["content"]["status"] == "ok"
-    finally:
-        again.close()
+    assert_serves_a_new_websocket(gw, kernel)
 
 
 # ---- a client that does not read -------------------------------------------------
