@@ -1,6 +1,6 @@
 """Tests of cellgate's driver for compiled languages (kernel/drivers/compiled.py).
 
-The driver is started as the kernel starts it (`/usr/bin/python3 -I -c
+The driver is started as the kernel starts it (`/usr/bin/python3 -I -S -c
 <source>`, new session, fd 3 a socketpair, fd 1/2 pipes, fd 0 /dev/null,
 CELLGATE_LANGUAGE naming the language); the protocol client is the shared
 harness (tests/drivers/harness.py).  Languages whose toolchain is missing
@@ -82,7 +82,7 @@ class Driver(harness.Driver):
         env = {"CELLGATE_LANGUAGE": language, "HOME": cwd,
                "PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
         env.update(extra_env or {})
-        super().__init__([PYTHON, "-I", "-c", SOURCE], env=env, cwd=cwd)
+        super().__init__([PYTHON, "-I", "-S", "-c", SOURCE], env=env, cwd=cwd)
 
     def run(self, code, timeout=COMPILE_TIMEOUT, **options):
         return super().run(code, timeout, **options)
