@@ -804,7 +804,13 @@ def main():
 
 if __name__ == "__main__":
     _signal.signal(_signal.SIGINT, on_sigint)
-    # Compilers and programs get fd 0-2 only: never the kernel's socket.
-    os.set_inheritable(CONTROL_FD, False)
+    # Compilers and programs get fd 0-2 only (as subprocess's close_fds
+    # gave them): never the kernel's socket, nor what we were started with.
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 2:
+            try:
+                os.set_inheritable(int(name), False)
+            except OSError:
+                pass  # the listing's own fd, closed by now
     probe_pending = send_ready() is None and SPEC is not None
     sys.exit(main())

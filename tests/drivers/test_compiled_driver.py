@@ -457,3 +457,54 @@ def test_program_runs_in_the_drivers_cwd(c, workdir):
     cell = ok(c.run(fresh_code('#include <stdio.h>\n#include <unistd.h>\n'
                                'int main(void) { char b[4096]; puts(getcwd(b, sizeof b)); }\n')))
     assert cell.raw_out.decode().strip() == os.path.realpath(workdir)
+
+
+def test_programs_get_default_signals_and_no_control_socket(c):
+    # The driver (Python) ignores SIGPIPE and SIGXFSZ; the programs it
+    # starts must not inherit that (as with subprocess's restore_signals),
+    # nor any fd of the driver's beyond 0-2 (fd 3 is the kernel's socket).
+    # Compilers are started the same way (spawn()).
+    cell = ok(c.run(fresh_code(
+        '#define _POSIX_C_SOURCE 200809L\n#include <signal.h>\n#include <stdio.h>\n#include <fcntl.h>\n'
+        'int main(void) {\n struct sigaction a, b;\n'
+        ' sigaction(SIGPIPE, 0, &a);\n sigaction(SIGXFSZ, 0, &b);\n'
+        ' int open_fds = 0;\n for (int fd = 3; fd < 256; fd++) open_fds += fcntl(fd, F_GETFD) != -1;\n'
+        ' printf("%d %d %d\\n", a.sa_handler == SIG_DFL, b.sa_handler == SIG_DFL, open_fds);\n}\n')))
+    assert cell.raw_out == b"1 1 0\n"
+
+
+def test_first_cell_of_a_fresh_driver_is_complete(workdir):
+    # The request arrives before the driver has started (as a fresh kernel's
+    # first cell does): the whole output, the error and done come, in order.
+    if missing("c"):
+        pytest.skip(missing("c"))
+    d = Driver("c", workdir)
+    try:
+        cell = d.run(fresh_code('#include <stdio.h>\nint main(void) {\n'
+                                ' for (int i = 0; i < 3000; i++) printf("line %d\\n", i);\n'
+                                ' fprintf(stderr, "bye\\n");\n return 4;\n}\n'))
+        assert cell.raw_out == b"".join(b"line %d\n" % i for i in range(3000))
+        assert cell.raw_err == b"bye\n"
+        assert cell.error["evalue"] == "exit status 4"
+        assert [r["t"] for r in cell.records] == ["error", "done"]
+    finally:
+        d.close()
+
+
+def test_version_probe_waits_for_an_idle_driver(workdir):
+    # While cells keep coming the probe does not run (it would compete with
+    # the compile); half a second after the last one it does.
+    if missing("c"):
+        pytest.skip(missing("c"))
+    cache = version_cache_file("c", "/usr/bin/gcc")
+    if os.path.exists(cache):
+        os.unlink(cache)
+    d = Driver("c", workdir)
+    try:
+        assert d.ready["language_version"] is None
+        ok(d.run(fresh_code("int main(void) { return 0; }\n")))
+        assert not os.path.exists(cache)
+        wait_for_version_cache("c", timeout=30)
+        assert VERSION.match(open(cache).read())
+    finally:
+        d.close()
