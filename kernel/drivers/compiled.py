@@ -82,6 +82,11 @@ GO_ENV = {
 }
 JVM_NOISE = ["OpenJDK 64-Bit Server VM warning: Options -Xverify:none and "
              "-noverify were deprecated"]
+# The compilers' own JVM (never the program's): a cell is a small compile
+# that ends before C2's optimised code or G1's concurrent threads pay off;
+# the C1 JIT alone and the serial collector make javac ~15% and kotlinc
+# ~25% faster on a hello world (2 cores; the bytecode is the same).
+COMPILER_JVM = ["-J-XX:TieredStopAtLevel=1", "-J-XX:+UseSerialGC"]
 
 LANGUAGES = {
     "c": {
@@ -104,14 +109,14 @@ LANGUAGES = {
     },
     "java": {
         "source": "{main}.java", "flags": [],
-        "compile": ["/usr/bin/javac", "{flags}", "-d", ".", "{src}"],
+        "compile": ["/usr/bin/javac", *COMPILER_JVM, "{flags}", "-d", ".", "{src}"],
         "run": ["/usr/bin/java", "-cp", "{dir}", "{main}", "{args}"],
         "version": ["/usr/bin/javac", "-version"],
     },
     "kotlin": {
         "source": "main.kt", "flags": [],
-        "compile": ["/usr/bin/kotlinc", "{flags}", "{src}", "-include-runtime",
-                    "-d", "main.jar"],
+        "compile": ["/usr/bin/kotlinc", *COMPILER_JVM, "{flags}", "{src}",
+                    "-include-runtime", "-d", "main.jar"],
         "run": ["/usr/bin/java", "-jar", "{dir}/main.jar", "{args}"],
         "version": ["/usr/bin/kotlinc", "-version"], "noise": JVM_NOISE,
     },
