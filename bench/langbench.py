@@ -27,9 +27,8 @@ import tempfile
 import time
 
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 
-from ready import run_cell, wait_ready  # bench/ is on sys.path when run
+from ready import one  # bench/ is on sys.path when run
 
 HELLO = {  # language: (cell, file name, bare commands: compile or None, run)
     "python": ("print('hello')", "h.py", None, ["/usr/bin/python3", "h.py"]),
@@ -53,52 +52,12 @@ HELLO = {  # language: (cell, file name, bare commands: compile or None, run)
                ["/usr/bin/kotlinc", "h.kt", "-include-runtime", "-d", "h.jar"],
                ["/usr/bin/java", "-jar", "h.jar"]),
 }
-CELL_TIMEOUT = 300  # seconds: kotlinc on a loaded machine
-
-
-def hello_cell(kc, code):
-    """Runs code; its stdout (the whole of it: the cell's idle came)."""
-    out = []
-    msg_id = kc.execute(code)
-    deadline = time.monotonic() + CELL_TIMEOUT
-    while True:
-        m = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-        if m["parent_header"].get("msg_id") != msg_id:
-            continue
-        if m["msg_type"] == "stream" and m["content"]["name"] == "stdout":
-            out.append(m["content"]["text"])
-        elif m["msg_type"] == "error":
-            raise RuntimeError("the hello cell failed: %s" % "\n".join(m["content"]["traceback"]))
-        elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
-            break
-    kc.get_shell_msg(timeout=CELL_TIMEOUT)
-    return "".join(out)
-
-
 def kernel_times(specs, lang, n):
     """Launches cellgate-<lang> from specs (a KernelSpecManager); seconds
-    to ready, to the end of the first hello cell, median warm hello cell."""
-    km = KernelManager(kernel_name=f"cellgate-{lang}", kernel_spec_manager=specs)
-    t0 = time.perf_counter()
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
-        wait_ready(kc)
-        ready = time.perf_counter() - t0
-        out = hello_cell(kc, HELLO[lang][0])
-        first = time.perf_counter() - t0
-        if out != "hello\n":
-            raise RuntimeError(f"{lang}: the first cell printed {out!r}")
-        warm = []
-        for _ in range(n):
-            t = time.perf_counter()
-            run_cell(kc, HELLO[lang][0])
-            warm.append(time.perf_counter() - t)
-        return ready, first, statistics.median(warm) if warm else 0.0
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+    to ready, to the end of the first hello cell (which must print hello),
+    median of n warm hello cells."""
+    ready, first, warm = one(f"cellgate-{lang}", HELLO[lang][0], n, specs, "hello\n")
+    return ready, first, warm or 0.0
 
 
 def bare_times(lang, n):
