@@ -134,6 +134,9 @@ def main():
                   f"{(f'{build:.1f}' if build else '-'):>17}{run:>13.1f}"
                   f"{first / (build + run):>8.2f}")
     print(f"medians of {a.rounds} rounds; ratio: first cell / (bare compile + bare run)")
+    if {"java", "kotlin"} & set(langs):
+        print("java, kotlin: cellgate runs javac/kotlinc with -J-XX:TieredStopAtLevel=1 "
+              "-J-XX:+UseSerialGC (kernel/drivers/compiled.py); the bare compile has the defaults")
 
 
 if __name__ == "__main__":
