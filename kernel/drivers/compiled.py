@@ -63,7 +63,8 @@ LANGUAGE = os.environ.get("CELLGATE_LANGUAGE", "c")
 BUILD_ROOT = "/tmp/cellgate-build"
 MAX_BUILDS = 40  # finished builds kept; the oldest go first (/tmp is a small tmpfs)
 POLL = 0.02  # seconds between checks of a running program (stdin, interrupt)
-PROBE_IDLE = 0.5  # seconds without a request before the version probe runs
+IDLE = 0.5  # seconds without a request before idle_work() runs
+EVICT_EVERY = 8  # builds between evictions when the driver is never idle
 INTERRUPT_GRACE = 0.5  # seconds a program may take to die of SIGINT before SIGKILL
 MAX_COMPILER_OUTPUT = 4 << 20  # bytes of diagnostics kept
 
@@ -226,16 +227,14 @@ class Control:
         return records
 
     def next(self):
-        """The next request, or None at end of file.  After PROBE_IDLE
-        seconds without one, the version probe starts (once)."""
-        global probe_pending
+        """The next request, or None at end of file.  After IDLE seconds
+        without one, idle_work() runs if it has anything to do."""
         while not self.queued:
             if self.eof:
                 return None
-            if probe_pending and not select.select([CONTROL_FD], [], [], PROBE_IDLE)[0]:
-                probe_pending = False
-                import threading
-                threading.Thread(target=probe_version, daemon=True).start()
+            if (probe_pending or unevicted) and \
+                    not select.select([CONTROL_FD], [], [], IDLE)[0]:
+                idle_work()
                 continue
             try:
                 self.queued += self.read_some()
@@ -285,6 +284,20 @@ def cached_version():
 
 
 probe_pending = False  # set at start-up when no version is cached
+unevicted = 0  # builds made since the last evict_old_builds()
+
+
+def idle_work():
+    """What waits until the driver is idle, so that it never stands between
+    a cell and its compile: removing old builds, the version probe."""
+    global probe_pending, unevicted
+    if unevicted:
+        unevicted = 0
+        evict_old_builds()
+    if probe_pending:
+        probe_pending = False
+        import threading
+        threading.Thread(target=probe_version, daemon=True).start()
 
 
 def probe_version():
@@ -521,6 +534,7 @@ def remove_tree(path):
 
 def build(code, flags):
     """The finished build directory for this cell, compiling if needed."""
+    global unevicted
     main, file_name = java_main_class(code) if LANGUAGE == "java" else ("", "")
     key = build_key(flags, code)
     final = os.path.join(BUILD_ROOT, key)
@@ -553,7 +567,10 @@ def build(code, flags):
     finally:
         if os.path.exists(work):
             remove_tree(work)
-    evict_old_builds()
+    unevicted += 1
+    if unevicted >= EVICT_EVERY:  # never idle: /tmp must not fill up anyway
+        unevicted = 0
+        evict_old_builds()
     return final, main
 
 

@@ -15,6 +15,7 @@ Run: /usr/bin/python3 -m pytest -q tests/drivers/test_compiled_driver.py --nocon
 import glob
 import os
 import re
+import shutil
 import tempfile
 import time
 import uuid
@@ -77,12 +78,12 @@ def fresh_code(code, language="c"):
 class Driver(harness.Driver):
     """The harness's protocol client, starting compiled.py for one language."""
 
-    def __init__(self, language, cwd, extra_env=None):
+    def __init__(self, language, cwd, extra_env=None, python_options=()):
         # the production environment, nothing inherited from ours
         env = {"CELLGATE_LANGUAGE": language, "HOME": cwd,
                "PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
         env.update(extra_env or {})
-        super().__init__([PYTHON, "-I", "-S", "-c", SOURCE], env=env, cwd=cwd)
+        super().__init__([PYTHON, "-I", "-S", *python_options, "-c", SOURCE], env=env, cwd=cwd)
 
     def run(self, code, timeout=COMPILE_TIMEOUT, **options):
         return super().run(code, timeout, **options)
@@ -508,3 +509,51 @@ def test_version_probe_waits_for_an_idle_driver(workdir):
         assert VERSION.match(open(cache).read())
     finally:
         d.close()
+
+
+def test_first_cell_imports_nothing_slow(workdir):
+    # A fresh kernel's first cell waits for the driver's start-up: until that
+    # cell is done, none of the modules that cost milliseconds each is
+    # imported (subprocess, json's `re`, hashlib's OpenSSL, shutil, tempfile,
+    # threading, signal's `enum`).  -X importtime lists every import on fd 2.
+    if missing("c"):
+        pytest.skip(missing("c"))
+    d = Driver("c", workdir, python_options=("-X", "importtime"))
+    try:
+        cell = ok(d.run(fresh_code(PROGRAMS["c"][1])))
+        assert cell.raw_out == b"hello, world\n"
+        imported = {line.rsplit("|", 1)[1].strip() for line in
+                    cell.raw_err.decode().splitlines() if line.startswith("import time:")}
+        assert "_json" in imported  # the listing works
+        slow = {"subprocess", "re", "json", "hashlib", "shutil", "tempfile", "threading",
+                "enum", "signal", "shlex"}
+        assert not imported & slow, imported & slow
+    finally:
+        d.close()
+
+
+def test_old_builds_go_once_the_driver_is_idle(workdir):
+    # /tmp is a small tmpfs: beyond 40 finished builds the oldest go, but
+    # never while a cell waits for its compile: once the driver is idle.
+    if missing("c"):
+        pytest.skip(missing("c"))
+    os.makedirs(BUILD_ROOT, exist_ok=True)
+    fakes = []
+    for _ in range(45):  # older than any real build: the first to go
+        path = os.path.join(BUILD_ROOT, uuid.uuid4().hex)
+        os.mkdir(path)
+        open(os.path.join(path, ".ok"), "w").close()
+        os.utime(path, (1, 1))
+        fakes.append(path)
+    d = Driver("c", workdir)
+    try:
+        ok(d.run(fresh_code("int main(void) { return 0; }\n")))
+        assert all(os.path.exists(f) for f in fakes)  # the cell did not wait for it
+        deadline = time.monotonic() + 10
+        while sum(not os.path.exists(f) for f in fakes) < 6:  # 45 + 1 new > 40
+            assert time.monotonic() < deadline, "old builds were never removed"
+            time.sleep(0.05)
+    finally:
+        d.close()
+        for f in fakes:
+            shutil.rmtree(f, ignore_errors=True)
