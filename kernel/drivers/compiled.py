@@ -14,8 +14,9 @@ Start-up is on the path of a fresh kernel's first cell, so the driver
 imports nothing that costs time before that cell's compiler runs: JSON goes
 through `_json` (the C half of `json`, without `re`), processes start with
 os.posix_spawn (no `subprocess`), and `re`, `shlex` and `shutil` are
-imported where a cell needs them.  The version probe waits until the driver
-is idle, so it never competes with a compile.
+imported where a cell needs them.  Removing old builds and the version
+probe wait until the driver is idle (idle_work), so they never stand
+between a cell and its compile.
 
 A cell is a whole program.  The driver writes it to a build directory named
 after a hash of (language, compiler flags, code) under /tmp/cellgate-build/,
