@@ -6,9 +6,17 @@ of a first hello-world cell, and the warm hello-world round trip (median of
 N, after a first run so compiled languages hit their build cache); beside
 them, the bare toolchain running the same program outside cellgate (for
 compiled languages: compile + run, and run alone), so the overhead we add
-is visible.
+is visible: `ratio` is first cell / (bare compile + bare run).
 
-    /usr/bin/python3 bench/langbench.py [--n 10] [LANG ...]
+Each of --rounds rounds launches a fresh kernel per language and, next to
+it (before it every other round), runs the bare toolchain in a fresh
+directory (a cold Go build cache, as a fresh kernel's), so both see the
+same machine load; the table
+shows the medians over the rounds. --vs PREFIX adds, in the same rounds,
+the kernelspecs installed under PREFIX (`cellgate install --prefix`, e.g.
+of another build) as rows "LANG@vs": a before/after comparison from one run.
+
+    /usr/bin/python3 bench/langbench.py [--n 10] [--rounds 5] [--vs PREFIX] [LANG ...]
 """
 import argparse
 import os
@@ -17,6 +25,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+
 from jupyter_client.kernelspec import KernelSpecManager
 
 from ready import one  # bench/ is on sys.path when run
@@ -43,13 +52,17 @@ HELLO = {  # language: (cell, file name, bare commands: compile or None, run)
                ["/usr/bin/kotlinc", "h.kt", "-include-runtime", "-d", "h.jar"],
                ["/usr/bin/java", "-jar", "h.jar"]),
 }
-
-
-def kernel_times(lang, n):
-    return one(f"cellgate-{lang}", HELLO[lang][0], n)
+def kernel_times(specs, lang, n):
+    """Launches cellgate-<lang> from specs (a KernelSpecManager); seconds
+    to ready, to the end of the first hello cell (which must print hello),
+    median of n warm hello cells."""
+    ready, first, warm = one(f"cellgate-{lang}", HELLO[lang][0], n, specs, "hello\n")
+    return ready, first, warm or 0.0
 
 
 def bare_times(lang, n):
+    """The bare toolchain in a fresh directory: seconds to compile (0 for
+    interpreters) and the median of n runs."""
     code, name, compile_cmd, run_cmd = HELLO[lang]
     d = tempfile.mkdtemp(prefix="langbench-")
     try:
@@ -70,22 +83,60 @@ def bare_times(lang, n):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def spec_manager(prefix=None):
+    """The kernelspecs Jupyter finds (prefix None), or only those installed
+    under prefix."""
+    if prefix is None:
+        return KernelSpecManager()
+    return KernelSpecManager(kernel_dirs=[os.path.join(prefix, "share", "jupyter", "kernels")])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("langs", nargs="*")
-    ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--n", type=int, default=10, help="warm cells and bare runs per round")
+    ap.add_argument("--rounds", type=int, default=5, help="fresh kernels per language")
+    ap.add_argument("--vs", metavar="PREFIX",
+                    help="also the kernelspecs installed under PREFIX, as rows LANG@vs")
     a = ap.parse_args()
-    specs = KernelSpecManager().find_kernel_specs()
-    langs = a.langs or [l for l in HELLO if f"cellgate-{l}" in specs]
-    kernel_times(langs[0], 1)  # jupyter_client's own first-use costs
-    print(f"{'language':11}{'ready ms':>10}{'first cell ms':>15}{'warm cell ms':>14}"
-          f"{'bare compile ms':>17}{'bare run ms':>13}")
+    sides = {"": spec_manager()}
+    if a.vs:
+        sides["@vs"] = spec_manager(a.vs)
+    found = sides[""].find_kernel_specs()
+    langs = a.langs or [l for l in HELLO if f"cellgate-{l}" in found]
+    kernel_times(sides[""], langs[0], 0)  # jupyter_client's own first-use costs
+    kern = {(lang, side): [] for lang in langs for side in sides}
+    bare = {lang: [] for lang in langs}
+    for r in range(a.rounds):
+        for lang in langs:
+            # every other round in the opposite order: no side always goes first
+            order = list(sides.items()) + [("bare", None)]
+            for side, specs in order if r % 2 == 0 else reversed(order):
+                if specs is None:
+                    bare[lang].append(bare_times(lang, a.n))
+                else:
+                    kern[lang, side].append(kernel_times(specs, lang, a.n))
+
+    def med(values):
+        return 1000 * statistics.median(values)
+
+    print(f"{'language':15}{'ready ms':>10}{'first cell ms':>15}{'warm cell ms':>14}"
+          f"{'bare compile ms':>17}{'bare run ms':>13}{'ratio':>8}")
     for lang in langs:
-        ready, first, warm = kernel_times(lang, a.n)
-        build, run = bare_times(lang, a.n)
-        print(f"{lang:11}{1000 * ready:>10.1f}{1000 * first:>15.1f}{1000 * warm:>14.1f}"
-              f"{(f'{1000 * build:.1f}' if build else '-'):>17}{1000 * run:>13.1f}")
+        build = med(b[0] for b in bare[lang])
+        run = med(b[1] for b in bare[lang])
+        for side in sides:
+            times = kern[lang, side]
+            first = med(t[1] for t in times)
+            print(f"{lang + side:15}{med(t[0] for t in times):>10.1f}{first:>15.1f}"
+                  f"{med(t[2] for t in times):>14.1f}"
+                  f"{(f'{build:.1f}' if build else '-'):>17}{run:>13.1f}"
+                  f"{first / (build + run):>8.2f}")
+    print(f"medians of {a.rounds} rounds; ratio: first cell / (bare compile + bare run)")
+    if {"java", "kotlin"} & set(langs):
+        print("java, kotlin: cellgate runs javac/kotlinc with -J-XX:TieredStopAtLevel=1 "
+              "-J-XX:+UseSerialGC (kernel/drivers/compiled.py); the bare compile has the defaults")
 
 
 if __name__ == "__main__":

@@ -37,20 +37,27 @@ def wait_ready(kc):
 
 
 def run_cell(kc, code, timeout=300):
-    """Executes code and waits for its idle and its reply."""
+    """Executes code and waits for its idle and its reply; its stdout."""
     msg_id = kc.execute(code)
+    out = []
     while True:
         m = kc.get_iopub_msg(timeout=timeout)
-        if (m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
-                and m["content"]["execution_state"] == "idle"):
+        if m["parent_header"].get("msg_id") != msg_id:
+            continue
+        if m["msg_type"] == "stream" and m["content"]["name"] == "stdout":
+            out.append(m["content"]["text"])
+        elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
             break
     kc.get_shell_msg(timeout=timeout)
+    return "".join(out)
 
 
-def one(name, code="1", warm=0):
-    """Launches kernelspec name; returns (seconds to ready, to the end of a
-    first cell running code, median of `warm` more runs of it or None)."""
-    km = KernelManager(kernel_name=name)
+def one(name, code="1", warm=0, specs=None, expect=None):
+    """Launches kernelspec name (found by specs, a KernelSpecManager, or
+    Jupyter's default); returns (seconds to ready, to the end of a first
+    cell running code, median of `warm` more runs of it or None). expect:
+    what the first cell must print (RuntimeError otherwise)."""
+    km = KernelManager(kernel_name=name, **({"kernel_spec_manager": specs} if specs else {}))
     t0 = time.perf_counter()
     km.start_kernel()
     kc = km.client()
@@ -58,8 +65,10 @@ def one(name, code="1", warm=0):
     try:
         wait_ready(kc)
         ready = time.perf_counter() - t0
-        run_cell(kc, code)
+        out = run_cell(kc, code)
         first = time.perf_counter() - t0
+        if expect is not None and out != expect:
+            raise RuntimeError(f"{name}: the first cell printed {out!r}")
         times = []
         for _ in range(warm):
             t = time.perf_counter()

@@ -11,6 +11,7 @@ import time
 import jupyter_kernel_test as jkt
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
 
 from conftest import run, stream_text
 
@@ -225,6 +226,38 @@ def test_c_interrupt(kernel_factory):
     assert reply["content"]["status"] == "error"
     reply, out = run(kc, HELLO_C)
     assert stream_text(out, "stdout") == "hello, world\n"
+
+
+@pytest.mark.parametrize("lang,code", [
+    ("c", '#include <stdio.h>\nint main(void) {\n'
+          '  for (int i = 0; i < 2000; i++) printf("line %d\\n", i);\n'
+          '  fputs("bye\\n", stderr);\n  return 3;\n}\n'),
+    ("go", 'package main\nimport ("fmt"; "os")\nfunc main() {\n'
+           '  for i := 0; i < 2000; i++ { fmt.Printf("line %d\\n", i) }\n'
+           '  fmt.Fprintln(os.Stderr, "bye")\n  os.Exit(3)\n}\n'),
+], ids=["c", "go"])
+def test_cell_sent_at_launch_comes_back_whole(lang, code):
+    # As an agent does: launch a kernel and send the cell at once, without
+    # waiting for ready. The cell waits for the box and the driver's start;
+    # all its output, the error and the reply come, in order.
+    if f"cellgate-{lang}" not in KernelSpecManager().find_kernel_specs():
+        pytest.skip(f"cellgate-{lang} is not installed")
+    km = KernelManager(kernel_name=f"cellgate-{lang}")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        reply, out = run(kc, code, timeout=120)
+        assert stream_text(out, "stdout") == "".join(f"line {i}\n" for i in range(2000))
+        assert stream_text(out, "stderr") == "bye\n"
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["evalue"] == "exit status 3"
+        assert out[-1]["msg_type"] == "error"  # after every stream output
+        reply, out = run(kc, code, timeout=120)  # built already: the same again
+        assert stream_text(out, "stdout").count("\n") == 2000
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 # ---- one box, many languages ---------------------------------------------------

@@ -1,6 +1,6 @@
 """Tests of cellgate's driver for compiled languages (kernel/drivers/compiled.py).
 
-The driver is started as the kernel starts it (`/usr/bin/python3 -I -c
+The driver is started as the kernel starts it (`/usr/bin/python3 -I -S -c
 <source>`, new session, fd 3 a socketpair, fd 1/2 pipes, fd 0 /dev/null,
 CELLGATE_LANGUAGE naming the language); the protocol client is the shared
 harness (tests/drivers/harness.py).  Languages whose toolchain is missing
@@ -15,6 +15,7 @@ Run: /usr/bin/python3 -m pytest -q tests/drivers/test_compiled_driver.py --nocon
 import glob
 import os
 import re
+import shutil
 import tempfile
 import time
 import uuid
@@ -77,12 +78,12 @@ def fresh_code(code, language="c"):
 class Driver(harness.Driver):
     """The harness's protocol client, starting compiled.py for one language."""
 
-    def __init__(self, language, cwd, extra_env=None):
+    def __init__(self, language, cwd, extra_env=None, python_options=()):
         # the production environment, nothing inherited from ours
         env = {"CELLGATE_LANGUAGE": language, "HOME": cwd,
                "PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
         env.update(extra_env or {})
-        super().__init__([PYTHON, "-I", "-c", SOURCE], env=env, cwd=cwd)
+        super().__init__([PYTHON, "-I", "-S", *python_options, "-c", SOURCE], env=env, cwd=cwd)
 
     def run(self, code, timeout=COMPILE_TIMEOUT, **options):
         return super().run(code, timeout, **options)
@@ -457,3 +458,102 @@ def test_program_runs_in_the_drivers_cwd(c, workdir):
     cell = ok(c.run(fresh_code('#include <stdio.h>\n#include <unistd.h>\n'
                                'int main(void) { char b[4096]; puts(getcwd(b, sizeof b)); }\n')))
     assert cell.raw_out.decode().strip() == os.path.realpath(workdir)
+
+
+def test_programs_get_default_signals_and_no_control_socket(c):
+    # The driver (Python) ignores SIGPIPE and SIGXFSZ; the programs it
+    # starts must not inherit that (as with subprocess's restore_signals),
+    # nor any fd of the driver's beyond 0-2 (fd 3 is the kernel's socket).
+    # Compilers are started the same way (spawn()).
+    cell = ok(c.run(fresh_code(
+        '#define _POSIX_C_SOURCE 200809L\n#include <signal.h>\n#include <stdio.h>\n#include <fcntl.h>\n'
+        'int main(void) {\n struct sigaction a, b;\n'
+        ' sigaction(SIGPIPE, 0, &a);\n sigaction(SIGXFSZ, 0, &b);\n'
+        ' int open_fds = 0;\n for (int fd = 3; fd < 256; fd++) open_fds += fcntl(fd, F_GETFD) != -1;\n'
+        ' printf("%d %d %d\\n", a.sa_handler == SIG_DFL, b.sa_handler == SIG_DFL, open_fds);\n}\n')))
+    assert cell.raw_out == b"1 1 0\n"
+
+
+def test_first_cell_of_a_fresh_driver_is_complete(workdir):
+    # The request arrives before the driver has started (as a fresh kernel's
+    # first cell does): the whole output, the error and done come, in order.
+    if missing("c"):
+        pytest.skip(missing("c"))
+    d = Driver("c", workdir)
+    try:
+        cell = d.run(fresh_code('#include <stdio.h>\nint main(void) {\n'
+                                ' for (int i = 0; i < 3000; i++) printf("line %d\\n", i);\n'
+                                ' fprintf(stderr, "bye\\n");\n return 4;\n}\n'))
+        assert cell.raw_out == b"".join(b"line %d\n" % i for i in range(3000))
+        assert cell.raw_err == b"bye\n"
+        assert cell.error["evalue"] == "exit status 4"
+        assert [r["t"] for r in cell.records] == ["error", "done"]
+    finally:
+        d.close()
+
+
+def test_version_probe_waits_for_an_idle_driver(workdir):
+    # While cells keep coming the probe does not run (it would compete with
+    # the compile); half a second after the last one it does.
+    if missing("c"):
+        pytest.skip(missing("c"))
+    cache = version_cache_file("c", "/usr/bin/gcc")
+    if os.path.exists(cache):
+        os.unlink(cache)
+    d = Driver("c", workdir)
+    try:
+        assert d.ready["language_version"] is None
+        ok(d.run(fresh_code("int main(void) { return 0; }\n")))
+        assert not os.path.exists(cache)
+        wait_for_version_cache("c", timeout=30)
+        assert VERSION.match(open(cache).read())
+    finally:
+        d.close()
+
+
+def test_first_cell_imports_nothing_slow(workdir):
+    # A fresh kernel's first cell waits for the driver's start-up: until that
+    # cell is done, none of the modules that cost milliseconds each is
+    # imported (subprocess, json's `re`, hashlib's OpenSSL, shutil, tempfile,
+    # threading, signal's `enum`).  -X importtime lists every import on fd 2.
+    if missing("c"):
+        pytest.skip(missing("c"))
+    d = Driver("c", workdir, python_options=("-X", "importtime"))
+    try:
+        cell = ok(d.run(fresh_code(PROGRAMS["c"][1])))
+        assert cell.raw_out == b"hello, world\n"
+        imported = {line.rsplit("|", 1)[1].strip() for line in
+                    cell.raw_err.decode().splitlines() if line.startswith("import time:")}
+        assert "_json" in imported  # the listing works
+        slow = {"subprocess", "re", "json", "hashlib", "shutil", "tempfile", "threading",
+                "enum", "signal", "shlex"}
+        assert not imported & slow, imported & slow
+    finally:
+        d.close()
+
+
+def test_old_builds_go_once_the_driver_is_idle(workdir):
+    # /tmp is a small tmpfs: beyond 40 finished builds the oldest go, but
+    # never while a cell waits for its compile: once the driver is idle.
+    if missing("c"):
+        pytest.skip(missing("c"))
+    os.makedirs(BUILD_ROOT, exist_ok=True)
+    fakes = []
+    for _ in range(45):  # older than any real build: the first to go
+        path = os.path.join(BUILD_ROOT, uuid.uuid4().hex)
+        os.mkdir(path)
+        open(os.path.join(path, ".ok"), "w").close()
+        os.utime(path, (1, 1))
+        fakes.append(path)
+    d = Driver("c", workdir)
+    try:
+        ok(d.run(fresh_code("int main(void) { return 0; }\n")))
+        assert all(os.path.exists(f) for f in fakes)  # the cell did not wait for it
+        deadline = time.monotonic() + 10
+        while sum(not os.path.exists(f) for f in fakes) < 6:  # 45 + 1 new > 40
+            assert time.monotonic() < deadline, "old builds were never removed"
+            time.sleep(0.05)
+    finally:
+        d.close()
+        for f in fakes:
+            shutil.rmtree(f, ignore_errors=True)
