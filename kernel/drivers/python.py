@@ -2607,11 +2607,104 @@ def _skip_terminal_ipython():
     sys.modules["IPython.terminal.embed"] = module
 
 
+# Modules IPython's shell imports with a plain `import NAME` but uses only
+# in functions a notebook may never call: asyncio (top-level await), ssl
+# (through asyncio), pydoc (help()), pexpect (%%script), cProfile/pstats
+# (%prun), pickle (%store), ...  Each is made a lazy module: it is in
+# sys.modules as ipykernel has it, and runs the first time anything of it
+# is used, by IPython or by the user's code.  Together they were ~5 MB of
+# the driver's memory and ~40 ms of its start (kernelbench rss_mb).
+# Only modules of the standard library and IPython's own dependencies
+# that have no import-time side effects anyone could see are listed.
+_LAZY_MODULES = frozenset((
+    "asyncio", "ssl", "pydoc", "pexpect", "ptyprocess", "cProfile", "pstats",
+    "profile", "pickle", "uuid", "lzma", "bz2", "calendar", "code", "dataclasses",
+    "email.parser", "ipaddress", "logging.handlers", "mimetypes", "shlex",
+    "signal", "traceback",
+))
+
+
+class _LazyModule(type(sys)):
+    """A module whose code runs at the first access to one of its
+    attributes (importlib.util.LazyLoader's idea, with a lock, so two
+    threads never run it twice, and retried if it failed or was
+    interrupted, so a KeyboardInterrupt never leaves half a module)."""
+
+    def __getattribute__(self, attr):
+        state = object.__getattribute__(self, "__dict__")
+        if attr == "__spec__" and "__cg_lazy__" in state:
+            # what `import NAME` checks (is it still initialising?): no
+            # reason to run the module yet
+            return state["__spec__"]
+        lock = state.get("__cg_lazy__")
+        if lock is not None:
+            with lock:
+                if object.__getattribute__(self, "__class__") is _LazyModule:
+                    _load_lazy_module(self, state)
+        return getattr(self, attr)
+
+    def __setattr__(self, attr, value):
+        self.__getattribute__("__name__")
+        setattr(self, attr, value)
+
+    def __delattr__(self, attr):
+        self.__getattribute__("__name__")
+        delattr(self, attr)
+
+
+def _load_lazy_module(module, state):
+    lock = state.pop("__cg_lazy__")
+    object.__setattr__(module, "__class__", type(sys))
+    try:
+        state["__spec__"].loader.exec_module(module)
+    except BaseException:
+        module.__class__ = _LazyModule
+        state["__cg_lazy__"] = lock
+        raise
+
+
+class _LazyLoader:
+    """Wraps a module's real loader; the module only ever sees the real
+    one (as __loader__ and __spec__.loader)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader
+        module.__dict__["__cg_lazy__"] = _thread.RLock()
+        module.__class__ = _LazyModule
+
+
+class _LazyFinder:
+    """The meta_path finder that makes the _LAZY_MODULES lazy."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in _LAZY_MODULES:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is None:
+                continue
+            # source modules only: an extension module cannot be re-typed
+            if type(spec.loader).__name__ == "SourceFileLoader":
+                spec.loader = _LazyLoader(spec.loader)
+            return spec
+        return None
+
+
 def _make_ipython_shell():
     """Make the InteractiveShell (subclass) that runs cells from now on."""
     global _IPY
     os.environ.setdefault("IPYTHONDIR", "/tmp/cellgate-ipython")
     _skip_terminal_ipython()
+    sys.meta_path.insert(0, _LazyFinder())
     # jedi (~5 MB, ~0.1 s) is for completion: IPython's completer is made
     # without it and gets it with the first complete request (_ipython_jedi)
     jedi_found = "jedi" not in sys.modules
