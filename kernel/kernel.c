@@ -29,6 +29,7 @@
 #include "sandbox/spawn.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -397,6 +398,15 @@ kernel_run(const struct kernel_opts *opts)
     }
     /* Orphans of runtimes come back to us, so shutdown can end them. */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
+    /* Memory back to the system as soon as it is free. Large blocks (a
+     * stream's megabyte records, their messages) are mapped and unmapped
+     * on their own: a fixed threshold keeps glibc from raising it to the
+     * largest block freed, after which they came from the heap, where
+     * ZeroMQ's thread freeing them after chan_end's malloc_trim left up
+     * to 4 MB behind. One arena for all our threads (ZeroMQ's two, the
+     * heartbeat's), which hardly allocate and never contend. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_ARENA_MAX, 1);
 
     if (setup(&k, opts, err, sizeof err) != CG_OK
         || chan_open(k.chan, &k.conn, err, sizeof err) != CG_OK) {
