@@ -330,5 +330,5 @@ def test_failing_formatter_shows_its_traceback_and_the_text():
 
 
 def test_history_in_memory_as_under_ipykernel():
-    check(["x = 1", "x + 1", "%history -n -l 2", "_i2, _2, Out[2], len(In) > 2",
+    check(["x = 1", "x + 1", "%history -n 1-2", "_i2, _2, Out[2], len(In) > 2",
            "type(get_ipython().history_manager).__name__"])
