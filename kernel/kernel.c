@@ -54,6 +54,7 @@ struct kernel {
     struct handlers h;
     int sigfd;
     pid_t ppid;                 /* the parent we die with */
+    double parent_check_at;     /* when parent_gone looks again (clock_now) */
     bool prestart;              /* start the main runtime once the loop runs */
 };
 
@@ -263,9 +264,14 @@ setup(struct kernel *k, const struct kernel_opts *opts, char *err, size_t errlen
  * it, so its kernels keep running across a gateway restart and are
  * re-adopted (k->ppid is 0 then). */
 static bool
-parent_gone(const struct kernel *k)
+parent_gone(struct kernel *k)
 {
-    return k->ppid > 1 && getppid() != k->ppid;
+    /* at most once per PARENT_CHECK_MS: the loop turns several times a cell */
+    double now = clock_now();
+    if (k->ppid <= 1 || now < k->parent_check_at)
+        return false;
+    k->parent_check_at = now + PARENT_CHECK_MS / 1000.0;
+    return getppid() != k->ppid;
 }
 
 /* ---- the loop ----------------------------------------------------------- */
@@ -289,11 +295,37 @@ earlier(double a, double b)
 
 /* Fixed poll items, in the order the loop serves them. */
 enum { IT_CONTROL, IT_SIGNALS, IT_STDIN, IT_SHELL, IT_IOPUB, IT_BOX, IT_EGRESS, IT_FIXED };
+#define LOOP_POLL_ITEMS (IT_FIXED + CELL_POLL_ITEMS + DISPLAYD_POLL_ITEMS + TOOLS_POLL_ITEMS)
+
+/* zmq_poll over the items that want an event. ZeroMQ asks every socket in
+ * the set for its events twice per call (a getpid and a poll each, which
+ * cost ~10 us apiece on a virtual machine), so a socket nobody reads now
+ * (shell while a request is in service, stdin while no input is asked
+ * for) stays out; its revents are 0. */
+static int
+poll_wanted(zmq_pollitem_t *items, size_t n, long wait_ms)
+{
+    zmq_pollitem_t wanted[LOOP_POLL_ITEMS];
+    size_t at[LOOP_POLL_ITEMS], k = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        items[i].revents = 0;
+        if (items[i].socket && !items[i].events)
+            continue;
+        at[k] = i;
+        wanted[k++] = items[i];
+    }
+    int rc = zmq_poll(wanted, (int)k, wait_ms);
+    for (size_t i = 0; rc > 0 && i < k; i++)
+        items[at[i]].revents = wanted[i].revents;
+    return rc;
+}
+
 
 static void
 loop(struct kernel *k)
 {
-    zmq_pollitem_t items[IT_FIXED + CELL_POLL_ITEMS + DISPLAYD_POLL_ITEMS + TOOLS_POLL_ITEMS];
+    zmq_pollitem_t items[LOOP_POLL_ITEMS];
     struct handlers *h = &k->h;
 
     while (!h->quit) {
@@ -334,7 +366,7 @@ loop(struct kernel *k)
             double left = deadline - clock_now();
             wait_ms = left <= 0 ? 0 : left * 1000 < wait_ms ? (long)(left * 1000) + 1 : wait_ms;
         }
-        int rc = zmq_poll(items, (int)n, wait_ms);
+        int rc = poll_wanted(items, n, wait_ms);
         if (rc < 0 && errno != EINTR) {
             log_error("zmq_poll: %s", zmq_strerror(errno));
             break;
