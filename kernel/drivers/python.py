@@ -194,14 +194,17 @@ def _write_line(line):
         os._exit(0)
 
 
-def send(record):
-    """Send one record, after any buffered stream text so order is kept."""
+def send(record, output=True):
+    """Send one record, after any buffered stream text so order is kept.
+    output=False: the record shows nothing (`started`, `done`), so raw
+    output waiting in the pipes needs no `sync` before it, unless stream
+    text goes first (`done` makes the kernel drain the pipes anyway)."""
     __tracebackhide__ = True
     if _in_forked_child:
         return
     line = _encode(record)  # outside the lock: big bundles take a while
     with _LOCK:
-        _flush_locked()
+        _flush_locked(output)
         _write_line(line)
     _raise_pending_interrupt()
 
@@ -264,11 +267,12 @@ _STDERR_PARTS = []
 _buffered = 0  # chars in both lists; updated without a lock, only a hint
 
 
-def _flush_locked():
-    """Send the buffered stream text.  The caller holds _LOCK."""
+def _flush_locked(sync=True):
+    """Send the buffered stream text.  The caller holds _LOCK.  sync=False:
+    no `sync` check (two ioctls) unless there is text to send."""
     global _buffered
     _buffered = 0
-    if not _in_forked_child:
+    if not _in_forked_child and (sync or _STDOUT_PARTS or _STDERR_PARTS):
         _sync_raw()
     for name, parts in (("stdout", _STDOUT_PARTS), ("stderr", _STDERR_PARTS)):
         if not parts:
@@ -2070,7 +2074,7 @@ def handle_execute(request):
     # Before any user code: if we die before this, the cell never ran and
     # the kernel may give it to a fresh runtime (PROTOCOL.md, "started").
     # The kernel holds back an interrupt until this has come.
-    send({"t": "started"})
+    send({"t": "started"}, output=False)
     try:
         if _IPY is not None:
             failure = _ipython_execute(code, count, silent, store, color)
@@ -2090,7 +2094,7 @@ def handle_execute(request):
         _in_execute = False
         _allow_stdin = False
         _flush_process_streams()
-        send({"t": "done", "user_expressions": replies})
+        send({"t": "done", "user_expressions": replies}, output=False)
 
 
 # ---------------------------------------------------------------------------
