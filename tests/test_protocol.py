@@ -155,7 +155,7 @@ def test_raw_output_last_in_a_cell_python(python_kernel):
     km, kc = python_kernel
     for code, want in (("import os\nos.write(1, b'direct\\n');", ["direct"]),
                        ("os.system('echo child; echo err >&2');", ["child", "err"]),
-                       ("print('text')\nos.write(2, b'after\\n');", ["text", "after"]),
+                       ("print('text', flush=True)\nos.write(2, b'after\\n');", ["text", "after"]),
                        ("os.write(1, b'before\\n')\n7", ["before", "7"])):
         reply, out = run(kc, code)
         assert reply["content"]["status"] == "ok"
