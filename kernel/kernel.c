@@ -319,9 +319,11 @@ socket_events(void *socket, short wanted)
  * woke us; a socket nobody reads now (events 0: shell while a request is
  * in service, stdin while no input is asked for) is not asked at all and
  * its revents are 0. A wake-up that was only a socket's internal command
- * returns 0, as a timeout does. Same return and revents as zmq_poll. */
+ * returns 0, as a timeout does. Same return and revents as zmq_poll.
+ * settled: a socket known to have nothing pending (no events when last
+ * asked, and not used since), asked only if its mailbox wakes us. */
 static int
-poll_wanted(zmq_pollitem_t *items, size_t n, long wait_ms)
+poll_wanted(zmq_pollitem_t *items, size_t n, long wait_ms, const void *settled)
 {
     struct pollfd pfd[LOOP_POLL_ITEMS];
     int ready = 0;
@@ -335,7 +337,8 @@ poll_wanted(zmq_pollitem_t *items, size_t n, long wait_ms)
             if (zmq_getsockopt(it->socket, ZMQ_FD, &pfd[i].fd, &len) != 0)
                 return -1;
             pfd[i].events = POLLIN;
-            it->revents = socket_events(it->socket, it->events);
+            if (it->socket != settled)
+                it->revents = socket_events(it->socket, it->events);
             ready += it->revents != 0;
         } else if (!it->socket) {
             pfd[i].fd = it->fd;
@@ -370,6 +373,7 @@ loop(struct kernel *k)
 {
     zmq_pollitem_t items[LOOP_POLL_ITEMS];
     struct handlers *h = &k->h;
+    bool control_quiet = false;
 
     while (!h->quit) {
         /* Tool deadlines first: a job that ends here polls nothing below. */
@@ -409,7 +413,10 @@ loop(struct kernel *k)
             double left = deadline - clock_now();
             wait_ms = left <= 0 ? 0 : left * 1000 < wait_ms ? (long)(left * 1000) + 1 : wait_ms;
         }
-        int rc = poll_wanted(items, n, wait_ms);
+        /* Control is read and answered only when it had events, so
+         * without them last turn it has nothing pending now. */
+        int rc = poll_wanted(items, n, wait_ms, control_quiet ? items[IT_CONTROL].socket : NULL);
+        control_quiet = rc >= 0 && !(items[IT_CONTROL].revents & ZMQ_POLLIN);
         if (rc < 0 && errno != EINTR) {
             log_error("zmq_poll: %s", zmq_strerror(errno));
             break;
