@@ -2631,41 +2631,43 @@ _LAZY_MODULES = frozenset((
 
 class _LazyModule(type(sys)):
     """A module whose code runs at the first access to one of its
-    attributes (importlib.util.LazyLoader's idea, with a lock, so two
-    threads never run it twice, and retried if it failed or was
-    interrupted, so a KeyboardInterrupt never leaves half a module)."""
+    attributes (importlib.util.LazyLoader's idea, as Python 3.12 has it:
+    other threads wait while it runs, and the module's own code sees it
+    as it fills in), retried if it failed or was interrupted, so a
+    KeyboardInterrupt never leaves half a module."""
 
     def __getattribute__(self, attr):
         state = object.__getattribute__(self, "__dict__")
-        if attr == "__spec__" and "__cg_lazy__" in state:
-            # what `import NAME` checks (is it still initialising?): no
-            # reason to run the module yet
-            return state["__spec__"]
         lock = state.get("__cg_lazy__")
-        if lock is not None:
-            with lock:
-                if object.__getattribute__(self, "__class__") is _LazyModule:
-                    _load_lazy_module(self, state)
+        if lock is None or attr == "__spec__":
+            # loaded; or what `import NAME` checks (is it initialising?),
+            # no reason to run the module yet
+            return object.__getattribute__(self, attr)
+        with lock:
+            if "__cg_lazy__" in state:
+                if state.get("__cg_loading__"):  # its own code, while it runs
+                    return object.__getattribute__(self, attr)
+                _load_lazy_module(self, state)
         return getattr(self, attr)
 
     def __setattr__(self, attr, value):
         self.__getattribute__("__name__")
-        setattr(self, attr, value)
+        object.__setattr__(self, attr, value)
 
     def __delattr__(self, attr):
         self.__getattribute__("__name__")
-        delattr(self, attr)
+        object.__delattr__(self, attr)
 
 
 def _load_lazy_module(module, state):
-    lock = state.pop("__cg_lazy__")
-    object.__setattr__(module, "__class__", type(sys))
+    """Run the module's code; the caller holds its lock."""
+    state["__cg_loading__"] = True
     try:
         state["__spec__"].loader.exec_module(module)
-    except BaseException:
-        module.__class__ = _LazyModule
-        state["__cg_lazy__"] = lock
-        raise
+    finally:
+        del state["__cg_loading__"]
+    del state["__cg_lazy__"]
+    object.__setattr__(module, "__class__", type(sys))
 
 
 class _LazyLoader:
