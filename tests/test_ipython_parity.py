@@ -332,3 +332,18 @@ def test_failing_formatter_shows_its_traceback_and_the_text():
 def test_history_in_memory_as_under_ipykernel():
     check(["x = 1", "x + 1", "%history -n 1-2", "_i2, _2, Out[2], len(In) > 2",
            "type(get_ipython().history_manager).__name__"])
+
+
+def test_lazy_modules_first_used_by_threads_at_once():
+    # the first use of each of these runs its module (in cellgate's driver):
+    # eight threads at once must all see the whole module
+    check(["import threading, calendar, uuid, bz2, mimetypes, shlex\n"
+           "res = []\n"
+           "def use():\n"
+           "    res.append((calendar.isleap(2024), len(str(uuid.uuid4())),\n"
+           "                bz2.decompress(bz2.compress(b'x')), shlex.quote('a b'),\n"
+           "                mimetypes.guess_type('x.png')[0]))\n"
+           "ts = [threading.Thread(target=use) for _ in range(8)]\n"
+           "for t in ts: t.start()\n"
+           "for t in ts: t.join()\n"
+           "res[0], len(res), len(set(res))"])
