@@ -299,3 +299,51 @@ def test_python_command_in_the_box():
 
 def test_completion_of_a_module_imported_in_the_same_code():
     check([], completions=["import os\nos.pa", "import collections\ncollections.Ord"])
+
+
+# --- what the driver defers or calls directly (issue 15) ----------------------
+# asyncio, ssl, pickle, traceback, sqlite3, pydoc ... are lazy modules in
+# cellgate's driver (they run at first use); IPython's formatters are
+# called without the decorator package's wrapper; IPython's in-memory
+# history is made without sqlite3.  None of it may show.
+
+def test_lazy_modules_work_when_first_used():
+    check(["import asyncio\nawait asyncio.sleep(0)\nasyncio.iscoroutinefunction(asyncio.sleep)",
+           "async def f():\n    return 41 + 1\n\nawait f()",
+           "import pickle\npickle.loads(pickle.dumps({'a': [1, 2]}))",
+           "import traceback\ntry:\n    1 / 0\nexcept ZeroDivisionError:\n"
+           "    print(traceback.format_exc().splitlines()[-1])",
+           "import sqlite3\nc = sqlite3.connect(':memory:')\n"
+           "c.execute('select 6 * 7').fetchone()",
+           "import ssl, uuid, calendar\n"
+           "(callable(ssl.create_default_context), len(str(uuid.uuid4())), calendar.isleap(2024))",
+           "import pydoc\npydoc.render_doc(len, renderer=pydoc.plaintext).splitlines()[2]",
+           "def g():\n    raise ValueError('deep')\n\ng()"])
+
+
+def test_failing_formatter_shows_its_traceback_and_the_text():
+    check(["class Bad:\n    def _repr_html_(self):\n        raise RuntimeError('no html')\n"
+           "    def __repr__(self):\n        return 'Bad()'\n\nBad()",
+           "class NotImpl:\n    def _repr_latex_(self):\n        raise NotImplementedError\n"
+           "    def __repr__(self):\n        return 'NotImpl()'\n\nNotImpl()",
+           "from IPython.display import display\ndisplay(Bad(), NotImpl())"])
+
+
+def test_history_in_memory_as_under_ipykernel():
+    check(["x = 1", "x + 1", "%history -n 1-2", "_i2, _2, Out[2], len(In) > 2",
+           "type(get_ipython().history_manager).__name__"])
+
+
+def test_lazy_modules_first_used_by_threads_at_once():
+    # the first use of each of these runs its module (in cellgate's driver):
+    # eight threads at once must all see the whole module
+    check(["import threading, calendar, uuid, bz2, mimetypes, shlex\n"
+           "res = []\n"
+           "def use():\n"
+           "    res.append((calendar.isleap(2024), len(str(uuid.uuid4())),\n"
+           "                bz2.decompress(bz2.compress(b'x')), shlex.quote('a b'),\n"
+           "                mimetypes.guess_type('x.png')[0]))\n"
+           "ts = [threading.Thread(target=use) for _ in range(8)]\n"
+           "for t in ts: t.start()\n"
+           "for t in ts: t.join()\n"
+           "res[0], len(res), len(set(res))"])

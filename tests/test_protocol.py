@@ -147,6 +147,24 @@ def test_ordering_python(python_kernel):
     assert seq == want + [("stdout", "from-child"), ("stdout", "after")]
 
 
+def test_raw_output_last_in_a_cell_python(python_kernel):
+    """Raw bytes on fd 1/2 as the last thing a cell does come before its
+    reply and idle, and in order with what the value and prints show:
+    the driver sends `done` (and `started`) without a sync check, the
+    kernel drains the pipes at `done`."""
+    km, kc = python_kernel
+    for code, want in (("import os\nos.write(1, b'direct\\n');", ["direct"]),
+                       ("os.system('echo child; echo err >&2');", ["child", "err"]),
+                       ("print('text', flush=True)\nos.write(2, b'after\\n');", ["text", "after"]),
+                       ("os.write(1, b'before\\n')\n7", ["before", "7"])):
+        reply, out = run(kc, code)
+        assert reply["content"]["status"] == "ok"
+        seq = [line for m in out if m["msg_type"] in ("stream", "execute_result")
+               for line in (m["content"]["text"] if m["msg_type"] == "stream"
+                            else m["content"]["data"]["text/plain"]).splitlines()]
+        assert seq == want, code
+
+
 # ---- stop_on_error -----------------------------------------------------------
 
 def replies(kc, n):

@@ -194,14 +194,17 @@ def _write_line(line):
         os._exit(0)
 
 
-def send(record):
-    """Send one record, after any buffered stream text so order is kept."""
+def send(record, output=True):
+    """Send one record, after any buffered stream text so order is kept.
+    output=False: the record shows nothing (`started`, `done`), so raw
+    output waiting in the pipes needs no `sync` before it, unless stream
+    text goes first (`done` makes the kernel drain the pipes anyway)."""
     __tracebackhide__ = True
     if _in_forked_child:
         return
     line = _encode(record)  # outside the lock: big bundles take a while
     with _LOCK:
-        _flush_locked()
+        _flush_locked(output)
         _write_line(line)
     _raise_pending_interrupt()
 
@@ -264,11 +267,12 @@ _STDERR_PARTS = []
 _buffered = 0  # chars in both lists; updated without a lock, only a hint
 
 
-def _flush_locked():
-    """Send the buffered stream text.  The caller holds _LOCK."""
+def _flush_locked(sync=True):
+    """Send the buffered stream text.  The caller holds _LOCK.  sync=False:
+    no `sync` check (two ioctls) unless there is text to send."""
     global _buffered
     _buffered = 0
-    if not _in_forked_child:
+    if not _in_forked_child and (sync or _STDOUT_PARTS or _STDERR_PARTS):
         _sync_raw()
     for name, parts in (("stdout", _STDOUT_PARTS), ("stderr", _STDERR_PARTS)):
         if not parts:
@@ -2070,7 +2074,7 @@ def handle_execute(request):
     # Before any user code: if we die before this, the cell never ran and
     # the kernel may give it to a fresh runtime (PROTOCOL.md, "started").
     # The kernel holds back an interrupt until this has come.
-    send({"t": "started"})
+    send({"t": "started"}, output=False)
     try:
         if _IPY is not None:
             failure = _ipython_execute(code, count, silent, store, color)
@@ -2090,7 +2094,7 @@ def handle_execute(request):
         _in_execute = False
         _allow_stdin = False
         _flush_process_streams()
-        send({"t": "done", "user_expressions": replies})
+        send({"t": "done", "user_expressions": replies}, output=False)
 
 
 # ---------------------------------------------------------------------------
@@ -2607,11 +2611,156 @@ def _skip_terminal_ipython():
     sys.modules["IPython.terminal.embed"] = module
 
 
+# Modules IPython's shell imports with a plain `import NAME` but uses only
+# in functions a notebook may never call: asyncio (top-level await), ssl
+# (through asyncio), pydoc (help()), pexpect (%%script), cProfile/pstats
+# (%prun), pickle (%store), sqlite3 (IPython's history file, which a
+# kernel keeps in memory: see _history_manager), ...  Each is made a lazy module: it is in
+# sys.modules as ipykernel has it, and runs the first time anything of it
+# is used, by IPython or by the user's code.  Together they were ~5 MB of
+# the driver's memory and ~40 ms of its start (kernelbench rss_mb).
+# Only modules of the standard library and IPython's own dependencies
+# that have no import-time side effects anyone could see are listed.
+_LAZY_MODULES = frozenset((
+    "asyncio", "ssl", "pydoc", "pexpect", "ptyprocess", "cProfile", "pstats",
+    "profile", "pickle", "uuid", "lzma", "bz2", "calendar", "code", "dataclasses",
+    "email.parser", "ipaddress", "logging.handlers", "mimetypes", "shlex",
+    "signal", "traceback", "sqlite3",
+))
+
+
+class _LazyModule(type(sys)):
+    """A module whose code runs at the first access to one of its
+    attributes (importlib.util.LazyLoader's idea, as Python 3.12 has it:
+    other threads wait while it runs, and the module's own code sees it
+    as it fills in), retried if it failed or was interrupted, so a
+    KeyboardInterrupt never leaves half a module."""
+
+    def __getattribute__(self, attr):
+        state = object.__getattribute__(self, "__dict__")
+        lock = state.get("__cg_lazy__")
+        if lock is None or attr == "__spec__":
+            # loaded; or what `import NAME` checks (is it initialising?),
+            # no reason to run the module yet
+            return object.__getattribute__(self, attr)
+        with lock:
+            if "__cg_lazy__" in state:
+                if state.get("__cg_loading__"):  # its own code, while it runs
+                    return object.__getattribute__(self, attr)
+                _load_lazy_module(self, state)
+        return getattr(self, attr)
+
+    def __setattr__(self, attr, value):
+        self.__getattribute__("__name__")
+        object.__setattr__(self, attr, value)
+
+    def __delattr__(self, attr):
+        self.__getattribute__("__name__")
+        object.__delattr__(self, attr)
+
+
+def _load_lazy_module(module, state):
+    """Run the module's code; the caller holds its lock."""
+    state["__cg_loading__"] = True
+    try:
+        state["__spec__"].loader.exec_module(module)
+    finally:
+        del state["__cg_loading__"]
+    del state["__cg_lazy__"]
+    object.__setattr__(module, "__class__", type(sys))
+
+
+class _LazyLoader:
+    """Wraps a module's real loader; the module only ever sees the real
+    one (as __loader__ and __spec__.loader)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader
+        module.__dict__["__cg_lazy__"] = _thread.RLock()
+        module.__class__ = _LazyModule
+
+
+class _LazyFinder:
+    """The meta_path finder that makes the _LAZY_MODULES lazy."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in _LAZY_MODULES:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is None:
+                continue
+            # source modules only: an extension module cannot be re-typed
+            if type(spec.loader).__name__ == "SourceFileLoader":
+                spec.loader = _LazyLoader(spec.loader)
+            return spec
+        return None
+
+
+def _direct_format_calls():
+    """IPython wraps each display formatter's __call__ in catch_format_error
+    with the `decorator` package, whose wrapper binds the call's
+    inspect.Signature on every call: 12 binds for a cell's value, ~40% of
+    a warm cell of `1`.  The same wrapper body is called directly instead
+    (every one of these __call__ takes the object first), so a formatter
+    that raises still shows its traceback and yields nothing."""
+    from IPython.core import formatters
+    catch = getattr(formatters.catch_format_error, "__wrapped__", None)
+    if catch is None:
+        return
+    for cls in (formatters.BaseFormatter, formatters.PlainTextFormatter,
+                formatters.IPythonDisplayFormatter, formatters.MimeBundleFormatter):
+        method = getattr(cls.__dict__.get("__call__"), "__wrapped__", None)
+        if method is not None:
+            cls.__call__ = _format_call(catch, method)
+
+
+def _format_call(catch, method):
+    def __call__(self, obj, *args, **kwargs):
+        return catch(method, self, obj, *args, **kwargs)
+    __call__.__doc__, __call__.__wrapped__ = method.__doc__, method
+    __call__.__qualname__ = method.__qualname__
+    return __call__
+
+
+def _history_manager():
+    """IPython's HistoryManager, except that the DummyDB of a history kept
+    in memory is taken without importing sqlite3 (IPython's check names
+    sqlite3.Connection first: ~1.6 MB of the driver's memory); any other
+    database is checked as IPython checks it.  Named as IPython's, which
+    %config shows."""
+    from traitlets import TraitError, observe
+    from IPython.core import history
+
+    class HistoryManager(history.HistoryManager):
+        @observe("db")
+        def _db_changed(self, change):
+            new = change["new"]
+            if not isinstance(new, history.DummyDB) \
+                    and not isinstance(new, history.sqlite3.Connection):
+                raise TraitError("%s.db must be sqlite3 Connection or DummyDB, not %r"
+                                 % (self.__class__.__name__, new))
+
+    HistoryManager.__module__ = history.HistoryManager.__module__
+    HistoryManager.__qualname__ = history.HistoryManager.__qualname__
+    return HistoryManager
+
+
 def _make_ipython_shell():
     """Make the InteractiveShell (subclass) that runs cells from now on."""
     global _IPY
     os.environ.setdefault("IPYTHONDIR", "/tmp/cellgate-ipython")
     _skip_terminal_ipython()
+    sys.meta_path.insert(0, _LazyFinder())
     # jedi (~5 MB, ~0.1 s) is for completion: IPython's completer is made
     # without it and gets it with the first complete request (_ipython_jedi)
     jedi_found = "jedi" not in sys.modules
@@ -2630,6 +2779,8 @@ def _make_ipython_shell():
     from IPython.core.displaypub import DisplayPublisher
     from IPython.core.error import UsageError as IPyUsageError
     from IPython.core import page
+    _direct_format_calls()
+    history_class = _history_manager()
 
     class CellgatePublisher(DisplayPublisher):
         """display() and friends: `display` and `clear` records."""
@@ -2673,6 +2824,10 @@ def _make_ipython_shell():
 
         def init_io(self):
             pass  # sys.stdout and sys.stderr are the driver's already
+
+        def init_history(self):
+            self.history_manager = history_class(shell=self, parent=self)
+            self.configurables.append(self.history_manager)
 
         def init_virtualenv(self):
             pass  # ipykernel does not warn about virtualenvs either
