@@ -30,7 +30,6 @@
 
 #include <errno.h>
 #include <malloc.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -298,82 +297,11 @@ earlier(double a, double b)
 enum { IT_CONTROL, IT_SIGNALS, IT_STDIN, IT_SHELL, IT_IOPUB, IT_BOX, IT_EGRESS, IT_FIXED };
 #define LOOP_POLL_ITEMS (IT_FIXED + CELL_POLL_ITEMS + DISPLAYD_POLL_ITEMS + TOOLS_POLL_ITEMS)
 
-/* The events a ZeroMQ socket has now (ZMQ_POLLIN / ZMQ_POLLOUT), of those
- * wanted; ZMQ_POLLERR when it cannot say. Runs the socket's pending
- * commands: a getpid and a poll on its mailbox. */
-static short
-socket_events(void *socket, short wanted)
-{
-    uint32_t ev = 0;
-    size_t len = sizeof ev;
-
-    if (zmq_getsockopt(socket, ZMQ_EVENTS, &ev, &len) != 0)
-        return ZMQ_POLLERR;
-    return (short)(ev & (uint32_t)wanted);
-}
-
-/* What zmq_poll does, with fewer system calls: it asks every socket for
- * its events before sleeping and again after (a getpid and a poll each,
- * ~10 us apiece on a virtual machine, several times a cell). Here a
- * socket is asked before sleeping, and after only when its mailbox fd
- * woke us; a socket nobody reads now (events 0: shell while a request is
- * in service, stdin while no input is asked for) is not asked at all and
- * its revents are 0. A wake-up that was only a socket's internal command
- * returns 0, as a timeout does. Same return and revents as zmq_poll.
- * settled: a socket known to have nothing pending (no events when last
- * asked, and not used since), asked only if its mailbox wakes us. */
-static int
-poll_wanted(zmq_pollitem_t *items, size_t n, long wait_ms, const void *settled)
-{
-    struct pollfd pfd[LOOP_POLL_ITEMS];
-    int ready = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        zmq_pollitem_t *it = &items[i];
-        it->revents = 0;
-        pfd[i] = (struct pollfd){ .fd = -1 };
-        if (it->socket && it->events) {
-            size_t len = sizeof pfd[i].fd;
-            if (zmq_getsockopt(it->socket, ZMQ_FD, &pfd[i].fd, &len) != 0)
-                return -1;
-            pfd[i].events = POLLIN;
-            if (it->socket != settled)
-                it->revents = socket_events(it->socket, it->events);
-            ready += it->revents != 0;
-        } else if (!it->socket) {
-            pfd[i].fd = it->fd;
-            pfd[i].events = (short)(((it->events & ZMQ_POLLIN) ? POLLIN : 0)
-                                    | ((it->events & ZMQ_POLLOUT) ? POLLOUT : 0)
-                                    | ((it->events & ZMQ_POLLPRI) ? POLLPRI : 0));
-        }
-    }
-    if (poll(pfd, n, ready ? 0 : (int)wait_ms) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        zmq_pollitem_t *it = &items[i];
-        short re = pfd[i].revents;
-        if (it->socket) {
-            if (it->events && !it->revents && re)
-                it->revents = socket_events(it->socket, it->events);
-        } else if (re) {
-            it->revents = (short)(((re & POLLIN) ? ZMQ_POLLIN : 0)
-                                  | ((re & POLLOUT) ? ZMQ_POLLOUT : 0)
-                                  | ((re & POLLPRI) ? ZMQ_POLLPRI : 0)
-                                  | ((re & ~(POLLIN | POLLOUT | POLLPRI)) ? ZMQ_POLLERR : 0));
-        }
-    }
-    int count = 0;
-    for (size_t i = 0; i < n; i++)
-        count += items[i].revents != 0;
-    return count;
-}
-
 static void
 loop(struct kernel *k)
 {
     zmq_pollitem_t items[LOOP_POLL_ITEMS];
     struct handlers *h = &k->h;
-    bool control_quiet = false;
 
     while (!h->quit) {
         /* Tool deadlines first: a job that ends here polls nothing below. */
@@ -413,10 +341,7 @@ loop(struct kernel *k)
             double left = deadline - clock_now();
             wait_ms = left <= 0 ? 0 : left * 1000 < wait_ms ? (long)(left * 1000) + 1 : wait_ms;
         }
-        /* Control is read and answered only when it had events, so
-         * without them last turn it has nothing pending now. */
-        int rc = poll_wanted(items, n, wait_ms, control_quiet ? items[IT_CONTROL].socket : NULL);
-        control_quiet = rc >= 0 && !(items[IT_CONTROL].revents & ZMQ_POLLIN);
+        int rc = zmq_poll(items, (int)n, wait_ms);
         if (rc < 0 && errno != EINTR) {
             log_error("zmq_poll: %s", zmq_strerror(errno));
             break;
