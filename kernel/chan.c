@@ -12,12 +12,16 @@
 #include "common/msg.h"
 #include "common/utf8.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define TRIM_AFTER_BYTES (1u << 20) /* give freed buffers back after this much output */
@@ -33,6 +37,7 @@ struct chan {
     wire_t *wire;               /* signing and framing */
     void *zctx;
     void *sock[CH_COUNT];
+    int early_fd[CH_COUNT];     /* listening before ZeroMQ starts, or -1 */
     pthread_t hb_thread;
     bool hb_started;
     wire_msg_t *current;        /* the shell request in service, owned */
@@ -60,12 +65,49 @@ chan_new(const connfile_t *conn, size_t output_limit, char *err, size_t errlen)
         return NULL;
     }
     c->output_limit = output_limit;
+    for (int ch = 0; ch < CH_COUNT; ch++)
+        c->early_fd[ch] = -1;
     c->wire = wire_new(conn->scheme, conn->key, 0, err, errlen);
     if (!c->wire) {
         free(c);
         return NULL;
     }
     return c;
+}
+
+/* A TCP socket listening on ip:port (numeric IPv4 or "*"), or -1. */
+static int
+listen_tcp(const char *ip, int port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    int one = 1;
+
+    if (port <= 0 || port > 65535)
+        return -1;
+    if (strcmp(ip, "*") == 0)
+        sa.sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+        return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    /* What ZeroMQ's own listener sets, and its backlog. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0
+        || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 100) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void
+chan_listen_early(struct chan *c, const connfile_t *conn)
+{
+    if (strcmp(conn->transport, "tcp") != 0)
+        return;
+    for (int ch = 0; ch < CH_COUNT; ch++)
+        if (c->early_fd[ch] < 0)
+            c->early_fd[ch] = listen_tcp(conn->ip, conn->ports[ch]);
 }
 
 static void *
@@ -120,6 +162,10 @@ chan_open_at(struct chan *c, const char *const ep[CH_COUNT], char *err, size_t e
              * (beyond its high-water mark a PUB drops what it sends). */
             zmq_setsockopt(c->sock[ch], ZMQ_SNDHWM, &hwm, sizeof hwm);
         }
+        if (c->early_fd[ch] >= 0) { /* ZeroMQ listens on it and closes it */
+            zmq_setsockopt(c->sock[ch], ZMQ_USE_FD, &c->early_fd[ch], sizeof c->early_fd[ch]);
+            c->early_fd[ch] = -1;
+        }
         if (zmq_bind(c->sock[ch], ep[ch]) != 0)
             return cg_fail(err, errlen, CG_ESYS, "cannot bind %s (%s): %s",
                            connfile_port_name((enum channel)ch), ep[ch], zmq_strerror(errno));
@@ -160,6 +206,9 @@ chan_destroy(struct chan **cp)
                 zmq_close(c->sock[ch]);
         zmq_ctx_term(c->zctx);
     }
+    for (int ch = 0; ch < CH_COUNT; ch++)
+        if (c->early_fd[ch] >= 0)
+            close(c->early_fd[ch]);
     wire_destroy(&c->wire);
     free(c);
     *cp = NULL;

@@ -30,6 +30,17 @@ struct chan;
 struct chan *chan_new(const connfile_t *conn, size_t output_limit, char *err, size_t errlen);
 
 /*
+ * Takes conn's TCP ports now, before the kernel builds its box: the system
+ * queues a client that connects meanwhile, where ZeroMQ (not started yet)
+ * would refuse it and the client would try again only after its reconnect
+ * interval (100 ms). chan_open hands these sockets to ZeroMQ. Best effort:
+ * a port that cannot be taken now, or an address that is not a numeric
+ * IPv4 one (ipc, IPv6, interface names), is bound by chan_open as before,
+ * which reports any error.
+ */
+void chan_listen_early(struct chan *c, const connfile_t *conn);
+
+/*
  * Binds the five sockets at conn's endpoints and starts the heartbeat's
  * echo thread; publishes status "starting". CG_OK or an error with err
  * filled (a port already taken, ...).

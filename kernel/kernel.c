@@ -236,6 +236,7 @@ setup(struct kernel *k, const struct kernel_opts *opts, char *err, size_t errlen
     k->hist = history_new();
     if (!k->chan || !k->hist)
         return k->chan ? cg_fail(err, errlen, CG_ENOMEM, "out of memory") : CG_EINVAL;
+    chan_listen_early(k->chan, &k->conn); /* clients may connect while the box is built */
     make_site(k, opts);
     struct cells_opts co = { .chan = k->chan, .site = &k->site, .hist = k->hist,
                              .primary = opts->primary, .color = opts->color,

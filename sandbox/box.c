@@ -238,6 +238,20 @@ machine_root(void)
            && outside == 0 && count == 4294967295UL;
 }
 
+/* In init as it starts: closes every descriptor but stdin/out/err and the
+ * two it is given (a and b), so nothing else the creating process had open
+ * (a kernel's listening sockets, its logs, other boxes' sockets) is ever
+ * reachable from the box. */
+static void
+keep_only(int a, int b)
+{
+    int lo = a < b ? a : b, hi = a < b ? b : a;
+
+    close_range(3, (unsigned)lo - 1, 0); /* an empty range (lo == 3) is refused: fine */
+    close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+    close_range((unsigned)hi + 1, ~0U, 0);
+}
+
 static int box_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pid, char *err,
                      size_t errlen);
 static int box_signal(struct spawner *sp, pid_t pid, int sig);
@@ -292,8 +306,7 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
         goto fail;
     }
     if (pid == 0) {
-        close(sv[0]);
-        close(sync[1]);
+        keep_only(sv[1], sync[0]);
         boxinit_main(&a);
     }
     b->init = pid;

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import ROOT, run, stream_text
+from conftest import ROOT, descendants, kernel_pid, run, stream_text
 
 TEST_NET = "192.0.2.1"  # RFC 5737 documentation range: nothing answers there
 
@@ -159,6 +159,38 @@ def test_init_cannot_be_killed_or_traced(box):
     assert value(kc, "1 + 1") == 2
     rc = value(kc, "__import__('ctypes').CDLL(None, use_errno=True).ptrace(16, 1, 0, 0)")
     assert rc == -1  # PTRACE_ATTACH to init refused
+
+
+def socket_inodes(pid):
+    """The inodes of the sockets process pid holds open."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(int(target[8:-1]))
+    return out
+
+
+def test_init_holds_none_of_the_kernels_sockets(box):
+    # The kernel takes its TCP ports before it builds the box (so clients
+    # connecting early are queued); the box's init, a fork of the kernel,
+    # closes them and everything else but its own descriptors.
+    km, kc = box
+    kernel = kernel_pid(km)
+    with open(f"/proc/{kernel}/net/tcp") as f:
+        listening = {int(line.split()[9]) for line in f.readlines()[1:]
+                     if line.split()[3] == "0A"}  # TCP_LISTEN
+    ports = socket_inodes(kernel) & listening
+    assert len(ports) == 5, ports  # shell, iopub, stdin, control, heartbeat
+    inits = [p for p in descendants(kernel)
+             if open(f"/proc/{p}/comm").read().strip() == "cellgate-box"]
+    assert inits
+    for init in inits:
+        assert not socket_inodes(init) & ports
+        assert len(os.listdir(f"/proc/{init}/fd")) <= 8, os.listdir(f"/proc/{init}/fd")
 
 
 # ---- network ---------------------------------------------------------------
