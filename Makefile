@@ -136,6 +136,11 @@ $(B)/cellgate-registry: $(CELLGATE_REGISTRY_OBJ)
 $(B)/cellgate-gateway: $(CELLGATE_GATEWAY_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(MHD_LIBS) -lwslay -o $@
 
+# The box's cost inside one process (bench/boxbench.py runs it).
+$(B)/bench/boxloop: bench/boxloop.c $(SANDBOX_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
+
 # ---- run --------------------------------------------------------------------
 
 install-kernelspecs: all
@@ -272,7 +277,7 @@ fuzz: deps
 	    $(B)/fuzz/fuzz_$$f -merge=1 -max_len=$(FUZZ_MAX_LEN) tests/fuzz/corpus/$$f $(B)/fuzz/$$f; \
 	done
 
-bench: install-kernelspecs
+bench: install-kernelspecs $(B)/bench/boxloop
 	$(PYTHON) ../shared/bench/kernelbench.py cellgate-python --vs python3
 	$(PYTHON) bench/ready.py cellgate-python python3
 	$(PYTHON) bench/boxbench.py --cellgate $(B)/cellgate
