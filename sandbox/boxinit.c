@@ -5,7 +5,8 @@
  * private mount tree, a tmpfs root, read-only binds of the toolchains and
  * of selected /etc files, a writable /mnt/data, a private /tmp, a minimal
  * /dev, a fresh /proc, pivot_root), names the host, brings up loopback,
- * builds the seccomp filter, reports ready and then serves the kernel: it
+ * takes the seccomp filter the kernel sends, reports ready and then serves
+ * the kernel: it
  * starts processes (setsid, rlimits, no capabilities, no_new_privs,
  * seccomp last, exec), signals process groups and reports exits. It exits
  * when the kernel closes the socket, taking the pid namespace with it.
@@ -109,16 +110,31 @@ become_box_user(void)
         setup_fail("capset: %s", strerror(errno));
 }
 
-/* In a child before exec: no capability of any kind survives. */
+/* Empties init's capability bounding set once its set-up is done: every
+ * process it starts inherits the empty set, so no exec in the box can gain
+ * a capability. Init's own capabilities stay (it needs none after set-up,
+ * but dropping them is each child's job). The set ends at the first
+ * capability this Linux does not know (EINVAL). */
+static void
+drop_bounding_set(void)
+{
+    for (int cap = 0; cap <= 63; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+            if (errno == EINVAL)
+                return;
+            setup_fail("dropping capability %d from the bounding set: %s", cap,
+                       strerror(errno));
+        }
+}
+
+/* In a child before exec: no capability of any kind survives (the
+ * bounding set is empty already: drop_bounding_set). */
 static int
 drop_all_caps(void)
 {
     struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
     struct __user_cap_data_struct data[2] = { { 0 }, { 0 } };
 
-    for (int cap = 0; cap <= 63; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-            return -1;
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         return -1;
     return (int)syscall(SYS_capset, &hdr, data);
@@ -521,16 +537,13 @@ serve_spawn(struct boxmsg *m, size_t len, int *fds, size_t n_fds,
         reply.error = errno;
         goto out;
     }
-    pid_t pid = fork();
+    /* In its own session and process group, signalled as one. */
+    pid_t pid = spawn_vfork(&spec, report[1], &hook, 1);
     if (pid < 0) {
         reply.error = errno;
         close(report[0]);
         close(report[1]);
         goto out;
-    }
-    if (pid == 0) {
-        setsid(); /* its own session and process group, signalled as one */
-        spawn_exec_child(&spec, report[1], &hook);
     }
     close(report[1]);
     if (spawn_wait_exec(report[0], &spec, &hook, err, sizeof err) != CG_OK) {
@@ -655,10 +668,37 @@ serve(const struct boxinit_args *a, const struct sock_fprog *prog)
     }
 }
 
+/* The seccomp program every process is started under: the kernel sends it
+ * first of all (boxproto.h), built while we set up. Exits when the kernel
+ * is gone; a set-up failure for anything but a well-formed FILTER. */
+static void
+receive_filter(struct sock_fprog *prog)
+{
+    static struct sock_filter insns[BPF_MAXINSNS];
+    struct boxmsg m;
+    struct iovec iov[2] = { { &m, sizeof m }, { insns, sizeof insns } };
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+    ssize_t n;
+
+    do
+        n = recvmsg(ctl_fd, &mh, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        _exit(0); /* the kernel is gone: so is the box */
+    size_t bytes = (size_t)n - sizeof m;
+    if ((size_t)n < sizeof m || m.type != BOXMSG_FILTER || (mh.msg_flags & MSG_TRUNC)
+        || bytes == 0 || bytes % sizeof insns[0] != 0) {
+        errno = EPROTO;
+        setup_fail("the kernel sent no seccomp filter");
+    }
+    prog->filter = insns;
+    prog->len = (unsigned short)(bytes / sizeof insns[0]);
+}
+
 void
 boxinit_main(const struct boxinit_args *a)
 {
-    char byte, err[256];
+    char byte;
     struct sock_fprog prog;
 
     ctl_fd = a->ctl;
@@ -677,7 +717,7 @@ boxinit_main(const struct boxinit_args *a)
     loopback_up();
     if (a->registry)
         setup_registry();
-    if (box_seccomp_build(&prog, err, sizeof err) != CG_OK)
-        setup_fail("building the seccomp filter: %s", err);
+    drop_bounding_set();
+    receive_filter(&prog);
     serve(a, &prog);
 }

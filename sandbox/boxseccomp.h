@@ -12,11 +12,19 @@
 #include <stddef.h>
 
 /*
- * Builds the filter once (in the box's init, before any child exists) into
- * a BPF program owned by the caller (free prog->filter). Returns CG_OK or
- * an error with err filled.
+ * Builds the filter into a BPF program owned by the caller (free
+ * prog->filter). Returns CG_OK or an error with err filled.
  */
 int box_seccomp_build(struct sock_fprog *prog, char *err, size_t errlen);
+
+/*
+ * The filter, built on the first call in this process and kept for every
+ * later one (libseccomp's work is the same each time): sets *prog to a
+ * program owned by this module, alive until the process ends. Thread-safe.
+ * Returns CG_OK or, when building failed (every call then fails the same
+ * way), an error with err filled.
+ */
+int box_seccomp_once(const struct sock_fprog **prog, char *err, size_t errlen);
 
 /*
  * In a child just before exec: sets PR_SET_NO_NEW_PRIVS and loads prog.
