@@ -492,7 +492,9 @@ sweep_stale(const struct cg_dir *p)
     while (dir && (e = readdir(dir))) {
         char path[CG_PATH], procs[64];
         struct stat st;
-        if (e->d_name[0] == '.' || join(path, sizeof path, p->path, e->d_name) != CG_OK
+        /* cgroupfs names each entry's type: its many control files need no stat */
+        if (e->d_name[0] == '.' || (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN)
+            || join(path, sizeof path, p->path, e->d_name) != CG_OK
             || stat(path, &st) != 0 || !S_ISDIR(st.st_mode) || now - st.st_mtime < STALE_AGE)
             continue;
         if (cg_read(path, "cgroup.procs", procs, sizeof procs) == 0 && procs[0] == '\0')
