@@ -6,6 +6,10 @@
 
 #include "common/cgerr.h"
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#endif
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -107,6 +111,10 @@ spawn_vfork(const struct spawn_spec *spec, int report_fd, const struct spawn_hoo
     struct vfork_args a = { spec, report_fd, hook, session };
     sigset_t all, old;
 
+#ifdef __SANITIZE_ADDRESS__
+    /* Frames of the last child, which never returned, left their poison. */
+    ASAN_UNPOISON_MEMORY_REGION(stack, sizeof stack);
+#endif
     /* No handler of ours may run on the child's side of the shared memory:
      * the child resets every disposition before it unblocks. */
     sigfillset(&all);
