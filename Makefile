@@ -52,7 +52,13 @@ KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/chan.c kernel/s
           kernel/image.c kernel/procs.c kernel/tools/tools.c kernel/tools/tool.c kernel/tools/exec.c \
           kernel/tools/session.c kernel/tools/download.c kernel/tools/open_image.c \
           kernel/tools/marker.c
-CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c
+CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c cli/heavy_run.c
+# `cellgate` itself: the same commands, but kernel and doctor exec
+# cellgate-kernel (cli/heavy.h), so the others start without ZeroMQ & co.
+CLI_LIGHT := cli/main.c cli/kernelspec.c cli/display_cmd.c cli/heavy_exec.c
+LIGHT_COMMON := common/cgerr.c common/langs.c common/log.c common/sibling.c common/size.c \
+                common/utf8.c
+LIGHT_LIBS := $(shell pkg-config --libs jansson libseccomp libsodium 2>/dev/null) -lpthread
 FETCH := fetch/main.c fetch/download.c
 GATEWAY := gateway/main.c gateway/loop.c gateway/http.c gateway/channels.c gateway/ws.c \
            gateway/kernels.c gateway/convert.c gateway/specs.c
@@ -76,8 +82,12 @@ KERNEL_MODULES_OBJ := $(filter-out $(B)/kernel/kernel.o,$(KERNEL_OBJ))
 # the gateway's modules without its main, for the fuzz targets
 GATEWAY_MODULES := $(filter-out gateway/main.c,$(GATEWAY))
 GATEWAY_MODULES_OBJ := $(GATEWAY_MODULES:%.c=$(B)/%.o)
-# the `cellgate` command: its subcommands, the kernel, the box
-CELLGATE_OBJ := $(CLI_OBJ) $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
+# cellgate-kernel: the kernel, the box, every subcommand
+CELLGATE_KERNEL_OBJ := $(CLI_OBJ) $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
+# the `cellgate` command: the box, install, display (its checks of a file
+# are the kernel's), serve; kernel and doctor run cellgate-kernel
+CELLGATE_OBJ := $(CLI_LIGHT:%.c=$(B)/%.o) $(SANDBOX_OBJ) $(B)/kernel/display.o \
+                $(B)/kernel/image.o $(LIGHT_COMMON:%.c=$(B)/%.o)
 # cellgate-fetch: libcurl lives here, never in the kernel
 CELLGATE_FETCH_OBJ := $(FETCH_OBJ) $(COMMON_OBJ)
 # cellgate-registry, the package registry gateway: libcurl and
@@ -99,7 +109,7 @@ FUZZ_SECONDS ?= 60
 .PHONY: all deps run test unit run-unit sanitize-unit fuzz-replay check-style check-layers pytest bench fuzz valgrind \
         clean install-kernelspecs
 
-all: deps $(B)/cellgate $(B)/cellgate-fetch $(B)/cellgate-registry $(B)/cellgate-gateway
+all: deps $(B)/cellgate $(B)/cellgate-kernel $(B)/cellgate-fetch $(B)/cellgate-registry $(B)/cellgate-gateway
 
 deps:
 	@bash scripts/deps.sh
@@ -122,6 +132,10 @@ $(B)/kernel/drivers.o: CFLAGS += -DCG_PYTHON_COMPILED='"$(B)/kernel/drivers/pyth
 $(B)/cli/kernelspec.o: $(LOGOS)
 
 $(B)/cellgate: $(CELLGATE_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LIGHT_LIBS) -o $@
+
+# What `cellgate kernel` (the kernelspecs' command) and `cellgate doctor` exec.
+$(B)/cellgate-kernel: $(CELLGATE_KERNEL_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # What carries out cellgate.download, beside the kernel's binary.
@@ -248,12 +262,15 @@ VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-
 # kernels run without the box: valgrind cannot follow it (no handler for
 # seccomp(2), and its log files vanish behind pivot_root); the box's code is
 # covered by the sanitizer run (make SANITIZE=address,undefined test).
+# `cellgate kernel` execs cellgate-kernel: valgrind follows that exec, and
+# no other (the runtimes, the helpers beside cellgate).
+VALGRIND_SKIP := /usr/*,/bin/*,/sbin/*,*/cellgate-fetch,*/cellgate-registry,*/cellgate-display
 valgrind: all $(UNIT_BINS) $(REPLAYS)
 	@set -e; for t in $(UNIT_BINS); do $(VALGRIND) $$t; done
 	@set -e; for f in $(FUZZERS); do $(VALGRIND) $(B)/tests/replay_$$f tests/fuzz/corpus/$$f; done
 	@rm -f $(B)/valgrind.*
 	CELLGATE_SANDBOX=0 CELLGATE_BIN=$(B)/cellgate \
-	    CELLGATE_WRAPPER="$(VALGRIND) --log-file=$(abspath $(B))/valgrind.%p" \
+	    CELLGATE_WRAPPER="$(VALGRIND) --trace-children=yes --trace-children-skip=$(VALGRIND_SKIP) --log-file=$(abspath $(B))/valgrind.%p" \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_kernel_test.py tests/test_hostile.py
 	@if grep -l . $(B)/valgrind.* 2>/dev/null; then cat $(B)/valgrind.*; \
 	    echo "valgrind reports above"; exit 1; fi

@@ -16,6 +16,7 @@
 #include "sandbox/boxpaths.h"
 
 #include "common/cgerr.h"
+#include "common/sibling.h"
 #include "sandbox/boxproto.h"
 #include "sandbox/boxseccomp.h"
 
@@ -268,23 +269,28 @@ struct sources {
 #define N_DEV (sizeof dev_nodes / sizeof dev_nodes[0])
 
 /*
- * This program, to be shown as cellgate-display: init was forked from the
- * kernel without exec, so it is cellgate. Opened by its path: the file
- * /proc/self/exe leads to belongs to the kernel's mount namespace, and a
- * bind needs one of ours. If the program is gone (replaced while the
- * kernel runs), the box goes without cellgate-display.
+ * The program shown as cellgate-display: the cellgate command beside this
+ * program (init was forked from the kernel without exec, so this is
+ * cellgate-kernel, which does the same but loads more libraries to start),
+ * else this program itself. Opened by its path: the file /proc/self/exe
+ * leads to belongs to the kernel's mount namespace, and a bind needs one
+ * of ours. If neither is there (replaced while the kernel runs), the box
+ * goes without cellgate-display.
  */
 static void
 open_self(struct src *s)
 {
     static char path[4096];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    ssize_t n;
 
     memset(s, 0, sizeof *s);
     s->fd = -1;
     s->host = path;
     snprintf(s->target, sizeof s->target, ROOT BOX_BIN_DIR "/cellgate-display");
-    if (n <= 0 || path[0] != '/')
+    if (sibling_path("cellgate", path, sizeof path) == CG_OK && path[0] == '/'
+        && (s->fd = open(path, O_PATH | O_CLOEXEC)) >= 0)
+        return;
+    if ((n = readlink("/proc/self/exe", path, sizeof path - 1)) <= 0 || path[0] != '/')
         return;
     path[n] = '\0';
     s->fd = open(path, O_PATH | O_CLOEXEC);
