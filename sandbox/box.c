@@ -426,7 +426,8 @@ box_destroy(struct box **bp)
     }
     cgroup_destroy(&b->cg);
     boxfs_volume_release(&b->vol, b->keep_data);
-    if (b->data_dir && !b->keep_data) {
+    /* An empty directory goes in one call; the walks are for the rest. */
+    if (b->data_dir && !b->keep_data && rmdir(b->data_dir) < 0 && errno != ENOENT) {
         nftw(b->data_dir, make_writable, 32, FTW_PHYS | FTW_MOUNT);
         nftw(b->data_dir, remove_entry, 32, FTW_PHYS | FTW_DEPTH | FTW_MOUNT);
     }
