@@ -212,6 +212,8 @@ struct src {
     char link[256];     /* non-empty: recreate as this symlink instead */
 };
 
+/* Opens host (O_PATH, the link itself if it is one) and reads what it is:
+ * a symlink's target is kept to recreate it, anything else is bound. */
 static void
 open_src(struct src *s, const char *host, const char *target)
 {
@@ -219,21 +221,22 @@ open_src(struct src *s, const char *host, const char *target)
 
     memset(s, 0, sizeof *s);
     s->host = host;
-    s->fd = -1;
     snprintf(s->target, sizeof s->target, "%s%s", ROOT, target);
-    if (lstat(host, &st) < 0)
+    s->fd = open(host, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (s->fd < 0 || fstat(s->fd, &st) < 0)
+        goto none;
+    s->dir = S_ISDIR(st.st_mode);
+    if (!S_ISLNK(st.st_mode))
         return;
-    if (S_ISLNK(st.st_mode)) {
-        ssize_t n = readlink(host, s->link, sizeof s->link - 1);
-        if (n > 0) {
-            s->link[n] = '\0';
-            return;
-        }
+    ssize_t n = readlinkat(s->fd, "", s->link, sizeof s->link - 1);
+    if (n > 0)
+        s->link[n] = '\0';
+    else
         s->link[0] = '\0';
-    }
-    s->fd = open(host, O_PATH | O_CLOEXEC);
-    if (s->fd >= 0 && fstat(s->fd, &st) == 0)
-        s->dir = S_ISDIR(st.st_mode);
+none:
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
 }
 
 static void
@@ -248,8 +251,8 @@ place_src(struct src *s, enum bind_mode mode)
         return;
     if (s->dir)
         make_dir(s->target, 0755);
-    else
-        make_file(s->target, "");
+    else if (mknod(s->target, S_IFREG | 0644, 0) < 0) /* an empty file to bind over */
+        setup_fail("creating %s: %s", s->target, strerror(errno));
     bind_fd(s->fd, s->target, mode, s->host);
     close(s->fd);
     s->fd = -1;
