@@ -368,6 +368,7 @@ box_ready(struct box *b, char *err, size_t errlen)
         if (cgroup_attach(b->cg, b->init, err, errlen) != CG_OK)
             return CG_ESYS;
         b->attached = true;
+        cgroup_sweep(b->cg); /* while init sets up */
     }
     while (!b->ready) {
         ssize_t n = recv_timed(b, buf, sizeof buf - 1, REPLY_TIMEOUT_MS);

@@ -569,7 +569,6 @@ make_box_dir(const char *ctl, const char *name, struct cg_dir *leaf, bool *pids,
         if (rc != CG_OK)
             return *avail ? rc : CG_OK;
         *avail = true;
-        sweep_stale(&parent);
         rc = make_leaf(&parent, name, leaf, err, errlen);
         if (rc != CG_ENOTFOUND)
             break;
@@ -712,6 +711,21 @@ cgroup_attach(struct box_cgroup *cg, pid_t pid, char *err, size_t errlen)
                            (long)pid, dirs[i]->path, strerror(-e));
     }
     return CG_OK;
+}
+
+void
+cgroup_sweep(const struct box_cgroup *cg)
+{
+    const struct cg_dir *dirs[2] = { &cg->mem, &cg->pids };
+
+    for (size_t i = 0; i < 2; i++) {
+        struct cg_dir parent = *dirs[i];
+        char *slash = strrchr(parent.path, '/');
+        if (!parent.path[0] || !slash)
+            continue;
+        *slash = '\0';
+        sweep_stale(&parent);
+    }
 }
 
 uint64_t
