@@ -361,9 +361,9 @@ box_ready(struct box *b, char *err, size_t errlen)
     char buf[sizeof(struct boxmsg) + 600];
     struct boxmsg *m = (struct boxmsg *)buf;
 
-    /* Attaching to a v1 cgroup takes ~15 ms (an RCU grace period): done
-     * here, after the kernel has bound its sockets, and always before init
-     * starts a process. */
+    /* Done here, after the kernel has bound its sockets, and always before
+     * init starts a process. (Attaching to a v1 cgroup once waited for an
+     * RCU grace period, ~15 ms; on Linux 6.18 it takes ~0.2 ms.) */
     if (!b->attached) {
         if (cgroup_attach(b->cg, b->init, err, errlen) != CG_OK)
             return CG_ESYS;

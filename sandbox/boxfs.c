@@ -416,7 +416,9 @@ boxfs_abort(struct boxfs_file **fp)
 #define VOLUME_WAIT_MS 30000 /* the preparation's bound: mke2fs takes ~50 ms */
 #define LOOP_TRIES 8         /* another process may take the free loop device first */
 /* Empty images made once per size and owner, copied for each box: a copy
- * of their few MB costs a few ms, mke2fs 40 to 150 ms (it fsyncs). */
+ * of their few MB costs a few ms, mke2fs 40 to 150 ms (it fsyncs). Named
+ * home-<bytes>-<uid>-<gid>.img since they come without lost+found and with
+ * mode 0700 (the data-*.img made before are no longer used). */
 #define VOLUME_TEMPLATES "/var/cache/cellgate"
 
 static const char *const mke2fs_paths[] = { "/usr/sbin/mke2fs", "/sbin/mke2fs" };
@@ -478,6 +480,31 @@ dir_is_empty(const char *dir)
     return empty;
 }
 
+/* Runs `debugfs -w -R request image`, quietly; failure is left to the caller
+ * to notice. */
+static void
+run_debugfs(const char *image, const char *request)
+{
+    static const char *const paths[] = { "/usr/sbin/debugfs", "/sbin/debugfs" };
+    const char *const argv[] = { "debugfs", "-w", "-R", request, image, NULL };
+    const char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+    posix_spawn_file_actions_t fa;
+    pid_t pid;
+
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        if (access(paths[i], X_OK) != 0)
+            continue;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+        if (posix_spawn(&pid, paths[i], &fa, NULL, (char *const *)argv,
+                        (char *const *)envp) == 0)
+            waitpid(pid, NULL, 0);
+        posix_spawn_file_actions_destroy(&fa);
+        return;
+    }
+}
+
 /* A new sparse image of bytes bytes with an empty ext4 in it, its root
  * owned by uid:gid. Lazy initialisation: mke2fs discards the file (so the
  * inode tables count as zeroed and nothing initialises them later) and
@@ -506,8 +533,15 @@ mkfs_image(const char *image, uint64_t bytes, uid_t uid, gid_t gid, char *why, s
     int rc = posix_spawn(&pid, mke2fs_path(), NULL, NULL, (char *const *)argv,
                          (char *const *)envp);
     if (rc == 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status)
-        && WEXITSTATUS(status) == 0)
+        && WEXITSTATUS(status) == 0) {
+        /* The home as the box wants it, so mounting a copy needs no
+         * journalled change first: no lost+found, mode 0700. debugfs comes
+         * with mke2fs (e2fsprogs); without it prepare() does both. */
+        static const char *const fixes[] = { "rmdir lost+found", "sif / mode 040700" };
+        for (size_t i = 0; i < sizeof fixes / sizeof fixes[0]; i++)
+            run_debugfs(image, fixes[i]);
         return CG_OK;
+    }
     unlink(image);
     return cg_fail(why, len, CG_ESYS, "mke2fs %s failed (%s)", image,
                    rc ? strerror(rc) : "see the log above");
@@ -540,7 +574,7 @@ copy_sparse(int from, int to, off_t size)
 static void
 template_path(char *out, size_t len, uint64_t bytes, uid_t uid, gid_t gid, const char *suffix)
 {
-    snprintf(out, len, VOLUME_TEMPLATES "/data-%llu-%lu-%lu%s", (unsigned long long)bytes,
+    snprintf(out, len, VOLUME_TEMPLATES "/home-%llu-%lu-%lu%s", (unsigned long long)bytes,
              (unsigned long)uid, (unsigned long)gid, suffix);
 }
 
@@ -700,13 +734,14 @@ prepare(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid
     close(loop); /* the loop device now lives as long as the mount, or goes */
     if (rc < 0)
         return cg_fail(why, len, CG_ESYS, "mounting %s on %s: %s", image, dir, strerror(e));
-    if (fresh) {
-        char lf[4200];
-        snprintf(lf, sizeof lf, "%s/lost+found", dir);
+    /* Images made here come so (mkfs_image); others are set right now. */
+    struct stat st;
+    char lf[4200];
+    snprintf(lf, sizeof lf, "%s/lost+found", dir);
+    if (fresh && lstat(lf, &st) == 0)
         rmdir(lf); /* clutter in the user's home; e2fsck makes it again if needed */
-        if (chmod(dir, 0700) < 0)
-            return cg_fail(why, len, CG_ESYS, "chmod %s: %s", dir, strerror(errno));
-    }
+    if (fresh && (stat(dir, &st) < 0 || (st.st_mode & 07777) != 0700) && chmod(dir, 0700) < 0)
+        return cg_fail(why, len, CG_ESYS, "chmod %s: %s", dir, strerror(errno));
     return CG_OK;
 }
 
