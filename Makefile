@@ -45,7 +45,7 @@ endif
 COMMON := common/buf.c common/cgerr.c common/clock.c common/connfile.c common/langs.c \
           common/statedir.c \
           common/log.c common/msg.c common/sibling.c common/size.c common/utf8.c common/wire.c
-SANDBOX := sandbox/box.c sandbox/boxfs.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c \
+SANDBOX := sandbox/box.c sandbox/boxfs.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp_run.c \
            sandbox/spawn.c
 KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/chan.c kernel/site.c kernel/egress.c \
           kernel/runtime.c kernel/drivers.c kernel/history.c kernel/display.c kernel/displayd.c \
@@ -58,7 +58,7 @@ CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c cli/heavy_run.
 CLI_LIGHT := cli/main.c cli/kernelspec.c cli/display_cmd.c cli/heavy_exec.c
 LIGHT_COMMON := common/cgerr.c common/langs.c common/log.c common/sibling.c common/size.c \
                 common/utf8.c
-LIGHT_LIBS := $(shell pkg-config --libs jansson libseccomp libsodium 2>/dev/null) -lpthread
+LIGHT_LIBS := $(shell pkg-config --libs jansson libsodium 2>/dev/null) -lpthread
 FETCH := fetch/main.c fetch/download.c
 GATEWAY := gateway/main.c gateway/loop.c gateway/http.c gateway/channels.c gateway/ws.c \
            gateway/kernels.c gateway/convert.c gateway/specs.c
@@ -70,7 +70,8 @@ DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers
            $(B)/kernel/drivers/python.bin $(B)/kernel/drivers/compiled.bin
 LOGOS := kernelspecs/logo-32x32.png kernelspecs/logo-64x64.png kernelspecs/logo-svg.svg
 COMMON_OBJ := $(COMMON:%.c=$(B)/%.o)
-SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o)
+# with the box's seccomp program, made when cellgate is built (below)
+SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o) $(B)/sandbox/seccomp_prog.o
 KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
 CLI_OBJ := $(CLI:%.c=$(B)/%.o)
 FETCH_OBJ := $(FETCH:%.c=$(B)/%.o)
@@ -118,6 +119,15 @@ deps:
 $(B)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# The box's seccomp program: libseccomp compiles sandbox/seccomp.c's table
+# here, once, and seccomp_gen writes it out as C for the programs.
+$(B)/sandbox/seccomp_gen: sandbox/seccomp_gen.c $(B)/sandbox/seccomp.o $(B)/common/cgerr.o
+	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
+$(B)/sandbox/seccomp_prog.c: $(B)/sandbox/seccomp_gen
+	$< > $@.tmp && mv $@.tmp $@
+$(B)/sandbox/seccomp_prog.o: $(B)/sandbox/seccomp_prog.c
+	$(CC) $(CFLAGS) -c $< -o $@
 
 # The drivers written in Python are also embedded compiled (python_boot.py
 # says why), by the same /usr/bin/python3 that will run them.
@@ -179,7 +189,7 @@ $(B)/tests/%: tests/unit/%.c $(SANDBOX_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 # The calls the seccomp tests make, shared with seccomp_probe.
-$(B)/tests/test_seccomp: $(B)/tests/seccomp_calls.o
+$(B)/tests/test_seccomp: $(B)/tests/seccomp_calls.o $(B)/sandbox/seccomp.o
 $(B)/tests/test_history: $(B)/kernel/history.o
 $(B)/tests/test_download: $(B)/fetch/download.o
 $(B)/tests/test_regpath: $(B)/registry/regpath.o
@@ -207,7 +217,8 @@ $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
 
 # The seccomp probe: loads the box's filter, calls each refused syscall with
 # harmless bad arguments and checks every errno (and that normal work goes on).
-$(B)/tests/seccomp_probe: tests/seccomp_probe.c $(B)/tests/seccomp_calls.o $(B)/sandbox/seccomp.o $(B)/common/cgerr.o
+$(B)/tests/seccomp_probe: tests/seccomp_probe.c $(B)/tests/seccomp_calls.o $(B)/sandbox/seccomp.o \
+                          $(B)/sandbox/seccomp_run.o $(B)/sandbox/seccomp_prog.o $(B)/common/cgerr.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
 

@@ -9,7 +9,6 @@
 #include "sandbox/boxfs.h"
 #include "sandbox/boxinit.h"
 #include "sandbox/boxproto.h"
-#include "sandbox/boxseccomp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -239,26 +238,6 @@ machine_root(void)
            && outside == 0 && count == 4294967295UL;
 }
 
-/* Sends init the seccomp program (built once per process: the first box
- * builds it while its init sets up). CG_OK or an error with err. */
-static int
-send_filter(struct box *b, char *err, size_t errlen)
-{
-    const struct sock_fprog *prog;
-    struct boxmsg m = { .type = BOXMSG_FILTER };
-    int rc = box_seccomp_once(&prog, err, errlen);
-
-    if (rc != CG_OK)
-        return rc;
-    struct iovec iov[2] = { { &m, sizeof m },
-                            { prog->filter, prog->len * sizeof prog->filter[0] } };
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-    if (sendmsg(b->ctl, &mh, MSG_NOSIGNAL) < 0)
-        return cg_fail(err, errlen, CG_ESYS, "sending the box its seccomp filter: %s",
-                       strerror(errno));
-    return CG_OK;
-}
-
 static int box_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pid, char *err,
                      size_t errlen);
 static int box_signal(struct spawner *sp, pid_t pid, int sig);
@@ -330,9 +309,6 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
         goto fail;
     }
     close(sync[1]);
-    sync[1] = -1;
-    if (send_filter(b, err, errlen) != CG_OK)
-        goto fail;
     return b; /* init builds the box now; box_ready() collects it */
 fail:
     for (int i = 0; i < 2; i++) {

@@ -5,8 +5,7 @@
  * private mount tree, a tmpfs root, read-only binds of the toolchains and
  * of selected /etc files, a writable /mnt/data, a private /tmp, a minimal
  * /dev, a fresh /proc, pivot_root), names the host, brings up loopback,
- * takes the seccomp filter the kernel sends, reports ready and then serves
- * the kernel: it
+ * reports ready and then serves the kernel: it
  * starts processes (setsid, rlimits, no capabilities, no_new_privs,
  * seccomp last, exec), signals process groups and reports exits. It exits
  * when the kernel closes the socket, taking the pid namespace with it.
@@ -677,38 +676,10 @@ serve(const struct boxinit_args *a, const struct sock_fprog *prog)
     }
 }
 
-/* The seccomp program every process is started under: the kernel sends it
- * first of all (boxproto.h), built while we set up. Exits when the kernel
- * is gone; a set-up failure for anything but a well-formed FILTER. */
-static void
-receive_filter(struct sock_fprog *prog)
-{
-    static struct sock_filter insns[BPF_MAXINSNS];
-    struct boxmsg m;
-    struct iovec iov[2] = { { &m, sizeof m }, { insns, sizeof insns } };
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-    ssize_t n;
-
-    do
-        n = recvmsg(ctl_fd, &mh, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n <= 0)
-        _exit(0); /* the kernel is gone: so is the box */
-    size_t bytes = (size_t)n - sizeof m;
-    if ((size_t)n < sizeof m || m.type != BOXMSG_FILTER || (mh.msg_flags & MSG_TRUNC)
-        || bytes == 0 || bytes % sizeof insns[0] != 0) {
-        errno = EPROTO;
-        setup_fail("the kernel sent no seccomp filter");
-    }
-    prog->filter = insns;
-    prog->len = (unsigned short)(bytes / sizeof insns[0]);
-}
-
 void
 boxinit_main(const struct boxinit_args *a)
 {
     char byte;
-    struct sock_fprog prog;
 
     ctl_fd = a->ctl;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -727,6 +698,5 @@ boxinit_main(const struct boxinit_args *a)
     if (a->registry)
         setup_registry();
     drop_bounding_set();
-    receive_filter(&prog);
-    serve(a, &prog);
+    serve(a, box_seccomp_prog()); /* made when cellgate was built */
 }

@@ -2,9 +2,7 @@
  * boxproto.h - messages between the kernel and the box's init, on a
  * SOCK_SEQPACKET socketpair (one message per datagram, fds as SCM_RIGHTS).
  * Init trusts the kernel; the kernel bounds and checks what init sends.
- * The kernel sends FILTER, the program every process in the box is
- * started under, before anything else, while init builds the box; init
- * reports READY only once it has it. A successful READY carries the listening socket of cellgate-display
+ * A successful READY carries the listening socket of cellgate-display
  * (BOX_DISPLAY_SOCKET), served by the kernel, then, when the box was asked
  * for one, the registry gateway's listening socket (BOX_REGISTRY_PORT on
  * the box's loopback).
@@ -24,8 +22,6 @@ enum boxmsg_type {
     BOXMSG_SPAWNED,     /* init -> kernel: pid, or error/stage */
     BOXMSG_SIGNAL,      /* kernel -> init: sig to the process group of pid */
     BOXMSG_EXITED,      /* init -> kernel: pid ended with status */
-    BOXMSG_FILTER,      /* kernel -> init, first of all: the seccomp program
-                         * (struct sock_filter[] as text) for every process */
 };
 
 struct boxmsg {

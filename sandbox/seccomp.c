@@ -9,10 +9,10 @@
  * the only one for calls an unprivileged user may make (bpf, userfaultfd,
  * perf_event_open, io_uring, new user namespaces, TIOCSTI).
  *
- * libseccomp writes the table out as classic BPF once per process (the
- * kernel's, the first time it builds a box) and init gets the program from
- * it; loading it in a freshly started child is then two prctl() calls and
- * allocates nothing. In front of libseccomp's program sits a short
+ * libseccomp writes the table out as classic BPF when cellgate is built
+ * (seccomp_gen.c puts the program into the binaries, seccomp_run.c hands
+ * it out), so no box and no process pays for building it; loading it in a
+ * freshly started child is then two prctl() calls and allocates nothing. In front of libseccomp's program sits a short
  * hand-written prologue for the two rules libseccomp cannot say (it allows
  * only one comparison per argument, and names only the calls it knows):
  *
@@ -27,9 +27,7 @@
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/seccomp.h>
-#include <pthread.h>
 #include <sched.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -389,42 +387,4 @@ out:
     if (ctx)
         seccomp_release(ctx);
     return rc;
-}
-
-static struct {
-    pthread_mutex_t lock;
-    bool tried;              /* built, or failed (then rc and err say why) */
-    int rc;
-    struct sock_fprog prog;
-    char err[256];
-} once = { .lock = PTHREAD_MUTEX_INITIALIZER };
-
-int
-box_seccomp_once(const struct sock_fprog **prog, char *err, size_t errlen)
-{
-    pthread_mutex_lock(&once.lock);
-    if (!once.tried)
-        once.rc = box_seccomp_build(&once.prog, once.err, sizeof once.err);
-    once.tried = true;
-    pthread_mutex_unlock(&once.lock);
-    *prog = &once.prog;
-    if (once.rc == CG_OK)
-        return CG_OK;
-    return cg_fail(err, errlen, once.rc, "%s", once.err);
-}
-
-int
-box_seccomp_load(const struct sock_fprog *prog)
-{
-    if (!prog || !prog->filter || prog->len == 0) {
-        errno = EINVAL;
-        return -1;
-    }
-    /* Required for an unprivileged filter, and what makes it stick:
-     * no setuid program can shed it. */
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1L, 0L, 0L, 0L) < 0)
-        return -1;
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0L, 0L) < 0)
-        return -1;
-    return 0;
 }
