@@ -238,6 +238,21 @@ machine_root(void)
            && outside == 0 && count == 4294967295UL;
 }
 
+/* Tells init how memory and processes are limited (boxproto.h). */
+static int
+send_limits(struct box *b, char *err, size_t errlen)
+{
+    struct boxmsg m = { .type = BOXMSG_LIMITS };
+    struct boxmsg_limits l = { .mem = (int32_t)cgroup_mechanism(b->cg),
+                               .pids_by_cgroup = cgroup_has_pids(b->cg) };
+    struct iovec iov[2] = { { &m, sizeof m }, { &l, sizeof l } };
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+
+    if (sendmsg(b->ctl, &mh, MSG_NOSIGNAL) < 0)
+        return cg_fail(err, errlen, CG_ESYS, "starting the box: %s", strerror(errno));
+    return CG_OK;
+}
+
 static int box_start(struct spawner *sp, const struct spawn_spec *spec, pid_t *pid, char *err,
                      size_t errlen);
 static int box_signal(struct spawner *sp, pid_t pid, int sig);
@@ -270,17 +285,13 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
     } else {
         start_data_volume(b, o, root, host_uid, host_gid);
     }
-    b->cg = cgroup_create(&o->limits, o->name, err, errlen);
-    if (!b->cg)
-        goto fail;
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(sync, O_CLOEXEC) < 0) {
         cg_fail(err, errlen, CG_ESYS, "socketpair: %s", strerror(errno));
         goto fail;
     }
     struct boxinit_args a = {
         .ctl = sv[1], .sync = sync[0], .data_dir = b->data_dir, .tmp_bytes = o->limits.tmp,
-        .limits = o->limits, .mem = cgroup_mechanism(b->cg),
-        .pids_by_cgroup = cgroup_has_pids(b->cg), .registry = o->registry,
+        .limits = o->limits, .registry = o->registry,
     };
     /* fork() with namespaces: the child has the calling thread only, and
      * goes on using this program's code and memory without exec (box.h). */
@@ -309,6 +320,12 @@ box_new(const struct box_opts *o, char *err, size_t errlen)
         goto fail;
     }
     close(sync[1]);
+    sync[1] = -1;
+    /* The cgroups are made while init builds the box; it learns how the
+     * limits are enforced before it reports ready (box_ready attaches it). */
+    b->cg = cgroup_create(&o->limits, o->name, err, errlen);
+    if (!b->cg || send_limits(b, err, errlen) != CG_OK)
+        goto fail;
     return b; /* init builds the box now; box_ready() collects it */
 fail:
     for (int i = 0; i < 2; i++) {

@@ -483,6 +483,10 @@ send_msg(const struct boxmsg *m, size_t len)
         _exit(0); /* the kernel is gone: so is the box */
 }
 
+/* How memory and processes are limited: what rlimits must make up for
+ * (BOXMSG_LIMITS, before READY). */
+static struct boxmsg_limits enforced;
+
 /* What a child does after its fds are placed and before exec. */
 struct child_setup {
     const struct boxinit_args *a;
@@ -494,7 +498,8 @@ child_hook(void *arg)
 {
     const struct child_setup *cs = arg;
 
-    if (limits_apply_rlimits(&cs->a->limits, cs->a->mem, cs->a->pids_by_cgroup) < 0)
+    if (limits_apply_rlimits(&cs->a->limits, (enum mem_mechanism)enforced.mem,
+                             enforced.pids_by_cgroup) < 0)
         return -1;
     if (drop_all_caps() < 0)
         return -1;
@@ -676,6 +681,27 @@ serve(const struct boxinit_args *a, const struct sock_fprog *prog)
     }
 }
 
+/* Takes the kernel's first message, LIMITS (boxproto.h): exits when the
+ * kernel is gone, a set-up failure for anything else. */
+static void
+receive_limits(void)
+{
+    struct boxmsg m;
+    struct iovec iov[2] = { { &m, sizeof m }, { &enforced, sizeof enforced } };
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+    ssize_t n;
+
+    do
+        n = recvmsg(ctl_fd, &mh, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        _exit(0); /* the kernel is gone: so is the box */
+    if ((size_t)n != sizeof m + sizeof enforced || m.type != BOXMSG_LIMITS) {
+        errno = EPROTO;
+        setup_fail("the kernel did not say how the box's limits are enforced");
+    }
+}
+
 void
 boxinit_main(const struct boxinit_args *a)
 {
@@ -698,5 +724,6 @@ boxinit_main(const struct boxinit_args *a)
     if (a->registry)
         setup_registry();
     drop_bounding_set();
+    receive_limits();
     serve(a, box_seccomp_prog()); /* made when cellgate was built */
 }
