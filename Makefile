@@ -45,14 +45,20 @@ endif
 COMMON := common/buf.c common/cgerr.c common/clock.c common/connfile.c common/langs.c \
           common/statedir.c \
           common/log.c common/msg.c common/sibling.c common/size.c common/utf8.c common/wire.c
-SANDBOX := sandbox/box.c sandbox/boxfs.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp.c \
+SANDBOX := sandbox/box.c sandbox/boxfs.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp_run.c \
            sandbox/spawn.c
 KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/chan.c kernel/site.c kernel/egress.c \
           kernel/runtime.c kernel/drivers.c kernel/history.c kernel/display.c kernel/displayd.c \
           kernel/image.c kernel/procs.c kernel/tools/tools.c kernel/tools/tool.c kernel/tools/exec.c \
           kernel/tools/session.c kernel/tools/download.c kernel/tools/open_image.c \
           kernel/tools/marker.c
-CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c
+CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c cli/heavy_run.c
+# `cellgate` itself: the same commands, but kernel and doctor exec
+# cellgate-kernel (cli/heavy.h), so the others start without ZeroMQ & co.
+CLI_LIGHT := cli/main.c cli/kernelspec.c cli/display_cmd.c cli/heavy_exec.c
+LIGHT_COMMON := common/cgerr.c common/langs.c common/log.c common/sibling.c common/size.c \
+                common/utf8.c
+LIGHT_LIBS := $(shell pkg-config --libs jansson libsodium 2>/dev/null) -lpthread
 FETCH := fetch/main.c fetch/download.c
 GATEWAY := gateway/main.c gateway/loop.c gateway/http.c gateway/channels.c gateway/ws.c \
            gateway/kernels.c gateway/convert.c gateway/specs.c
@@ -64,7 +70,8 @@ DRIVERS := kernel/drivers/python.py kernel/drivers/python_boot.py kernel/drivers
            $(B)/kernel/drivers/python.bin $(B)/kernel/drivers/compiled.bin
 LOGOS := kernelspecs/logo-32x32.png kernelspecs/logo-64x64.png kernelspecs/logo-svg.svg
 COMMON_OBJ := $(COMMON:%.c=$(B)/%.o)
-SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o)
+# with the box's seccomp program, made when cellgate is built (below)
+SANDBOX_OBJ := $(SANDBOX:%.c=$(B)/%.o) $(B)/sandbox/seccomp_prog.o
 KERNEL_OBJ := $(KERNEL:%.c=$(B)/%.o)
 CLI_OBJ := $(CLI:%.c=$(B)/%.o)
 FETCH_OBJ := $(FETCH:%.c=$(B)/%.o)
@@ -76,8 +83,12 @@ KERNEL_MODULES_OBJ := $(filter-out $(B)/kernel/kernel.o,$(KERNEL_OBJ))
 # the gateway's modules without its main, for the fuzz targets
 GATEWAY_MODULES := $(filter-out gateway/main.c,$(GATEWAY))
 GATEWAY_MODULES_OBJ := $(GATEWAY_MODULES:%.c=$(B)/%.o)
-# the `cellgate` command: its subcommands, the kernel, the box
-CELLGATE_OBJ := $(CLI_OBJ) $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
+# cellgate-kernel: the kernel, the box, every subcommand
+CELLGATE_KERNEL_OBJ := $(CLI_OBJ) $(KERNEL_OBJ) $(SANDBOX_OBJ) $(COMMON_OBJ)
+# the `cellgate` command: the box, install, display (its checks of a file
+# are the kernel's), serve; kernel and doctor run cellgate-kernel
+CELLGATE_OBJ := $(CLI_LIGHT:%.c=$(B)/%.o) $(SANDBOX_OBJ) $(B)/kernel/display.o \
+                $(B)/kernel/image.o $(LIGHT_COMMON:%.c=$(B)/%.o)
 # cellgate-fetch: libcurl lives here, never in the kernel
 CELLGATE_FETCH_OBJ := $(FETCH_OBJ) $(COMMON_OBJ)
 # cellgate-registry, the package registry gateway: libcurl and
@@ -90,7 +101,7 @@ UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.
          tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
          tests/unit/test_boxfs.c tests/unit/test_download.c tests/unit/test_chan.c \
          tests/unit/test_kernel_modules.c tests/unit/test_regpath.c tests/unit/test_rewrite.c \
-         tests/unit/test_regpolicy.c
+         tests/unit/test_regpolicy.c tests/unit/test_box.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
 FUZZERS := wire connfile image marker download display regpath rewrite gwconvert gwhttp ws
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
@@ -99,7 +110,7 @@ FUZZ_SECONDS ?= 60
 .PHONY: all deps run test unit run-unit sanitize-unit fuzz-replay check-style check-layers pytest bench fuzz valgrind \
         clean install-kernelspecs
 
-all: deps $(B)/cellgate $(B)/cellgate-fetch $(B)/cellgate-registry $(B)/cellgate-gateway
+all: deps $(B)/cellgate $(B)/cellgate-kernel $(B)/cellgate-fetch $(B)/cellgate-registry $(B)/cellgate-gateway
 
 deps:
 	@bash scripts/deps.sh
@@ -108,6 +119,15 @@ deps:
 $(B)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# The box's seccomp program: libseccomp compiles sandbox/seccomp.c's table
+# here, once, and seccomp_gen writes it out as C for the programs.
+$(B)/sandbox/seccomp_gen: sandbox/seccomp_gen.c $(B)/sandbox/seccomp.o $(B)/common/cgerr.o
+	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
+$(B)/sandbox/seccomp_prog.c: $(B)/sandbox/seccomp_gen
+	$< > $@.tmp && mv $@.tmp $@
+$(B)/sandbox/seccomp_prog.o: $(B)/sandbox/seccomp_prog.c
+	$(CC) $(CFLAGS) -c $< -o $@
 
 # The drivers written in Python are also embedded compiled (python_boot.py
 # says why), by the same /usr/bin/python3 that will run them.
@@ -122,6 +142,10 @@ $(B)/kernel/drivers.o: CFLAGS += -DCG_PYTHON_COMPILED='"$(B)/kernel/drivers/pyth
 $(B)/cli/kernelspec.o: $(LOGOS)
 
 $(B)/cellgate: $(CELLGATE_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LIGHT_LIBS) -o $@
+
+# What `cellgate kernel` (the kernelspecs' command) and `cellgate doctor` exec.
+$(B)/cellgate-kernel: $(CELLGATE_KERNEL_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # What carries out cellgate.download, beside the kernel's binary.
@@ -135,6 +159,11 @@ $(B)/cellgate-registry: $(CELLGATE_REGISTRY_OBJ)
 # `cellgate serve` execs this program beside the binary.
 $(B)/cellgate-gateway: $(CELLGATE_GATEWAY_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(MHD_LIBS) -lwslay -o $@
+
+# The box's cost inside one process (bench/boxbench.py runs it).
+$(B)/bench/boxloop: bench/boxloop.c $(SANDBOX_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
 
 # ---- run --------------------------------------------------------------------
 
@@ -160,7 +189,7 @@ $(B)/tests/%: tests/unit/%.c $(SANDBOX_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 # The calls the seccomp tests make, shared with seccomp_probe.
-$(B)/tests/test_seccomp: $(B)/tests/seccomp_calls.o
+$(B)/tests/test_seccomp: $(B)/tests/seccomp_calls.o $(B)/sandbox/seccomp.o
 $(B)/tests/test_history: $(B)/kernel/history.o
 $(B)/tests/test_download: $(B)/fetch/download.o
 $(B)/tests/test_regpath: $(B)/registry/regpath.o
@@ -188,7 +217,8 @@ $(B)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(COMMON_OBJ)
 
 # The seccomp probe: loads the box's filter, calls each refused syscall with
 # harmless bad arguments and checks every errno (and that normal work goes on).
-$(B)/tests/seccomp_probe: tests/seccomp_probe.c $(B)/tests/seccomp_calls.o $(B)/sandbox/seccomp.o $(B)/common/cgerr.o
+$(B)/tests/seccomp_probe: tests/seccomp_probe.c $(B)/tests/seccomp_calls.o $(B)/sandbox/seccomp.o \
+                          $(B)/sandbox/seccomp_run.o $(B)/sandbox/seccomp_prog.o $(B)/common/cgerr.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -o $@
 
@@ -243,12 +273,15 @@ VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-
 # kernels run without the box: valgrind cannot follow it (no handler for
 # seccomp(2), and its log files vanish behind pivot_root); the box's code is
 # covered by the sanitizer run (make SANITIZE=address,undefined test).
+# `cellgate kernel` execs cellgate-kernel: valgrind follows that exec, and
+# no other (the runtimes, the helpers beside cellgate).
+VALGRIND_SKIP := /usr/*,/bin/*,/sbin/*,*/cellgate-fetch,*/cellgate-registry,*/cellgate-display
 valgrind: all $(UNIT_BINS) $(REPLAYS)
 	@set -e; for t in $(UNIT_BINS); do $(VALGRIND) $$t; done
 	@set -e; for f in $(FUZZERS); do $(VALGRIND) $(B)/tests/replay_$$f tests/fuzz/corpus/$$f; done
 	@rm -f $(B)/valgrind.*
 	CELLGATE_SANDBOX=0 CELLGATE_BIN=$(B)/cellgate \
-	    CELLGATE_WRAPPER="$(VALGRIND) --log-file=$(abspath $(B))/valgrind.%p" \
+	    CELLGATE_WRAPPER="$(VALGRIND) --trace-children=yes --trace-children-skip=$(VALGRIND_SKIP) --log-file=$(abspath $(B))/valgrind.%p" \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_kernel_test.py tests/test_hostile.py
 	@if grep -l . $(B)/valgrind.* 2>/dev/null; then cat $(B)/valgrind.*; \
 	    echo "valgrind reports above"; exit 1; fi
@@ -272,7 +305,7 @@ fuzz: deps
 	    $(B)/fuzz/fuzz_$$f -merge=1 -max_len=$(FUZZ_MAX_LEN) tests/fuzz/corpus/$$f $(B)/fuzz/$$f; \
 	done
 
-bench: install-kernelspecs
+bench: install-kernelspecs $(B)/bench/boxloop
 	$(PYTHON) ../shared/bench/kernelbench.py cellgate-python --vs python3
 	$(PYTHON) bench/ready.py cellgate-python python3
 	$(PYTHON) bench/boxbench.py --cellgate $(B)/cellgate

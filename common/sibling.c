@@ -5,6 +5,7 @@
 
 #include "common/cgerr.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,4 +23,19 @@ sibling_path(const char *name, char *buf, size_t len)
     size_t dir = slash ? (size_t)(slash + 1 - buf) : 0;
     int w = snprintf(buf + dir, len - dir, "%s", name);
     return w < 0 || (size_t)w >= len - dir ? CG_ETOOBIG : CG_OK;
+}
+
+int
+sibling_exec(const char *name, char **argv)
+{
+    static char prog[4096];
+    int rc = sibling_path(name, prog, sizeof prog);
+
+    if (rc != CG_OK) {
+        errno = rc == CG_ETOOBIG ? ENAMETOOLONG : ENOENT;
+        return -1;
+    }
+    argv[0] = prog;
+    execv(prog, argv);
+    return -1;
 }

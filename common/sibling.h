@@ -13,4 +13,9 @@
  * (buf too small). Does not check that the program exists. */
 int sibling_path(const char *name, char *buf, size_t len);
 
+/* Execs program name beside the running binary with argv, whose argv[0]
+ * it sets to that program's path. Returns only on failure, -1 with errno
+ * (ENOENT when there is no such program). */
+int sibling_exec(const char *name, char **argv);
+
 #endif

@@ -5,7 +5,7 @@
  * private mount tree, a tmpfs root, read-only binds of the toolchains and
  * of selected /etc files, a writable /mnt/data, a private /tmp, a minimal
  * /dev, a fresh /proc, pivot_root), names the host, brings up loopback,
- * builds the seccomp filter, reports ready and then serves the kernel: it
+ * reports ready and then serves the kernel: it
  * starts processes (setsid, rlimits, no capabilities, no_new_privs,
  * seccomp last, exec), signals process groups and reports exits. It exits
  * when the kernel closes the socket, taking the pid namespace with it.
@@ -15,6 +15,7 @@
 #include "sandbox/boxpaths.h"
 
 #include "common/cgerr.h"
+#include "common/sibling.h"
 #include "sandbox/boxproto.h"
 #include "sandbox/boxseccomp.h"
 
@@ -109,16 +110,31 @@ become_box_user(void)
         setup_fail("capset: %s", strerror(errno));
 }
 
-/* In a child before exec: no capability of any kind survives. */
+/* Empties init's capability bounding set once its set-up is done: every
+ * process it starts inherits the empty set, so no exec in the box can gain
+ * a capability. Init's own capabilities stay (it needs none after set-up,
+ * but dropping them is each child's job). The set ends at the first
+ * capability this Linux does not know (EINVAL). */
+static void
+drop_bounding_set(void)
+{
+    for (int cap = 0; cap <= 63; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+            if (errno == EINVAL)
+                return;
+            setup_fail("dropping capability %d from the bounding set: %s", cap,
+                       strerror(errno));
+        }
+}
+
+/* In a child before exec: no capability of any kind survives (the
+ * bounding set is empty already: drop_bounding_set). */
 static int
 drop_all_caps(void)
 {
     struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
     struct __user_cap_data_struct data[2] = { { 0 }, { 0 } };
 
-    for (int cap = 0; cap <= 63; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-            return -1;
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         return -1;
     return (int)syscall(SYS_capset, &hdr, data);
@@ -195,6 +211,8 @@ struct src {
     char link[256];     /* non-empty: recreate as this symlink instead */
 };
 
+/* Opens host (O_PATH, the link itself if it is one) and reads what it is:
+ * a symlink's target is kept to recreate it, anything else is bound. */
 static void
 open_src(struct src *s, const char *host, const char *target)
 {
@@ -202,21 +220,22 @@ open_src(struct src *s, const char *host, const char *target)
 
     memset(s, 0, sizeof *s);
     s->host = host;
-    s->fd = -1;
     snprintf(s->target, sizeof s->target, "%s%s", ROOT, target);
-    if (lstat(host, &st) < 0)
+    s->fd = open(host, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (s->fd < 0 || fstat(s->fd, &st) < 0)
+        goto none;
+    s->dir = S_ISDIR(st.st_mode);
+    if (!S_ISLNK(st.st_mode))
         return;
-    if (S_ISLNK(st.st_mode)) {
-        ssize_t n = readlink(host, s->link, sizeof s->link - 1);
-        if (n > 0) {
-            s->link[n] = '\0';
-            return;
-        }
+    ssize_t n = readlinkat(s->fd, "", s->link, sizeof s->link - 1);
+    if (n > 0)
+        s->link[n] = '\0';
+    else
         s->link[0] = '\0';
-    }
-    s->fd = open(host, O_PATH | O_CLOEXEC);
-    if (s->fd >= 0 && fstat(s->fd, &st) == 0)
-        s->dir = S_ISDIR(st.st_mode);
+none:
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
 }
 
 static void
@@ -231,8 +250,8 @@ place_src(struct src *s, enum bind_mode mode)
         return;
     if (s->dir)
         make_dir(s->target, 0755);
-    else
-        make_file(s->target, "");
+    else if (mknod(s->target, S_IFREG | 0644, 0) < 0) /* an empty file to bind over */
+        setup_fail("creating %s: %s", s->target, strerror(errno));
     bind_fd(s->fd, s->target, mode, s->host);
     close(s->fd);
     s->fd = -1;
@@ -252,23 +271,28 @@ struct sources {
 #define N_DEV (sizeof dev_nodes / sizeof dev_nodes[0])
 
 /*
- * This program, to be shown as cellgate-display: init was forked from the
- * kernel without exec, so it is cellgate. Opened by its path: the file
- * /proc/self/exe leads to belongs to the kernel's mount namespace, and a
- * bind needs one of ours. If the program is gone (replaced while the
- * kernel runs), the box goes without cellgate-display.
+ * The program shown as cellgate-display: the cellgate command beside this
+ * program (init was forked from the kernel without exec, so this is
+ * cellgate-kernel, which does the same but loads more libraries to start),
+ * else this program itself. Opened by its path: the file /proc/self/exe
+ * leads to belongs to the kernel's mount namespace, and a bind needs one
+ * of ours. If neither is there (replaced while the kernel runs), the box
+ * goes without cellgate-display.
  */
 static void
 open_self(struct src *s)
 {
     static char path[4096];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    ssize_t n;
 
     memset(s, 0, sizeof *s);
     s->fd = -1;
     s->host = path;
     snprintf(s->target, sizeof s->target, ROOT BOX_BIN_DIR "/cellgate-display");
-    if (n <= 0 || path[0] != '/')
+    if (sibling_path("cellgate", path, sizeof path) == CG_OK && path[0] == '/'
+        && (s->fd = open(path, O_PATH | O_CLOEXEC)) >= 0)
+        return;
+    if ((n = readlink("/proc/self/exe", path, sizeof path - 1)) <= 0 || path[0] != '/')
         return;
     path[n] = '\0';
     s->fd = open(path, O_PATH | O_CLOEXEC);
@@ -459,6 +483,10 @@ send_msg(const struct boxmsg *m, size_t len)
         _exit(0); /* the kernel is gone: so is the box */
 }
 
+/* How memory and processes are limited: what rlimits must make up for
+ * (BOXMSG_LIMITS, before READY). */
+static struct boxmsg_limits enforced;
+
 /* What a child does after its fds are placed and before exec. */
 struct child_setup {
     const struct boxinit_args *a;
@@ -470,7 +498,8 @@ child_hook(void *arg)
 {
     const struct child_setup *cs = arg;
 
-    if (limits_apply_rlimits(&cs->a->limits, cs->a->mem, cs->a->pids_by_cgroup) < 0)
+    if (limits_apply_rlimits(&cs->a->limits, (enum mem_mechanism)enforced.mem,
+                             enforced.pids_by_cgroup) < 0)
         return -1;
     if (drop_all_caps() < 0)
         return -1;
@@ -521,16 +550,13 @@ serve_spawn(struct boxmsg *m, size_t len, int *fds, size_t n_fds,
         reply.error = errno;
         goto out;
     }
-    pid_t pid = fork();
+    /* In its own session and process group, signalled as one. */
+    pid_t pid = spawn_vfork(&spec, report[1], &hook, 1);
     if (pid < 0) {
         reply.error = errno;
         close(report[0]);
         close(report[1]);
         goto out;
-    }
-    if (pid == 0) {
-        setsid(); /* its own session and process group, signalled as one */
-        spawn_exec_child(&spec, report[1], &hook);
     }
     close(report[1]);
     if (spawn_wait_exec(report[0], &spec, &hook, err, sizeof err) != CG_OK) {
@@ -655,11 +681,31 @@ serve(const struct boxinit_args *a, const struct sock_fprog *prog)
     }
 }
 
+/* Takes the kernel's first message, LIMITS (boxproto.h): exits when the
+ * kernel is gone, a set-up failure for anything else. */
+static void
+receive_limits(void)
+{
+    struct boxmsg m;
+    struct iovec iov[2] = { { &m, sizeof m }, { &enforced, sizeof enforced } };
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+    ssize_t n;
+
+    do
+        n = recvmsg(ctl_fd, &mh, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        _exit(0); /* the kernel is gone: so is the box */
+    if ((size_t)n != sizeof m + sizeof enforced || m.type != BOXMSG_LIMITS) {
+        errno = EPROTO;
+        setup_fail("the kernel did not say how the box's limits are enforced");
+    }
+}
+
 void
 boxinit_main(const struct boxinit_args *a)
 {
-    char byte, err[256];
-    struct sock_fprog prog;
+    char byte;
 
     ctl_fd = a->ctl;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -677,7 +723,7 @@ boxinit_main(const struct boxinit_args *a)
     loopback_up();
     if (a->registry)
         setup_registry();
-    if (box_seccomp_build(&prog, err, sizeof err) != CG_OK)
-        setup_fail("building the seccomp filter: %s", err);
-    serve(a, &prog);
+    drop_bounding_set();
+    receive_limits();
+    serve(a, box_seccomp_prog()); /* made when cellgate was built */
 }

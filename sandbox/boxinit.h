@@ -15,9 +15,8 @@ struct boxinit_args {
     int sync;                 /* read end: a byte once the id maps are written */
     const char *data_dir;     /* host path bound at /mnt/data */
     uint64_t tmp_bytes;       /* size of /tmp and /dev/shm */
-    struct box_limits limits; /* rlimits for every process started */
-    enum mem_mechanism mem;   /* how memory is limited (RLIMIT_AS fallback) */
-    bool pids_by_cgroup;      /* pids limited by a cgroup, not RLIMIT_NPROC */
+    struct box_limits limits; /* rlimits for every process started (how memory
+                               * and pids are limited comes as BOXMSG_LIMITS) */
     bool registry;            /* listen at BOX_REGISTRY_PORT for the registry gateway */
 };
 

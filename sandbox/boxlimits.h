@@ -77,6 +77,11 @@ bool cgroup_has_pids(const struct box_cgroup *cg);
 /* Moves pid (and its future children) into the box's cgroup(s). */
 int cgroup_attach(struct box_cgroup *cg, pid_t pid, char *err, size_t errlen);
 
+/* Removes box cgroups that kernels killed outright left beside cg's: empty
+ * ones older than a minute. Work that may wait: a box's own is never
+ * touched (it holds its init), nor a young one. */
+void cgroup_sweep(const struct box_cgroup *cg);
+
 /* How many processes the memory limit has killed so far (0 without a cgroup). */
 uint64_t cgroup_oom_kills(const struct box_cgroup *cg);
 

@@ -2,7 +2,7 @@
  * boxproto.h - messages between the kernel and the box's init, on a
  * SOCK_SEQPACKET socketpair (one message per datagram, fds as SCM_RIGHTS).
  * Init trusts the kernel; the kernel bounds and checks what init sends.
- * A successful READY carries the listening socket of cellgate-display
+ * The kernel's first message is LIMITS. A successful READY carries the listening socket of cellgate-display
  * (BOX_DISPLAY_SOCKET), served by the kernel, then, when the box was asked
  * for one, the registry gateway's listening socket (BOX_REGISTRY_PORT on
  * the box's loopback).
@@ -22,6 +22,15 @@ enum boxmsg_type {
     BOXMSG_SPAWNED,     /* init -> kernel: pid, or error/stage */
     BOXMSG_SIGNAL,      /* kernel -> init: sig to the process group of pid */
     BOXMSG_EXITED,      /* init -> kernel: pid ended with status */
+    BOXMSG_LIMITS,      /* kernel -> init, first of all: struct boxmsg_limits */
+};
+
+/* How the box's limits are enforced, which the kernel knows once it has
+ * made the box's cgroups (while init sets up): what each process started
+ * must make up for with rlimits. Init reports READY only once it has it. */
+struct boxmsg_limits {
+    int32_t mem;              /* enum mem_mechanism */
+    uint32_t pids_by_cgroup;  /* 1: a pids cgroup counts the box's processes */
 };
 
 struct boxmsg {

@@ -492,7 +492,9 @@ sweep_stale(const struct cg_dir *p)
     while (dir && (e = readdir(dir))) {
         char path[CG_PATH], procs[64];
         struct stat st;
-        if (e->d_name[0] == '.' || join(path, sizeof path, p->path, e->d_name) != CG_OK
+        /* cgroupfs names each entry's type: its many control files need no stat */
+        if (e->d_name[0] == '.' || (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN)
+            || join(path, sizeof path, p->path, e->d_name) != CG_OK
             || stat(path, &st) != 0 || !S_ISDIR(st.st_mode) || now - st.st_mtime < STALE_AGE)
             continue;
         if (cg_read(path, "cgroup.procs", procs, sizeof procs) == 0 && procs[0] == '\0')
@@ -567,7 +569,6 @@ make_box_dir(const char *ctl, const char *name, struct cg_dir *leaf, bool *pids,
         if (rc != CG_OK)
             return *avail ? rc : CG_OK;
         *avail = true;
-        sweep_stale(&parent);
         rc = make_leaf(&parent, name, leaf, err, errlen);
         if (rc != CG_ENOTFOUND)
             break;
@@ -710,6 +711,21 @@ cgroup_attach(struct box_cgroup *cg, pid_t pid, char *err, size_t errlen)
                            (long)pid, dirs[i]->path, strerror(-e));
     }
     return CG_OK;
+}
+
+void
+cgroup_sweep(const struct box_cgroup *cg)
+{
+    const struct cg_dir *dirs[2] = { &cg->mem, &cg->pids };
+
+    for (size_t i = 0; i < 2; i++) {
+        struct cg_dir parent = *dirs[i];
+        char *slash = strrchr(parent.path, '/');
+        if (!parent.path[0] || !slash)
+            continue;
+        *slash = '\0';
+        sweep_stale(&parent);
+    }
 }
 
 uint64_t

@@ -9,9 +9,10 @@
  * the only one for calls an unprivileged user may make (bpf, userfaultfd,
  * perf_event_open, io_uring, new user namespaces, TIOCSTI).
  *
- * libseccomp writes the table out as classic BPF once, in the box's init;
- * loading it in a freshly forked child is then two prctl() calls and
- * allocates nothing. In front of libseccomp's program sits a short
+ * libseccomp writes the table out as classic BPF when cellgate is built
+ * (seccomp_gen.c puts the program into the binaries, seccomp_run.c hands
+ * it out), so no box and no process pays for building it; loading it in a
+ * freshly started child is then two prctl() calls and allocates nothing. In front of libseccomp's program sits a short
  * hand-written prologue for the two rules libseccomp cannot say (it allows
  * only one comparison per argument, and names only the calls it knows):
  *
@@ -386,20 +387,4 @@ out:
     if (ctx)
         seccomp_release(ctx);
     return rc;
-}
-
-int
-box_seccomp_load(const struct sock_fprog *prog)
-{
-    if (!prog || !prog->filter || prog->len == 0) {
-        errno = EINVAL;
-        return -1;
-    }
-    /* Required for an unprivileged filter, and what makes it stick:
-     * no setuid program can shed it. */
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1L, 0L, 0L, 0L) < 0)
-        return -1;
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0L, 0L) < 0)
-        return -1;
-    return 0;
 }

@@ -6,9 +6,14 @@
 
 #include "common/cgerr.h"
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#endif
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -77,6 +82,60 @@ spawn_exec_child(const struct spawn_spec *spec, int report_fd, const struct spaw
         child_fail(report_fd, STAGE_HOOK);
     execve(spec->argv[0], (char *const *)spec->argv, (char *const *)spec->envp);
     child_fail(report_fd, STAGE_EXEC);
+}
+
+/* What a child started by spawn_vfork() is to do. */
+struct vfork_args {
+    const struct spawn_spec *spec;
+    int report_fd;
+    const struct spawn_hook *hook;
+    int session;
+};
+
+static int
+vfork_child(void *arg)
+{
+    const struct vfork_args *a = arg;
+
+    if (a->session)
+        setsid();
+    spawn_exec_child(a->spec, a->report_fd, a->hook);
+}
+
+pid_t
+spawn_vfork(const struct spawn_spec *spec, int report_fd, const struct spawn_hook *hook,
+            int session)
+{
+    /* The child's stack: the caller is suspended while the child uses it. */
+    static char stack[64 * 1024] __attribute__((aligned(16)));
+    struct vfork_args a = { spec, report_fd, hook, session };
+    sigset_t all, old;
+
+#ifdef __SANITIZE_ADDRESS__
+    /* Frames of the last child, which never returned, left their poison. */
+    ASAN_UNPOISON_MEMORY_REGION(stack, sizeof stack);
+#endif
+    /* No handler of ours may run on the child's side of the shared memory:
+     * the child resets every disposition before it unblocks. */
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    pid_t pid = clone(vfork_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+    int e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return pid;
+}
+
+void
+spawn_close_all_but(int a, int b)
+{
+    unsigned lo = (unsigned)(a < b ? a : b), hi = (unsigned)(a < b ? b : a);
+
+    if (lo > 3) /* close_range refuses an empty range */
+        close_range(3, lo - 1, 0);
+    if (hi > lo + 1)
+        close_range(lo + 1, hi - 1, 0);
+    close_range(hi + 1, ~0U, 0);
 }
 
 int

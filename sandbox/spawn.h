@@ -65,12 +65,30 @@ void spawn_exec_child(const struct spawn_spec *spec, int report_fd, const struct
     __attribute__((noreturn));
 
 /*
+ * Starts a child that runs spawn_exec_child(spec, report_fd, hook), first
+ * making itself a session leader when session is true. Like posix_spawn,
+ * the child shares the caller's memory until it execs (no page tables are
+ * copied, which is most of what a fork costs) and the caller waits until
+ * it has exec'd or exited; signals are blocked meanwhile. For a
+ * single-threaded caller (it has one stack for its children). Returns the
+ * child's pid, or -1 with errno.
+ */
+pid_t spawn_vfork(const struct spawn_spec *spec, int report_fd, const struct spawn_hook *hook,
+                  int session);
+
+/*
  * In the parent: waits for the report of a child started with
  * spawn_exec_child (reading report_fd until EOF, then closing it). Returns
  * CG_OK once the exec succeeded, or an error naming the failed step.
  */
 int spawn_wait_exec(int report_fd, const struct spawn_spec *spec, const struct spawn_hook *hook,
                     char *err, size_t errlen);
+
+/* Closes every descriptor of this process but 0, 1, 2, a and b (a != b,
+ * both > 2): what a process forked without exec (a box's init, a volume's
+ * keeper) does first, so nothing its creator had open (a kernel's listening
+ * sockets, other boxes' sockets) stays reachable in it. */
+void spawn_close_all_but(int a, int b);
 
 /* Creates a close-on-exec pipe whose write end is >= SPAWN_REPORT_FD_MIN. */
 int spawn_report_pipe(int fds[2]);

@@ -16,6 +16,7 @@
 #include "sandbox/boxlimits.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <mntent.h>
 #include <poll.h>
 #include <signal.h>
@@ -1059,6 +1060,47 @@ test_cgroup_destroy(void **state)
         assert_true(kill(r.pids[i], 0) == -1 && errno == ESRCH);
 }
 
+/* cgroup_sweep() removes an empty box cgroup older than a minute beside
+ * the box's own, and leaves a young one and the box's own alone. */
+static void
+test_cgroup_sweep(void **state)
+{
+    struct cg_test *t = *state;
+    char dirs[2][PATHLEN], stale[PATHLEN + 80], young[PATHLEN + 80];
+    struct timespec old[2] = { { time(NULL) - 120, 0 }, { time(NULL) - 120, 0 } };
+    struct stat st;
+
+    need_cgroups();
+    make_box(t);
+    t->child = fork();
+    if (t->child == 0) {
+        pause();
+        _exit(0);
+    }
+    attach(t, t->child);
+    size_t n = box_dirs(t->child, t->name, dirs);
+    assert_true(n >= 1);
+    *strrchr(dirs[0], '/') = '\0'; /* the box cgroups' parent */
+    snprintf(stale, sizeof stale, "%s/%s-stale", dirs[0], t->name);
+    snprintf(young, sizeof young, "%s/%s-young", dirs[0], t->name);
+    assert_int_equal(mkdir(stale, 0755), 0);
+    assert_int_equal(mkdir(young, 0755), 0);
+    if (utimensat(AT_FDCWD, stale, old, 0) != 0) {
+        rmdir(stale);
+        rmdir(young);
+        print_message("[  SKIP    ] cannot age a cgroup directory here: %s\n", strerror(errno));
+        skip();
+    }
+    cgroup_sweep(t->cg);
+    bool stale_gone = stat(stale, &st) != 0 && errno == ENOENT;
+    bool young_kept = stat(young, &st) == 0;
+    rmdir(stale);
+    rmdir(young);
+    assert_true(stale_gone);
+    assert_true(young_kept);
+    assert_int_equal(box_dirs(t->child, t->name, dirs), n); /* the box's own stays */
+}
+
 /* With memory 0 the box still gets its cgroups (to be killed as one), and
  * says memory is not limited. */
 static void
@@ -1124,6 +1166,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_cgroup_pids_limit, cg_setup, cg_teardown),
         cmocka_unit_test_setup_teardown(test_cgroup_destroy, cg_setup, cg_teardown),
         cmocka_unit_test_setup_teardown(test_cgroup_no_memory_limit, cg_setup, cg_teardown),
+        cmocka_unit_test_setup_teardown(test_cgroup_sweep, cg_setup, cg_teardown),
     };
     return cmocka_run_group_tests_name("limits", tests, note_old_parents, remove_parents);
 }
