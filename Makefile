@@ -3,7 +3,9 @@
 #   make          install missing Debian packages, build build/cellgate
 #   make run      build, install the kernelspecs for this user, run examples/hello.ipynb
 #   make test     every test: C units, fuzz corpus replay, style checks, Jupyter clients
-#   make bench    kernelbench: cellgate-python against ipykernel (python3)
+#   make bench    the Speed figures: kernelbench (cellgate-python against ipykernel),
+#                 readiness, box creation against bwrap, every language's first cell
+#                 against its bare toolchain, the tools
 #   make fuzz     run the libFuzzer targets for FUZZ_SECONDS each
 #   make valgrind the C tests, every fuzz replay and kernels under valgrind
 #   make SANITIZE=address,undefined test   everything built with sanitizers
@@ -306,9 +308,10 @@ fuzz: deps
 	done
 
 bench: install-kernelspecs $(B)/bench/boxloop
-	$(PYTHON) ../shared/bench/kernelbench.py cellgate-python --vs python3
+	$(PYTHON) ../shared/bench/kernelbench.py cellgate-python --vs python3 --rounds 5
 	$(PYTHON) bench/ready.py cellgate-python python3
 	$(PYTHON) bench/boxbench.py --cellgate $(B)/cellgate
+	$(PYTHON) bench/langbench.py --rounds 5 --n 3
 	$(PYTHON) bench/toolbench.py
 
 clean:
