@@ -41,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import websocket  # noqa: E402
+from proctree import descendants  # noqa: E402
 from test_gateway import execute_request, kernel_pids, recv_data, start_gateway  # noqa: E402
 
 TIMEOUT = 60
@@ -369,21 +370,9 @@ def proc_figures(pid):
 
 def with_descendants(pids):
     """pids and every process under them (the box's init and runtime)."""
-    children = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(p))
-    out, todo = [], list(pids)
-    while todo:
-        pid = todo.pop()
-        if pid not in out:
-            out.append(pid)
-            todo.extend(children.get(pid, []))
+    out = list(pids)
+    for pid in pids:
+        out += [p for p in descendants(pid) if p not in out]
     return out
 
 

@@ -37,6 +37,8 @@ os.environ.setdefault("CELLGATE_STATE_DIR", tempfile.mkdtemp(prefix="cellgate-st
 
 from jupyter_client.manager import KernelManager, start_new_kernel  # noqa: E402
 
+from proctree import descendants  # noqa: E402,F401 - for the test modules
+
 TIMEOUT = 20
 
 
@@ -133,25 +135,6 @@ multi_kernel = _module_kernel("cellgate")
 
 def kernel_pid(km):
     return km.provisioner.process.pid
-
-
-def descendants(pid):
-    """All processes below pid (from /proc), as a set of pids."""
-    kids = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(p))
-    out, todo = set(), [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
 
 
 def pid_alive(pid):
