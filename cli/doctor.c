@@ -99,7 +99,7 @@ print_registry(void)
 
     printf("\npackages (registry gateway):\n");
     fflush(stdout);
-    if (sibling_path("cellgate-registry", prog, sizeof prog) != CG_OK || access(prog, X_OK) < 0) {
+    if (sibling_find("cellgate-registry", prog, sizeof prog) != CG_OK) {
         printf("  UNAVAILABLE: no cellgate-registry beside this binary: pip and npm in the "
                "box cannot install\n");
         return;
@@ -135,7 +135,7 @@ doctor_run(void)
     }
     print_sandbox();
     char fetch[4200];
-    bool fetch_ok = sibling_path("cellgate-fetch", fetch, sizeof fetch) == CG_OK && access(fetch, X_OK) == 0;
+    bool fetch_ok = sibling_find("cellgate-fetch", fetch, sizeof fetch) == CG_OK;
     printf("\ntools:\n  cellgate.download    %s %s\n", fetch_ok ? "by" : "UNAVAILABLE: no",
            fetch_ok ? fetch : "cellgate-fetch beside this binary");
     print_registry();

@@ -26,6 +26,28 @@ sibling_path(const char *name, char *buf, size_t len)
 }
 
 int
+sibling_find(const char *name, char *buf, size_t len)
+{
+    int rc = sibling_path(name, buf, len);
+
+    if (rc == CG_OK && access(buf, X_OK) != 0)
+        rc = CG_ENOTFOUND;
+    return rc;
+}
+
+int
+sibling_or_self(const char *name, char *buf, size_t len)
+{
+    if (sibling_find(name, buf, len) == CG_OK)
+        return CG_OK;
+    ssize_t n = len > 1 ? readlink("/proc/self/exe", buf, len - 1) : -1;
+    if (n <= 0)
+        return CG_ESYS;
+    buf[n] = '\0';
+    return CG_OK;
+}
+
+int
 sibling_exec(const char *name, char **argv)
 {
     static char prog[4096];

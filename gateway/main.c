@@ -462,7 +462,7 @@ main(int argc, char **argv)
         wire_new_id(tokbuf);
         token = tokbuf;
     }
-    if (sibling_path("cellgate", bin, sizeof bin) != CG_OK || access(bin, X_OK) != 0) {
+    if (sibling_find("cellgate", bin, sizeof bin) != CG_OK) {
         fprintf(stderr, "cellgate serve: cannot find the cellgate program beside me\n");
         return 1;
     }

@@ -75,13 +75,8 @@ make_private(struct displayd *d, char *err, size_t errlen)
     snprintf(d->sock, sizeof d->sock, "%s/display.sock", d->dir);
     /* The cellgate command beside us (it starts faster than this program,
      * cellgate-kernel, and does the same as the display command), else us. */
-    if (sibling_path("cellgate", exe, sizeof exe) != CG_OK || access(exe, X_OK) != 0) {
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n <= 0)
-            return cg_fail(err, errlen, CG_ESYS, "cannot find this program: %s",
-                           strerror(errno));
-        exe[n] = '\0';
-    }
+    if (sibling_or_self("cellgate", exe, sizeof exe) != CG_OK)
+        return cg_fail(err, errlen, CG_ESYS, "cannot find this program: %s", strerror(errno));
     if (mkdir(d->bin_dir, 0700) < 0 || symlink(exe, d->link) < 0)
         return cg_fail(err, errlen, CG_ESYS, "cannot create %s: %s", d->link, strerror(errno));
     if (strlen(d->sock) >= sizeof sa.sun_path)

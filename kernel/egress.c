@@ -93,7 +93,7 @@ run_gateway(struct egress *e, char *err, size_t errlen)
 {
     char prog[4200], fd_arg[16];
 
-    if (sibling_path("cellgate-registry", prog, sizeof prog) != CG_OK || access(prog, X_OK) < 0)
+    if (sibling_find("cellgate-registry", prog, sizeof prog) != CG_OK)
         return cg_fail(err, errlen, CG_ENOTFOUND, "cellgate-registry is missing beside the "
                        "kernel's binary (%s)", prog);
     snprintf(fd_arg, sizeof fd_arg, "%d", 3);
@@ -128,7 +128,7 @@ egress_start(struct egress *e, struct box *box, char *err, size_t errlen)
     if (e->listen_fd < 0)
         return cg_fail(err, errlen, CG_ENOTFOUND, "the box has no registry port");
     char prog[4200];
-    if (sibling_path("cellgate-registry", prog, sizeof prog) != CG_OK || access(prog, X_OK) < 0) {
+    if (sibling_find("cellgate-registry", prog, sizeof prog) != CG_OK) {
         give_up(e);
         return cg_fail(err, errlen, CG_ENOTFOUND, "cellgate-registry is missing beside the "
                        "kernel's binary (%s)", prog);

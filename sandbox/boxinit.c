@@ -283,19 +283,13 @@ static void
 open_self(struct src *s)
 {
     static char path[4096];
-    ssize_t n;
 
     memset(s, 0, sizeof *s);
     s->fd = -1;
     s->host = path;
     snprintf(s->target, sizeof s->target, ROOT BOX_BIN_DIR "/cellgate-display");
-    if (sibling_path("cellgate", path, sizeof path) == CG_OK && path[0] == '/'
-        && (s->fd = open(path, O_PATH | O_CLOEXEC)) >= 0)
-        return;
-    if ((n = readlink("/proc/self/exe", path, sizeof path - 1)) <= 0 || path[0] != '/')
-        return;
-    path[n] = '\0';
-    s->fd = open(path, O_PATH | O_CLOEXEC);
+    if (sibling_or_self("cellgate", path, sizeof path) == CG_OK && path[0] == '/')
+        s->fd = open(path, O_PATH | O_CLOEXEC);
 }
 
 /*

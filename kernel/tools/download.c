@@ -262,7 +262,7 @@ tool_download(struct tool_env *env, const wire_msg_t *req, json_t *data, struct 
         error = tool_error("MemoryError", "out of memory");
         goto fail;
     }
-    if (sibling_path("cellgate-fetch", prog, sizeof prog) != CG_OK || access(prog, X_OK) < 0) {
+    if (sibling_find("cellgate-fetch", prog, sizeof prog) != CG_OK) {
         error = tool_error("DownloadFailed", "cellgate-fetch is missing beside the kernel's "
                            "binary (%s)", prog);
         goto fail;
