@@ -436,11 +436,6 @@ def spawn(argv, env, fds, cwd=None, group=False):
             os.close(back)
 
 
-def exit_code(status):
-    """A wait status as Popen.returncode: the exit status, or -signal."""
-    return os.waitstatus_to_exitcode(status)
-
-
 _envs = {}
 
 
@@ -503,7 +498,7 @@ def collect(argv, cwd, timeout, interruptible=False):
                     break  # every process of the group closed the pipe
                 if len(output) < MAX_COMPILER_OUTPUT:
                     output += chunk
-        status = exit_code(os.waitpid(pid, 0)[1])
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         pid = None
     finally:
         if pid is not None:
@@ -689,12 +684,12 @@ class Program:
         if self.returncode is None:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
-                self.returncode = exit_code(status)
+                self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
     def wait(self):
         if self.returncode is None:
-            self.returncode = exit_code(os.waitpid(self.pid, 0)[1])
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
         return self.returncode
 
     def close(self):
