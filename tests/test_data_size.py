@@ -210,3 +210,57 @@ def test_unbounded_fallback_is_said_and_keeps_files(tmp_path):
     text = log.read()
     log.close()
     assert "/mnt/data is not bounded" in text and "already holds files" in text, text
+
+
+def loop_backing_files():
+    """{loop device: the file behind it} for every attached loop device."""
+    found = {}
+    for dev in os.listdir("/sys/block"):
+        try:
+            with open(f"/sys/block/{dev}/loop/backing_file") as f:
+                found[dev] = f.read().strip()
+        except OSError:
+            pass
+    return found
+
+
+def test_box_volume_leaves_no_loop_device():
+    # `cellgate box` with its default volume, held open while we look from
+    # the host: its loop device, and the image behind it, go once it ends.
+    proc = subprocess.Popen([CELLGATE, "box", "--", "/bin/sh", "-c",
+                             "grep ' /mnt/data ' /proc/self/mountinfo; echo end; read line"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items()
+                                 if k != "CELLGATE_DATA_SIZE"})
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        # the bound host directory first, the volume mounted over it last
+        assert lines[-1] == "end\n", lines
+        dev = lines[-2].split(" - ext4 ")[1].split()[0].removeprefix("/dev/")
+        image = loop_backing_files()[dev]
+        assert image.startswith("/tmp/cellgate-box-") and image.endswith("/data.img"), image
+        proc.communicate("go\n", timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert wait_until(lambda: all(not f.startswith(image) for f in loop_backing_files().values()),
+                      timeout=10), loop_backing_files()
+    assert not os.path.exists(image) and not os.path.exists(os.path.dirname(image))
+
+
+def test_volume_template_is_small_to_copy():
+    # Each box's volume is a copy of a template per size and owner: made
+    # without the blocks reserved for growing a mounted filesystem
+    # (resize_inode, 4 MB at 10G), it holds ~200 KB of data to copy.
+    r = subprocess.run([CELLGATE, "box", "--", "/bin/true"], env={
+        k: v for k, v in os.environ.items() if k != "CELLGATE_DATA_SIZE"}, timeout=60)
+    assert r.returncode == 0
+    template = f"/var/cache/cellgate/volume-{10 * GiB}-65534-65534.img"
+    assert os.path.getsize(template) == 10 * GiB
+    assert os.stat(template).st_blocks * 512 < MiB
+    dumpe2fs = shutil.which("dumpe2fs", path="/usr/sbin:/sbin")
+    if dumpe2fs:
+        features = subprocess.run([dumpe2fs, "-h", template], capture_output=True, text=True)
+        assert "has_journal" in features.stdout and "resize_inode" not in features.stdout
