@@ -264,3 +264,73 @@ def test_volume_template_is_small_to_copy():
     if dumpe2fs:
         features = subprocess.run([dumpe2fs, "-h", template], capture_output=True, text=True)
         assert "has_journal" in features.stdout and "resize_inode" not in features.stdout
+
+
+POOL = "/var/cache/cellgate"
+NO_SIZE_ENV = {k: v for k, v in os.environ.items() if k != "CELLGATE_DATA_SIZE"}
+
+
+def box(*cmd, env=None):
+    """`cellgate box -- CMD`: its stdout, failing on a non-zero exit."""
+    r = subprocess.run([CELLGATE, "box", "--", *cmd], capture_output=True, text=True, timeout=60,
+                       env=env or NO_SIZE_ENV)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_box_takes_the_ready_volume_and_it_is_made_again():
+    # The next volume of a size and owner waits mounted in the pool; a box
+    # takes it (fresh and empty, its home's owner and mode), and another is
+    # made for the box after it.
+    ready = f"{POOL}/ready-{10 * GiB}-65534-65534/mnt"
+    box("/bin/true")
+    assert wait_until(lambda: os.path.ismount(ready), timeout=20)
+    dev = os.stat(ready).st_dev
+    out = box("/bin/sh", "-c", "stat -c '%d %U %a' /mnt/data; ls -A /mnt/data").split("\n")
+    assert out[0] == f"{dev} user 700" and out[1] == "", out
+    assert wait_until(lambda: os.path.ismount(ready), timeout=20)
+
+
+def test_pool_leftovers_of_killed_processes_are_removed():
+    # A keeper killed while taking a ready volume leaves taking-<pid>, still
+    # mounted (here a tmpfs stands for it): the next maker unmounts and
+    # removes it, as no process holds its lock.
+    left = f"{POOL}/taking-pytest{os.getpid()}"
+    os.makedirs(f"{left}/mnt")
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", f"{left}/mnt"], check=True)
+        open(f"{left}/img", "w").close()
+        # A box takes the ready volume and a maker makes the next one (a
+        # maker of an earlier box may have come first: then one box more).
+        for _ in range(4):
+            box("/bin/true")
+            if wait_until(lambda: not os.path.exists(left), timeout=5):
+                break
+        assert not os.path.exists(left), os.listdir(left)
+    finally:
+        if os.path.ismount(f"{left}/mnt"):
+            subprocess.run(["umount", "-l", f"{left}/mnt"], check=False)
+        shutil.rmtree(left, ignore_errors=True)
+
+
+def test_unmounted_ready_volume_is_never_used():
+    # A ready folder whose volume is not mounted (after a restart, or one
+    # mounted in another mount namespace only) is removed, not mounted a
+    # second time: the box gets a fresh copy of the template.
+    size = 12 * MiB
+    stale = f"{POOL}/ready-{size}-65534-65534"
+    os.makedirs(f"{stale}/mnt", exist_ok=True)
+    with open(f"{stale}/img", "wb") as f:
+        f.write(b"not a filesystem" * 4096)
+    try:
+        env = {**NO_SIZE_ENV, "CELLGATE_DATA_SIZE": str(size)}
+        total = int(box("/usr/bin/python3", "-c", "import os; s = os.statvfs('/mnt/data'); "
+                        "print(s.f_blocks * s.f_frsize)", env=env))
+        assert 8 * MiB < total <= size
+        # In its place, once made, the next box's: a copy of the template.
+        assert wait_until(lambda: os.path.ismount(f"{stale}/mnt"), timeout=20)
+        assert os.path.getsize(f"{stale}/img") == size
+    finally:
+        if os.path.ismount(f"{stale}/mnt"):
+            subprocess.run(["umount", "-l", f"{stale}/mnt"], check=False)
+        shutil.rmtree(stale, ignore_errors=True)
