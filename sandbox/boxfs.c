@@ -837,10 +837,20 @@ make_ready_later(uint64_t bytes, uid_t uid, gid_t gid)
     _exit(0);
 }
 
-/* Takes the ready volume for bytes and uid:gid if there is one: its mount
- * moved onto dir (empty), its image renamed to image. True if done. */
+/* Puts a ready volume's image where the box's goes: renamed to image; on
+ * another filesystem, unless kept, unlinked instead (its loop device holds
+ * it until the last unmount, so nothing is left to remove). */
 static bool
-take_ready(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid)
+place_image(const char *img, const char *image, bool keep)
+{
+    return rename(img, image) == 0 || (errno == EXDEV && !keep && unlink(img) == 0);
+}
+
+/* Takes the ready volume for bytes and uid:gid if there is one: its mount
+ * moved onto dir (empty), its image put at image (place_image). True if
+ * done. */
+static bool
+take_ready(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid, bool keep)
 {
     char ready[96], name[32], path[160], taking[160], mnt[160], img[160];
     bool ok = false;
@@ -856,7 +866,7 @@ take_ready(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t 
         return false;
     /* Still the folder locked (not one made after another keeper took it)? */
     if (same_file(lock, path) && rename(path, taking) == 0) {
-        if (is_mount_root(mnt) && rename(img, image) == 0) {
+        if (is_mount_root(mnt) && place_image(img, image, keep)) {
             int tree = open_tree(AT_FDCWD, mnt, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
             ok = tree >= 0 && move_mount(tree, "", AT_FDCWD, dir, MOVE_MOUNT_F_EMPTY_PATH) == 0;
             if (tree >= 0)
@@ -907,7 +917,7 @@ prepare(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid
     if (fresh && !dir_is_empty(dir))
         return cg_fail(why, len, CG_EINVAL, "%s already holds files (kept from a kernel that "
                        "ran without a size limit)", dir);
-    if (fresh && take_ready(dir, image, bytes, uid, gid))
+    if (fresh && take_ready(dir, image, bytes, uid, gid, keep))
         return settle_home(dir, why, len);
     if (fresh && make_image(image, bytes, uid, gid, why, len) != CG_OK)
         return CG_ESYS;

@@ -334,3 +334,35 @@ def test_unmounted_ready_volume_is_never_used():
         if os.path.ismount(f"{stale}/mnt"):
             subprocess.run(["umount", "-l", f"{stale}/mnt"], check=False)
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def test_ready_volume_for_a_data_directory_on_another_filesystem(tmp_path):
+    # The pool's image cannot be renamed onto another filesystem (here a
+    # tmpfs): the box still gets the ready volume, its image unlinked, and
+    # nothing is left behind once the kernel is gone.
+    state = f"/dev/shm/cellgate-test-{os.getpid()}"
+    assert os.stat("/dev/shm").st_dev != os.stat(POOL).st_dev
+    cf, _ = write_connection_file(str(tmp_path / "kernel-shm.json"), key=b"k")
+    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf], env={
+        **NO_SIZE_ENV, "CELLGATE_STATE_DIR": state})
+    kc = BlockingKernelClient(connection_file=cf)
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=20)
+        assert 9 * GiB < box_total(kc) <= 10 * GiB
+        py(kc, "open('f.txt', 'w').write('on the volume')")
+        assert open(f"{state}/shm/f.txt").read() == "on the volume"
+        assert not os.path.exists(f"{state}/shm.img")
+        kc.shutdown()
+        proc.wait(timeout=20)
+        assert wait_until(lambda: not os.path.exists(f"{state}/shm"), timeout=10), \
+            os.listdir(state)
+    finally:
+        kc.stop_channels()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if os.path.ismount(f"{state}/shm"):
+            subprocess.run(["umount", "-l", f"{state}/shm"], check=False)
+        shutil.rmtree(state, ignore_errors=True)
