@@ -270,6 +270,19 @@ POOL = "/var/cache/cellgate"
 NO_SIZE_ENV = {k: v for k, v in os.environ.items() if k != "CELLGATE_DATA_SIZE"}
 
 
+def ready_folder(size):
+    """The pool's ready volume for size, owned by nobody (a root kernel's box)."""
+    return f"{POOL}/ready-{size}-65534-65534"
+
+
+def drop_ready(size):
+    """Unmounts and removes the ready volume for size (a size only one test
+    uses: other tests, or another worker's, never wait for it)."""
+    if os.path.ismount(f"{ready_folder(size)}/mnt"):
+        subprocess.run(["umount", "-l", f"{ready_folder(size)}/mnt"], check=False)
+    shutil.rmtree(ready_folder(size), ignore_errors=True)
+
+
 def box(*cmd, env=None):
     """`cellgate box -- CMD`: its stdout, failing on a non-zero exit."""
     r = subprocess.run([CELLGATE, "box", "--", *cmd], capture_output=True, text=True, timeout=60,
@@ -282,13 +295,19 @@ def test_box_takes_the_ready_volume_and_it_is_made_again():
     # The next volume of a size and owner waits mounted in the pool; a box
     # takes it (fresh and empty, its home's owner and mode), and another is
     # made for the box after it.
-    ready = f"{POOL}/ready-{10 * GiB}-65534-65534/mnt"
-    box("/bin/true")
-    assert wait_until(lambda: os.path.ismount(ready), timeout=20)
-    dev = os.stat(ready).st_dev
-    out = box("/bin/sh", "-c", "stat -c '%d %U %a' /mnt/data; ls -A /mnt/data").split("\n")
-    assert out[0] == f"{dev} user 700" and out[1] == "", out
-    assert wait_until(lambda: os.path.ismount(ready), timeout=20)
+    size = 20 * MiB
+    ready = f"{ready_folder(size)}/mnt"
+    env = {**NO_SIZE_ENV, "CELLGATE_DATA_SIZE": str(size)}
+    try:
+        box("/bin/true", env=env)
+        assert wait_until(lambda: os.path.ismount(ready), timeout=20)
+        dev = os.stat(ready).st_dev
+        out = box("/bin/sh", "-c", "stat -c '%d %U %a' /mnt/data; ls -A /mnt/data",
+                  env=env).split("\n")
+        assert out[0] == f"{dev} user 700" and out[1] == "", out
+        assert wait_until(lambda: os.path.ismount(ready), timeout=20)
+    finally:
+        drop_ready(size)
 
 
 def test_pool_leftovers_of_killed_processes_are_removed():
@@ -318,7 +337,7 @@ def test_unmounted_ready_volume_is_never_used():
     # mounted in another mount namespace only) is removed, not mounted a
     # second time: the box gets a fresh copy of the template.
     size = 12 * MiB
-    stale = f"{POOL}/ready-{size}-65534-65534"
+    stale = ready_folder(size)
     os.makedirs(f"{stale}/mnt", exist_ok=True)
     with open(f"{stale}/img", "wb") as f:
         f.write(b"not a filesystem" * 4096)
@@ -331,9 +350,7 @@ def test_unmounted_ready_volume_is_never_used():
         assert wait_until(lambda: os.path.ismount(f"{stale}/mnt"), timeout=20)
         assert os.path.getsize(f"{stale}/img") == size
     finally:
-        if os.path.ismount(f"{stale}/mnt"):
-            subprocess.run(["umount", "-l", f"{stale}/mnt"], check=False)
-        shutil.rmtree(stale, ignore_errors=True)
+        drop_ready(size)
 
 
 def test_ready_volume_for_a_data_directory_on_another_filesystem(tmp_path):
@@ -341,16 +358,19 @@ def test_ready_volume_for_a_data_directory_on_another_filesystem(tmp_path):
     # tmpfs): the box still gets the ready volume, its image unlinked, and
     # nothing is left behind once the kernel is gone.
     state = f"/dev/shm/cellgate-test-{os.getpid()}"
+    size = 18 * MiB
+    env = {**NO_SIZE_ENV, "CELLGATE_DATA_SIZE": str(size)}
     assert os.stat("/dev/shm").st_dev != os.stat(POOL).st_dev
+    box("/bin/true", env=env)
+    assert wait_until(lambda: os.path.ismount(f"{ready_folder(size)}/mnt"), timeout=20)
     cf, _ = write_connection_file(str(tmp_path / "kernel-shm.json"), key=b"k")
-    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf], env={
-        **NO_SIZE_ENV, "CELLGATE_STATE_DIR": state})
+    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf], env={**env, "CELLGATE_STATE_DIR": state})
     kc = BlockingKernelClient(connection_file=cf)
     kc.load_connection_file()
     kc.start_channels()
     try:
         kc.wait_for_ready(timeout=20)
-        assert 9 * GiB < box_total(kc) <= 10 * GiB
+        assert 14 * MiB < box_total(kc) <= size
         py(kc, "open('f.txt', 'w').write('on the volume')")
         assert open(f"{state}/shm/f.txt").read() == "on the volume"
         assert not os.path.exists(f"{state}/shm.img")
@@ -366,3 +386,5 @@ def test_ready_volume_for_a_data_directory_on_another_filesystem(tmp_path):
         if os.path.ismount(f"{state}/shm"):
             subprocess.run(["umount", "-l", f"{state}/shm"], check=False)
         shutil.rmtree(state, ignore_errors=True)
+        wait_until(lambda: os.path.ismount(f"{ready_folder(size)}/mnt"), timeout=10)
+        drop_ready(size)
