@@ -769,8 +769,9 @@ pool_sweep(void)
         closedir(d);
 }
 
-/* Makes the ready volume for bytes and uid:gid (see above), unless another
- * maker's comes first. */
+/* Makes the ready volume for bytes and uid:gid (see above), unless there
+ * is one (boxes started together each start a maker) or another maker's
+ * comes first. */
 static void
 make_ready(uint64_t bytes, uid_t uid, gid_t gid)
 {
@@ -785,7 +786,7 @@ make_ready(uint64_t bytes, uid_t uid, gid_t gid)
     pool_path(dir, sizeof dir, name, "");
     pool_path(mnt, sizeof mnt, name, "mnt");
     pool_path(img, sizeof img, name, "img");
-    if (mkdir(dir, 0700) < 0 || (lock = pool_lock(name)) < 0)
+    if (access(ready, F_OK) == 0 || mkdir(dir, 0700) < 0 || (lock = pool_lock(name)) < 0)
         return;
     if (mkdir(mnt, 0700) == 0 && (from = open_template(bytes, uid, gid, why, sizeof why)) >= 0
         && (to = open(img, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0
