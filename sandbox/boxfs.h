@@ -98,7 +98,10 @@ void boxfs_abort(struct boxfs_file **f);
  * keeper reports through a pipe, never its exit status, so whoever reaps
  * the caller's children may reap it. It stays until the caller is gone,
  * then removes what is left (unless kept): a kernel killed with SIGKILL
- * leaves no mount behind.
+ * leaves no mount behind. The next volume of the same size and owner is
+ * made ahead, mounted in /var/cache/cellgate (root's): a keeper that finds
+ * it only moves it onto its directory (one per size and owner, used by
+ * one box only; see boxfs.c, "the ready volume").
  */
 struct boxfs_volume;
 

@@ -210,3 +210,181 @@ def test_unbounded_fallback_is_said_and_keeps_files(tmp_path):
     text = log.read()
     log.close()
     assert "/mnt/data is not bounded" in text and "already holds files" in text, text
+
+
+def loop_backing_files():
+    """{loop device: the file behind it} for every attached loop device."""
+    found = {}
+    for dev in os.listdir("/sys/block"):
+        try:
+            with open(f"/sys/block/{dev}/loop/backing_file") as f:
+                found[dev] = f.read().strip()
+        except OSError:
+            pass
+    return found
+
+
+def test_box_volume_leaves_no_loop_device():
+    # `cellgate box` with its default volume, held open while we look from
+    # the host: its loop device, and the image behind it, go once it ends.
+    proc = subprocess.Popen([CELLGATE, "box", "--", "/bin/sh", "-c",
+                             "grep ' /mnt/data ' /proc/self/mountinfo; echo end; read line"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items()
+                                 if k != "CELLGATE_DATA_SIZE"})
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        # the bound host directory first, the volume mounted over it last
+        assert lines[-1] == "end\n", lines
+        dev = lines[-2].split(" - ext4 ")[1].split()[0].removeprefix("/dev/")
+        image = loop_backing_files()[dev]
+        assert image.startswith("/tmp/cellgate-box-") and image.endswith("/data.img"), image
+        proc.communicate("go\n", timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert wait_until(lambda: all(not f.startswith(image) for f in loop_backing_files().values()),
+                      timeout=10), loop_backing_files()
+    assert not os.path.exists(image) and not os.path.exists(os.path.dirname(image))
+
+
+def test_volume_template_is_small_to_copy():
+    # Each box's volume is a copy of a template per size and owner: made
+    # without the blocks reserved for growing a mounted filesystem
+    # (resize_inode, 4 MB at 10G), it holds ~200 KB of data to copy.
+    r = subprocess.run([CELLGATE, "box", "--", "/bin/true"], env={
+        k: v for k, v in os.environ.items() if k != "CELLGATE_DATA_SIZE"}, timeout=60)
+    assert r.returncode == 0
+    template = f"/var/cache/cellgate/volume-{10 * GiB}-65534-65534.img"
+    assert os.path.getsize(template) == 10 * GiB
+    assert os.stat(template).st_blocks * 512 < MiB
+    dumpe2fs = shutil.which("dumpe2fs", path="/usr/sbin:/sbin")
+    if dumpe2fs:
+        features = subprocess.run([dumpe2fs, "-h", template], capture_output=True, text=True)
+        assert "has_journal" in features.stdout and "resize_inode" not in features.stdout
+
+
+POOL = "/var/cache/cellgate"
+NO_SIZE_ENV = {k: v for k, v in os.environ.items() if k != "CELLGATE_DATA_SIZE"}
+
+
+def ready_folder(size):
+    """The pool's ready volume for size, owned by nobody (a root kernel's box)."""
+    return f"{POOL}/ready-{size}-65534-65534"
+
+
+def drop_ready(size):
+    """Unmounts and removes the ready volume for size (a size only one test
+    uses: other tests, or another worker's, never wait for it)."""
+    if os.path.ismount(f"{ready_folder(size)}/mnt"):
+        subprocess.run(["umount", "-l", f"{ready_folder(size)}/mnt"], check=False)
+    shutil.rmtree(ready_folder(size), ignore_errors=True)
+
+
+def box(*cmd, env=None):
+    """`cellgate box -- CMD`: its stdout, failing on a non-zero exit."""
+    r = subprocess.run([CELLGATE, "box", "--", *cmd], capture_output=True, text=True, timeout=60,
+                       env=env or NO_SIZE_ENV)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_box_takes_the_ready_volume_and_it_is_made_again():
+    # The next volume of a size and owner waits mounted in the pool; a box
+    # takes it (fresh and empty, its home's owner and mode), and another is
+    # made for the box after it.
+    size = 20 * MiB
+    ready = f"{ready_folder(size)}/mnt"
+    env = {**NO_SIZE_ENV, "CELLGATE_DATA_SIZE": str(size)}
+    try:
+        box("/bin/true", env=env)
+        assert wait_until(lambda: os.path.ismount(ready), timeout=20)
+        dev = os.stat(ready).st_dev
+        out = box("/bin/sh", "-c", "stat -c '%d %U %a' /mnt/data; ls -A /mnt/data",
+                  env=env).split("\n")
+        assert out[0] == f"{dev} user 700" and out[1] == "", out
+        assert wait_until(lambda: os.path.ismount(ready), timeout=20)
+    finally:
+        drop_ready(size)
+
+
+def test_pool_leftovers_of_killed_processes_are_removed():
+    # A keeper killed while taking a ready volume leaves taking-<pid>, still
+    # mounted (here a tmpfs stands for it): the next maker unmounts and
+    # removes it, as no process holds its lock.
+    left = f"{POOL}/taking-pytest{os.getpid()}"
+    os.makedirs(f"{left}/mnt")
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", f"{left}/mnt"], check=True)
+        open(f"{left}/img", "w").close()
+        # A box takes the ready volume and a maker makes the next one (a
+        # maker of an earlier box may have come first: then one box more).
+        for _ in range(4):
+            box("/bin/true")
+            if wait_until(lambda: not os.path.exists(left), timeout=5):
+                break
+        assert not os.path.exists(left), os.listdir(left)
+    finally:
+        if os.path.ismount(f"{left}/mnt"):
+            subprocess.run(["umount", "-l", f"{left}/mnt"], check=False)
+        shutil.rmtree(left, ignore_errors=True)
+
+
+def test_unmounted_ready_volume_is_never_used():
+    # A ready folder whose volume is not mounted (after a restart, or one
+    # mounted in another mount namespace only) is removed, not mounted a
+    # second time: the box gets a fresh copy of the template.
+    size = 12 * MiB
+    stale = ready_folder(size)
+    os.makedirs(f"{stale}/mnt", exist_ok=True)
+    with open(f"{stale}/img", "wb") as f:
+        f.write(b"not a filesystem" * 4096)
+    try:
+        env = {**NO_SIZE_ENV, "CELLGATE_DATA_SIZE": str(size)}
+        total = int(box("/usr/bin/python3", "-c", "import os; s = os.statvfs('/mnt/data'); "
+                        "print(s.f_blocks * s.f_frsize)", env=env))
+        assert 8 * MiB < total <= size
+        # In its place, once made, the next box's: a copy of the template.
+        assert wait_until(lambda: os.path.ismount(f"{stale}/mnt"), timeout=20)
+        assert os.path.getsize(f"{stale}/img") == size
+    finally:
+        drop_ready(size)
+
+
+def test_ready_volume_for_a_data_directory_on_another_filesystem(tmp_path):
+    # The pool's image cannot be renamed onto another filesystem (here a
+    # tmpfs): the box still gets the ready volume, its image unlinked, and
+    # nothing is left behind once the kernel is gone.
+    state = f"/dev/shm/cellgate-test-{os.getpid()}"
+    size = 18 * MiB
+    env = {**NO_SIZE_ENV, "CELLGATE_DATA_SIZE": str(size)}
+    assert os.stat("/dev/shm").st_dev != os.stat(POOL).st_dev
+    box("/bin/true", env=env)
+    assert wait_until(lambda: os.path.ismount(f"{ready_folder(size)}/mnt"), timeout=20)
+    cf, _ = write_connection_file(str(tmp_path / "kernel-shm.json"), key=b"k")
+    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf], env={**env, "CELLGATE_STATE_DIR": state})
+    kc = BlockingKernelClient(connection_file=cf)
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=20)
+        assert 14 * MiB < box_total(kc) <= size
+        py(kc, "open('f.txt', 'w').write('on the volume')")
+        assert open(f"{state}/shm/f.txt").read() == "on the volume"
+        assert not os.path.exists(f"{state}/shm.img")
+        kc.shutdown()
+        proc.wait(timeout=20)
+        assert wait_until(lambda: not os.path.exists(f"{state}/shm"), timeout=10), \
+            os.listdir(state)
+    finally:
+        kc.stop_channels()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if os.path.ismount(f"{state}/shm"):
+            subprocess.run(["umount", "-l", f"{state}/shm"], check=False)
+        shutil.rmtree(state, ignore_errors=True)
+        wait_until(lambda: os.path.ismount(f"{ready_folder(size)}/mnt"), timeout=10)
+        drop_ready(size)
