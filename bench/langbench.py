@@ -6,7 +6,11 @@ of a first hello-world cell, and the warm hello-world round trip (median of
 N, after a first run so compiled languages hit their build cache); beside
 them, the bare toolchain running the same program outside cellgate (for
 compiled languages: compile + run, and run alone), so the overhead we add
-is visible: `ratio` is first cell / (bare compile + bare run).
+is visible: `ratio` is first cell / (bare compile + bare run), and `after
+ready` the same for the first cell less the time to ready: a client sends
+its first cell once the kernel is ready, so ready + bare compile + bare
+run is as fast as a first cell can be, and `after ready` shows what the
+kernel adds to the cell itself.
 
 Each of --rounds rounds launches a fresh kernel per language and, next to
 it (before it every other round), runs the bare toolchain in a fresh
@@ -122,18 +126,21 @@ def main():
         return 1000 * statistics.median(values)
 
     print(f"{'language':15}{'ready ms':>10}{'first cell ms':>15}{'warm cell ms':>14}"
-          f"{'bare compile ms':>17}{'bare run ms':>13}{'ratio':>8}")
+          f"{'bare compile ms':>17}{'bare run ms':>13}{'ratio':>8}{'after ready':>13}")
     for lang in langs:
         build = med(b[0] for b in bare[lang])
         run = med(b[1] for b in bare[lang])
         for side in sides:
             times = kern[lang, side]
             first = med(t[1] for t in times)
+            after = med(t[1] - t[0] for t in times)
             print(f"{lang + side:15}{med(t[0] for t in times):>10.1f}{first:>15.1f}"
                   f"{med(t[2] for t in times):>14.1f}"
                   f"{(f'{build:.1f}' if build else '-'):>17}{run:>13.1f}"
-                  f"{first / (build + run):>8.2f}")
-    print(f"medians of {a.rounds} rounds; ratio: first cell / (bare compile + bare run)")
+                  f"{first / (build + run):>8.2f}{after / (build + run):>13.2f}")
+    print(f"medians of {a.rounds} rounds; ratio: first cell / (bare compile + bare run); "
+          "after ready: (first cell - ready) / the same, the part of the first cell a "
+          "client waits for once the kernel is ready (its cell cannot start sooner)")
     if {"java", "kotlin"} & set(langs):
         print("java, kotlin: cellgate runs javac/kotlinc with -J-XX:TieredStopAtLevel=1 "
               "-J-XX:+UseSerialGC (kernel/drivers/compiled.py); the bare compile has the defaults")
