@@ -6,7 +6,13 @@ of a first hello-world cell, and the warm hello-world round trip (median of
 N, after a first run so compiled languages hit their build cache); beside
 them, the bare toolchain running the same program outside cellgate (for
 compiled languages: compile + run, and run alone), so the overhead we add
-is visible: `ratio` is first cell / (bare compile + bare run).
+is visible: `ratio` is first cell / (bare compile + bare run), and `after
+ready` the same for the first cell less the time to ready: a client sends
+its first cell once the kernel is ready, so ready + bare compile + bare
+run is as fast as a first cell can be, and `after ready` shows what the
+kernel adds to the cell itself. For compiled languages `next cell` is a
+cell of other code (it compiles) a few seconds after the warm ones, as a
+user's next cell: Java and Kotlin compile it in the kept compiler JVM.
 
 Each of --rounds rounds launches a fresh kernel per language and, next to
 it (before it every other round), runs the bare toolchain in a fresh
@@ -52,12 +58,21 @@ HELLO = {  # language: (cell, file name, bare commands: compile or None, run)
                ["/usr/bin/kotlinc", "h.kt", "-include-runtime", "-d", "h.jar"],
                ["/usr/bin/java", "-jar", "h.jar"]),
 }
+NEXT_PAUSE = 5.0  # seconds between a compiled kernel's warm cells and its next cell
+
+
 def kernel_times(specs, lang, n):
     """Launches cellgate-<lang> from specs (a KernelSpecManager); seconds
     to ready, to the end of the first hello cell (which must print hello),
-    median of n warm hello cells."""
-    ready, first, warm = one(f"cellgate-{lang}", HELLO[lang][0], n, specs, "hello\n")
-    return ready, first, warm or 0.0
+    median of n warm hello cells (the same cell: a compiled language's
+    build is cached), and for a compiled language a next cell of other code
+    (it compiles) NEXT_PAUSE seconds later, as a user's next cell (0 for
+    others)."""
+    code = HELLO[lang][0]
+    later = (NEXT_PAUSE, code.replace("hello", "hello again", 1), "hello again\n") \
+        if HELLO[lang][2] else None
+    ready, first, warm, next_cell = one(f"cellgate-{lang}", code, n, specs, "hello\n", later)
+    return ready, first, warm or 0.0, next_cell or 0.0
 
 
 def bare_times(lang, n):
@@ -122,18 +137,27 @@ def main():
         return 1000 * statistics.median(values)
 
     print(f"{'language':15}{'ready ms':>10}{'first cell ms':>15}{'warm cell ms':>14}"
-          f"{'bare compile ms':>17}{'bare run ms':>13}{'ratio':>8}")
+          f"{'next cell ms':>14}{'bare compile ms':>17}{'bare run ms':>13}{'ratio':>8}"
+          f"{'after ready':>13}{'next/bare':>11}")
     for lang in langs:
         build = med(b[0] for b in bare[lang])
         run = med(b[1] for b in bare[lang])
         for side in sides:
             times = kern[lang, side]
             first = med(t[1] for t in times)
+            after = med(t[1] - t[0] for t in times)
+            later = med(t[3] for t in times)
             print(f"{lang + side:15}{med(t[0] for t in times):>10.1f}{first:>15.1f}"
                   f"{med(t[2] for t in times):>14.1f}"
+                  f"{(f'{later:.1f}' if later else '-'):>14}"
                   f"{(f'{build:.1f}' if build else '-'):>17}{run:>13.1f}"
-                  f"{first / (build + run):>8.2f}")
-    print(f"medians of {a.rounds} rounds; ratio: first cell / (bare compile + bare run)")
+                  f"{first / (build + run):>8.2f}{after / (build + run):>13.2f}"
+                  f"{(f'{later / (build + run):.2f}' if later else '-'):>11}")
+    print(f"medians of {a.rounds} rounds; ratio: first cell / (bare compile + bare run); "
+          "after ready: (first cell - ready) / the same, the part of the first cell a "
+          "client waits for once the kernel is ready (its cell cannot start sooner); "
+          f"next cell: a compiled kernel's cell of other code {NEXT_PAUSE:g} s after its "
+          "warm cells (it compiles), next/bare its ratio")
     if {"java", "kotlin"} & set(langs):
         print("java, kotlin: cellgate runs javac/kotlinc with -J-XX:TieredStopAtLevel=1 "
               "-J-XX:+UseSerialGC (kernel/drivers/compiled.py); the bare compile has the defaults")

@@ -52,11 +52,14 @@ def run_cell(kc, code, timeout=300):
     return "".join(out)
 
 
-def one(name, code="1", warm=0, specs=None, expect=None):
+def one(name, code="1", warm=0, specs=None, expect=None, later=None):
     """Launches kernelspec name (found by specs, a KernelSpecManager, or
     Jupyter's default); returns (seconds to ready, to the end of a first
-    cell running code, median of `warm` more runs of it or None). expect:
-    what the first cell must print (RuntimeError otherwise)."""
+    cell running code, median of `warm` more runs of it or None, seconds of
+    the later cell or None). expect: what the first cell must print
+    (RuntimeError otherwise). later: (pause, code, expect) - after the warm
+    runs and a pause of that many seconds, a cell of other code (a user's
+    next cell)."""
     km = KernelManager(kernel_name=name, **({"kernel_spec_manager": specs} if specs else {}))
     t0 = time.perf_counter()
     km.start_kernel()
@@ -74,7 +77,16 @@ def one(name, code="1", warm=0, specs=None, expect=None):
             t = time.perf_counter()
             run_cell(kc, code)
             times.append(time.perf_counter() - t)
-        return ready, first, statistics.median(times) if times else None
+        next_cell = None
+        if later:
+            pause, later_code, later_expect = later
+            time.sleep(pause)
+            t = time.perf_counter()
+            out = run_cell(kc, later_code)
+            next_cell = time.perf_counter() - t
+            if out != later_expect:
+                raise RuntimeError(f"{name}: the later cell printed {out!r}")
+        return ready, first, statistics.median(times) if times else None, next_cell
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

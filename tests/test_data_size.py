@@ -87,6 +87,35 @@ def test_writing_past_data_size_is_enospc_and_nothing_else_breaks(kernel_factory
     assert py(other, FILL.replace("range(64)", "range(16)")).strip() == "None"
 
 
+FIRST_CELL = {
+    "cellgate-python": "import os\nprint(os.stat('.').st_dev == os.stat('/mnt/data').st_dev,"
+                       " os.getcwd())\nopen('first.txt', 'w').write('first')",
+    "cellgate-c": "#include <stdio.h>\n#include <sys/stat.h>\n#include <unistd.h>\n"
+                  "int main(void) {\n  struct stat here, data; char cwd[256];\n"
+                  "  stat(\".\", &here); stat(\"/mnt/data\", &data);\n"
+                  "  printf(\"%s %s\\n\", here.st_dev == data.st_dev ? \"True\" : \"False\","
+                  " getcwd(cwd, sizeof cwd));\n"
+                  "  FILE *f = fopen(\"first.txt\", \"w\"); fputs(\"first\", f); fclose(f);\n}\n",
+    "cellgate-bash": "[ $(stat -c %d .) = $(stat -c %d /mnt/data) ] && echo True || echo False; pwd\n"
+                     "printf first > first.txt",
+}
+
+
+@pytest.mark.parametrize("kernel", sorted(FIRST_CELL))
+def test_first_cell_works_in_the_volume(kernel_factory, kernel):
+    # A fresh kernel's first cell runs in the bounded volume, whatever its
+    # driver (the box's init enters /mnt/data only after the volume is
+    # mounted over it), and what it writes is in the host's data directory.
+    if kernel == "cellgate-c" and not shutil.which("gcc"):
+        pytest.skip("no gcc")
+    km, kc = kernel_factory(kernel, env={"CELLGATE_DATA_SIZE": "8M"})
+    reply, out = run(kc, FIRST_CELL[kernel], timeout=60)
+    assert reply["content"]["status"] == "ok", (reply["content"], out)
+    assert stream_text(out, "stdout").split() == ["True", "/mnt/data"]
+    with open(os.path.join(data_dir(km), "first.txt")) as f:
+        assert f.read() == "first"
+
+
 def test_zero_means_no_bound(kernel_factory):
     km, kc = kernel_factory("cellgate-python", env={"CELLGATE_DATA_SIZE": "0"})
     host = os.statvfs(os.environ["CELLGATE_STATE_DIR"])

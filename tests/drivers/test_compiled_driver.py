@@ -557,3 +557,111 @@ def test_old_builds_go_once_the_driver_is_idle(workdir):
         d.close()
         for f in fakes:
             shutil.rmtree(f, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Java, Kotlin: the kept compiler JVM
+
+KEPT = {
+    "java": 'public class Kept{n} {{\n  public static void main(String[] a) {{\n'
+            '    System.out.println("kept {n}");\n  }}\n}}\n',
+    "kotlin": 'fun main() {{\n    println("kept {n}")\n}}\n',
+}
+
+
+def kept_jvms(driver):
+    """[(pid, CPU ticks)] of the kept compiler JVMs under the driver."""
+    found, todo = [], [driver.proc.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            for tid in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                    todo += [int(c) for c in f.read().split()]
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+            if argv[0] == b"/usr/bin/java" and argv[-2].endswith(b"/CellgateCompiler.java"):
+                with open("/proc/%d/stat" % pid) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                found.append((pid, int(fields[11]) + int(fields[12])))
+        except OSError:
+            pass
+    return found
+
+
+def wait_for_kept_jvm(driver, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not kept_jvms(driver):
+        assert time.monotonic() < deadline, "no kept JVM was started"
+        time.sleep(0.05)
+    return kept_jvms(driver)[0][0]
+
+
+def kept_driver(language, workdir):
+    """A fresh driver whose first cell compiled with the command and whose
+    kept JVM has started (it is warming up)."""
+    reason = missing(language)
+    if reason:
+        pytest.skip(reason)
+    d = Driver(language, workdir)
+    assert ok(d.run(fresh_code(KEPT[language].format(n=0)))).raw_out == b"kept 0\n"
+    wait_for_kept_jvm(d)
+    return d
+
+
+@pytest.mark.parametrize("language", ["java", "kotlin"])
+def test_later_cells_compile_in_the_kept_jvm(language, workdir):
+    d = kept_driver(language, workdir)
+    try:
+        (pid, _), = kept_jvms(d)
+        for n in (1, 2):
+            before = kept_jvms(d)[0][1]
+            cell = ok(d.run(fresh_code(KEPT[language].format(n=n))))
+            assert cell.raw_out == b"kept %d\n" % n
+            (same, after), = kept_jvms(d)
+            assert same == pid and after > before  # it compiled this cell
+        # Its diagnostics are the command's, file names and all.
+        broken = fresh_code(PROGRAMS[language][2])
+        kept = d.run(broken).error
+        fresh = Driver(language, workdir)
+        try:
+            assert kept == fresh.run(broken).error
+        finally:
+            fresh.close()
+        assert kept_jvms(d)[0][0] == pid  # a compile error is no failure of it
+    finally:
+        d.close()
+    deadline = time.monotonic() + 10
+    while os.path.exists("/proc/%d" % pid):  # it ends with its driver
+        assert time.monotonic() < deadline, "the kept JVM outlived its driver"
+        time.sleep(0.05)
+
+
+def test_a_killed_kept_jvm_costs_only_speed(workdir):
+    d = kept_driver("java", workdir)
+    try:
+        ok(d.run(fresh_code(KEPT["java"].format(n=1))))
+        os.kill(kept_jvms(d)[0][0], 9)
+        cell = ok(d.run(fresh_code(KEPT["java"].format(n=2))))  # the command compiles it
+        assert cell.raw_out == b"kept 2\n"
+        assert kept_jvms(d) == []  # not started again after it failed
+    finally:
+        d.close()
+
+
+def test_interrupt_during_a_kept_compile(workdir):
+    d = kept_driver("java", workdir)
+    try:
+        ok(d.run(fresh_code(KEPT["java"].format(n=1))))
+        methods = "".join("  static int f%d(int x) { return x * %d + f%d(x - 1); }\n"
+                          % (i, i, i - 1) for i in range(1, 6000))
+        d.start(fresh_code("public class Slow {\n  static int f0(int x) { return x; }\n"
+                           + methods + "  public static void main(String[] a) {}\n}\n"))
+        time.sleep(0.3)
+        cell = harness.interrupt_cell(d, timeout=5.0)
+        assert cell.error["ename"] == "KeyboardInterrupt"
+        assert kept_jvms(d) == []  # killed with its compile
+        cell = ok(d.run(fresh_code(KEPT["java"].format(n=2))))
+        assert cell.raw_out == b"kept 2\n"
+    finally:
+        d.close()
