@@ -939,8 +939,9 @@ class KeptJvm:
 
     def home(self):
         """Its files (its source, the warm-up's): this driver's own, as
-        drivers without the box share BUILD_ROOT; never a build's name."""
-        return os.path.join(BUILD_ROOT, "kept-jvm-%d" % os.getpid())
+        drivers without the box share /tmp; beside BUILD_ROOT, whose
+        entries are builds and the version cache."""
+        return "/tmp/cellgate-kept-jvm-%d" % os.getpid()
 
     def send(self, flags, source, directory):
         words = [self.spec["tool"]] + expand(self.spec["args"], flags=flags, src=source,
