@@ -13,7 +13,8 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from conftest import run, stream_text
+from conftest import run, stream_text, wait_until
+from proctree import descendants
 
 INSTALLED = set(KernelSpecManager().find_kernel_specs())
 
@@ -226,6 +227,39 @@ def test_c_interrupt(kernel_factory):
     assert reply["content"]["status"] == "error"
     reply, out = run(kc, HELLO_C)
     assert stream_text(out, "stdout") == "hello, world\n"
+
+
+def kept_compiler(km):
+    """The pid of the kept compiler JVM among a kernel's processes, or None."""
+    for pid in descendants(km.provisioner.process.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"/usr/bin/java" and argv[-2].endswith(b"/CellgateCompiler.java"):
+            return pid
+    return None
+
+
+@needs("java")
+def test_java_keeps_its_compiler_in_the_box(kernel_factory):
+    km, kc = kernel_factory("cellgate-java")
+    cell = ('public class K{n} {{ public static void main(String[] a) '
+            '{{ System.out.println("k{n}"); }} }}\n')
+    reply, out = run(kc, cell.format(n=0))
+    assert stream_text(out, "stdout") == "k0\n"
+    assert wait_until(lambda: kept_compiler(km), timeout=30)  # started once idle
+    pid = kept_compiler(km)
+    for n in (1, 2):  # new code: compiled, by the kept JVM
+        reply, out = run(kc, cell.format(n=n))
+        assert stream_text(out, "stdout") == f"k{n}\n"
+    assert kept_compiler(km) == pid
+    # It is the box's: in the box's pid namespace, as the kernel's driver is.
+    driver = min(p for p in descendants(km.provisioner.process.pid)
+                 if os.readlink(f"/proc/{p}/exe") == "/usr/bin/python3.11")
+    assert os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{driver}/ns/pid") \
+        != os.readlink("/proc/self/ns/pid")
 
 
 @pytest.mark.parametrize("lang,code", [
