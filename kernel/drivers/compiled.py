@@ -921,18 +921,20 @@ class KeptJvm:
             with open(os.path.join(home, "warm-up", source), "w", encoding="utf-8",
                       errors="surrogateescape") as f:
                 f.write(code)
-            fds = [*os.pipe(), *os.pipe(), os.open(os.devnull, os.O_WRONLY)]
+            fds += os.pipe()  # its stdin: requests
+            fds += os.pipe()  # its stdout: answers
+            fds.append(os.open(os.devnull, os.O_WRONLY))
             argv = ["/usr/bin/java", *self.spec["jvm"], program]
             self.pid = spawn(argv, child_env(True), {0: fds[0], 1: fds[3], 2: fds[4]},
                              cwd=BUILD_ROOT, group=True)
         except OSError:
             self.failed = True
+            for fd in fds:
+                os.close(fd)
             remove_tree(home)
             return
-        finally:
-            for i in (0, 3, 4):
-                if i < len(fds):
-                    os.close(fds[i])
+        for i in (0, 3, 4):
+            os.close(fds[i])
         self.requests, self.answers = fds[1], fds[2]
         self.used = time.monotonic()
         self.warming = self.send(flags, source, os.path.join(home, "warm-up"))
