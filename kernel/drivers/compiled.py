@@ -490,6 +490,22 @@ def first_error_line(lines):
     return "compilation failed"
 
 
+def read_compiler(fd, deadline, timeout, what, interruptible=True):
+    """What one read of a compiler's output pipe fd gives (b"" at its end),
+    or None when nothing came within a step of 0.05 s.  Raises
+    KeyboardInterrupt on SIGINT (when interruptible) and, once deadline
+    (time.monotonic()) has passed, CellError naming timeout and what."""
+    if interruptible and interrupted:
+        raise KeyboardInterrupt
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise CellError("CompileError", "compile timeout after %g s" % timeout,
+                        ["compile timeout after %g s: %s" % (timeout, what)])
+    if select.select([fd], [], [], min(left, 0.05))[0]:
+        return os.read(fd, 1 << 16)
+    return None
+
+
 def collect(argv, cwd, timeout, interruptible=False):
     """Run argv in its own process group, stdin /dev/null, its stdout and
     stderr captured together; (exit status, output lines less noise).
@@ -509,19 +525,11 @@ def collect(argv, cwd, timeout, interruptible=False):
         output = bytearray()
         deadline = time.monotonic() + timeout
         while True:
-            if interruptible and interrupted:
-                raise KeyboardInterrupt
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise CellError("CompileError", "compile timeout after %g s" % timeout,
-                                ["compile timeout after %g s: %s" % (timeout, argv[0])])
-            ready, _, _ = select.select([read_end], [], [], min(left, 0.05))
-            if ready:
-                chunk = os.read(read_end, 1 << 16)
-                if not chunk:
-                    break  # every process of the group closed the pipe
-                if len(output) < MAX_COMPILER_OUTPUT:
-                    output += chunk
+            chunk = read_compiler(read_end, deadline, timeout, argv[0], interruptible)
+            if chunk == b"":
+                break  # every process of the group closed the pipe
+            if chunk and len(output) < MAX_COMPILER_OUTPUT:
+                output += chunk
         status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         pid = None
     finally:
@@ -1000,16 +1008,10 @@ class KeptJvm:
                 if len(rest) >= length:
                     self.buffer = rest[length:]
                     return status, rest[:MAX_COMPILER_OUTPUT]
-            if interrupted:
-                raise KeyboardInterrupt
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise CellError("CompileError", "compile timeout after %g s" % timeout,
-                                ["compile timeout after %g s: %s" % (timeout, self.spec["tool"])])
-            if select.select([self.answers], [], [], min(left, 0.05))[0]:
-                chunk = os.read(self.answers, 1 << 16)
-                if not chunk:
-                    return None
+            chunk = read_compiler(self.answers, deadline, timeout, self.spec["tool"])
+            if chunk == b"":
+                return None
+            if chunk:
                 self.buffer += chunk
 
     def stop(self, failed=False):
