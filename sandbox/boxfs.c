@@ -607,16 +607,19 @@ open_template(uint64_t bytes, uid_t uid, gid_t gid, char *why, size_t len)
     return open(path, O_RDONLY | O_CLOEXEC);
 }
 
-/* A new image of bytes bytes with an empty ext4 in it, its root owned by
- * uid:gid: a copy of the template, else (no template possible here, or
- * another filesystem that copy_file_range will not cross) mke2fs's own. */
+/* A copy of the template for bytes and uid:gid at image (which must not
+ * exist), written to disk first with sync. CG_OK, or CG_ESYS with nothing
+ * left at image (why says so when there was no template). */
 static int
-make_image(const char *image, uint64_t bytes, uid_t uid, gid_t gid, char *why, size_t len)
+copy_template(const char *image, uint64_t bytes, uid_t uid, gid_t gid, bool sync, char *why,
+              size_t len)
 {
     int from = open_template(bytes, uid, gid, why, len), to = -1, rc = -1;
 
     if (from >= 0 && (to = open(image, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0)
         rc = copy_sparse(from, to, (off_t)bytes);
+    if (rc == 0 && sync)
+        rc = fsync(to);
     if (from >= 0)
         close(from);
     if (to >= 0)
@@ -625,6 +628,17 @@ make_image(const char *image, uint64_t bytes, uid_t uid, gid_t gid, char *why, s
         return CG_OK;
     if (to >= 0)
         unlink(image);
+    return CG_ESYS;
+}
+
+/* A new image of bytes bytes with an empty ext4 in it, its root owned by
+ * uid:gid: a copy of the template, else (no template possible here, or
+ * another filesystem that copy_file_range will not cross) mke2fs's own. */
+static int
+make_image(const char *image, uint64_t bytes, uid_t uid, gid_t gid, char *why, size_t len)
+{
+    if (copy_template(image, bytes, uid, gid, false, why, len) == CG_OK)
+        return CG_OK;
     return mkfs_image(image, bytes, uid, gid, why, len);
 }
 
@@ -668,6 +682,24 @@ attach_loop(const char *image, char *dev, size_t devlen, int *loop, char *why, s
         close(file);
     if (*loop < 0)
         return cg_fail(why, len, CG_ESYS, "no loop device for %s: %s", image, strerror(e));
+    return CG_OK;
+}
+
+/* Attaches image to a loop device and mounts its ext4 on dir; the loop
+ * device then lives as long as the mount. CG_OK, or CG_ESYS with why. */
+static int
+mount_image(const char *image, const char *dir, char *why, size_t len)
+{
+    char dev[32];
+    int loop;
+
+    if (attach_loop(image, dev, sizeof dev, &loop, why, len) != CG_OK)
+        return CG_ESYS;
+    int rc = mount(dev, dir, "ext4", MS_NOSUID | MS_NODEV, NULL);
+    int e = errno;
+    close(loop);
+    if (rc < 0)
+        return cg_fail(why, len, CG_ESYS, "mounting %s on %s: %s", image, dir, strerror(e));
     return CG_OK;
 }
 
@@ -775,9 +807,8 @@ pool_sweep(void)
 static void
 make_ready(uint64_t bytes, uid_t uid, gid_t gid)
 {
-    char name[32], rname[96], ready[160], dir[160], mnt[160], img[160], dev[32], why[256];
-    int from = -1, to = -1, loop, lock;
-    bool ok = false;
+    char name[32], rname[96], ready[160], dir[160], mnt[160], img[160], why[256];
+    int lock;
 
     pool_sweep();
     snprintf(name, sizeof name, "making-%ld", (long)getpid());
@@ -788,17 +819,9 @@ make_ready(uint64_t bytes, uid_t uid, gid_t gid)
     pool_path(img, sizeof img, name, "img");
     if (access(ready, F_OK) == 0 || mkdir(dir, 0700) < 0 || (lock = pool_lock(name)) < 0)
         return;
-    if (mkdir(mnt, 0700) == 0 && (from = open_template(bytes, uid, gid, why, sizeof why)) >= 0
-        && (to = open(img, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0
-        && copy_sparse(from, to, (off_t)bytes) == 0 && fsync(to) == 0
-        && attach_loop(img, dev, sizeof dev, &loop, why, sizeof why) == CG_OK) {
-        ok = mount(dev, mnt, "ext4", MS_NOSUID | MS_NODEV, NULL) == 0;
-        close(loop); /* the loop device now lives as long as the mount, or goes */
-    }
-    if (from >= 0)
-        close(from);
-    if (to >= 0)
-        close(to);
+    bool ok = mkdir(mnt, 0700) == 0
+              && copy_template(img, bytes, uid, gid, true, why, sizeof why) == CG_OK
+              && mount_image(img, mnt, why, sizeof why) == CG_OK;
     if (!ok || rename(dir, ready) < 0) /* ENOTEMPTY: another maker's is there */
         pool_remove(name);
     close(lock);
@@ -904,9 +927,6 @@ static int
 prepare(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid, bool keep,
         char *why, size_t len)
 {
-    char dev[32];
-    int loop, rc;
-
     if (keep && is_mount_root(dir))
         return CG_OK; /* kept by an earlier kernel: its files are in it */
     if (!keep) { /* what a kernel killed before its keeper ran left: start afresh */
@@ -922,13 +942,8 @@ prepare(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid
         return settle_home(dir, why, len);
     if (fresh && make_image(image, bytes, uid, gid, why, len) != CG_OK)
         return CG_ESYS;
-    if (attach_loop(image, dev, sizeof dev, &loop, why, len) != CG_OK)
+    if (mount_image(image, dir, why, len) != CG_OK)
         return CG_ESYS;
-    rc = mount(dev, dir, "ext4", MS_NOSUID | MS_NODEV, NULL);
-    int e = errno;
-    close(loop); /* the loop device now lives as long as the mount, or goes */
-    if (rc < 0)
-        return cg_fail(why, len, CG_ESYS, "mounting %s on %s: %s", image, dir, strerror(e));
     return fresh ? settle_home(dir, why, len) : CG_OK;
 }
 
