@@ -4,6 +4,7 @@ directory and in the box. Writing past it is ENOSPC in the box; the kernel
 keeps serving, the files written before stay intact and readable from the
 host, other kernels are unaffected; 0 means no bound; the default (10G)
 applies when nothing is set; a killed kernel leaves no mount behind."""
+import contextlib
 import os
 import shutil
 import signal
@@ -42,6 +43,27 @@ def data_dir(km):
 def box_total(kc):
     return int(py(kc, "import os\ns = os.statvfs('/mnt/data')\n"
                       "print(s.f_blocks * s.f_frsize)"))
+
+
+@contextlib.contextmanager
+def raw_kernel(cf, env, *args, stderr=None):
+    """`cellgate kernel -f cf ARGS` with env, and a client to it once it is
+    ready; shut down and waited for at the end of the block, killed if the
+    block failed or the kernel does not end."""
+    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf, *args], env=env, stderr=stderr)
+    kc = BlockingKernelClient(connection_file=cf)
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=20)
+        yield kc
+        kc.shutdown()
+        proc.wait(timeout=20)
+    finally:
+        kc.stop_channels()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 FILL = """
@@ -146,22 +168,9 @@ def test_flag_and_bad_values(tmp_path):
         assert r.returncode == 2 and "data-size" in r.stderr, r.stderr
     cf, _ = write_connection_file(str(tmp_path / "kernel-flag.json"), key=b"k")
     state = tmp_path / "state"
-    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf, "--data-size", "16M"],
-                            env={**os.environ, "CELLGATE_STATE_DIR": str(state),
-                                 "CELLGATE_DATA_SIZE": "1G"})
-    kc = BlockingKernelClient(connection_file=cf)
-    kc.load_connection_file()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=20)
+    with raw_kernel(cf, {**os.environ, "CELLGATE_STATE_DIR": str(state),
+                         "CELLGATE_DATA_SIZE": "1G"}, "--data-size", "16M") as kc:
         assert 8 * MiB < box_total(kc) <= 16 * MiB  # the flag wins over the environment
-        kc.shutdown()
-        proc.wait(timeout=20)
-    finally:
-        kc.stop_channels()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # Shut down without --keep-data: nothing left of it.
     assert not os.path.exists(state / "flag") and not os.path.exists(state / "flag.img")
 
@@ -184,24 +193,12 @@ def test_kept_data_stays_readable_and_is_reused(tmp_path):
     d = state / "kept"
     try:
         for round_ in range(2):
-            proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf], env=env)
-            kc = BlockingKernelClient(connection_file=cf)
-            kc.load_connection_file()
-            kc.start_channels()
-            try:
-                kc.wait_for_ready(timeout=20)
+            with raw_kernel(cf, env) as kc:
                 if round_ == 0:
                     py(kc, "open('note.txt', 'w').write('kept')")
                 else:  # a kernel with the same id finds the files again
                     assert py(kc, "print(open('note.txt').read())").strip() == "kept"
                     assert box_total(kc) <= 8 * MiB
-                kc.shutdown()
-                proc.wait(timeout=20)
-            finally:
-                kc.stop_channels()
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
             assert (d / "note.txt").read_text() == "kept"  # readable on the host after
     finally:
         if os.path.ismount(d):
@@ -217,28 +214,26 @@ def test_unbounded_fallback_is_said_and_keeps_files(tmp_path):
     (state / "pre" / "old.txt").write_text("old")
     cf, _ = write_connection_file(str(tmp_path / "kernel-pre.json"), key=b"k")
     log = open(tmp_path / "kernel.log", "w+")
-    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf, "--data-size", "8M"], stderr=log,
-                            env={**os.environ, "CELLGATE_STATE_DIR": str(state),
-                                 "CELLGATE_KEEP_DATA": "1"})
-    kc = BlockingKernelClient(connection_file=cf)
-    kc.load_connection_file()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=20)
+    with raw_kernel(cf, {**os.environ, "CELLGATE_STATE_DIR": str(state),
+                         "CELLGATE_KEEP_DATA": "1"}, "--data-size", "8M", stderr=log) as kc:
         assert py(kc, "print(open('old.txt').read())").strip() == "old"
         host = os.statvfs(str(state))
         assert box_total(kc) == host.f_blocks * host.f_frsize
-        kc.shutdown()
-        proc.wait(timeout=20)
-    finally:
-        kc.stop_channels()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     log.seek(0)
     text = log.read()
     log.close()
     assert "/mnt/data is not bounded" in text and "already holds files" in text, text
+
+
+NO_SIZE_ENV = {k: v for k, v in os.environ.items() if k != "CELLGATE_DATA_SIZE"}
+
+
+def box(*cmd, env=None):
+    """`cellgate box -- CMD`: its stdout, failing on a non-zero exit."""
+    r = subprocess.run([CELLGATE, "box", "--", *cmd], capture_output=True, text=True, timeout=60,
+                       env=env or NO_SIZE_ENV)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def loop_backing_files():
@@ -259,8 +254,7 @@ def test_box_volume_leaves_no_loop_device():
     proc = subprocess.Popen([CELLGATE, "box", "--", "/bin/sh", "-c",
                              "grep ' /mnt/data ' /proc/self/mountinfo; echo end; read line"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={k: v for k, v in os.environ.items()
-                                 if k != "CELLGATE_DATA_SIZE"})
+                            env=NO_SIZE_ENV)
     try:
         lines = [proc.stdout.readline() for _ in range(3)]
         # the bound host directory first, the volume mounted over it last
@@ -283,9 +277,7 @@ def test_volume_template_is_small_to_copy():
     # Each box's volume is a copy of a template per size and owner: made
     # without the blocks reserved for growing a mounted filesystem
     # (resize_inode, 4 MB at 10G), it holds ~200 KB of data to copy.
-    r = subprocess.run([CELLGATE, "box", "--", "/bin/true"], env={
-        k: v for k, v in os.environ.items() if k != "CELLGATE_DATA_SIZE"}, timeout=60)
-    assert r.returncode == 0
+    box("/bin/true")
     template = f"/var/cache/cellgate/volume-{10 * GiB}-65534-65534.img"
     assert os.path.getsize(template) == 10 * GiB
     assert os.stat(template).st_blocks * 512 < MiB
@@ -296,7 +288,6 @@ def test_volume_template_is_small_to_copy():
 
 
 POOL = "/var/cache/cellgate"
-NO_SIZE_ENV = {k: v for k, v in os.environ.items() if k != "CELLGATE_DATA_SIZE"}
 
 
 def ready_folder(size):
@@ -310,14 +301,6 @@ def drop_ready(size):
     if os.path.ismount(f"{ready_folder(size)}/mnt"):
         subprocess.run(["umount", "-l", f"{ready_folder(size)}/mnt"], check=False)
     shutil.rmtree(ready_folder(size), ignore_errors=True)
-
-
-def box(*cmd, env=None):
-    """`cellgate box -- CMD`: its stdout, failing on a non-zero exit."""
-    r = subprocess.run([CELLGATE, "box", "--", *cmd], capture_output=True, text=True, timeout=60,
-                       env=env or NO_SIZE_ENV)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 def test_box_takes_the_ready_volume_and_it_is_made_again():
@@ -393,25 +376,15 @@ def test_ready_volume_for_a_data_directory_on_another_filesystem(tmp_path):
     box("/bin/true", env=env)
     assert wait_until(lambda: os.path.ismount(f"{ready_folder(size)}/mnt"), timeout=20)
     cf, _ = write_connection_file(str(tmp_path / "kernel-shm.json"), key=b"k")
-    proc = subprocess.Popen([CELLGATE, "kernel", "-f", cf], env={**env, "CELLGATE_STATE_DIR": state})
-    kc = BlockingKernelClient(connection_file=cf)
-    kc.load_connection_file()
-    kc.start_channels()
     try:
-        kc.wait_for_ready(timeout=20)
-        assert 14 * MiB < box_total(kc) <= size
-        py(kc, "open('f.txt', 'w').write('on the volume')")
-        assert open(f"{state}/shm/f.txt").read() == "on the volume"
-        assert not os.path.exists(f"{state}/shm.img")
-        kc.shutdown()
-        proc.wait(timeout=20)
+        with raw_kernel(cf, {**env, "CELLGATE_STATE_DIR": state}) as kc:
+            assert 14 * MiB < box_total(kc) <= size
+            py(kc, "open('f.txt', 'w').write('on the volume')")
+            assert open(f"{state}/shm/f.txt").read() == "on the volume"
+            assert not os.path.exists(f"{state}/shm.img")
         assert wait_until(lambda: not os.path.exists(f"{state}/shm"), timeout=10), \
             os.listdir(state)
     finally:
-        kc.stop_channels()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         if os.path.ismount(f"{state}/shm"):
             subprocess.run(["umount", "-l", f"{state}/shm"], check=False)
         shutil.rmtree(state, ignore_errors=True)
