@@ -2615,7 +2615,9 @@ def _skip_terminal_ipython():
 # in functions a notebook may never call: asyncio (top-level await), ssl
 # (through asyncio), pydoc (help()), pexpect (%%script), cProfile/pstats
 # (%prun), pickle (%store), sqlite3 (IPython's history file, which a
-# kernel keeps in memory: see _history_manager), ...  Each is made a lazy module: it is in
+# kernel keeps in memory: see _history_manager), hashlib (IPython's cell
+# names, which ipykernel's compiler makes without it: loading it maps
+# OpenSSL's libcrypto, 3.4 MB resident and ~6 ms), ...  Each is made a lazy module: it is in
 # sys.modules as ipykernel has it, and runs the first time anything of it
 # is used, by IPython or by the user's code.  Together they were ~5 MB of
 # the driver's memory and ~40 ms of its start (kernelbench rss_mb).
@@ -2625,7 +2627,7 @@ _LAZY_MODULES = frozenset((
     "asyncio", "ssl", "pydoc", "pexpect", "ptyprocess", "cProfile", "pstats",
     "profile", "pickle", "uuid", "lzma", "bz2", "calendar", "code", "dataclasses",
     "email.parser", "ipaddress", "logging.handlers", "mimetypes", "shlex",
-    "signal", "traceback", "sqlite3",
+    "signal", "traceback", "sqlite3", "hashlib",
 ))
 
 
