@@ -7,6 +7,7 @@
 #include "common/cgerr.h"
 #include "common/log.h"
 #include "sandbox/box.h"
+#include "sandbox/boxfs.h"
 #include "sandbox/boxlimits.h"
 #include "cli/display_cmd.h"
 #include "cli/heavy.h"
@@ -262,6 +263,8 @@ main(int argc, char **argv)
         return display_cmd_main(argc - 1, argv + 1, "cellgate display");
     if (strcmp(cmd, "doctor") == 0)
         return heavy_doctor(argc - 1, argv + 1);
+    if (strcmp(cmd, "volume-keeper") == 0) /* the box's, not in usage() */
+        return boxfs_keeper_main(argc - 1, argv + 1);
     fprintf(stderr, "cellgate: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;

@@ -11,6 +11,7 @@
 #include "sandbox/boxfs.h"
 
 #include "common/cgerr.h"
+#include "common/sibling.h"
 #include "sandbox/boxpaths.h"
 #include "sandbox/spawn.h"
 
@@ -948,19 +949,97 @@ prepare(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid
 }
 
 /*
+ * The keeper's wait: until the kernel is gone (life closes: box_destroy,
+ * or the kernel was killed), then it unmounts and removes what is still
+ * its own - dir still the root of the mount opened as root, image still
+ * the file opened as img - so a kernel killed with SIGKILL leaves no
+ * mount, loop device or image behind. Holding root open, no later volume
+ * can take its device number while it checks.
+ */
+static void __attribute__((noreturn))
+keeper_wait(const char *dir, const char *image, int root, int img, int life)
+{
+    char c;
+
+    while (read(life, &c, 1) < 0 && errno == EINTR)
+        ;
+    if (same_file(root, dir) && is_mount_root(dir))
+        umount2(dir, MNT_DETACH);
+    close(root);
+    if (same_file(img, image))
+        unlink(image);
+    rmdir(dir); /* empty once unmounted, unless the kernel kept it */
+    _exit(0);
+}
+
+/*
+ * A keeper forked from cellgate-kernel holds ~2 MB of that program's
+ * libraries resident while it waits, for the whole life of the kernel;
+ * the static `cellgate` beside it waits in a fraction of that. So the
+ * keeper execs `cellgate volume-keeper DIR IMAGE ROOT IMG LIFE` to wait
+ * (once the volume is reported ready: off a box's start-up path). Returns
+ * when it cannot, or when it is that program already: the caller waits.
+ */
+static void
+keeper_exec_light(const char *dir, const char *image, int root, int img, int life)
+{
+    char light[4096], self[4096], fds[3][16], cmd[] = "volume-keeper";
+    const int keep[3] = { root, img, life };
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+    if (n <= 0 || sibling_find("cellgate", light, sizeof light) != CG_OK)
+        return;
+    self[n] = '\0';
+    if (strcmp(self, light) == 0)
+        return;
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(fds[i], sizeof fds[i], "%d", keep[i]);
+        if (keep[i] >= 0 && fcntl(keep[i], F_SETFD, 0) < 0)
+            return;
+    }
+    char *argv[] = { light, cmd, (char *)dir, (char *)image,
+                     fds[0], fds[1], fds[2], NULL };
+    execv(light, argv);
+}
+
+/* One descriptor number of `cellgate volume-keeper`'s arguments: -1 or
+ * more, whole; -2 if it is not one. */
+static int
+keeper_fd_arg(const char *s)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    return errno || end == s || *end || v < -1 || v > INT_MAX ? -2 : (int)v;
+}
+
+int
+boxfs_keeper_main(int argc, char **argv)
+{
+    struct stat st;
+    int root, img, life;
+
+    if (argc != 6 || (root = keeper_fd_arg(argv[3])) < -1 || (img = keeper_fd_arg(argv[4])) < -1
+        || (life = keeper_fd_arg(argv[5])) < 0 || fstat(life, &st) < 0 || !S_ISFIFO(st.st_mode)
+        || (root >= 0 && (fstat(root, &st) < 0 || !S_ISDIR(st.st_mode)))) {
+        fprintf(stderr, "cellgate volume-keeper: what a data volume's keeper runs to wait "
+                        "for its kernel (not a command to run by hand)\n");
+        return 2;
+    }
+    keeper_wait(argv[1], argv[2], root, img, life);
+}
+
+/*
  * The keeper: prepares the volume, reports, then waits for the kernel to
- * go (life closes: box_destroy, or the kernel was killed) and, unless
- * keep, unmounts and removes what is still its own, so a kernel killed
- * with SIGKILL leaves no mount, loop device or image behind. It has a
- * session of its own (Jupyter signals the kernel's process group) and
- * holds the mounted root open, so no later volume can take its device
- * number while it checks.
+ * go (keeper_wait, in the static `cellgate` if it can) and, unless keep,
+ * removes what is still its own. It has a session of its own (Jupyter
+ * signals the kernel's process group).
  */
 static void
 keeper(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid, bool keep,
        int report, int life)
 {
-    char why[256] = "", c;
+    char why[256] = "";
     static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE };
 
     setsid();
@@ -976,15 +1055,8 @@ keeper(const char *dir, const char *image, uint64_t bytes, uid_t uid, gid_t gid,
     if (keep)
         _exit(0);
     close(report);
-    while (read(life, &c, 1) < 0 && errno == EINTR)
-        ;
-    if (same_file(root, dir) && is_mount_root(dir))
-        umount2(dir, MNT_DETACH);
-    close(root);
-    if (same_file(img, image))
-        unlink(image);
-    rmdir(dir); /* empty once unmounted, unless the kernel kept it */
-    _exit(0);
+    keeper_exec_light(dir, image, root, img, life);
+    keeper_wait(dir, image, root, img, life);
 }
 
 static void

@@ -141,6 +141,15 @@ bool boxfs_volume_ready(const struct boxfs_volume *v);
  */
 void boxfs_volume_release(struct boxfs_volume **v, bool keep);
 
+/*
+ * `cellgate volume-keeper DIR IMAGE ROOT IMG LIFE` (argv[0] is the
+ * program): a volume's keeper waiting for its kernel in the static
+ * `cellgate`, which it execs with the descriptors it holds (see boxfs.c).
+ * Never returns but with 2 on arguments that are not a keeper's (LIFE a
+ * pipe, ROOT -1 or a directory), having touched nothing.
+ */
+int boxfs_keeper_main(int argc, char **argv);
+
 /* Whether this machine can bound /mnt/data: NULL if so, else why not. */
 const char *boxfs_volume_unsupported(void);
 

@@ -14,7 +14,7 @@ import pytest
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
-from conftest import CELLGATE, run, stream_text, wait_until
+from conftest import CELLGATE, descendants, run, stream_text, wait_until
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -175,11 +175,29 @@ def test_flag_and_bad_values(tmp_path):
     assert not os.path.exists(state / "flag") and not os.path.exists(state / "flag.img")
 
 
+def volume_keepers(pid):
+    """{pid: /proc/PID/exe} of the data volume keepers below pid."""
+    found = {}
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[1:2] == [b"volume-keeper"]:
+                    found[p] = os.readlink(f"/proc/{p}/exe")
+        except OSError:
+            pass
+    return found
+
+
 def test_killed_kernel_leaves_no_mount(kernel_factory):
     km, kc = kernel_factory("cellgate-python", env={"CELLGATE_DATA_SIZE": "8M"})
     py(kc, "open('x', 'w').write('x')")
     d = data_dir(km)
     assert os.path.ismount(d)
+    # The keeper that removes it waits in the static `cellgate` (~1 MB
+    # resident), not in a copy of cellgate-kernel (~2 MB).
+    assert wait_until(lambda: list(volume_keepers(km.provisioner.process.pid).values())
+                      == [os.path.realpath(CELLGATE)], timeout=10), \
+        volume_keepers(km.provisioner.process.pid)
     os.killpg(os.getpgid(km.provisioner.process.pid), signal.SIGKILL)
     assert wait_until(lambda: not os.path.ismount(d) and not os.path.exists(d + ".img"),
                       timeout=10), os.listdir(os.path.dirname(d))
