@@ -136,9 +136,13 @@ def main():
     def med(values):
         return 1000 * statistics.median(values)
 
+    def spread(values):
+        values = list(values)
+        return f"{1000 * min(values):.0f}-{1000 * max(values):.0f}"
+
     print(f"{'language':15}{'ready ms':>10}{'first cell ms':>15}{'warm cell ms':>14}"
           f"{'next cell ms':>14}{'bare compile ms':>17}{'bare run ms':>13}{'ratio':>8}"
-          f"{'after ready':>13}{'next/bare':>11}")
+          f"{'after ready':>13}{'next/bare':>11}{'first cell range ms':>21}")
     for lang in langs:
         build = med(b[0] for b in bare[lang])
         run = med(b[1] for b in bare[lang])
@@ -152,12 +156,14 @@ def main():
                   f"{(f'{later:.1f}' if later else '-'):>14}"
                   f"{(f'{build:.1f}' if build else '-'):>17}{run:>13.1f}"
                   f"{first / (build + run):>8.2f}{after / (build + run):>13.2f}"
-                  f"{(f'{later / (build + run):.2f}' if later else '-'):>11}")
+                  f"{(f'{later / (build + run):.2f}' if later else '-'):>11}"
+                  f"{spread(t[1] for t in times):>21}")
     print(f"medians of {a.rounds} rounds; ratio: first cell / (bare compile + bare run); "
           "after ready: (first cell - ready) / the same, the part of the first cell a "
           "client waits for once the kernel is ready (its cell cannot start sooner); "
           f"next cell: a compiled kernel's cell of other code {NEXT_PAUSE:g} s after its "
-          "warm cells (it compiles), next/bare its ratio")
+          "warm cells (it compiles), next/bare its ratio; first cell range: the fastest "
+          "and slowest round")
     if {"java", "kotlin"} & set(langs):
         print("java, kotlin: cellgate runs javac/kotlinc with -J-XX:TieredStopAtLevel=1 "
               "-J-XX:+UseSerialGC (kernel/drivers/compiled.py); the bare compile has the defaults")
