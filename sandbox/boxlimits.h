@@ -83,11 +83,11 @@ int cgroup_attach(struct box_cgroup *cg, pid_t pid, char *err, size_t errlen);
 void cgroup_sweep(const struct box_cgroup *cg);
 
 /* How many processes the memory limit has killed so far (0 without a cgroup). */
-uint64_t cgroup_oom_kills(const struct box_cgroup *cg);
+uint64_t cgroup_oom_kills(struct box_cgroup *cg);
 
 /* How many times a fork in the box failed at the pids limit so far (the
  * "max" count of pids.events; 0 without a pids cgroup). */
-uint64_t cgroup_pids_hits(const struct box_cgroup *cg);
+uint64_t cgroup_pids_hits(struct box_cgroup *cg);
 
 /* Kills every process left in the cgroup(s), removes them, frees, nulls *cg. */
 void cgroup_destroy(struct box_cgroup **cg);

@@ -459,7 +459,12 @@ struct box_cgroup {
     bool has_pids;           /* the pids controller is on for this box */
     struct cg_dir mem;       /* memory cgroup (v2: the box's only one); path "" if none */
     struct cg_dir pids;      /* v1 pids cgroup; path "" if none */
+    int events[2];           /* the counters' files (enum counter), open from the
+                              * first read on (a cell reads both), or -1 */
 };
+
+/* The event counters a cell reads before and after it runs. */
+enum counter { COUNTER_OOM, COUNTER_PIDS };
 
 /* Box names become directory names: short, plain, no dot first. */
 static bool
@@ -654,6 +659,7 @@ cgroup_create(const struct box_limits *l, const char *name, char *err, size_t er
         cg_fail(err, errlen, CG_ENOMEM, "out of memory");
         return NULL;
     }
+    cg->events[COUNTER_OOM] = cg->events[COUNTER_PIDS] = -1;
     rc = make_box_dir("", name, &cg->mem, &cg->has_pids, &avail, err, errlen);
     if (avail) {
         cg->v2 = true;
@@ -728,32 +734,64 @@ cgroup_sweep(const struct box_cgroup *cg)
     }
 }
 
-uint64_t
-cgroup_oom_kills(const struct box_cgroup *cg)
+/* Reads the counter file dir/file into buf (NUL-terminated, at most len -
+ * 1 bytes) through cg->events[which], opened at the first read and kept:
+ * two reads a cell, each an open, two reads and a close before. Returns 0
+ * or -errno. */
+static int
+counter_read(struct box_cgroup *cg, enum counter which, const char *dir, const char *file,
+             char *buf, size_t len)
 {
-    char buf[2048];
-    if (!cg || !cg->mem.path[0]
-        || cg_read(cg->mem.path, cg->v2 ? "memory.events" : "memory.oom_control", buf,
-                   sizeof buf) != 0)
-        return 0;
-    for (char *p = buf; (p = strstr(p, "oom_kill ")) != NULL; p++)
-        if (p == buf || p[-1] == '\n')
-            return strtoull(p + sizeof "oom_kill " - 1, NULL, 10);
+    char path[CG_PATH];
+    ssize_t n;
+
+    if (cg->events[which] < 0) {
+        if (join(path, sizeof path, dir, file) != CG_OK)
+            return -ENAMETOOLONG;
+        if ((cg->events[which] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            return -errno;
+    }
+    do /* a cgroup file gives all of itself to one read from 0 */
+        n = pread(cg->events[which], buf, len - 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    buf[n] = '\0';
+    return 0;
+}
+
+/* The number after "key " at the start of a line of text, or 0. */
+static uint64_t
+counter_value(const char *text, const char *key)
+{
+    size_t k = strlen(key);
+    for (const char *p = text; (p = strstr(p, key)) != NULL; p++)
+        if ((p == text || p[-1] == '\n') && p[k] == ' ')
+            return strtoull(p + k + 1, NULL, 10);
     return 0;
 }
 
 uint64_t
-cgroup_pids_hits(const struct box_cgroup *cg)
+cgroup_oom_kills(struct box_cgroup *cg)
+{
+    char buf[2048];
+    if (!cg || !cg->mem.path[0]
+        || counter_read(cg, COUNTER_OOM, cg->mem.path,
+                        cg->v2 ? "memory.events" : "memory.oom_control", buf, sizeof buf) != 0)
+        return 0;
+    return counter_value(buf, "oom_kill");
+}
+
+uint64_t
+cgroup_pids_hits(struct box_cgroup *cg)
 {
     char buf[256];
     const struct cg_dir *d = cg && cg->v2 ? &cg->mem : cg ? &cg->pids : NULL;
 
-    if (!d || !cg->has_pids || !d->path[0] || cg_read(d->path, "pids.events", buf, sizeof buf) != 0)
+    if (!d || !cg->has_pids || !d->path[0]
+        || counter_read(cg, COUNTER_PIDS, d->path, "pids.events", buf, sizeof buf) != 0)
         return 0;
-    for (char *p = buf; (p = strstr(p, "max ")) != NULL; p++)
-        if (p == buf || p[-1] == '\n')
-            return strtoull(p + sizeof "max " - 1, NULL, 10);
-    return 0;
+    return counter_value(buf, "max");
 }
 
 /* ---- removal ------------------------------------------------------------ */
@@ -831,6 +869,10 @@ cgroup_destroy(struct box_cgroup **cgp)
         return;
     struct box_cgroup *cg = *cgp;
     const struct cg_dir *pd = cg->v2 ? &cg->mem : &cg->pids;
+
+    for (size_t i = 0; i < 2; i++)
+        if (cg->events[i] >= 0)
+            close(cg->events[i]);
 
     /* No new processes from here on, so the kill rounds converge. */
     if (cg->has_pids && pd->path[0])
