@@ -289,6 +289,15 @@ test_msg_new_reply(void **state)
     wire_new_id(id);
     assert_int_equal(strlen(id), 32);
     assert_int_equal(id[12], '4'); /* uuid version 4 */
+    /* Message ids: 32 hex digits, the session's first half, then distinct */
+    wire_msg_t *next = wire_msg_new(w, "status", req);
+    const char *a = json_string_value(json_object_get(rep->header, "msg_id"));
+    const char *b = json_string_value(json_object_get(next->header, "msg_id"));
+    assert_int_equal(strlen(a), 32);
+    assert_int_equal(strspn(a, "0123456789abcdef"), 32);
+    assert_memory_equal(a, wire_session(w), 16);
+    assert_string_not_equal(a, b);
+    wire_msg_destroy(&next);
     wire_msg_destroy(&rep);
     wire_msg_destroy(&req);
     wire_frames_free(f, n);
