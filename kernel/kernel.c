@@ -294,17 +294,6 @@ earlier(double a, double b)
     return !a || (b && b < a) ? b : a;
 }
 
-/* A poll item for a ZeroMQ socket read only while wanted. One not wanted
- * is left out of the poll (no socket, fd -1): zmq_poll checks every socket
- * it is given, wanted or not, with a getpid() and a poll() of its mailbox,
- * four system calls of the ~100 a warm cell costs the kernel. */
-static zmq_pollitem_t
-socket_item(void *socket, bool wanted)
-{
-    return wanted ? (zmq_pollitem_t){ .socket = socket, .events = ZMQ_POLLIN }
-                  : (zmq_pollitem_t){ .socket = NULL, .fd = -1 };
-}
-
 /* Fixed poll items, in the order the loop serves them. */
 enum { IT_CONTROL, IT_SIGNALS, IT_STDIN, IT_SHELL, IT_IOPUB, IT_BOX, IT_EGRESS, IT_FIXED };
 #define LOOP_POLL_ITEMS (IT_FIXED + CELL_POLL_ITEMS + DISPLAYD_POLL_ITEMS + TOOLS_POLL_ITEMS)
@@ -323,9 +312,11 @@ loop(struct kernel *k)
         items[IT_CONTROL] = (zmq_pollitem_t){ .socket = chan_socket(k->chan, CH_CONTROL),
                                               .events = ZMQ_POLLIN };
         items[IT_SIGNALS] = (zmq_pollitem_t){ .fd = k->sigfd, .events = ZMQ_POLLIN };
-        items[IT_STDIN] = socket_item(chan_socket(k->chan, CH_STDIN),
-                                      cell_input_waiting(k->cells));
-        items[IT_SHELL] = socket_item(chan_socket(k->chan, CH_SHELL), shell_open);
+        items[IT_STDIN] = (zmq_pollitem_t){ .socket = chan_socket(k->chan, CH_STDIN),
+                                            .events = cell_input_waiting(k->cells) ? ZMQ_POLLIN
+                                                                                   : 0 };
+        items[IT_SHELL] = (zmq_pollitem_t){ .socket = chan_socket(k->chan, CH_SHELL),
+                                            .events = shell_open ? ZMQ_POLLIN : 0 };
         items[IT_IOPUB] = (zmq_pollitem_t){ .socket = chan_socket(k->chan, CH_IOPUB),
                                             .events = ZMQ_POLLIN };
         items[IT_BOX] = (zmq_pollitem_t){ .fd = box ? box_fd(box) : -1,
