@@ -45,7 +45,7 @@ endif
 # (README, "Layout"). scripts/layers.py checks that includes and calls only
 # go down: cli -> kernel -> sandbox -> common, fetch -> common.
 COMMON := common/buf.c common/cgerr.c common/clock.c common/connfile.c common/langs.c \
-          common/statedir.c \
+          common/listen.c common/statedir.c \
           common/log.c common/msg.c common/sibling.c common/size.c common/utf8.c common/wire.c
 SANDBOX := sandbox/box.c sandbox/boxfs.c sandbox/boxinit.c sandbox/limits.c sandbox/seccomp_run.c \
            sandbox/spawn.c
@@ -58,8 +58,8 @@ CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c cli/heavy_run.
 # `cellgate` itself: the same commands, but kernel and doctor exec
 # cellgate-kernel (cli/heavy.h), so the others start without ZeroMQ & co.
 CLI_LIGHT := cli/main.c cli/kernelspec.c cli/display_cmd.c cli/heavy_exec.c
-LIGHT_COMMON := common/cgerr.c common/langs.c common/log.c common/sibling.c common/size.c \
-                common/utf8.c
+LIGHT_COMMON := common/cgerr.c common/connfile.c common/langs.c common/listen.c common/log.c \
+                common/sibling.c common/size.c common/utf8.c
 LIGHT_LIBS := $(shell pkg-config --libs --static jansson libsodium 2>/dev/null) -lpthread
 # ... linked statically, its addresses still random (static-pie): no loader
 # mapping and relocating libraries, so it starts in ~1 ms of CPU instead of
@@ -113,7 +113,7 @@ UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.
          tests/unit/test_kernel_modules.c tests/unit/test_regpath.c tests/unit/test_rewrite.c \
          tests/unit/test_regpolicy.c tests/unit/test_box.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
-FUZZERS := wire connfile image marker download display regpath rewrite gwconvert gwhttp ws
+FUZZERS := wire connfile listen image marker download display regpath rewrite gwconvert gwhttp ws
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
 FUZZ_SECONDS ?= 60
 

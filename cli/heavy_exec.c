@@ -5,6 +5,9 @@
  */
 #include "cli/heavy.h"
 
+#include "common/cgerr.h"
+#include "common/connfile.h"
+#include "common/listen.h"
 #include "common/sibling.h"
 
 #include <errno.h>
@@ -32,9 +35,46 @@ forward(const char *cmd, int argc, char **argv)
     return 1;
 }
 
+/* The connection file named in a kernel's arguments (-f FILE, -fFILE,
+ * --connection-file FILE or =FILE), or NULL. */
+static const char *
+connection_file(int argc, char **argv)
+{
+    static const char longopt[] = "--connection-file";
+    size_t n = sizeof longopt - 1;
+
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-f") == 0 || strcmp(a, longopt) == 0)
+            return i + 1 < argc ? argv[i + 1] : NULL;
+        if (strncmp(a, longopt, n) == 0 && a[n] == '=')
+            return a + n + 1;
+        if (strncmp(a, "-f", 2) == 0)
+            return a + 2;
+    }
+    return NULL;
+}
+
+/*
+ * `cellgate kernel`: listens on the connection file's ports first (this
+ * program starts in ~1 ms; cellgate-kernel maps 22 libraries before it
+ * can), so a client that connects at once is queued rather than refused
+ * and made to wait ZeroMQ's 100 ms reconnect interval (which one launch
+ * in ~20 did); the sockets go across the exec (listen.h). Anything wrong
+ * here is left for cellgate-kernel to find and report.
+ */
 int
 heavy_kernel(int argc, char **argv)
 {
+    const char *path = connection_file(argc, argv);
+    connfile_t conn;
+    int fds[CH_COUNT] = { -1, -1, -1, -1, -1 };
+
+    if (path && connfile_load(path, &conn, NULL, 0) == CG_OK) {
+        listen_open(&conn, fds);
+        listen_hand_down(fds);
+        connfile_clear(&conn);
+    }
     return forward("kernel", argc, argv);
 }
 

@@ -8,6 +8,7 @@
 #include "kernel/chan.h"
 
 #include "common/cgerr.h"
+#include "common/listen.h"
 #include "common/log.h"
 #include "common/msg.h"
 #include "common/utf8.h"
@@ -75,39 +76,11 @@ chan_new(const connfile_t *conn, size_t output_limit, char *err, size_t errlen)
     return c;
 }
 
-/* A TCP socket listening on ip:port (numeric IPv4 or "*"), or -1. */
-static int
-listen_tcp(const char *ip, int port)
-{
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    int one = 1;
-
-    if (port <= 0 || port > 65535)
-        return -1;
-    if (strcmp(ip, "*") == 0)
-        sa.sin_addr.s_addr = htonl(INADDR_ANY);
-    else if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
-        return -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    /* What ZeroMQ's own listener sets, and its backlog. */
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0
-        || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 100) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 void
 chan_listen_early(struct chan *c, const connfile_t *conn)
 {
-    if (strcmp(conn->transport, "tcp") != 0)
-        return;
-    for (int ch = 0; ch < CH_COUNT; ch++)
-        if (c->early_fd[ch] < 0)
-            c->early_fd[ch] = listen_tcp(conn->ip, conn->ports[ch]);
+    listen_take(conn, c->early_fd); /* what `cellgate kernel` opened before its exec */
+    listen_open(conn, c->early_fd);
 }
 
 static void *

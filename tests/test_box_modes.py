@@ -20,11 +20,11 @@ def py_value(kc, expr):
     return eval(stream_text(out, "stdout"))  # noqa: S307
 
 
-def start_raw_kernel(tmp_path, env=None, prefix=()):
+def start_raw_kernel(tmp_path, env=None, prefix=(), program=CELLGATE):
     """A kernel launched by hand (optionally as another user), and a client."""
     cf, _ = write_connection_file(str(tmp_path / "kernel-raw.json"), key=b"secret")
     os.chmod(cf, 0o644)
-    proc = subprocess.Popen([*prefix, CELLGATE, "kernel", "-f", cf],
+    proc = subprocess.Popen([*prefix, program, "kernel", "-f", cf],
                             env={**os.environ, **(env or {})})
     kc = BlockingKernelClient(connection_file=cf)
     kc.load_connection_file()
@@ -123,3 +123,33 @@ def test_refused_box_is_an_error_in_every_cell_never_a_fallback(tmp_path):
         kc.stop_channels()
         proc.kill()
         proc.wait()
+
+
+def test_cellgate_kernel_listens_before_its_exec(tmp_path):
+    # `cellgate kernel` takes the five ports before it execs cellgate-kernel
+    # (a client connecting at once is queued, not refused for 100 ms) and
+    # names the sockets in CELLGATE_LISTEN_FDS, which the kernel's initial
+    # environment shows; the kernel takes them and no runtime sees it.
+    proc, kc = start_raw_kernel(tmp_path)
+    try:
+        with open(f"/proc/{proc.pid}/environ", "rb") as f:
+            env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+        fds = [int(x) for x in env[b"CELLGATE_LISTEN_FDS"].split(b",")]
+        assert len(fds) == 5 and all(fd >= 0 for fd in fds), fds
+        for fd in fds:
+            assert os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith("socket:"), fd
+        assert py_value(kc, "__import__('os').environ.get('CELLGATE_LISTEN_FDS')") is None
+    finally:
+        stop(proc, kc)
+
+
+def test_cellgate_kernel_checks_handed_down_sockets(tmp_path):
+    # Run by hand with CELLGATE_LISTEN_FDS naming descriptors that are not
+    # listening sockets on its ports, cellgate-kernel listens itself.
+    kernel = os.path.join(os.path.dirname(CELLGATE), "cellgate-kernel")
+    proc, kc = start_raw_kernel(tmp_path, env={"CELLGATE_LISTEN_FDS": "0,1,2,x,99999"},
+                                program=kernel)
+    try:
+        assert py_value(kc, "6 * 7") == 42
+    finally:
+        stop(proc, kc)

@@ -1,0 +1,106 @@
+/*
+ * listen.c - a kernel's listening sockets, early and across exec
+ * (see listen.h).
+ */
+#include "common/listen.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* A TCP socket listening on ip:port (numeric IPv4 or "*"), or -1. */
+static int
+listen_tcp(const char *ip, int port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    int one = 1;
+
+    if (port <= 0 || port > 65535)
+        return -1;
+    if (strcmp(ip, "*") == 0)
+        sa.sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+        return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0
+        || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 100) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void
+listen_open(const connfile_t *c, int fds[CH_COUNT])
+{
+    if (strcmp(c->transport, "tcp") != 0)
+        return;
+    for (int ch = 0; ch < CH_COUNT; ch++)
+        if (fds[ch] < 0)
+            fds[ch] = listen_tcp(c->ip, c->ports[ch]);
+}
+
+void
+listen_hand_down(const int fds[CH_COUNT])
+{
+    char list[CH_COUNT * 12] = "";
+    size_t n = 0;
+
+    for (int ch = 0; ch < CH_COUNT; ch++) {
+        if (fds[ch] >= 0 && fcntl(fds[ch], F_SETFD, 0) != 0)
+            return; /* the next program listens itself */
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%d", ch ? "," : "", fds[ch]);
+    }
+    setenv(LISTEN_FDS_ENV, list, 1);
+}
+
+/* True when fd is a listening TCP socket on port. */
+static bool
+listens_on(int fd, int port)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    int on = 0;
+    socklen_t olen = sizeof on;
+
+    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) == 0 && on
+           && getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.sin_family == AF_INET
+           && ntohs(sa.sin_port) == port;
+}
+
+/* True when fd is already one of fds (one socket serves one channel). */
+static bool
+taken(const int fds[CH_COUNT], int fd)
+{
+    for (int ch = 0; ch < CH_COUNT; ch++)
+        if (fds[ch] == fd)
+            return true;
+    return false;
+}
+
+void
+listen_take(const connfile_t *c, int fds[CH_COUNT])
+{
+    const char *v = getenv(LISTEN_FDS_ENV);
+    char *end;
+
+    for (int ch = 0; v && ch < CH_COUNT; ch++) {
+        long fd = strtol(v, &end, 10);
+        if (end == v || (*end != ',' && *end != '\0'))
+            break;
+        if (fds[ch] < 0 && fd >= 0 && fd <= 65535 && !taken(fds, (int)fd)
+            && strcmp(c->transport, "tcp") == 0 && listens_on((int)fd, c->ports[ch])
+            && fcntl((int)fd, F_SETFD, FD_CLOEXEC) == 0)
+            fds[ch] = (int)fd;
+        v = *end ? end + 1 : end;
+    }
+    unsetenv(LISTEN_FDS_ENV);
+}
