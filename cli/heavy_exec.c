@@ -60,7 +60,7 @@ connection_file(int argc, char **argv)
  * program starts in ~1 ms; cellgate-kernel maps 22 libraries before it
  * can), so a client that connects at once is queued rather than refused
  * and made to wait ZeroMQ's 100 ms reconnect interval (which one launch
- * in ~20 did); the sockets go across the exec (listen.h). Anything wrong
+ * in ~50 did); the sockets go across the exec (listen.h). Anything wrong
  * here is left for cellgate-kernel to find and report.
  */
 int
