@@ -245,7 +245,13 @@ def test_process_limit_time_limit(kernel_factory):
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "CellTimeout"
     assert "process limit (48" in stream_text(outputs, "stderr")
     reply, outputs = run(kc, "echo ok")
-    assert reply["content"]["status"] == "ok" and stream_text(outputs) == "ok\n"
+    assert reply["content"]["status"] == "ok" and stream_text(outputs, "stdout") == "ok\n"
+    # Usually the runtime ends its processes within the kernel's grace after
+    # the interrupt; on a loaded machine it may not, and then the kernel kills
+    # it with them and says so in the next cell: both end every process.
+    assert stream_text(outputs, "stderr") in (
+        "", "[cellgate: the bash runtime had ended; this cell runs in a fresh one, "
+            "so earlier variables and imports are gone]\n"), outputs
     assert wait_until(lambda: not box_sleeps(km, 900), timeout=5)
 
 
