@@ -111,7 +111,7 @@ UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.
          tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
          tests/unit/test_boxfs.c tests/unit/test_download.c tests/unit/test_chan.c \
          tests/unit/test_kernel_modules.c tests/unit/test_regpath.c tests/unit/test_rewrite.c \
-         tests/unit/test_regpolicy.c tests/unit/test_box.c
+         tests/unit/test_regpolicy.c tests/unit/test_box.c tests/unit/test_listen.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
 FUZZERS := wire connfile listen image marker download display regpath rewrite gwconvert gwhttp ws
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)

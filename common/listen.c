@@ -14,18 +14,29 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* A TCP socket listening on ip:port (numeric IPv4 or "*"), or -1. */
+/* Fills sa with the address ZeroMQ would bind for ip:port (numeric IPv4
+ * or "*"); false when there is none. */
+static bool
+endpoint_addr(const char *ip, int port, struct sockaddr_in *sa)
+{
+    *sa = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    if (port <= 0 || port > 65535)
+        return false;
+    if (strcmp(ip, "*") == 0) {
+        sa->sin_addr.s_addr = htonl(INADDR_ANY);
+        return true;
+    }
+    return inet_pton(AF_INET, ip, &sa->sin_addr) == 1;
+}
+
+/* A TCP socket listening on ip:port, or -1. */
 static int
 listen_tcp(const char *ip, int port)
 {
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    struct sockaddr_in sa;
     int one = 1;
 
-    if (port <= 0 || port > 65535)
-        return -1;
-    if (strcmp(ip, "*") == 0)
-        sa.sin_addr.s_addr = htonl(INADDR_ANY);
-    else if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+    if (!endpoint_addr(ip, port, &sa))
         return -1;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -55,25 +66,37 @@ listen_hand_down(const int fds[CH_COUNT])
     size_t n = 0;
 
     for (int ch = 0; ch < CH_COUNT; ch++) {
-        if (fds[ch] >= 0 && fcntl(fds[ch], F_SETFD, 0) != 0)
-            return; /* the next program listens itself */
+        if (fds[ch] >= 0 && fcntl(fds[ch], F_SETFD, 0) != 0) {
+            /* None handed down: the next program listens itself, on ports
+             * that must be free for it (an inheritable socket left open
+             * would hold one). */
+            for (int i = 0; i < CH_COUNT; i++)
+                if (fds[i] >= 0)
+                    close(fds[i]);
+            unsetenv(LISTEN_FDS_ENV);
+            return;
+        }
         n += (size_t)snprintf(list + n, sizeof list - n, "%s%d", ch ? "," : "", fds[ch]);
     }
     setenv(LISTEN_FDS_ENV, list, 1);
 }
 
-/* True when fd is a listening TCP socket on port. */
+/* True when fd is a TCP socket listening on the address c's endpoints
+ * bind, port `port`: not merely any socket on that port (one on every
+ * interface would serve a loopback-only kernel to the network). */
 static bool
-listens_on(int fd, int port)
+listens_on(int fd, const connfile_t *c, int port)
 {
-    struct sockaddr_in sa;
+    struct sockaddr_in want, sa;
     socklen_t len = sizeof sa;
     int on = 0;
     socklen_t olen = sizeof on;
 
-    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) == 0 && on
-           && getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.sin_family == AF_INET
-           && ntohs(sa.sin_port) == port;
+    return endpoint_addr(c->ip, port, &want)
+           && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) == 0 && on
+           && getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && len == sizeof sa
+           && sa.sin_family == AF_INET && sa.sin_port == want.sin_port
+           && sa.sin_addr.s_addr == want.sin_addr.s_addr;
 }
 
 /* True when fd is already one of fds (one socket serves one channel). */
@@ -86,19 +109,30 @@ taken(const int fds[CH_COUNT], int fd)
     return false;
 }
 
+/* The channel without a socket yet whose endpoint fd listens on, or -1. */
+static int
+channel_of(const connfile_t *c, const int fds[CH_COUNT], int fd)
+{
+    for (int ch = 0; ch < CH_COUNT; ch++)
+        if (fds[ch] < 0 && listens_on(fd, c, c->ports[ch]))
+            return ch;
+    return -1;
+}
+
 void
 listen_take(const connfile_t *c, int fds[CH_COUNT])
 {
     const char *v = getenv(LISTEN_FDS_ENV);
     char *end;
 
-    for (int ch = 0; v && ch < CH_COUNT; ch++) {
+    for (int i = 0; v && *v && i < CH_COUNT; i++) {
         long fd = strtol(v, &end, 10);
         if (end == v || (*end != ',' && *end != '\0'))
             break;
-        if (fds[ch] < 0 && fd >= 0 && fd <= 65535 && !taken(fds, (int)fd)
-            && strcmp(c->transport, "tcp") == 0 && listens_on((int)fd, c->ports[ch])
-            && fcntl((int)fd, F_SETFD, FD_CLOEXEC) == 0)
+        int ch = fd >= 0 && fd <= 65535 && !taken(fds, (int)fd) && strcmp(c->transport, "tcp") == 0
+                     ? channel_of(c, fds, (int)fd)
+                     : -1;
+        if (ch >= 0 && fcntl((int)fd, F_SETFD, FD_CLOEXEC) == 0)
             fds[ch] = (int)fd;
         v = *end ? end + 1 : end;
     }

@@ -21,15 +21,19 @@ void listen_open(const connfile_t *c, int fds[CH_COUNT]);
 
 /*
  * Keeps the sockets of fds open across exec and names them in
- * LISTEN_FDS_ENV for listen_take() in the program exec'd next.
+ * LISTEN_FDS_ENV for listen_take() in the program exec'd next.  If one
+ * cannot be kept, closes them all and names none: the next program then
+ * listens itself, on free ports.
  */
 void listen_hand_down(const int fds[CH_COUNT]);
 
 /*
- * Takes the sockets LISTEN_FDS_ENV names (then removes it): fds[ch] gets
- * each that is a listening TCP socket on c's port for ch, made
- * close-on-exec again; the others stay -1 (and are left alone: a name
- * from the environment is not proof a descriptor is ours).
+ * Takes the sockets LISTEN_FDS_ENV names (then removes it): a named
+ * socket listening on the address and port of a channel of c that has
+ * none yet becomes that channel's fds[ch], close-on-exec again (in any
+ * order; one socket per channel). The others are left alone - a name from
+ * the environment is not proof a descriptor is ours - and channels
+ * without a socket stay -1.
  */
 void listen_take(const connfile_t *c, int fds[CH_COUNT]);
 

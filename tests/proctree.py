@@ -20,3 +20,30 @@ def descendants(pid):
             out.add(c)
             todo.append(c)
     return out
+
+
+def all_pids():
+    """Every process's pid now."""
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def argv_of(pid):
+    """pid's command line as a list of bytes ([] once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    if data.endswith(b"\0"):
+        data = data[:-1]
+    return data.split(b"\0") if data else []
+
+
+def pids_where(pids, test):
+    """Those of pids whose command line (argv_of) passes test, in order."""
+    out = []
+    for pid in pids:
+        argv = argv_of(pid)
+        if argv and test(argv):
+            out.append(pid)
+    return out

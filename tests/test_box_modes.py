@@ -1,17 +1,15 @@
 """The box where users run it: as an ordinary user (unprivileged user
 namespaces), as root, without it when the operator says so, and with a
 clear error when the machine refuses to build one."""
-import json
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
-from conftest import CELLGATE, run, stream_text, wait_until
+from conftest import CELLGATE, run, stream_text
 
 
 def py_value(kc, expr):

@@ -33,6 +33,7 @@ import nbformat
 import pytest
 
 from conftest import ROOT, descendants, pid_alive, wait_until
+from proctree import all_pids, argv_of, pids_where
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
@@ -88,16 +89,7 @@ def kernelspec(name):
 def pids_with_arg(arg):
     """Processes whose command line holds arg (the Chromium profile dir:
     only this test's Chromium has it)."""
-    out = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    if arg.encode() in f.read():
-                        out.append(int(p))
-            except OSError:
-                pass
-    return out
+    return pids_where(all_pids(), lambda argv: any(arg.encode() in a for a in argv))
 
 
 def kill_all(pids):
@@ -309,11 +301,9 @@ def test_notebook_in_chromium(notebook_server, tmp_path):
 def process_cmdlines(pids):
     out = {}
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                out[pid] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            pass
+        argv = argv_of(pid)
+        if argv:
+            out[pid] = b" ".join(argv).decode(errors="replace").strip()
     return out
 
 

@@ -15,6 +15,7 @@ from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
 from conftest import CELLGATE, descendants, run, stream_text, wait_until
+from proctree import pids_where
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -178,11 +179,9 @@ def test_flag_and_bad_values(tmp_path):
 def volume_keepers(pid):
     """{pid: /proc/PID/exe} of the data volume keepers below pid."""
     found = {}
-    for p in descendants(pid):
+    for p in pids_where(descendants(pid), lambda argv: argv[1:2] == [b"volume-keeper"]):
         try:
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                if f.read().split(b"\0")[1:2] == [b"volume-keeper"]:
-                    found[p] = os.readlink(f"/proc/{p}/exe")
+            found[p] = os.readlink(f"/proc/{p}/exe")
         except OSError:
             pass
     return found

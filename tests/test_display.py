@@ -11,7 +11,7 @@ import time
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
-from conftest import CELLGATE, ROOT, TIMEOUT, errors, kernel_pid, run, stream_text, wait_until
+from conftest import CELLGATE, ROOT, TIMEOUT, kernel_pid, run, stream_text, wait_until
 from test_tools import PNG_3x2
 
 INSTALLED = set(KernelSpecManager().find_kernel_specs())

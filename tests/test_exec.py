@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from conftest import TIMEOUT, run, stream_text
+from proctree import argv_of
 from test_tools import comm
 
 
@@ -323,11 +324,7 @@ def test_shutdown_ends_session_processes(kernel_factory, sandbox):
 
 
 def cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+    return b" ".join(argv_of(pid)).decode()
 
 
 def descendants_cmdlines(pid):

@@ -22,6 +22,8 @@ import uuid
 
 import pytest
 
+from proctree import all_pids, pids_where
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CELLGATE = os.path.abspath(os.environ.get("CELLGATE_BIN", os.path.join(ROOT, "build", "cellgate")))
 GATEWAY = os.path.join(os.path.dirname(CELLGATE), "cellgate-gateway")
@@ -349,16 +351,8 @@ def test_kernel_model_and_lifecycle(gw):
 
 def kernel_pids(kid):
     """The pids of processes whose command line names kid's connection file."""
-    pids = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    if f"kernel-{kid}-".encode() in f.read():
-                        pids.append(int(p))
-            except OSError:
-                pass
-    return pids
+    name = f"kernel-{kid}-".encode()
+    return pids_where(all_pids(), lambda argv: any(name in arg for arg in argv))
 
 
 def test_kernel_env_reaches_the_kernel_process(gw):
@@ -716,7 +710,7 @@ def test_two_clients_on_one_kernel(gw, kernel):
         wait_kernel_info(b)
         mid, msg = execute_request("print('to both')", uuid.uuid4().hex)
         a.send(json.dumps(msg))
-        reply, outputs = None, []
+        reply = None
         while reply is None:
             m = json.loads(a.recv())
             if m["parent_header"].get("msg_id") == mid and m["channel"] == "shell":

@@ -25,6 +25,7 @@ import pytest
 from test_gateway import (CELLGATE, GATEWAY, TIMEOUT, Server, execute_request, free_port,
                           kernel_pids, recv_data, run_ws, stop, wait_for, wait_http,
                           wait_kernel_info)
+from proctree import pids_where
 
 websocket = pytest.importorskip("websocket")
 pytestmark = pytest.mark.skipif(not os.access(GATEWAY, os.X_OK), reason=f"{GATEWAY} is not built")
@@ -32,14 +33,8 @@ pytestmark = pytest.mark.skipif(not os.access(GATEWAY, os.X_OK), reason=f"{GATEW
 
 def kernel_process(kid):
     """The pid of kid's `cellgate kernel` process, or None."""
-    for pid in kernel_pids(kid):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().split(b"\0")[1:2] == [b"kernel"]:
-                    return pid
-        except OSError:
-            pass
-    return None
+    found = pids_where(kernel_pids(kid), lambda argv: argv[1:2] == [b"kernel"])
+    return found[0] if found else None
 
 
 def alive(pid):

@@ -4,13 +4,12 @@ log line, and the kernel keeps serving."""
 import hashlib
 import hmac
 import json
-import time
 import uuid
 
 import pytest
 import zmq
 
-from conftest import TIMEOUT, run
+from conftest import run
 
 
 class Raw:

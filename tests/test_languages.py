@@ -3,7 +3,6 @@ installed kernelspec with the sample attributes the language supports,
 then what the issue asks of compiled languages (a cell is a program,
 compile errors, exit statuses, stdin, the build cache) and of sharing one
 box across languages with %%magics."""
-import json
 import os
 import queue
 import time
@@ -14,7 +13,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from conftest import run, stream_text, wait_until
-from proctree import descendants
+from proctree import descendants, pids_where
 
 INSTALLED = set(KernelSpecManager().find_kernel_specs())
 
@@ -231,15 +230,9 @@ def test_c_interrupt(kernel_factory):
 
 def kept_compiler(km):
     """The pid of the kept compiler JVM among a kernel's processes, or None."""
-    for pid in descendants(km.provisioner.process.pid):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv[0] == b"/usr/bin/java" and argv[-2].endswith(b"/CellgateCompiler.java"):
-            return pid
-    return None
+    kept = pids_where(descendants(km.provisioner.process.pid), lambda argv: argv[0] ==
+                      b"/usr/bin/java" and argv[-1].endswith(b"/CellgateCompiler.java"))
+    return kept[0] if kept else None
 
 
 @needs("java")

@@ -9,7 +9,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import threading
 
 import pytest

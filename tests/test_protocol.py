@@ -4,9 +4,7 @@ runtime death, output limits, ordering, restart, shutdown, parent death."""
 import os
 import signal
 import subprocess
-import tempfile
 import time
-import json
 import re
 
 import pytest

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import TIMEOUT, descendants, errors, kernel_pid, run, stream_text, wait_until
+from proctree import pids_where
 
 PIDS = "48"  # a small limit keeps filling it fast
 
@@ -63,29 +64,14 @@ FILL = {
 
 def box_sleeps(km, seconds):
     """Pids (host) of the `sleep SECONDS` processes under the kernel."""
-    out = []
-    for pid in descendants(kernel_pid(km)):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().split(b"\0")[:2] == [b"sleep", str(seconds).encode()]:
-                    out.append(pid)
-        except OSError:
-            pass
-    return out
+    return pids_where(descendants(kernel_pid(km)),
+                      lambda argv: argv[:2] == [b"sleep", str(seconds).encode()])
 
 
 def shells(km):
     """Pids (host) of the bash processes under the kernel: the driver and
     the subshells of background loops."""
-    out = set()
-    for pid in descendants(kernel_pid(km)):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().split(b"\0")[0].endswith(b"bash"):
-                    out.add(pid)
-        except OSError:
-            pass
-    return out
+    return set(pids_where(descendants(kernel_pid(km)), lambda argv: argv[0].endswith(b"bash")))
 
 
 def wait_for_text(kc, msg_id, text, timeout):

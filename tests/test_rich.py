@@ -15,6 +15,7 @@ from nbclient import NotebookClient
 
 from conftest import (TIMEOUT, descendants, errors, kernel_pid, pid_alive, run, stream_text,
                       wait_until)
+from proctree import pids_where
 
 # The box shares this machine's /usr: with IPython installed, the driver runs
 # cells through IPython's shell and behaves as ipykernel does (issue 13).
@@ -342,14 +343,7 @@ def test_interrupt_stops_a_shell_command(kernel_factory):
             seen += msg["content"]["text"]
 
     def sleepers():
-        found = []
-        for pid in descendants(kernel_pid(km)):
-            try:
-                with open("/proc/%d/cmdline" % pid, "rb") as f:
-                    if f.read().split(b"\0")[:2] == [b"sleep", b"137"]:
-                        found.append(pid)
-            except OSError:
-                pass
+        found = pids_where(descendants(kernel_pid(km)), lambda argv: argv[:2] == [b"sleep", b"137"])
         return [pid for pid in found if pid_alive(pid)]
 
     assert wait_until(lambda: sleepers()), "the command is not running"
