@@ -160,15 +160,15 @@ make_file(const char *path, const char *text)
     close(fd);
 }
 
-/* The mount flags a bind of path must keep (a user namespace may not drop
+/* The mount flags a bind at path must keep (a user namespace may not drop
  * nodev/nosuid/noexec that the source mount has). */
 static unsigned long
-locked_flags(int fd)
+locked_flags(const char *path)
 {
     struct statvfs st;
     unsigned long f = 0;
 
-    if (fstatvfs(fd, &st) == 0) {
+    if (statvfs(path, &st) == 0) {
         if (st.f_flag & ST_NODEV)
             f |= MS_NODEV;
         if (st.f_flag & ST_NOSUID)
@@ -182,24 +182,38 @@ locked_flags(int fd)
 /* How a source is bound. */
 enum bind_mode { BIND_RO, BIND_RW, BIND_DEVICE };
 
-/* Binds the object open as fd (O_PATH, opened before the root was
- * replaced) at target: read-only, or writable, or a device node (which
- * must not get nodev). Always nosuid. */
+/* Restricts the bind mount at target: read-only, or writable, or a device
+ * node (which must not get nodev). Always nosuid. */
 static void
-bind_fd(int fd, const char *target, enum bind_mode mode, const char *what)
+restrict_bind(const char *target, enum bind_mode mode)
 {
-    char src[64];
-    unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | locked_flags(fd);
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | locked_flags(target);
 
     if (mode == BIND_RO)
         flags |= MS_RDONLY | MS_NODEV;
     else if (mode == BIND_RW)
         flags |= MS_NODEV;
+    if (mount("none", target, "none", flags, NULL) < 0)
+        setup_fail("restricting %s: %s", target, strerror(errno));
+}
+
+/* How the mode of a bind is applied. */
+enum restrict_when { RESTRICT_NOW, RESTRICT_WITH_TREE };
+
+/* Binds the object open as fd (O_PATH, opened before the root was
+ * replaced) at target, restricted to mode at once or, with
+ * RESTRICT_WITH_TREE, later by restrict_tree() on a directory above. */
+static void
+bind_fd(int fd, const char *target, enum bind_mode mode, enum restrict_when when,
+        const char *what)
+{
+    char src[64];
+
     snprintf(src, sizeof src, "/proc/self/fd/%d", fd);
     if (mount(src, target, "none", MS_BIND | MS_REC, NULL) < 0)
         setup_fail("binding %s at %s: %s", what, target, strerror(errno));
-    if (mount("none", target, "none", flags, NULL) < 0)
-        setup_fail("restricting %s: %s", target, strerror(errno));
+    if (when == RESTRICT_NOW)
+        restrict_bind(target, mode);
 }
 
 /* A host path opened before the new root hides it. */
@@ -209,6 +223,7 @@ struct src {
     int fd;             /* O_PATH, or -1 when the host has no such path */
     bool dir;
     char link[256];     /* non-empty: recreate as this symlink instead */
+    bool bound;         /* place_src bound it at target */
 };
 
 /* Opens host (O_PATH, the link itself if it is one) and reads what it is:
@@ -239,7 +254,7 @@ none:
 }
 
 static void
-place_src(struct src *s, enum bind_mode mode)
+place_src(struct src *s, enum bind_mode mode, enum restrict_when when)
 {
     if (s->link[0]) {
         if (symlink(s->link, s->target) < 0 && errno != EEXIST)
@@ -252,9 +267,37 @@ place_src(struct src *s, enum bind_mode mode)
         make_dir(s->target, 0755);
     else if (mknod(s->target, S_IFREG | 0644, 0) < 0) /* an empty file to bind over */
         setup_fail("creating %s: %s", s->target, strerror(errno));
-    bind_fd(s->fd, s->target, mode, s->host);
+    bind_fd(s->fd, s->target, mode, when, s->host);
+    s->bound = true;
     close(s->fd);
     s->fd = -1;
+}
+
+/*
+ * Gives every mount at and below dir - a bind, or a tmpfs and the binds
+ * of srcs placed in it with RESTRICT_WITH_TREE - the flags of mode, in one
+ * mount_setattr() (Linux 5.12) instead of a remount each: ~20 fewer
+ * system calls on the way to a ready box. Flags are only ever added, so
+ * those the host locked stay. Where the kernel lacks the call, dir and
+ * each bind are remounted as restrict_bind() does.
+ */
+static void
+restrict_tree(const char *dir, struct src *srcs, size_t n, enum bind_mode mode)
+{
+    struct mount_attr attr = { .attr_set = MOUNT_ATTR_NOSUID };
+
+    if (mode == BIND_RO)
+        attr.attr_set |= MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
+    else if (mode == BIND_RW)
+        attr.attr_set |= MOUNT_ATTR_NODEV;
+    if (mount_setattr(AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof attr) == 0)
+        return;
+    if (errno != ENOSYS)
+        setup_fail("restricting %s: %s", dir, strerror(errno));
+    restrict_bind(dir, mode);
+    for (size_t i = 0; i < n; i++)
+        if (srcs[i].bound)
+            restrict_bind(srcs[i].target, mode);
 }
 
 /* Every host path the box shows, opened before anything is mounted. */
@@ -350,7 +393,7 @@ setup_display(struct src *self)
     make_run_dir(ROOT "/run");
     make_run_dir(ROOT "/run/cellgate");
     make_run_dir(ROOT BOX_BIN_DIR);
-    place_src(self, BIND_RO);
+    place_src(self, BIND_RO, RESTRICT_NOW);
     /* A `python` command where the system has only python3 (Debian
      * without python-is-python3): notebooks run `!python script.py`. */
     if (access(ROOT "/usr/bin/python", F_OK) < 0 && access(ROOT "/usr/bin/python3", X_OK) == 0
@@ -371,24 +414,32 @@ setup_fs(struct sources *s, const struct boxinit_args *a)
 
     if (mount("tmpfs", ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=4m") < 0)
         setup_fail("mounting the box's root (tmpfs): %s", strerror(errno));
-    for (size_t i = 0; i < N_SYS; i++)
-        place_src(&s->sys[i], BIND_RO);
+    for (size_t i = 0; i < N_SYS; i++) { /* with whatever the host mounted below them */
+        place_src(&s->sys[i], BIND_RO, RESTRICT_WITH_TREE);
+        if (s->sys[i].bound)
+            restrict_tree(s->sys[i].target, NULL, 0, BIND_RO);
+    }
 
+    /* /etc is a tmpfs of its own, so that one call makes it and the ~20
+     * binds in it read-only (restrict_tree). */
     make_dir(ROOT "/etc", 0755);
+    if (mount("tmpfs", ROOT "/etc", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") < 0)
+        setup_fail("mounting /etc: %s", strerror(errno));
     for (size_t i = 0; i < N_ETC; i++)
-        place_src(&s->etc[i], BIND_RO);
+        place_src(&s->etc[i], BIND_RO, RESTRICT_WITH_TREE);
     make_file(ROOT "/etc/passwd", "root:x:0:0:root:/root:/usr/sbin/nologin\n"
                                   "user:x:1000:1000:cellgate:/mnt/data:/bin/bash\n"
                                   "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
     make_file(ROOT "/etc/group", "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n");
     make_file(ROOT "/etc/hosts", "127.0.0.1\tlocalhost cellgate\n::1\tlocalhost ip6-localhost\n");
     make_file(ROOT "/etc/hostname", "cellgate\n");
+    restrict_tree(ROOT "/etc", s->etc, N_ETC, BIND_RO);
 
     setup_display(&s->self);
 
     make_dir(ROOT "/mnt", 0755);
     make_dir(ROOT BOX_HOME, 0755);
-    place_src(&s->data, BIND_RW);
+    place_src(&s->data, BIND_RW, RESTRICT_NOW);
 
     make_dir(ROOT "/tmp", 01777);
     snprintf(opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long)a->tmp_bytes);
@@ -399,7 +450,8 @@ setup_fs(struct sources *s, const struct boxinit_args *a)
     if (mount("tmpfs", ROOT "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0)
         setup_fail("mounting /dev: %s", strerror(errno));
     for (size_t i = 0; i < N_DEV; i++)
-        place_src(&s->dev[i], BIND_DEVICE);
+        place_src(&s->dev[i], BIND_DEVICE, RESTRICT_WITH_TREE);
+    restrict_tree(ROOT "/dev", s->dev, N_DEV, BIND_DEVICE);
     make_dir(ROOT "/dev/shm", 01777);
     snprintf(opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long)a->tmp_bytes);
     if (mount("tmpfs", ROOT "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)

@@ -151,3 +151,55 @@ def test_cellgate_kernel_checks_handed_down_sockets(tmp_path):
         assert py_value(kc, "6 * 7") == 42
     finally:
         stop(proc, kc)
+
+
+def refuse_mount_setattr():
+    """In a child before exec: mount_setattr() fails with ENOSYS from here
+    on, as on a kernel older than 5.12 (a seccomp filter, libseccomp)."""
+    import ctypes
+    import errno
+    lib = ctypes.CDLL("libseccomp.so.2")
+    lib.seccomp_init.restype = ctypes.c_void_p
+    ctx = lib.seccomp_init(ctypes.c_uint32(0x7fff0000))  # SCMP_ACT_ALLOW
+    nr = lib.seccomp_syscall_resolve_name(b"mount_setattr")
+    act = ctypes.c_uint32(0x00050000 | errno.ENOSYS)  # SCMP_ACT_ERRNO(ENOSYS)
+    if not ctx or nr < 0 or lib.seccomp_rule_add(ctypes.c_void_p(ctx), act, nr, 0) != 0 \
+            or lib.seccomp_load(ctypes.c_void_p(ctx)) != 0:
+        os._exit(99)
+
+
+def box_mounts(preexec_fn=None):
+    """(mount point, options) of every mount `cellgate box` shows inside."""
+    r = subprocess.run([CELLGATE, "box", "--", "/bin/cat", "/proc/self/mountinfo"],
+                       capture_output=True, text=True, timeout=60, preexec_fn=preexec_fn)
+    assert r.returncode == 0, r.stderr
+    return [(l.split()[4], l.split()[5]) for l in r.stdout.splitlines()]
+
+
+def test_mounts_restricted_alike_without_mount_setattr():
+    # The box makes /etc's and /dev's binds read-only (and nosuid, nodev)
+    # with one mount_setattr() each; where the kernel lacks it, a remount
+    # per bind must give the same flags.
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
+         "print(libc.syscall(442, -100, b'/', 0, None, 0), ctypes.get_errno())"],
+        capture_output=True, text=True, timeout=60, preexec_fn=refuse_mount_setattr)
+    assert probe.stdout.split() == ["-1", "38"], probe  # the filter works: ENOSYS
+    usual = box_mounts()
+    assert ("/etc", "ro,nosuid,nodev,relatime") in usual, usual
+    assert box_mounts(refuse_mount_setattr) == usual
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="needs root for a mount namespace of the test's own")
+def test_mounts_below_a_bound_system_directory_are_restricted_too():
+    # A host mount below /usr (here a writable tmpfs on /usr/local, in a
+    # mount namespace of this test's own) comes into the box with /usr's
+    # recursive bind: it must be as read-only, nosuid and nodev as /usr.
+    script = (f"mount -t tmpfs -o mode=0755,size=1m cellgate-test /usr/local && "
+              f"exec '{CELLGATE}' box -- /bin/cat /proc/self/mountinfo")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    mounts = dict((l.split()[4], l.split()[5]) for l in r.stdout.splitlines())
+    assert mounts.get("/usr/local") == mounts["/usr"] == "ro,nosuid,nodev,relatime", mounts

@@ -96,6 +96,25 @@ def test_cannot_write_outside_data_and_tmp(box, path):
     assert not os.path.exists(path)
 
 
+DEVICES = {"/dev/" + n for n in ("null", "zero", "full", "random", "urandom", "tty")}
+WRITABLE = {"/mnt/data", "/tmp", "/dev", "/dev/shm", "/proc"} | DEVICES
+
+
+def test_every_mount_is_restricted(box):
+    """Every mount in the box is nosuid; only the data volume, the private
+    tmpfs's, /proc and the device nodes are writable; only the device nodes
+    and /dev, which holds them, allow devices. Submounts of a bind count too."""
+    km, kc = box
+    mounts = value(kc, "[(l.split()[4], l.split()[5].split(',')) for l in "
+                       "open('/proc/self/mountinfo')]")
+    points = {point for point, _ in mounts}
+    assert {"/", "/usr", "/etc/ssl", "/mnt/data", "/dev/null"} <= points, points
+    for point, opts in mounts:
+        assert "nosuid" in opts, (point, opts)
+        assert ("rw" in opts) == (point in WRITABLE), (point, opts)
+        assert ("nodev" in opts) == (point not in DEVICES | {"/dev"}), (point, opts)
+
+
 def test_data_is_home_cwd_and_shared_between_languages(box):
     km, kc = box
     assert value(kc, "(__import__('os').getcwd(), __import__('os').environ['HOME'])") == \
