@@ -1,19 +1,24 @@
-"""Processes below a process, read from /proc: shared by the tests
+"""Processes and their command lines, read from /proc: shared by the tests
 (through conftest) and bench/soak.py, without conftest's set-up."""
 import os
+
+
+def parent_of(pid):
+    """pid's parent's pid, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def descendants(pid):
     """All processes below pid (from /proc), as a set of pids."""
     kids = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(p))
+    for p in all_pids():
+        ppid = parent_of(p)
+        if ppid is not None:
+            kids.setdefault(ppid, []).append(p)
     out, todo = set(), [pid]
     while todo:
         for c in kids.get(todo.pop(), []):

@@ -22,7 +22,7 @@ import uuid
 
 import pytest
 
-from proctree import all_pids, pids_where
+from proctree import all_pids, parent_of, pids_where
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CELLGATE = os.path.abspath(os.environ.get("CELLGATE_BIN", os.path.join(ROOT, "build", "cellgate")))
@@ -1001,20 +1001,8 @@ def test_tls():
 
 def kernel_children(pid):
     """Pids of `cellgate kernel` processes whose parent is pid."""
-    out = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid and argv[1:2] == [b"kernel"]:
-            out.append(int(p))
-    return out
+    return pids_where([p for p in all_pids() if parent_of(p) == pid],
+                      lambda argv: argv[1:2] == [b"kernel"])
 
 
 def wait_for(cond, timeout=20):

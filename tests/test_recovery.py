@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import TIMEOUT, descendants, errors, kernel_pid, run, stream_text, wait_until
-from proctree import pids_where
+from proctree import parent_of, pids_where
 
 PIDS = "48"  # a small limit keeps filling it fast
 
@@ -70,8 +70,12 @@ def box_sleeps(km, seconds):
 
 def shells(km):
     """Pids (host) of the bash processes under the kernel: the driver and
-    the subshells of background loops."""
-    return set(pids_where(descendants(kernel_pid(km)), lambda argv: argv[0].endswith(b"bash")))
+    the subshells of background loops. A loop's subshell forks for each
+    `sleep` and the fork is a bash too until it execs (a millisecond in
+    every 0.3 s): a bash whose parent and grandparent are bashes is such a
+    fork, not a shell of its own."""
+    found = set(pids_where(descendants(kernel_pid(km)), lambda argv: argv[0].endswith(b"bash")))
+    return {p for p in found if not (parent_of(p) in found and parent_of(parent_of(p)) in found)}
 
 
 def wait_for_text(kc, msg_id, text, timeout):
@@ -172,9 +176,7 @@ def box_init(km):
     mine = os.readlink(f"/proc/{kpid}/ns/pid")
     for pid in descendants(kpid):
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if ppid == kpid and os.readlink(f"/proc/{pid}/ns/pid") != mine:
+            if parent_of(pid) == kpid and os.readlink(f"/proc/{pid}/ns/pid") != mine:
                 return pid
         except OSError:
             pass
