@@ -278,8 +278,10 @@ place_src(struct src *s, enum bind_mode mode, enum restrict_when when)
  * of srcs placed in it with RESTRICT_WITH_TREE - the flags of mode, in one
  * mount_setattr() (Linux 5.12) instead of a remount each: ~20 fewer
  * system calls on the way to a ready box. Flags are only ever added, so
- * those the host locked stay. Where the kernel lacks the call, dir and
- * each bind are remounted as restrict_bind() does.
+ * those the host locked stay. Where the call fails - a kernel without
+ * it (ENOSYS), or a container's seccomp profile that refuses it (EPERM) -
+ * dir and each bind are remounted as restrict_bind() does, which fails
+ * the box if it cannot.
  */
 static void
 restrict_tree(const char *dir, struct src *srcs, size_t n, enum bind_mode mode)
@@ -292,8 +294,6 @@ restrict_tree(const char *dir, struct src *srcs, size_t n, enum bind_mode mode)
         attr.attr_set |= MOUNT_ATTR_NODEV;
     if (mount_setattr(AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof attr) == 0)
         return;
-    if (errno != ENOSYS)
-        setup_fail("restricting %s: %s", dir, strerror(errno));
     restrict_bind(dir, mode);
     for (size_t i = 0; i < n; i++)
         if (srcs[i].bound)

@@ -1,6 +1,7 @@
 """The box where users run it: as an ordinary user (unprivileged user
 namespaces), as root, without it when the operator says so, and with a
 clear error when the machine refuses to build one."""
+import errno
 import os
 import shutil
 import subprocess
@@ -153,19 +154,21 @@ def test_cellgate_kernel_checks_handed_down_sockets(tmp_path):
         stop(proc, kc)
 
 
-def refuse_mount_setattr():
-    """In a child before exec: mount_setattr() fails with ENOSYS from here
-    on, as on a kernel older than 5.12 (a seccomp filter, libseccomp)."""
-    import ctypes
-    import errno
-    lib = ctypes.CDLL("libseccomp.so.2")
-    lib.seccomp_init.restype = ctypes.c_void_p
-    ctx = lib.seccomp_init(ctypes.c_uint32(0x7fff0000))  # SCMP_ACT_ALLOW
-    nr = lib.seccomp_syscall_resolve_name(b"mount_setattr")
-    act = ctypes.c_uint32(0x00050000 | errno.ENOSYS)  # SCMP_ACT_ERRNO(ENOSYS)
-    if not ctx or nr < 0 or lib.seccomp_rule_add(ctypes.c_void_p(ctx), act, nr, 0) != 0 \
-            or lib.seccomp_load(ctypes.c_void_p(ctx)) != 0:
-        os._exit(99)
+def refusing_mount_setattr(err):
+    """A preexec_fn after which mount_setattr() fails with errno err (a
+    seccomp filter, libseccomp): ENOSYS as on a kernel older than 5.12,
+    EPERM as under a container's seccomp profile."""
+    def refuse():
+        import ctypes
+        lib = ctypes.CDLL("libseccomp.so.2")
+        lib.seccomp_init.restype = ctypes.c_void_p
+        ctx = lib.seccomp_init(ctypes.c_uint32(0x7fff0000))  # SCMP_ACT_ALLOW
+        nr = lib.seccomp_syscall_resolve_name(b"mount_setattr")
+        act = ctypes.c_uint32(0x00050000 | err)  # SCMP_ACT_ERRNO(err)
+        if not ctx or nr < 0 or lib.seccomp_rule_add(ctypes.c_void_p(ctx), act, nr, 0) != 0 \
+                or lib.seccomp_load(ctypes.c_void_p(ctx)) != 0:
+            os._exit(99)
+    return refuse
 
 
 def box_mounts(preexec_fn=None):
@@ -176,18 +179,19 @@ def box_mounts(preexec_fn=None):
     return [(l.split()[4], l.split()[5]) for l in r.stdout.splitlines()]
 
 
-def test_mounts_restricted_alike_without_mount_setattr():
+@pytest.mark.parametrize("err", [errno.ENOSYS, errno.EPERM])
+def test_mounts_restricted_alike_without_mount_setattr(err):
     # The box makes /etc's and /dev's binds read-only (and nosuid, nodev)
-    # with one mount_setattr() each; where the kernel lacks it, a remount
-    # per bind must give the same flags.
+    # with one mount_setattr() each; where that fails, a remount per bind
+    # must give the same flags.
     probe = subprocess.run(
         ["/usr/bin/python3", "-c", "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
          "print(libc.syscall(442, -100, b'/', 0, None, 0), ctypes.get_errno())"],
-        capture_output=True, text=True, timeout=60, preexec_fn=refuse_mount_setattr)
-    assert probe.stdout.split() == ["-1", "38"], probe  # the filter works: ENOSYS
+        capture_output=True, text=True, timeout=60, preexec_fn=refusing_mount_setattr(err))
+    assert probe.stdout.split() == ["-1", str(err)], probe  # the filter works
     usual = box_mounts()
     assert ("/etc", "ro,nosuid,nodev,relatime") in usual, usual
-    assert box_mounts(refuse_mount_setattr) == usual
+    assert box_mounts(refusing_mount_setattr(err)) == usual
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
