@@ -122,16 +122,14 @@ channel_of(const connfile_t *c, const int fds[CH_COUNT], int fd)
 void
 listen_take(const connfile_t *c, int fds[CH_COUNT])
 {
-    const char *v = getenv(LISTEN_FDS_ENV);
+    const char *v = strcmp(c->transport, "tcp") == 0 ? getenv(LISTEN_FDS_ENV) : NULL;
     char *end;
 
     for (int i = 0; v && *v && i < CH_COUNT; i++) {
         long fd = strtol(v, &end, 10);
         if (end == v || (*end != ',' && *end != '\0'))
             break;
-        int ch = fd >= 0 && fd <= 65535 && !taken(fds, (int)fd) && strcmp(c->transport, "tcp") == 0
-                     ? channel_of(c, fds, (int)fd)
-                     : -1;
+        int ch = fd >= 0 && fd <= 65535 && !taken(fds, (int)fd) ? channel_of(c, fds, (int)fd) : -1;
         if (ch >= 0 && fcntl((int)fd, F_SETFD, FD_CLOEXEC) == 0)
             fds[ch] = (int)fd;
         v = *end ? end + 1 : end;

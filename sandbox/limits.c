@@ -870,7 +870,7 @@ cgroup_destroy(struct box_cgroup **cgp)
     struct box_cgroup *cg = *cgp;
     const struct cg_dir *pd = cg->v2 ? &cg->mem : &cg->pids;
 
-    for (size_t i = 0; i < 2; i++)
+    for (size_t i = 0; i < sizeof cg->events / sizeof cg->events[0]; i++)
         if (cg->events[i] >= 0)
             close(cg->events[i]);
 

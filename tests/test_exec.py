@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from conftest import TIMEOUT, run, stream_text
-from proctree import argv_of
+from proctree import argv_of, parent_of
 from test_tools import comm
 
 
@@ -358,7 +358,7 @@ def test_box_gone_during_a_tool(kernel_factory):
     # The box's init: the kernel's child running its program in a pid
     # namespace of its own (the data volume's keeper runs it too, outside).
     inits = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != kpid
-             and _ppid(p) == kpid and _exe(p) == exe and _in_own_pid_ns(p)]
+             and parent_of(p) == kpid and _exe(p) == exe and _in_own_pid_ns(p)]
     assert len(inits) == 1
     msg = exec_running(kc, {"cmd": "sleep 30", "session_name": "s"})
     os.kill(int(inits[0]), 9)
@@ -386,14 +386,6 @@ def test_box_gone_during_a_tool(kernel_factory):
     assert "fresh box" in stream_text(out, "stderr")
     r, _ = ex(kc, cmd="echo fresh", session_name="s")
     assert r["output"] == "fresh\n"
-
-
-def _ppid(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _exe(pid):
