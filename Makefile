@@ -18,15 +18,22 @@ PYTHON := /usr/bin/python3
 
 CC ?= cc
 PKGS := libzmq libsodium nettle jansson libseccomp
+# pkg-config's answer for a variable, asked the first time a recipe needs
+# it and kept: on a fresh machine `deps` installs the packages first (asked
+# with :=, pkg-config would run before them, find nothing, and the first
+# link would fail).
+pkg-config = $(eval $1 := $(shell pkg-config $2 2>/dev/null))$($1)
+PKG_CFLAGS = $(call pkg-config,PKG_CFLAGS,--cflags $(PKGS) libcurl)
+PKG_LIBS = $(call pkg-config,PKG_LIBS,--libs $(PKGS))
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wvla -Wwrite-strings -Wno-unused-result
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c17 -D_GNU_SOURCE -I. $(WARN) $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
-LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+CFLAGS += -std=c17 -D_GNU_SOURCE -I. $(WARN) $(PKG_CFLAGS)
+LDLIBS += $(PKG_LIBS) -lpthread
 # libcurl (and the TLS library it brings) is linked into cellgate-fetch only:
 # the kernel does not map it.
-CURL_LIBS := $(shell pkg-config --libs libcurl 2>/dev/null)
-MHD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
+CURL_LIBS = $(call pkg-config,CURL_LIBS,--libs libcurl)
+MHD_LIBS = $(call pkg-config,MHD_LIBS,--libs libmicrohttpd)
 ifeq ($(WERROR),1)
 CFLAGS += -Werror
 endif
@@ -60,7 +67,7 @@ CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c cli/heavy_run.
 CLI_LIGHT := cli/main.c cli/kernelspec.c cli/display_cmd.c cli/heavy_exec.c
 LIGHT_COMMON := common/cgerr.c common/connfile.c common/langs.c common/listen.c common/log.c \
                 common/sibling.c common/size.c common/utf8.c
-LIGHT_LIBS := $(shell pkg-config --libs --static jansson libsodium 2>/dev/null) -lpthread
+LIGHT_LIBS = $(call pkg-config,LIGHT_PKG_LIBS,--libs --static jansson libsodium) -lpthread
 # ... linked statically, its addresses still random (static-pie): no loader
 # mapping and relocating libraries, so it starts in ~1 ms of CPU instead of
 # ~2, and a box's init (a copy of it) has fewer pages to copy on write.
@@ -306,7 +313,7 @@ fuzz: deps
 	@set -e; for f in $(FUZZ_TARGETS); do \
 	    mkdir -p $(B)/fuzz/$$f; \
 	    clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
-	        $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null) \
+	        $(PKG_CFLAGS) \
 	        tests/fuzz/fuzz_$$f.c $(COMMON) kernel/image.c kernel/tools/marker.c fetch/download.c \
 	        kernel/display.c registry/regpath.c registry/rewrite.c $(GATEWAY_MODULES) \
 	        $(LDLIBS) $(CURL_LIBS) $(MHD_LIBS) -lwslay -o $(B)/fuzz/fuzz_$$f; \
