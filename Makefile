@@ -61,10 +61,10 @@ KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/chan.c kernel/s
           kernel/image.c kernel/procs.c kernel/tools/tools.c kernel/tools/tool.c kernel/tools/exec.c \
           kernel/tools/session.c kernel/tools/download.c kernel/tools/open_image.c \
           kernel/tools/marker.c
-CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c cli/heavy_run.c
+CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c cli/heavy_run.c cli/kernel_args.c
 # `cellgate` itself: the same commands, but kernel and doctor exec
 # cellgate-kernel (cli/heavy.h), so the others start without ZeroMQ & co.
-CLI_LIGHT := cli/main.c cli/kernelspec.c cli/display_cmd.c cli/heavy_exec.c
+CLI_LIGHT := cli/main.c cli/kernelspec.c cli/display_cmd.c cli/heavy_exec.c cli/kernel_args.c
 LIGHT_COMMON := common/cgerr.c common/connfile.c common/langs.c common/listen.c common/log.c \
                 common/sibling.c common/size.c common/utf8.c
 LIGHT_LIBS = $(call pkg-config,LIGHT_PKG_LIBS,--libs --static jansson libsodium) -lpthread
@@ -118,7 +118,8 @@ UNITS := tests/unit/test_wire.c tests/unit/test_connfile.c tests/unit/test_utf8.
          tests/unit/test_history.c tests/unit/test_limits.c tests/unit/test_seccomp.c \
          tests/unit/test_boxfs.c tests/unit/test_download.c tests/unit/test_chan.c \
          tests/unit/test_kernel_modules.c tests/unit/test_regpath.c tests/unit/test_rewrite.c \
-         tests/unit/test_regpolicy.c tests/unit/test_box.c tests/unit/test_listen.c
+         tests/unit/test_regpolicy.c tests/unit/test_box.c tests/unit/test_listen.c \
+         tests/unit/test_kernel_args.c
 UNIT_BINS := $(UNITS:tests/unit/%.c=$(B)/tests/%)
 FUZZERS := wire connfile listen image marker download display regpath rewrite gwconvert gwhttp ws
 REPLAYS := $(FUZZERS:%=$(B)/tests/replay_%)
@@ -214,6 +215,7 @@ $(B)/tests/test_rewrite: $(B)/registry/rewrite.o $(B)/registry/regpath.o
 $(B)/tests/test_regpolicy: $(B)/registry/regpolicy.o
 $(B)/tests/test_chan: $(KERNEL_MODULES_OBJ)
 $(B)/tests/test_kernel_modules: $(KERNEL_MODULES_OBJ)
+$(B)/tests/test_kernel_args: $(B)/cli/kernel_args.o
 
 # Each fuzz target also builds as a plain program that replays its corpus.
 $(B)/tests/replay_image: $(B)/kernel/image.o

@@ -5,6 +5,7 @@
  */
 #include "cli/heavy.h"
 
+#include "cli/kernel_args.h"
 #include "common/cgerr.h"
 #include "common/connfile.h"
 #include "common/listen.h"
@@ -35,26 +36,6 @@ forward(const char *cmd, int argc, char **argv)
     return 1;
 }
 
-/* The connection file named in a kernel's arguments (-f FILE, -fFILE,
- * --connection-file FILE or =FILE), or NULL. */
-static const char *
-connection_file(int argc, char **argv)
-{
-    static const char longopt[] = "--connection-file";
-    size_t n = sizeof longopt - 1;
-
-    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-f") == 0 || strcmp(a, longopt) == 0)
-            return i + 1 < argc ? argv[i + 1] : NULL;
-        if (strncmp(a, longopt, n) == 0 && a[n] == '=')
-            return a + n + 1;
-        if (strncmp(a, "-f", 2) == 0)
-            return a + 2;
-    }
-    return NULL;
-}
-
 /*
  * `cellgate kernel`: listens on the connection file's ports first (this
  * program starts in ~1 ms; cellgate-kernel maps 22 libraries before it
@@ -66,7 +47,7 @@ connection_file(int argc, char **argv)
 int
 heavy_kernel(int argc, char **argv)
 {
-    const char *path = connection_file(argc, argv);
+    const char *path = kernel_args_connection_file(argc, argv);
     connfile_t conn;
     int fds[CH_COUNT] = { -1, -1, -1, -1, -1 };
 

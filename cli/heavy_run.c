@@ -6,6 +6,7 @@
 #include "cli/heavy.h"
 
 #include "cli/doctor.h"
+#include "cli/kernel_args.h"
 #include "common/cgerr.h"
 #include "common/langs.h"
 #include "common/size.h"
@@ -14,7 +15,6 @@
 #include "kernel/kernel.h"
 #include "sandbox/boxlimits.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,34 +80,18 @@ parse_size(const char *s, size_t *out)
     return 0;
 }
 
-enum { OPT_LIMIT = 1000 }; /* getopt values OPT_LIMIT + i: the i-th limit */
-
 int
 heavy_kernel(int argc, char **argv)
 {
     size_t n_limits;
     const struct limit_info *lt = limits_table(&n_limits);
-    struct option opts[32] = {
-        { "connection-file", required_argument, NULL, 'f' },
-        { "language", required_argument, NULL, 'l' },
-        { "output-limit", required_argument, NULL, 'o' },
-        { "color", no_argument, NULL, 'c' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { "state-dir", required_argument, NULL, 's' },
-        { "keep-data", no_argument, NULL, 'k' },
-        { "no-sandbox", no_argument, NULL, 'n' },
-    };
-    size_t n_opts = 9;
+    struct option opts[KERNEL_OPTS_MAX];
     struct kernel_opts ko = { .output_limit = KERNEL_DEFAULT_OUTPUT_LIMIT };
     const char *lang = "python", *env;
     char state_dir[4096], err[256];
     int c;
 
-    for (size_t i = 0; i < n_limits && n_opts < 31; i++)
-        opts[n_opts++] = (struct option){ lt[i].name, required_argument, NULL,
-                                          OPT_LIMIT + (int)i };
-    opts[n_opts] = (struct option){ 0 };
+    kernel_args_table(opts);
     limits_defaults(&ko.limits);
     if (limits_from_env(&ko.limits, err, sizeof err) != 0) {
         fprintf(stderr, "cellgate: %s\n", err);
@@ -123,25 +107,25 @@ heavy_kernel(int argc, char **argv)
         return 2;
     }
     ko.color = (env = getenv("CELLGATE_COLOR")) && strcmp(env, "1") == 0;
-    while ((c = getopt_long(argc, argv, "f:l:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, KERNEL_SHORT_OPTS, opts, NULL)) != -1) {
         switch (c) {
         case 'f': ko.connection_file = optarg; break;
         case 'l': lang = optarg; break;
-        case 'c': ko.color = true; break;
-        case 'o':
+        case KOPT_COLOR: ko.color = true; break;
+        case KOPT_OUTPUT_LIMIT:
             if (parse_size(optarg, &ko.output_limit) != 0) {
                 fprintf(stderr, "cellgate: --output-limit %s is not a size\n", optarg);
                 return 2;
             }
             break;
         case 'h': kernel_usage(stdout); return 0;
-        case 'V': return print_version();
-        case 's': ko.state_dir = optarg; break;
-        case 'k': ko.keep_data = true; break;
-        case 'n': ko.no_sandbox = true; break;
+        case KOPT_VERSION: return print_version();
+        case KOPT_STATE_DIR: ko.state_dir = optarg; break;
+        case KOPT_KEEP_DATA: ko.keep_data = true; break;
+        case KOPT_NO_SANDBOX: ko.no_sandbox = true; break;
         default:
-            if (c >= OPT_LIMIT && c < OPT_LIMIT + (int)n_limits) {
-                if (limits_set(&ko.limits, lt[c - OPT_LIMIT].name, optarg, err, sizeof err) != 0) {
+            if (c >= KOPT_LIMIT && c < KOPT_LIMIT + (int)n_limits) {
+                if (limits_set(&ko.limits, lt[c - KOPT_LIMIT].name, optarg, err, sizeof err) != 0) {
                     fprintf(stderr, "cellgate: %s\n", err);
                     return 2;
                 }

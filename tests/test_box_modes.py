@@ -19,11 +19,12 @@ def py_value(kc, expr):
     return eval(stream_text(out, "stdout"))  # noqa: S307
 
 
-def start_raw_kernel(tmp_path, env=None, prefix=(), program=CELLGATE):
-    """A kernel launched by hand (optionally as another user), and a client."""
+def start_raw_kernel(tmp_path, env=None, prefix=(), program=CELLGATE, args=("-f", "{cf}")):
+    """A kernel launched by hand (optionally as another user), and a client.
+    args: the kernel's options, "{cf}" standing for the connection file."""
     cf, _ = write_connection_file(str(tmp_path / "kernel-raw.json"), key=b"secret")
     os.chmod(cf, 0o644)
-    proc = subprocess.Popen([*prefix, program, "kernel", "-f", cf],
+    proc = subprocess.Popen([*prefix, program, "kernel", *(a.format(cf=cf) for a in args)],
                             env={**os.environ, **(env or {})})
     kc = BlockingKernelClient(connection_file=cf)
     kc.load_connection_file()
@@ -124,12 +125,21 @@ def test_refused_box_is_an_error_in_every_cell_never_a_fallback(tmp_path):
         proc.wait()
 
 
-def test_cellgate_kernel_listens_before_its_exec(tmp_path):
+@pytest.mark.parametrize("args", [
+    ("-f", "{cf}"),
+    ("--language", "python", "-f{cf}"),
+    # as getopt_long reads them in cellgate-kernel: a unique prefix of
+    # --connection-file, and a language that looks like an option
+    ("--conn={cf}",),
+    ("-l", "-f", "--language=python", "--connection-file", "{cf}"),
+], ids=["f", "glued", "prefix", "value-like-f"])
+def test_cellgate_kernel_listens_before_its_exec(tmp_path, args):
     # `cellgate kernel` takes the five ports before it execs cellgate-kernel
     # (a client connecting at once is queued, not refused for 100 ms) and
     # names the sockets in CELLGATE_LISTEN_FDS, which the kernel's initial
-    # environment shows; the kernel takes them and no runtime sees it.
-    proc, kc = start_raw_kernel(tmp_path)
+    # environment shows; the kernel takes them and no runtime sees it. It
+    # finds the connection file with cellgate-kernel's own option table.
+    proc, kc = start_raw_kernel(tmp_path, args=args)
     try:
         with open(f"/proc/{proc.pid}/environ", "rb") as f:
             env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
