@@ -37,7 +37,7 @@ os.environ.setdefault("CELLGATE_STATE_DIR", tempfile.mkdtemp(prefix="cellgate-st
 
 from jupyter_client.manager import KernelManager, start_new_kernel  # noqa: E402
 
-from proctree import descendants  # noqa: E402,F401 - for the test modules
+from proctree import descendants, alive as pid_alive  # noqa: E402,F401 - for the test modules
 
 TIMEOUT = 20
 
@@ -135,14 +135,6 @@ multi_kernel = _module_kernel("cellgate")
 
 def kernel_pid(km):
     return km.provisioner.process.pid
-
-
-def pid_alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_until(pred, timeout=10.0, step=0.05):

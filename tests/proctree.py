@@ -12,6 +12,33 @@ def parent_of(pid):
         return None
 
 
+def alive(pid):
+    """True while pid is a process that has not ended (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def box_inits(kernel_pid):
+    """The kernel's children in a pid namespace other than the kernel's: its
+    box's init (one while the box is up; the data volume's keeper, also a
+    child, stays in the kernel's namespace)."""
+    try:
+        mine = os.readlink(f"/proc/{kernel_pid}/ns/pid")
+    except OSError:
+        return []
+    out = []
+    for pid in all_pids():
+        try:
+            if parent_of(pid) == kernel_pid and os.readlink(f"/proc/{pid}/ns/pid") != mine:
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 def descendants(pid):
     """All processes below pid (from /proc), as a set of pids."""
     kids = {}

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from conftest import TIMEOUT, run, stream_text
-from proctree import argv_of, parent_of
+from proctree import argv_of, box_inits
 from test_tools import comm
 
 
@@ -353,12 +353,7 @@ def test_box_gone_during_a_tool(kernel_factory):
     cell (or command) gets a fresh box."""
     from conftest import kernel_pid
     km, kc = kernel_factory("cellgate-python")
-    kpid = kernel_pid(km)
-    exe = os.readlink(f"/proc/{kpid}/exe")
-    # The box's init: the kernel's child running its program in a pid
-    # namespace of its own (the data volume's keeper runs it too, outside).
-    inits = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != kpid
-             and parent_of(p) == kpid and _exe(p) == exe and _in_own_pid_ns(p)]
+    inits = box_inits(kernel_pid(km))
     assert len(inits) == 1
     msg = exec_running(kc, {"cmd": "sleep 30", "session_name": "s"})
     os.kill(int(inits[0]), 9)
@@ -386,20 +381,6 @@ def test_box_gone_during_a_tool(kernel_factory):
     assert "fresh box" in stream_text(out, "stderr")
     r, _ = ex(kc, cmd="echo fresh", session_name="s")
     assert r["output"] == "fresh\n"
-
-
-def _exe(pid):
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return None
-
-
-def _in_own_pid_ns(pid):
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return False
 
 
 def test_session_reply_keeps_the_latest_output(kernel):

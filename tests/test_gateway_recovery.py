@@ -25,7 +25,7 @@ import pytest
 from test_gateway import (CELLGATE, GATEWAY, TIMEOUT, Server, execute_request, free_port,
                           kernel_pids, recv_data, run_ws, stop, wait_for, wait_http,
                           wait_kernel_info)
-from proctree import pids_where
+from proctree import alive, pids_where
 
 websocket = pytest.importorskip("websocket")
 pytestmark = pytest.mark.skipif(not os.access(GATEWAY, os.X_OK), reason=f"{GATEWAY} is not built")
@@ -35,15 +35,6 @@ def kernel_process(kid):
     """The pid of kid's `cellgate kernel` process, or None."""
     found = pids_where(kernel_pids(kid), lambda argv: argv[1:2] == [b"kernel"])
     return found[0] if found else None
-
-
-def alive(pid):
-    """True if pid is a live process (not a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 class Gateway:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import TIMEOUT, descendants, errors, kernel_pid, run, stream_text, wait_until
-from proctree import parent_of, pids_where
+from proctree import box_inits, parent_of, pids_where
 
 PIDS = "48"  # a small limit keeps filling it fast
 
@@ -171,16 +171,9 @@ def test_process_limit_default_bash(kernel_factory):
 
 
 def box_init(km):
-    """Host pid of the box's init: the kernel's child in new namespaces."""
-    kpid = kernel_pid(km)
-    mine = os.readlink(f"/proc/{kpid}/ns/pid")
-    for pid in descendants(kpid):
-        try:
-            if parent_of(pid) == kpid and os.readlink(f"/proc/{pid}/ns/pid") != mine:
-                return pid
-        except OSError:
-            pass
-    return None
+    """Host pid of the box's init, or None."""
+    inits = box_inits(kernel_pid(km))
+    return inits[0] if inits else None
 
 
 @pytest.mark.parametrize("name,setup,check,ok", [
