@@ -7,6 +7,7 @@
 #include "common/cgerr.h"
 #include "common/log.h"
 #include "common/utf8.h"
+#include "kernel/terminal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +40,7 @@ struct runtime {
     bool reaped;            /* the driver process was waited for */
     int ctl;                /* control socket, -1 when closed */
     int code_in;            /* RT_SHELL: write end of the driver's stdin */
+    int tty;                /* RT_SHELL: master of the shell's terminal (shell_terminal) */
     struct pipe_in out[2];  /* stdout, stderr */
     struct buf in;          /* control bytes not yet handled */
     size_t scan_from;       /* where the newline search in `in` resumes */
@@ -57,7 +59,7 @@ runtime_new(const struct lang *lang)
     if (!rt)
         return NULL;
     rt->lang = lang;
-    rt->ctl = rt->code_in = rt->out[0].fd = rt->out[1].fd = -1;
+    rt->ctl = rt->code_in = rt->tty = rt->out[0].fd = rt->out[1].fd = -1;
     rt->out[0].name = "stdout";
     rt->out[1].name = "stderr";
     rt->reaped = true;
@@ -77,6 +79,7 @@ close_all(struct runtime *rt)
 {
     close_fd(&rt->ctl);
     close_fd(&rt->code_in);
+    close_fd(&rt->tty);
     close_fd(&rt->out[0].fd);
     close_fd(&rt->out[1].fd);
 }
@@ -238,12 +241,35 @@ set_nonblock(int fd)
     return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+/*
+ * The start-up stderr of a shell driver: the slave of a new pseudo-terminal,
+ * whose master goes to *master (held while the shell runs, never read), or
+ * /dev/null where no pseudo-terminal can be had. An interactive bash takes a
+ * copy of its start-up stderr as its terminal, and after a job dies of a
+ * signal it restores that terminal's settings; on /dev/null that fails and
+ * bash prints "tcsetattr: Inappropriate ioctl for device" into the cell's
+ * stderr. A terminal takes the settings, and keeps bash's start-up chatter
+ * (its default prompt, "no job control") out of the cell as /dev/null did.
+ * Returns the descriptor (close-on-exec) or -1 with errno set.
+ */
+static int
+shell_terminal(int *master)
+{
+    int slave;
+
+    if (terminal_open(master, &slave, 0) == CG_OK)
+        return slave;
+    log_debug("no terminal for the shell (%s): its stderr starts on /dev/null",
+              strerror(errno));
+    return open("/dev/null", O_RDWR | O_CLOEXEC);
+}
+
 int
 runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_t errlen)
 {
     const struct lang *l = rt->lang;
     int sv[2] = { -1, -1 }, po[2] = { -1, -1 }, pe[2] = { -1, -1 }, pi[2] = { -1, -1 };
-    int devnull = -1, rc;
+    int devnull = -1, tty = -1, term = -1, rc;
     size_t srclen, argc = 0;
     const char *src = drivers_source(l->driver, &srclen);
     const char *argv[16];
@@ -259,7 +285,8 @@ runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_
 
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(po, O_CLOEXEC) < 0
         || pipe2(pe, O_CLOEXEC) < 0 || pipe2(pi, O_CLOEXEC) < 0
-        || (devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) {
+        || (devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0
+        || (l->kind == RT_SHELL && (term = shell_terminal(&tty)) < 0)) {
         rc = cg_fail(err, errlen, CG_ESYS, "creating the driver's pipes: %s", strerror(errno));
         goto out;
     }
@@ -281,7 +308,7 @@ runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_
     }
     struct spawn_fd fds_jsonl[] = { { 0, devnull }, { 1, po[1] }, { 2, pe[1] }, { 3, sv[1] } };
     struct spawn_fd fds_shell[] = {
-        { 0, pi[0] }, { 1, po[1] }, { 2, devnull }, { 3, sv[1] }, { 4, pe[1] },
+        { 0, pi[0] }, { 1, po[1] }, { 2, term }, { 3, sv[1] }, { 4, pe[1] },
     };
     struct spawn_spec spec = {
         .argv = argv, .envp = (const char *const *)env, .cwd = where->cwd,
@@ -302,7 +329,8 @@ runtime_start(struct runtime *rt, const struct rt_place *where, char *err, size_
     sv[0] = po[0] = pe[0] = -1;
     if (l->kind == RT_SHELL) {
         rt->code_in = pi[1];
-        pi[1] = -1;
+        rt->tty = tty;
+        pi[1] = tty = -1;
         /* A shell driver reads its own source first. */
         rc = buf_add(&rt->pending, src, srclen);
         if (rc == CG_OK)
@@ -326,6 +354,8 @@ out:
     close_fd(&pi[0]);
     close_fd(&pi[1]);
     close_fd(&devnull);
+    close_fd(&tty);
+    close_fd(&term);
     return rc;
 }
 

@@ -129,6 +129,43 @@ def test_bash_state_and_errors(bash_kernel):
     assert reply["content"]["status"] == "ok"
 
 
+def test_bash_child_killed_by_a_signal_leaves_stderr_alone(bash_kernel):
+    # An interactive bash restores its terminal after a job dies of a
+    # signal; started with /dev/null for one, it printed "bash: [2: 1 (255)]
+    # tcsetattr: Inappropriate ioctl for device" into the cell. Its terminal
+    # is a pseudo-terminal of its own, which the kernel closes with it.
+    km, kc = bash_kernel
+    for sig, status in (("KILL", 137), ("SEGV", 139), ("TERM", 143)):
+        reply, out = run(kc, f"sh -c 'kill -{sig} $$'; echo after $?")
+        assert stream_text(out, "stdout") == f"after {status}\n"
+        assert stream_text(out, "stderr") == "", sig
+        assert reply["content"]["status"] == "ok"
+    reply, out = run(kc, "sh -c 'kill -KILL $$'")
+    assert reply["content"]["evalue"] == "exit status 137"
+    assert stream_text(out, "stderr") == ""
+    # bash's own start-up chatter went to that terminal, not to a cell
+    reply, out = run(kc, "echo $-; [ -t 255 ] && echo has-a-terminal; [ -t 2 ] || echo stderr-a-pipe")
+    assert stream_text(out, "stdout") == "hiBs\nhas-a-terminal\nstderr-a-pipe\n"
+
+
+def test_bash_terminal_closes_with_its_shell(bash_kernel):
+    # Each bash the kernel starts gets a pseudo-terminal; when it ends (here
+    # `exit`, three times), the kernel's end of it is closed too.
+    km, kc = bash_kernel
+
+    def ptys():
+        fd_dir = f"/proc/{kernel_pid(km)}/fd"
+        return sum(os.readlink(f"{fd_dir}/{fd}") == "/dev/ptmx" for fd in os.listdir(fd_dir)
+                   if os.path.exists(f"{fd_dir}/{fd}"))
+    run(kc, "true")
+    assert ptys() == 1
+    for _ in range(3):
+        run(kc, "exit 3")
+        reply, out = run(kc, "echo again")
+        assert stream_text(out, "stdout") == "again\n"
+        assert ptys() == 1
+
+
 def test_ordering_python(python_kernel):
     km, kc = python_kernel
     code = ("import sys, os\n"

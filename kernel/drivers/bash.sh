@@ -1,8 +1,9 @@
 # cellgate bash driver.
 #
 # The kernel starts `bash --norc --noprofile --noediting -i` in its own process
-# group with fd 0 = the code pipe, fd 1 = stdout, fd 2 = /dev/null (so start-up
-# chatter is lost), fd 3 = the control socket and fd 4 = the real stderr, and
+# group with fd 0 = the code pipe, fd 1 = stdout, fd 2 = a pseudo-terminal of
+# its own (bash keeps a copy as its terminal; start-up chatter stays there),
+# fd 3 = the control socket and fd 4 = the real stderr, and
 # writes this file to fd 0 before anything else.  Bash reads it as typed input:
 # everything here runs at the top level of an interactive shell, so it must
 # print nothing, define nothing but __cg_* names (and the `read` shadow) and

@@ -16,6 +16,7 @@
 #include "common/cgerr.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "kernel/terminal.h"
 #include "kernel/tools/marker.h"
 
 #include <errno.h>
@@ -365,28 +366,21 @@ session_find(struct sessions *ss, const char *name)
 static int
 open_terminal(int *master, int *slave)
 {
-    char name[128];
     struct termios t;
     struct winsize ws = { .ws_row = 50, .ws_col = 200 };
 
-    *slave = -1;
-    *master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-    if (*master < 0 || grantpt(*master) < 0 || unlockpt(*master) < 0
-        || ptsname_r(*master, name, sizeof name) != 0
-        || (*slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0
-        || tcgetattr(*slave, &t) < 0)
-        goto fail;
-    t.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL);
-    t.c_oflag &= ~(tcflag_t)ONLCR;
-    if (tcsetattr(*slave, TCSANOW, &t) < 0 || ioctl(*slave, TIOCSWINSZ, &ws) < 0)
-        goto fail;
-    return CG_OK;
-fail:;
+    if (terminal_open(master, slave, O_NONBLOCK) != CG_OK)
+        return CG_ESYS;
+    if (tcgetattr(*slave, &t) == 0) {
+        t.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL);
+        t.c_oflag &= ~(tcflag_t)ONLCR;
+        if (tcsetattr(*slave, TCSANOW, &t) == 0 && ioctl(*slave, TIOCSWINSZ, &ws) == 0)
+            return CG_OK;
+    }
     int e = errno;
-    if (*slave >= 0)
-        close(*slave);
-    if (*master >= 0)
-        close(*master);
+    close(*slave);
+    close(*master);
+    *slave = *master = -1;
     errno = e;
     return CG_ESYS;
 }
