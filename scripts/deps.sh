@@ -21,6 +21,9 @@ PKGS=(
   # the browser test (tests/test_browser.py): classic Notebook 6 in Chromium,
   # driven by playwright-core from npm (installed below)
   python3-notebook chromium
+  # ... whose widget step needs ipywidgets in the kernel and its notebook
+  # extension in the page
+  python3-ipywidgets jupyter-nbextension-jupyter-js-widgets
   # toolchains of the languages cellgate runs (a missing one is reported by
   # `cellgate doctor` and gets no kernelspec; swift has no Debian package)
   nodejs ruby php-cli golang-go default-jdk-headless rustc kotlin
