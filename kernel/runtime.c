@@ -40,7 +40,8 @@ struct runtime {
     bool reaped;            /* the driver process was waited for */
     int ctl;                /* control socket, -1 when closed */
     int code_in;            /* RT_SHELL: write end of the driver's stdin */
-    int tty;                /* RT_SHELL: master of the shell's terminal (shell_terminal) */
+    int tty;                /* RT_SHELL: master of the shell's terminal (shell_terminal),
+                             * non-blocking; what arrives is read and dropped */
     struct pipe_in out[2];  /* stdout, stderr */
     struct buf in;          /* control bytes not yet handled */
     size_t scan_from;       /* where the newline search in `in` resumes */
@@ -243,8 +244,9 @@ set_nonblock(int fd)
 
 /*
  * The start-up stderr of a shell driver: the slave of a new pseudo-terminal,
- * whose master goes to *master (held while the shell runs, never read), or
- * /dev/null where no pseudo-terminal can be had. An interactive bash takes a
+ * whose master goes to *master (held while the shell runs; what is written
+ * to the terminal is read and dropped, tty_drop, so no writer ever blocks on
+ * it), or /dev/null where no pseudo-terminal can be had. An interactive bash takes a
  * copy of its start-up stderr as its terminal, and after a job dies of a
  * signal it restores that terminal's settings; on /dev/null that fails and
  * bash prints "tcsetattr: Inappropriate ioctl for device" into the cell's
@@ -257,7 +259,7 @@ shell_terminal(int *master)
 {
     int slave;
 
-    if (terminal_open(master, &slave, 0) == CG_OK)
+    if (terminal_open(master, &slave, O_NONBLOCK) == CG_OK)
         return slave;
     log_debug("no terminal for the shell (%s): its stderr starts on /dev/null",
               strerror(errno));
@@ -623,6 +625,25 @@ flush_pending(struct runtime *rt)
     }
 }
 
+/* Reads and drops what was written to a shell's terminal (bash's start-up
+ * chatter, or a cell's `>&255`), a bounded amount per turn; closes our end
+ * once the terminal is hung up (no process has it open any more). */
+static void
+tty_drop(struct runtime *rt)
+{
+    char scratch[4096];
+
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = read(rt->tty, scratch, sizeof scratch);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        close_fd(&rt->tty); /* EIO: hung up */
+        return;
+    }
+}
+
 size_t
 runtime_poll_items(const struct runtime *rt, zmq_pollitem_t *items)
 {
@@ -634,6 +655,8 @@ runtime_poll_items(const struct runtime *rt, zmq_pollitem_t *items)
     for (int i = 0; i < 2; i++)
         if (rt->out[i].fd >= 0)
             items[n++] = (zmq_pollitem_t){ .fd = rt->out[i].fd, .events = ZMQ_POLLIN };
+    if (rt->tty >= 0)
+        items[n++] = (zmq_pollitem_t){ .fd = rt->tty, .events = ZMQ_POLLIN };
     if (rt->pending.len && ofd >= 0) {
         if (ofd == rt->ctl)
             items[0].events |= ZMQ_POLLOUT;
@@ -657,11 +680,15 @@ runtime_service(struct runtime *rt, const zmq_pollitem_t *items, size_t n,
         if (items[i].fd == rt->ctl && (items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
             rc = ctl_read(rt, sink, err, errlen);
     }
-    for (size_t i = 0; i < n && rc == CG_OK; i++)
+    for (size_t i = 0; i < n && rc == CG_OK; i++) {
+        if (!(items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) || items[i].fd < 0)
+            continue;
         for (int k = 0; k < 2; k++)
-            if (items[i].fd >= 0 && items[i].fd == rt->out[k].fd
-                && (items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
+            if (items[i].fd == rt->out[k].fd)
                 pipe_read(&rt->out[k], rt, sink, 4);
+        if (items[i].fd == rt->tty)
+            tty_drop(rt);
+    }
     return rc;
 }
 

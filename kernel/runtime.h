@@ -21,7 +21,7 @@
 #include <zmq.h>
 
 #define RT_MAX_LINE (64u << 20) /* longest control line we accept */
-#define RT_POLL_ITEMS 4         /* fds a runtime contributes to zmq_poll */
+#define RT_POLL_ITEMS 5         /* fds a runtime contributes to zmq_poll */
 
 struct runtime;
 

@@ -148,6 +148,24 @@ def test_bash_child_killed_by_a_signal_leaves_stderr_alone(bash_kernel):
     assert stream_text(out, "stdout") == "hiBs\nhas-a-terminal\nstderr-a-pipe\n"
 
 
+@pytest.mark.parametrize("code", ["while :; do echo x >&255; done", "yes >&255"])
+def test_bash_writing_to_its_terminal_never_blocks(bash_kernel, code):
+    # The shell's terminal is a cell's to write to as any descriptor bash
+    # has; the kernel reads and drops what arrives, so neither bash itself
+    # (a builtin's write) nor a program blocks on a full terminal, and an
+    # interrupt stops the cell as usual.
+    km, kc = bash_kernel
+    reply, out = run(kc, "for i in $(seq 3000); do printf '%080d\\n' $i >&255; done; "
+                         "seq 3000 >&255; echo done")  # 250 KB, past any terminal buffer
+    assert stream_text(out, "stdout") == "done\n"
+    assert reply["content"]["status"] == "ok"
+    _interrupted(kc, code, km.interrupt_kernel,
+                 lambda r: r["content"]["evalue"] == "exit status 130 (interrupted)"
+                 or pytest.fail(r["content"]))
+    reply, out = run(kc, "echo alive")
+    assert stream_text(out, "stdout") == "alive\n"
+
+
 def test_bash_terminal_closes_with_its_shell(bash_kernel):
     # Each bash the kernel starts gets a pseudo-terminal; when it ends (here
     # `exit`, three times), the kernel's end of it is closed too.
