@@ -334,6 +334,7 @@ bench: install-kernelspecs $(B)/bench/boxloop
 	    $(PYTHON) $(KERNELBENCH) cellgate-python --vs python3 --rounds 5; \
 	else echo "bench: no $(KERNELBENCH) (set KERNELBENCH=PATH): kernelbench skipped"; fi
 	$(PYTHON) bench/ready.py cellgate-python python3
+	$(PYTHON) bench/clientcpu.py cellgate-python python3
 	$(PYTHON) bench/boxbench.py --cellgate $(B)/cellgate
 	$(PYTHON) bench/langbench.py --rounds 5 --n 3
 	$(PYTHON) bench/toolbench.py

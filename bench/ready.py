@@ -36,9 +36,10 @@ def wait_ready(kc):
             pass
 
 
-def run_cell(kc, code, timeout=300):
-    """Executes code and waits for its idle and its reply; its stdout."""
-    msg_id = kc.execute(code)
+def run_cell(kc, code, timeout=300, **execute_kw):
+    """Executes code (execute_kw: kc.execute's options, e.g. store_history)
+    and waits for its idle and its reply; its stdout."""
+    msg_id = kc.execute(code, **execute_kw)
     out = []
     while True:
         m = kc.get_iopub_msg(timeout=timeout)
