@@ -58,9 +58,9 @@ SANDBOX := sandbox/box.c sandbox/boxfs.c sandbox/boxinit.c sandbox/limits.c sand
            sandbox/spawn.c
 KERNEL := kernel/kernel.c kernel/handlers.c kernel/cell.c kernel/chan.c kernel/site.c kernel/egress.c \
           kernel/runtime.c kernel/drivers.c kernel/history.c kernel/display.c kernel/displayd.c \
-          kernel/image.c kernel/procs.c kernel/terminal.c kernel/tools/tools.c kernel/tools/tool.c kernel/tools/exec.c \
-          kernel/tools/session.c kernel/tools/download.c kernel/tools/open_image.c \
-          kernel/tools/marker.c
+          kernel/image.c kernel/procs.c kernel/terminal.c kernel/tools/tools.c kernel/tools/tool.c \
+          kernel/tools/exec.c kernel/tools/session.c kernel/tools/download.c \
+          kernel/tools/open_image.c kernel/tools/marker.c
 CLI := cli/main.c cli/doctor.c cli/kernelspec.c cli/display_cmd.c cli/heavy_run.c cli/kernel_args.c
 # `cellgate` itself: the same commands, but kernel and doctor exec
 # cellgate-kernel (cli/heavy.h), so the others start without ZeroMQ & co.

@@ -23,18 +23,14 @@ import time
 
 from jupyter_client.manager import KernelManager
 
-from ready import run_cell, wait_ready  # bench/ is on sys.path when run
+from ready import run_cell, running, wait_ready  # bench/ is on sys.path when run
 
 WARMUP = 50
 
 
 def measure(name, n):
     """(median round trip, client CPU per cell), seconds, for n cells."""
-    km = KernelManager(kernel_name=name)
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
+    with running(KernelManager(kernel_name=name)) as kc:
         wait_ready(kc)
         for _ in range(WARMUP):
             run_cell(kc, "1", store_history=False)
@@ -47,9 +43,6 @@ def measure(name, n):
         after = os.times()
         cpu = (after.user - before.user) + (after.system - before.system)
         return statistics.median(lat), cpu / n
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def main():

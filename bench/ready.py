@@ -11,6 +11,7 @@ until a first cell ("1") is done, for each kernelspec in turn:
     /usr/bin/python3 bench/ready.py cellgate-python python3 [--rounds 7]
 """
 import argparse
+import contextlib
 import statistics
 import time
 from queue import Empty
@@ -53,6 +54,20 @@ def run_cell(kc, code, timeout=300, **execute_kw):
     return "".join(out)
 
 
+@contextlib.contextmanager
+def running(km):
+    """Starts km's kernel and a client's channels; yields the client, and
+    stops both at the end."""
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def one(name, code="1", warm=0, specs=None, expect=None, later=None):
     """Launches kernelspec name (found by specs, a KernelSpecManager, or
     Jupyter's default); returns (seconds to ready, to the end of a first
@@ -63,10 +78,7 @@ def one(name, code="1", warm=0, specs=None, expect=None, later=None):
     next cell)."""
     km = KernelManager(kernel_name=name, **({"kernel_spec_manager": specs} if specs else {}))
     t0 = time.perf_counter()
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
+    with running(km) as kc:
         wait_ready(kc)
         ready = time.perf_counter() - t0
         out = run_cell(kc, code)
@@ -88,9 +100,6 @@ def one(name, code="1", warm=0, specs=None, expect=None, later=None):
             if out != later_expect:
                 raise RuntimeError(f"{name}: the later cell printed {out!r}")
         return ready, first, statistics.median(times) if times else None, next_cell
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def main():
